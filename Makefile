@@ -1,0 +1,158 @@
+# w4a8moe — GNU Makefile.
+#
+#   make run      install missing Debian packages, build, run `w4a8moe bench` on the default model
+#   make test     build and run every test this machine supports (unit tests also under
+#                 AddressSanitizer + UndefinedBehaviorSanitizer), and the CLI tests
+#   make          the static and shared library and the CLI (build/)
+#   make install PREFIX=/usr/local
+#   make test-gpu the GPU test suite (needs a CUDA device; see docs/PERFORMANCE.md)
+#   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS per target
+#
+# CUDA sources (src/cuda/*.cu) are compiled whenever nvcc is found; NCCL is loaded at run time.
+
+CC       ?= cc
+BUILD    ?= build
+PREFIX   ?= /usr/local
+VERSION  := 0.1.0
+
+# Debian packages the build needs (libjansson-dev ships libjansson.a, linked statically so the
+# binaries run on machines without libjansson, such as the GPU machine).
+DEB_PACKAGES := libjansson-dev pkg-config
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Iinclude -pthread -fPIC $(WARN)
+OPT      ?= -O2 -g
+CFLAGS   ?=
+ALL_CFLAGS := $(CFLAGS_COMMON) $(OPT) $(CFLAGS)
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+JANSSON_LIB := -l:libjansson.a
+LDLIBS   := $(JANSSON_LIB) -lm -ldl -pthread
+
+LIB_SRCS := $(wildcard src/common/*.c src/loader/*.c src/core/*.c src/cpu/*.c src/nccl/*.c)
+TOOL_SRCS := $(wildcard tools/*.c)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_NAMES := $(patsubst tests/%.c,%,$(TEST_SRCS))
+CUDA_SRCS := $(wildcard src/cuda/*.cu)
+
+# ---- CUDA (optional) ----------------------------------------------------------------------
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+ifneq ($(strip $(NVCC)),)
+ifneq ($(strip $(CUDA_SRCS)),)
+WITH_CUDA := 1
+endif
+endif
+ifdef WITH_CUDA
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCHS ?= -gencode=arch=compute_89,code=sm_89 -gencode=arch=compute_90a,code=sm_90a
+NVCC_FLAGS := -std=c++17 -O3 -lineinfo -Xptxas=--warn-on-spills -Xcompiler=-fPIC,-Wall \
+              -Iinclude $(CUDA_ARCHS) -DW4A8MOE_WITH_CUDA=1
+ALL_CFLAGS += -DW4A8MOE_WITH_CUDA=1 -I$(CUDA_HOME)/include
+CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib))
+LDLIBS   += -L$(CUDA_LIBDIR) -lcudart_static -lrt
+TOOL_LDLIBS := -lcublasLt_static -lcublas_static -lculibos
+CUDA_OBJS := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
+endif
+
+LIB_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(CUDA_OBJS)
+SAN_OBJS  := $(patsubst %.c,$(BUILD)/san/%.o,$(LIB_SRCS))
+TOOL_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRCS))
+STATIC_LIB := $(BUILD)/libw4a8moe.a
+SHARED_LIB := $(BUILD)/libw4a8moe.so
+SAN_LIB    := $(BUILD)/libw4a8moe-san.a
+CLI        := $(BUILD)/w4a8moe
+TESTS      := $(addprefix $(BUILD)/tests/,$(TEST_NAMES))
+SAN_TESTS  := $(addprefix $(BUILD)/tests-san/,$(TEST_NAMES))
+
+.PHONY: all deps run test test-unit test-san test-cli test-gpu install clean fuzz check-deps
+all: deps $(STATIC_LIB) $(SHARED_LIB) $(CLI)
+
+# ---- dependencies --------------------------------------------------------------------------
+# Installs missing Debian packages when run as root; otherwise prints the command and stops.
+deps: $(BUILD)/.deps-ok
+$(BUILD)/.deps-ok:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+	@mkdir -p $(BUILD) && touch $@
+
+# ---- library -------------------------------------------------------------------------------
+$(BUILD)/obj/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/san/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Werror -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu | deps
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SAN_LIB): $(SAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJS)
+	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -o $@ $^ $(LDLIBS)
+
+$(CLI): $(TOOL_OBJS) $(STATIC_LIB)
+	$(CC) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(TOOL_LDLIBS) $(LDLIBS) -lstdc++
+
+# ---- tests ---------------------------------------------------------------------------------
+$(BUILD)/tests/%: tests/%.c $(STATIC_LIB) tests/test_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Werror -Isrc -o $@ $< $(STATIC_LIB) $(LDLIBS) -lstdc++
+
+$(BUILD)/tests-san/%: tests/%.c $(SAN_LIB) tests/test_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Werror -Isrc -o $@ $< $(SAN_LIB) $(filter-out -L% -lcudart_static -lrt,$(LDLIBS))
+
+test: test-unit test-san test-cli
+	@echo "make test: all suites passed"
+
+test-unit: $(TESTS) all
+	@tests/run_suite.sh $(TESTS)
+
+test-san: $(SAN_TESTS)
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 W4A8MOE_TEST_QUICK=1 tests/run_suite.sh $(SAN_TESTS)
+
+test-cli: $(CLI)
+	@tests/cli/run.sh $(CLI)
+
+test-gpu: all $(TESTS)
+	@tests/gpu/run.sh $(BUILD)
+
+# ---- install -------------------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/w4a8moe.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.$(VERSION)
+	ln -sf libw4a8moe.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.0
+	ln -sf libw4a8moe.so.0 $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' w4a8moe.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/w4a8moe.pc
+
+# ---- run -----------------------------------------------------------------------------------
+run: all
+	$(CLI) bench
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,259 @@
+/*
+ * w4a8moe.h — the public C API of w4a8moe.
+ *
+ * w4a8moe runs the Mixture-of-Experts layer of a large language model with 4-bit integer
+ * weights (group-wise scales) and FP8 e4m3 activations (per-token dynamic or per-tensor
+ * static scales): "W4A8". The numerics are fixed by the contract in docs/numerics.md; every
+ * backend honours it.
+ *
+ * Letters used everywhere: T tokens, H hidden size, I intermediate size per expert (gate+up is
+ * 2I), E routed experts (global), k top-k, g group size along the reduction dimension.
+ *
+ * Simple use:
+ *
+ *     w4a8moe_layer_desc d;
+ *     w4a8moe_layer_desc_init(&d);              // defaults: silu, dynamic per-token, bf16 I/O
+ *     d.max_tokens = 128; d.hidden = 2048; d.inter = 768;
+ *     d.num_experts = 128; d.top_k = 8; d.group_size = 128;
+ *     w4a8moe_weights w = { ... };              // checkpoint-form host pointers, see below
+ *     w4a8moe_layer *layer;
+ *     if (w4a8moe_layer_create(&d, &w, NULL, &layer) != W4A8MOE_STATUS_OK)
+ *         fprintf(stderr, "%s\n", w4a8moe_last_error());
+ *     w4a8moe_routing_input r = { .topk_ids = ids, .topk_weights = wts };
+ *     w4a8moe_layer_forward(layer, T, x, &r, out, NULL);
+ *     w4a8moe_layer_free(layer);
+ *
+ * Thread safety: distinct layers may be used from distinct threads. One layer must not run two
+ * forwards at once (it owns one workspace). Error messages are per layer, and per thread for
+ * calls that have no layer (create, explain, loader).
+ *
+ * ABI: structs passed in are read at the call and never kept (create copies what it needs, the
+ * weights included, unless a function says otherwise). New members are only ever appended, and
+ * W4A8MOE_API_VERSION grows when they are.
+ */
+#ifndef W4A8MOE_H
+#define W4A8MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define W4A8MOE_API_VERSION 1
+#define W4A8MOE_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes. The numbers are stable: never renumber, only append.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum w4a8moe_status {
+    W4A8MOE_STATUS_OK = 0,
+    W4A8MOE_STATUS_INVALID_ARGUMENT = 1, /* a caller's value is out of range or inconsistent */
+    W4A8MOE_STATUS_UNSUPPORTED = 2,      /* valid, but no backend (or the forced one) runs it */
+    W4A8MOE_STATUS_OUT_OF_MEMORY = 3,    /* host or device allocation failed */
+    W4A8MOE_STATUS_IO_ERROR = 4,         /* a file could not be opened, read, mapped or written */
+    W4A8MOE_STATUS_FORMAT_ERROR = 5,     /* a file's content breaks its format's rules */
+    W4A8MOE_STATUS_NOT_FOUND = 6,        /* a named tensor, layer, backend or file is absent */
+    W4A8MOE_STATUS_DEVICE_ERROR = 7,     /* the CUDA runtime or NCCL reported an error */
+    W4A8MOE_STATUS_INTERNAL = 8,         /* a bug in w4a8moe: please report it */
+    W4A8MOE_STATUS_COUNT_
+} w4a8moe_status;
+
+/* A static English name for a status ("invalid argument"); never NULL. */
+const char *w4a8moe_status_str(w4a8moe_status status);
+
+/* The last error of this thread for calls without a layer (create, explain, loader functions):
+ * "what: where (file:line): hint: ...". Empty string when none. Valid until the thread's next
+ * call into w4a8moe. */
+const char *w4a8moe_last_error(void);
+
+/* The library's version string, e.g. "0.1.0". */
+const char *w4a8moe_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Enumerations. Numbers are stable.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum w4a8moe_dtype {
+    W4A8MOE_DTYPE_BF16 = 0,
+    W4A8MOE_DTYPE_F16 = 1,
+    W4A8MOE_DTYPE_F32 = 2,
+    W4A8MOE_DTYPE_COUNT_
+} w4a8moe_dtype;
+
+/* Gated activation applied between the two GEMMs: y[i] = act(gate[i]) * up[i]. */
+typedef enum w4a8moe_activation {
+    W4A8MOE_ACTIVATION_SILU = 0,      /* v / (1 + exp(-v)) */
+    W4A8MOE_ACTIVATION_GELU_TANH = 1, /* 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))) */
+    W4A8MOE_ACTIVATION_COUNT_
+} w4a8moe_activation;
+
+/* The weight key of the quantisation scheme pair. */
+typedef enum w4a8moe_weight_scheme {
+    W4A8MOE_WEIGHT_INT4_GROUP = 0, /* symmetric int4, one scale per g inputs (+ channel scale) */
+    W4A8MOE_WEIGHT_SCHEME_COUNT_
+} w4a8moe_weight_scheme;
+
+/* The activation key of the quantisation scheme pair. */
+typedef enum w4a8moe_act_scheme {
+    W4A8MOE_ACT_FP8_TOKEN_DYNAMIC = 0, /* e4m3, s_t = max(amax(x[t]) / 448, 1/(448*512)) */
+    W4A8MOE_ACT_FP8_TENSOR_STATIC = 1, /* e4m3, one fixed scale per GEMM input (act_scale_*) */
+    W4A8MOE_ACT_SCHEME_COUNT_
+} w4a8moe_act_scheme;
+
+/* How router logits become (expert id, weight) pairs; see docs/numerics.md "Routing". */
+typedef enum w4a8moe_routing {
+    W4A8MOE_ROUTING_SOFTMAX_TOPK = 0,         /* softmax over E, top-k, optional renormalise */
+    W4A8MOE_ROUTING_SIGMOID_GROUPED_TOPK = 1, /* DeepSeek-V3 noaux_tc */
+    W4A8MOE_ROUTING_SIGMOID_TOP1 = 2,         /* Llama-4: top-1 by logit, sigmoid weight */
+    W4A8MOE_ROUTING_COUNT_
+} w4a8moe_routing;
+
+/* Where a layer's inputs and outputs live. */
+typedef enum w4a8moe_device_kind {
+    W4A8MOE_DEVICE_CPU = 0,  /* host pointers; stream ignored */
+    W4A8MOE_DEVICE_CUDA = 1, /* device pointers on device_ordinal; stream is a cudaStream_t */
+    W4A8MOE_DEVICE_KIND_COUNT_
+} w4a8moe_device_kind;
+
+/* ---------------------------------------------------------------------------------------------
+ * Layer description.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct w4a8moe_routing_desc {
+    w4a8moe_routing kind;
+    int32_t renormalize;          /* softmax_topk / grouped: renormalise the k weights to sum 1 */
+    int32_t n_group;              /* grouped: number of expert groups (divides E) */
+    int32_t topk_group;           /* grouped: groups kept */
+    float routed_scaling_factor;  /* grouped: multiplies the final weights (1 = none) */
+    const float *score_bias;      /* grouped: [E] e_score_correction_bias, or NULL (copied) */
+} w4a8moe_routing_desc;
+
+typedef struct w4a8moe_layer_desc {
+    int64_t max_tokens;                /* T max per forward (sizes the workspace) */
+    int64_t hidden;                    /* H: multiple of g */
+    int64_t inter;                     /* I: multiple of g */
+    int32_t num_experts;               /* E: routed experts, global */
+    int32_t top_k;                     /* k */
+    int32_t group_size;                /* g: 32, 64 or 128 */
+    w4a8moe_activation activation;
+    w4a8moe_weight_scheme weight_scheme;
+    w4a8moe_act_scheme act_scheme;
+    float act_scale_in;                /* static scheme: GEMM1 input scale (max over experts) */
+    float act_scale_mid;               /* static scheme: GEMM2 input scale (max over experts) */
+    w4a8moe_dtype io_dtype;            /* dtype of x and out */
+    w4a8moe_routing_desc routing;      /* used when forward is given router logits */
+    int32_t router_weight_on_input;    /* k == 1 only: x *= w_0 before quantising (Llama-4) */
+    int32_t ep_rank;                   /* expert parallelism: this rank, 0 <= rank < size */
+    int32_t ep_size;                   /* ranks; experts [rank*E/size, (rank+1)*E/size) owned */
+} w4a8moe_layer_desc;
+
+/* Fills d with defaults: silu, int4-group × fp8-token-dynamic, bf16 I/O, softmax top-k without
+ * renormalisation, routed_scaling_factor 1, ep 0/1; all sizes 0 (the caller must set them). */
+void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d);
+
+/* ---------------------------------------------------------------------------------------------
+ * Weights, in checkpoint form (host pointers; create copies or repacks them).
+ *
+ * One int4 matrix of logical shape [rows, cols] (rows = output channels N, cols = reduction K):
+ *   packed        int32 [rows, cols/8]: element (n, i) is the nibble at bits 4*(i%8) of word
+ *                 packed[n*cols/8 + i/8], stored as q + 8 (so q = nibble - 8, q in [-8, 7]);
+ *   scale         [rows, cols/g] in w4a8moe_weights.scale_dtype (bf16/f16/f32 widened exactly);
+ *   channel_scale f32 [rows], or NULL for all ones.
+ * rows and cols state the shape the caller holds; create checks them against the description
+ * and names the tensor when they disagree.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct w4a8moe_int4_matrix {
+    const int32_t *packed;
+    const void *scale;
+    const float *channel_scale;
+    int64_t rows;
+    int64_t cols;
+} w4a8moe_int4_matrix;
+
+/* One expert: gate (w1) [I, H], up (w3) [I, H], down (w2) [H, I]. */
+typedef struct w4a8moe_expert_weights {
+    w4a8moe_int4_matrix gate;
+    w4a8moe_int4_matrix up;
+    w4a8moe_int4_matrix down;
+} w4a8moe_expert_weights;
+
+typedef struct w4a8moe_weights {
+    w4a8moe_dtype scale_dtype;
+    /* Per expert: [E] entries (global ids). Under expert parallelism the entries of experts this
+     * rank does not own are ignored and may be zeroed. NULL: use the stacked form below. */
+    const w4a8moe_expert_weights *experts;
+    /* Stacked: w13 rows [E*2I] (per expert gate rows then up rows) by cols H, i.e. packed
+     * [E, 2I, H/8], scale [E, 2I, H/g], channel [E, 2I]; w2 packed [E, H, I/8] etc.
+     * rows/cols give the full stacked shape ([E*2I, H] and [E*H, I]). */
+    w4a8moe_int4_matrix w13_stacked;
+    w4a8moe_int4_matrix w2_stacked;
+} w4a8moe_weights;
+
+/* ---------------------------------------------------------------------------------------------
+ * Layers.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct w4a8moe_layer w4a8moe_layer;
+
+typedef struct w4a8moe_layer_options {
+    const char *backend;             /* force an experts backend by name; NULL: the oracle picks,
+                                        or the W4A8MOE_BACKEND environment variable forces */
+    w4a8moe_device_kind device_kind; /* where x/out/routing live (default CPU) */
+    int32_t device_ordinal;          /* CUDA device number */
+    int32_t num_threads;             /* CPU backends: 0 = one per online core */
+    int32_t borrow_weights;          /* 1: CPU backends may keep pointers into the caller's
+                                        weights instead of copying (e.g. an mmap'ed
+                                        checkpoint); they must then outlive the layer */
+} w4a8moe_layer_options;
+
+/* Creates a layer: validates d and w, runs the oracle once (it logs its choice once at the
+ * "info" level), packs the weights for the chosen backend and allocates the workspace for
+ * d->max_tokens tokens. opts may be NULL. A forced backend that does not fit is an error whose
+ * message carries the reason. *out is NULL on failure; see w4a8moe_last_error(). */
+w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
+                                    const w4a8moe_layer_options *opts, w4a8moe_layer **out);
+
+/* Routing input of one forward: either ids+weights, or logits (then the layer's router runs).
+ *   topk_ids     int32 [T, k]: expert ids in [-1, E); -1 = no expert; no repeats in a token;
+ *   topk_weights f32   [T, k];
+ *   router_logits f32  [T, E]. */
+typedef struct w4a8moe_routing_input {
+    const int32_t *topk_ids;
+    const float *topk_weights;
+    const float *router_logits;
+} w4a8moe_routing_input;
+
+/* out[T, H] = MoE(x[T, H]) in d.io_dtype. T <= max_tokens; T == 0 is a no-op. Pointers live on
+ * the layer's device; stream is a cudaStream_t for CUDA layers (NULL = default stream), ignored
+ * on the CPU. A token with NaN or Inf in x gets NaN in its output row (its scale is NaN); other
+ * tokens are unaffected. Deterministic: same inputs, same backend → bit-identical out. */
+w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void *x,
+                                     const w4a8moe_routing_input *routing, void *out,
+                                     void *stream);
+
+/* The name of the experts backend the oracle chose ("cpu", "cuda_sm89", ...) and of the
+ * prepare/finalize stage ("local", ...). Static strings. */
+const char *w4a8moe_layer_backend(const w4a8moe_layer *layer);
+const char *w4a8moe_layer_prepfin(const w4a8moe_layer *layer);
+
+/* The last error of this layer (empty string when none). */
+const char *w4a8moe_layer_error(const w4a8moe_layer *layer);
+
+/* Frees a layer and everything it owns. NULL is a no-op. */
+void w4a8moe_layer_free(w4a8moe_layer *layer);
+
+/* Writes a report of every backend for this description: "selected", or the first axis that
+ * rejected it (device, quant, activation, parallel, shape) and why, one line each, into buf
+ * (NUL-terminated, truncated to cap). *needed (may be NULL) gets the full length + 1. opts may
+ * be NULL. Returns OK even when nothing is selected (the report says so). */
+w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_options *opts,
+                               char *buf, size_t cap, size_t *needed);
+
+/* Standalone router (host memory): logits f32 [T, E] → ids int32 [T, k], weights f32 [T, k],
+ * following d->routing (k = d->top_k, E = d->num_experts). */
+w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float *logits,
+                             int32_t *topk_ids, float *topk_weights);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* W4A8MOE_H */

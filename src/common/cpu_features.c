@@ -1,0 +1,23 @@
+/*
+ * cpu_features.c — see cpu_features.h. W4A8MOE_CPU_GENERIC=1 in the environment hides every
+ * ISA extension, so the generic C paths can be tested on any machine.
+ */
+#include "cpu_features.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void w4a8moe_cpu_features_detect(w4a8moe_cpu_features *f)
+{
+    memset(f, 0, sizeof *f);
+#if defined(__x86_64__) && defined(__GNUC__)
+    f->x86_64 = 1;
+    const char *generic = getenv("W4A8MOE_CPU_GENERIC");
+    if (generic && generic[0] == '1') return;
+    __builtin_cpu_init();
+    f->avx2 = __builtin_cpu_supports("avx2");
+    f->fma = __builtin_cpu_supports("fma");
+    f->avx512f = __builtin_cpu_supports("avx512f");
+    f->avx512bw = __builtin_cpu_supports("avx512bw");
+#endif
+}

@@ -1,0 +1,206 @@
+/*
+ * backend.h — THE two backend vtables, and the data that flows between the stages.
+ *
+ * A layer is a modular kernel: prepare/finalize × experts.
+ *
+ *   forward:  x, routing ──prepare──► dispatch (a_q rows grouped by expert, scales, maps)
+ *                        ──experts──► y_rows (one f32 output row per routed pair)
+ *                        ──finalize─► out (weighted combine, one rounding to the I/O dtype)
+ *
+ * Backends plug in by filling a w4a8moe_experts_ops or w4a8moe_prepfin_ops and adding it to
+ * registry.c (the only file that names them). Optional members may be NULL: a NULL predicate
+ * means "supports everything on this axis". ops->api_version must equal W4A8MOE_BACKEND_API.
+ *
+ * Memory: everything a stage receives lives on the layer's device (host for CPU layers). The
+ * modular kernel allocates each stage's declared workspace once, at create, through the
+ * device's w4a8moe_device_ops; nothing is allocated per forward.
+ */
+#ifndef W4A8MOE_BACKEND_H
+#define W4A8MOE_BACKEND_H
+
+#include "../common/error.h"
+#include "w4a8moe.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define W4A8MOE_BACKEND_API 1
+#define W4A8MOE_WHY_CAP 256
+
+/* What the device predicates look at. Filled by the device's query(), or by hand in tests. */
+typedef struct w4a8moe_device_info {
+    w4a8moe_device_kind kind;
+    int32_t ordinal;
+    /* CPU */
+    int32_t cpu_x86_64, cpu_avx2, cpu_fma, cpu_avx512f, cpu_avx512bw;
+    int32_t cpu_threads;
+    /* CUDA */
+    int32_t cuda_sm;       /* 10*major + minor, e.g. 89, 90; 0 when unknown */
+    int32_t cuda_sm_count;
+    int64_t cuda_mem_bytes;
+    char name[64];
+} w4a8moe_device_info;
+
+/* Per-device services the modular kernel needs (the core never calls CUDA itself). */
+typedef struct w4a8moe_device_ops {
+    w4a8moe_device_kind kind;
+    w4a8moe_status (*query)(int32_t ordinal, w4a8moe_device_info *info, w4a8moe_err *err);
+    w4a8moe_status (*alloc)(const w4a8moe_device_info *dev, size_t bytes, void **ptr,
+                            w4a8moe_err *err);
+    void (*release)(const w4a8moe_device_info *dev, void *ptr);
+} w4a8moe_device_ops;
+
+/* Activation layouts between prepare and experts. */
+typedef enum w4a8moe_layout {
+    W4A8MOE_LAYOUT_CONTIGUOUS = 0, /* rows grouped by expert, offsets per expert (prefill) */
+    W4A8MOE_LAYOUT_BATCHED = 1,    /* [E_local, max_tokens, H] + counts (decode, graphs) */
+} w4a8moe_layout;
+
+/* The predicate axes, in the order the oracle asks them. */
+typedef enum w4a8moe_axis {
+    W4A8MOE_AXIS_DEVICE = 0,
+    W4A8MOE_AXIS_QUANT = 1,
+    W4A8MOE_AXIS_ACTIVATION = 2,
+    W4A8MOE_AXIS_PARALLEL = 3,
+    W4A8MOE_AXIS_SHAPE = 4,
+    W4A8MOE_AXIS_COUNT_
+} w4a8moe_axis;
+
+/* Logical weights after create's validation: one entry per local expert, stacked input split. */
+typedef struct w4a8moe_logical_weights {
+    w4a8moe_dtype scale_dtype;                /* of every .scale below */
+    int32_t expert_begin;                     /* first global expert id owned */
+    int32_t num_local;                        /* E_local */
+    const w4a8moe_expert_weights *experts;    /* [E_local], each matrix shape-checked */
+} w4a8moe_logical_weights;
+
+/* A scale element widened to f32 (exact for bf16/f16). */
+static inline float w4a8moe_scale_get(const void *scale, w4a8moe_dtype dt, int64_t i);
+
+/* What a stage knows about the layer it serves. */
+typedef struct w4a8moe_stage_ctx {
+    const w4a8moe_layer_desc *desc;
+    const w4a8moe_device_info *dev;
+    int32_t expert_begin; /* local experts are [expert_begin, expert_begin + num_local) */
+    int32_t num_local;
+    int32_t num_threads;  /* CPU stages: worker threads to use (>= 1) */
+    int32_t borrow_weights; /* pack_weights may keep pointers into the caller's weights */
+} w4a8moe_stage_ctx;
+
+/*
+ * Contiguous dispatch: what prepare fills and experts and finalize read. Sizes use R = T*k (an
+ * upper bound on the routed rows that needs no host synchronisation to know).
+ *   a_q            [R, H] e4m3   quantised input rows, grouped by local expert
+ *   a_scale        [R] f32       the row's activation scale s_t (static: act_scale_in)
+ *   expert_offsets [E_local+1]   int32, rows of local expert e are [off[e], off[e+1])
+ *   row_token      [R] int32     token of each row
+ *   pair_row       [T, k] int32  row of pair (t, j), or -1 (no expert / not local)
+ *   pair_weight    [T, k] f32    combine weight of pair (t, j) (1 when applied on the input)
+ *   y_rows         [R, H] f32    experts' output rows (before the combine weight)
+ * The pointers point into the prepare/finalize workspace; a_q rows are 16-byte aligned when H
+ * is a multiple of 16. expert_offsets lives on the layer's device; CPU stages read it directly.
+ */
+typedef struct w4a8moe_dispatch {
+    int64_t T;
+    uint8_t *a_q;
+    float *a_scale;
+    int32_t *expert_offsets;
+    int32_t *row_token;
+    int32_t *pair_row;
+    float *pair_weight;
+    float *y_rows;
+} w4a8moe_dispatch;
+
+typedef struct w4a8moe_experts_ops {
+    const char *name;
+    int32_t api_version;
+    w4a8moe_device_kind device_kind;
+    w4a8moe_layout layout;
+    /* Predicates: return 1 when supported; otherwise write a one-line reason into why. */
+    int (*supports_device)(const w4a8moe_device_info *dev, char *why, size_t cap);
+    int (*supports_quant)(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why, size_t cap);
+    int (*supports_activation)(w4a8moe_activation act, char *why, size_t cap);
+    int (*supports_parallel)(int32_t ep_rank, int32_t ep_size, char *why, size_t cap);
+    int (*supports_shape)(const w4a8moe_layer_desc *d, char *why, size_t cap);
+    /* Bytes of scratch that run() needs for d->max_tokens tokens (may be 0). */
+    size_t (*workspace_size)(const w4a8moe_stage_ctx *ctx);
+    /* Converts the logical weights into the backend's layout, once; *state owns the result. */
+    w4a8moe_status (*pack_weights)(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
+                                   void **state, w4a8moe_err *err);
+    void (*free_state)(void *state);
+    /* y_rows = experts(a_q) for every row of every local expert (contract steps 3-6). */
+    w4a8moe_status (*run)(const w4a8moe_stage_ctx *ctx, void *state,
+                          const w4a8moe_dispatch *dispatch, void *workspace, void *stream,
+                          w4a8moe_err *err);
+} w4a8moe_experts_ops;
+
+typedef struct w4a8moe_prepfin_ops {
+    const char *name;
+    int32_t api_version;
+    w4a8moe_device_kind device_kind;
+    w4a8moe_layout layout;
+    int (*supports_parallel)(int32_t ep_rank, int32_t ep_size, char *why, size_t cap);
+    size_t (*workspace_size)(const w4a8moe_stage_ctx *ctx);
+    /* Optional per-layer state (router bias copies, communicators...). */
+    w4a8moe_status (*create)(const w4a8moe_stage_ctx *ctx, void **state, w4a8moe_err *err);
+    void (*free_state)(void *state);
+    /* Steps 1-2 and dispatch: routing (ids or logits) → quantised, grouped rows. */
+    w4a8moe_status (*prepare)(const w4a8moe_stage_ctx *ctx, void *state, int64_t T,
+                              const void *x, const w4a8moe_routing_input *routing,
+                              void *workspace, w4a8moe_dispatch *dispatch, void *stream,
+                              w4a8moe_err *err);
+    /* Step 7: out[t] = sum_j pair_weight * y_rows[pair_row] (j ascending) + the shared
+     * expert's term, all in f32, one rounding to the I/O dtype. shared (may be NULL) is the
+     * dispatch of a shared-expert pipeline run with k = 1: its pair_row [T] / pair_weight [T]
+     * (the gate, or 1) select its y_rows. */
+    w4a8moe_status (*finalize)(const w4a8moe_stage_ctx *ctx, void *state,
+                               const w4a8moe_dispatch *dispatch, const w4a8moe_dispatch *shared,
+                               void *out, void *stream, w4a8moe_err *err);
+} w4a8moe_prepfin_ops;
+
+/* registry.c: the static tables, in priority order (fastest first, cpu_ref last). */
+const w4a8moe_experts_ops *const *w4a8moe_registry_experts(size_t *count);
+const w4a8moe_prepfin_ops *const *w4a8moe_registry_prepfin(size_t *count);
+const w4a8moe_device_ops *w4a8moe_registry_device(w4a8moe_device_kind kind);
+const w4a8moe_experts_ops *w4a8moe_registry_find_experts(const char *name);
+
+/* ---- inline helpers shared by backends ---- */
+#include "../common/quant.h"
+
+static inline float w4a8moe_scale_get(const void *scale, w4a8moe_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case W4A8MOE_DTYPE_BF16: return w4a8moe_bf16_to_f32(((const uint16_t *)scale)[i]);
+    case W4A8MOE_DTYPE_F16: return w4a8moe_f16_to_f32(((const uint16_t *)scale)[i]);
+    default: return ((const float *)scale)[i];
+    }
+}
+
+/* Element i of an I/O tensor widened to f32. */
+static inline float w4a8moe_io_get(const void *x, w4a8moe_dtype dt, int64_t i)
+{
+    return w4a8moe_scale_get(x, dt, i);
+}
+
+/* Stores v into element i of an I/O tensor with one rounding (nearest even). */
+static inline void w4a8moe_io_put(void *x, w4a8moe_dtype dt, int64_t i, float v)
+{
+    switch (dt) {
+    case W4A8MOE_DTYPE_BF16: ((uint16_t *)x)[i] = w4a8moe_f32_to_bf16(v); break;
+    case W4A8MOE_DTYPE_F16: ((uint16_t *)x)[i] = w4a8moe_f32_to_f16(v); break;
+    default: ((float *)x)[i] = v; break;
+    }
+}
+
+static inline size_t w4a8moe_dtype_size(w4a8moe_dtype dt) { return dt == W4A8MOE_DTYPE_F32 ? 4 : 2; }
+
+/* Bytes of each dispatch array for T = max_tokens, rounded up to 64-byte alignment, in the
+ * order the local prepare/finalize lays them out; shared so every prepare agrees. */
+size_t w4a8moe_dispatch_bytes(const w4a8moe_layer_desc *d, int32_t num_local);
+void w4a8moe_dispatch_carve(const w4a8moe_layer_desc *d, int32_t num_local, void *base,
+                            w4a8moe_dispatch *out);
+
+/* The gated activation of contract step 4, in f32. */
+float w4a8moe_activate(w4a8moe_activation act, float gate, float up);
+
+#endif /* W4A8MOE_BACKEND_H */

@@ -1,0 +1,311 @@
+/*
+ * layer.c — the public w4a8moe_layer_* functions: validate the description and the weights,
+ * ask the oracle once, build the modular kernel, run forwards.
+ */
+#include "../common/log.h"
+#include "modular_kernel.h"
+#include "oracle.h"
+#include "router.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct w4a8moe_layer {
+    w4a8moe_mk mk;
+    w4a8moe_expert_weights *experts; /* [E_local] views into the caller's weights */
+    w4a8moe_err err;
+};
+
+void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d)
+{
+    memset(d, 0, sizeof *d);
+    d->activation = W4A8MOE_ACTIVATION_SILU;
+    d->weight_scheme = W4A8MOE_WEIGHT_INT4_GROUP;
+    d->act_scheme = W4A8MOE_ACT_FP8_TOKEN_DYNAMIC;
+    d->io_dtype = W4A8MOE_DTYPE_BF16;
+    d->routing.kind = W4A8MOE_ROUTING_SOFTMAX_TOPK;
+    d->routing.routed_scaling_factor = 1.0f;
+    d->ep_size = 1;
+}
+
+/* Limits that keep every size product far from overflow (T*k*H*4 < 2^50). */
+#define MAX_DIM (1 << 20)
+#define MAX_TOKENS (1 << 24)
+#define MAX_EXPERTS (1 << 16)
+
+static int finite_positive(float v) { return v > 0.0f && !isinf(v); }
+
+static w4a8moe_status validate_desc(const w4a8moe_layer_desc *d, w4a8moe_err *err)
+{
+    RETURN_IF(err, !d, W4A8MOE_STATUS_INVALID_ARGUMENT, "layer description is NULL");
+    RETURN_IF(err, d->max_tokens < 1 || d->max_tokens > MAX_TOKENS, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "max_tokens = %lld must be in [1, %d]", (long long)d->max_tokens, MAX_TOKENS);
+    RETURN_IF(err, d->group_size != 32 && d->group_size != 64 && d->group_size != 128,
+              W4A8MOE_STATUS_INVALID_ARGUMENT, "group size g = %d; hint: g must be 32, 64 or 128",
+              d->group_size);
+    RETURN_IF(err, d->hidden < d->group_size || d->hidden > MAX_DIM || d->hidden % d->group_size,
+              W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "hidden size H = %lld must be a positive multiple of g = %d (at most %d)",
+              (long long)d->hidden, d->group_size, MAX_DIM);
+    RETURN_IF(err, d->inter < d->group_size || d->inter > MAX_DIM || d->inter % d->group_size,
+              W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "intermediate size I = %lld must be a positive multiple of g = %d (at most %d)",
+              (long long)d->inter, d->group_size, MAX_DIM);
+    RETURN_IF(err, d->num_experts < 1 || d->num_experts > MAX_EXPERTS,
+              W4A8MOE_STATUS_INVALID_ARGUMENT, "num_experts E = %d must be in [1, %d]",
+              d->num_experts, MAX_EXPERTS);
+    RETURN_IF(err, d->top_k < 1 || d->top_k > d->num_experts, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "top_k k = %d must be in [1, E = %d]", d->top_k, d->num_experts);
+    RETURN_IF(err, (unsigned)d->activation >= W4A8MOE_ACTIVATION_COUNT_,
+              W4A8MOE_STATUS_INVALID_ARGUMENT, "activation = %d is not a w4a8moe_activation",
+              (int)d->activation);
+    RETURN_IF(err, (unsigned)d->weight_scheme >= W4A8MOE_WEIGHT_SCHEME_COUNT_,
+              W4A8MOE_STATUS_INVALID_ARGUMENT, "weight_scheme = %d is not a w4a8moe_weight_scheme",
+              (int)d->weight_scheme);
+    RETURN_IF(err, (unsigned)d->act_scheme >= W4A8MOE_ACT_SCHEME_COUNT_,
+              W4A8MOE_STATUS_INVALID_ARGUMENT, "act_scheme = %d is not a w4a8moe_act_scheme",
+              (int)d->act_scheme);
+    if (d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC) {
+        RETURN_IF(err, !finite_positive(d->act_scale_in), W4A8MOE_STATUS_INVALID_ARGUMENT,
+                  "static activation scheme: act_scale_in = %g must be finite and > 0",
+                  (double)d->act_scale_in);
+        RETURN_IF(err, !finite_positive(d->act_scale_mid), W4A8MOE_STATUS_INVALID_ARGUMENT,
+                  "static activation scheme: act_scale_mid = %g must be finite and > 0",
+                  (double)d->act_scale_mid);
+    }
+    RETURN_IF(err, (unsigned)d->io_dtype >= W4A8MOE_DTYPE_COUNT_, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "io_dtype = %d is not a w4a8moe_dtype", (int)d->io_dtype);
+    RETURN_IF(err, d->router_weight_on_input && d->top_k != 1, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "router_weight_on_input needs k = 1, got k = %d", d->top_k);
+    RETURN_IF(err, d->ep_size < 1 || d->ep_rank < 0 || d->ep_rank >= d->ep_size,
+              W4A8MOE_STATUS_INVALID_ARGUMENT, "expert parallelism rank %d of size %d is invalid",
+              d->ep_rank, d->ep_size);
+    RETURN_IF(err, d->num_experts % d->ep_size, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "E = %d experts do not split evenly over ep_size = %d ranks", d->num_experts,
+              d->ep_size);
+    return w4a8moe_router_validate(d, err);
+}
+
+static w4a8moe_status check_matrix(const w4a8moe_int4_matrix *m, int64_t rows, int64_t cols,
+                                   const char *what, int e, w4a8moe_err *err)
+{
+    RETURN_IF(err, !m->packed || !m->scale, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "expert %d %s: packed or scale pointer is NULL", e, what);
+    RETURN_IF(err, m->rows != rows || m->cols != cols, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "expert %d %s: shape [%lld, %lld] disagrees with the layer, which needs [%lld, %lld]",
+              e, what, (long long)m->rows, (long long)m->cols, (long long)rows, (long long)cols);
+    return W4A8MOE_STATUS_OK;
+}
+
+/* Views one expert's three matrices inside stacked tensors. */
+static void view_stacked(const w4a8moe_weights *w, const w4a8moe_layer_desc *d, int e,
+                         w4a8moe_expert_weights *x)
+{
+    int64_t H = d->hidden, I = d->inter, g = d->group_size;
+    size_t ssz = w4a8moe_dtype_size(w->scale_dtype);
+    const w4a8moe_int4_matrix *s13 = &w->w13_stacked, *s2 = &w->w2_stacked;
+    int64_t r13 = (int64_t)e * 2 * I, r2 = (int64_t)e * H;
+    x->gate.packed = s13->packed + r13 * (H / 8);
+    x->gate.scale = (const char *)s13->scale + (size_t)(r13 * (H / g)) * ssz;
+    x->gate.channel_scale = s13->channel_scale ? s13->channel_scale + r13 : NULL;
+    x->up = x->gate;
+    x->up.packed += I * (H / 8);
+    x->up.scale = (const char *)x->up.scale + (size_t)(I * (H / g)) * ssz;
+    if (x->up.channel_scale) x->up.channel_scale += I;
+    x->down.packed = s2->packed + r2 * (I / 8);
+    x->down.scale = (const char *)s2->scale + (size_t)(r2 * (I / g)) * ssz;
+    x->down.channel_scale = s2->channel_scale ? s2->channel_scale + r2 : NULL;
+    x->gate.rows = x->up.rows = I;
+    x->gate.cols = x->up.cols = H;
+    x->down.rows = H;
+    x->down.cols = I;
+}
+
+static w4a8moe_status gather_weights(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
+                                     w4a8moe_expert_weights *out, int32_t begin, int32_t n,
+                                     w4a8moe_err *err)
+{
+    RETURN_IF(err, !w, W4A8MOE_STATUS_INVALID_ARGUMENT, "weights are NULL");
+    RETURN_IF(err, (unsigned)w->scale_dtype >= W4A8MOE_DTYPE_COUNT_, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "weights.scale_dtype = %d is not a w4a8moe_dtype", (int)w->scale_dtype);
+    int64_t H = d->hidden, I = d->inter, E = d->num_experts;
+    if (!w->experts) {
+        const w4a8moe_int4_matrix *s13 = &w->w13_stacked, *s2 = &w->w2_stacked;
+        RETURN_IF(err, !s13->packed || !s13->scale || !s2->packed || !s2->scale,
+                  W4A8MOE_STATUS_INVALID_ARGUMENT,
+                  "weights.experts is NULL and the stacked w13/w2 tensors are incomplete");
+        RETURN_IF(err, s13->rows != E * 2 * I || s13->cols != H, W4A8MOE_STATUS_INVALID_ARGUMENT,
+                  "stacked w13: shape [%lld, %lld] disagrees with the layer, which needs "
+                  "[E*2I, H] = [%lld, %lld]",
+                  (long long)s13->rows, (long long)s13->cols, (long long)(E * 2 * I), (long long)H);
+        RETURN_IF(err, s2->rows != E * H || s2->cols != I, W4A8MOE_STATUS_INVALID_ARGUMENT,
+                  "stacked w2: shape [%lld, %lld] disagrees with the layer, which needs "
+                  "[E*H, I] = [%lld, %lld]",
+                  (long long)s2->rows, (long long)s2->cols, (long long)(E * H), (long long)I);
+        for (int32_t i = 0; i < n; i++) view_stacked(w, d, begin + i, &out[i]);
+        return W4A8MOE_STATUS_OK;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        const w4a8moe_expert_weights *x = &w->experts[begin + i];
+        FORWARD(check_matrix(&x->gate, I, H, "gate (w1)", begin + i, err));
+        FORWARD(check_matrix(&x->up, I, H, "up (w3)", begin + i, err));
+        FORWARD(check_matrix(&x->down, H, I, "down (w2)", begin + i, err));
+        out[i] = *x;
+    }
+    return W4A8MOE_STATUS_OK;
+}
+
+static int32_t default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (n > 256 ? 256 : (int32_t)n);
+}
+
+static w4a8moe_status query_device(const w4a8moe_layer_options *o, const w4a8moe_device_ops **ops,
+                                   w4a8moe_device_info *dev, w4a8moe_err *err)
+{
+    w4a8moe_device_kind kind = o ? o->device_kind : W4A8MOE_DEVICE_CPU;
+    RETURN_IF(err, (unsigned)kind >= W4A8MOE_DEVICE_KIND_COUNT_, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "options.device_kind = %d is not a w4a8moe_device_kind", (int)kind);
+    *ops = w4a8moe_registry_device(kind);
+    RETURN_IF(err, !*ops, W4A8MOE_STATUS_UNSUPPORTED,
+              "this build of w4a8moe has no CUDA support; hint: rebuild where nvcc is installed");
+    memset(dev, 0, sizeof *dev);
+    FORWARD((*ops)->query(o ? o->device_ordinal : 0, dev, err));
+    return W4A8MOE_STATUS_OK;
+}
+
+static const char *forced_backend(const w4a8moe_layer_options *o)
+{
+    if (o && o->backend && o->backend[0]) return o->backend;
+    const char *env = getenv("W4A8MOE_BACKEND");
+    return env && env[0] ? env : NULL;
+}
+
+static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
+                                  const w4a8moe_weights *w, const w4a8moe_layer_options *o,
+                                  w4a8moe_err *err)
+{
+    w4a8moe_mk *mk = &L->mk;
+    FORWARD(validate_desc(d, err));
+    FORWARD(query_device(o, &mk->devops, &mk->dev, err));
+    mk->desc = *d;
+    int32_t per_rank = d->num_experts / d->ep_size;
+    mk->ctx.desc = &mk->desc;
+    mk->ctx.dev = &mk->dev;
+    mk->ctx.expert_begin = d->ep_rank * per_rank;
+    mk->ctx.num_local = per_rank;
+    mk->ctx.num_threads = o && o->num_threads > 0 ? o->num_threads : default_threads();
+    mk->ctx.borrow_weights = o ? o->borrow_weights : 0;
+    if (d->routing.score_bias) {
+        mk->score_bias = malloc((size_t)d->num_experts * sizeof(float));
+        RETURN_IF(err, !mk->score_bias, W4A8MOE_STATUS_OUT_OF_MEMORY, "router bias copy");
+        memcpy(mk->score_bias, d->routing.score_bias, (size_t)d->num_experts * sizeof(float));
+        mk->desc.routing.score_bias = mk->score_bias;
+    }
+    L->experts = calloc((size_t)per_rank, sizeof *L->experts);
+    RETURN_IF(err, !L->experts, W4A8MOE_STATUS_OUT_OF_MEMORY, "expert table of %d entries", per_rank);
+    FORWARD(gather_weights(d, w, L->experts, mk->ctx.expert_begin, per_rank, err));
+    FORWARD(w4a8moe_oracle_select(&mk->dev, &mk->desc, forced_backend(o), &mk->experts,
+                                  &mk->prepfin, err));
+    w4a8moe_logical_weights lw = {w->scale_dtype, mk->ctx.expert_begin, per_rank, L->experts};
+    FORWARD(w4a8moe_mk_init(mk, &lw, err));
+    if (!mk->ctx.borrow_weights) {
+        /* the backend copied what it needs: drop the views so nothing dangles */
+        free(L->experts);
+        L->experts = NULL;
+    }
+    return W4A8MOE_STATUS_OK;
+}
+
+w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
+                                    const w4a8moe_layer_options *opts, w4a8moe_layer **out)
+{
+    w4a8moe_err *err = w4a8moe_thread_err();
+    err->msg[0] = '\0';
+    RETURN_IF(err, !out, W4A8MOE_STATUS_INVALID_ARGUMENT, "out (the layer handle) is NULL");
+    *out = NULL;
+    w4a8moe_layer *L = calloc(1, sizeof *L);
+    RETURN_IF(err, !L, W4A8MOE_STATUS_OUT_OF_MEMORY, "layer handle");
+    w4a8moe_status st = layer_build(L, d, w, opts, err);
+    if (st != W4A8MOE_STATUS_OK) {
+        w4a8moe_layer_free(L);
+        return st;
+    }
+    *out = L;
+    return W4A8MOE_STATUS_OK;
+}
+
+w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void *x,
+                                     const w4a8moe_routing_input *routing, void *out,
+                                     void *stream)
+{
+    if (!layer) {
+        w4a8moe_err *err = w4a8moe_thread_err();
+        RETURN_ERR(err, W4A8MOE_STATUS_INVALID_ARGUMENT, "layer is NULL");
+    }
+    w4a8moe_err *err = &layer->err;
+    err->msg[0] = '\0';
+    const w4a8moe_layer_desc *d = &layer->mk.desc;
+    RETURN_IF(err, T < 0 || T > d->max_tokens, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "T = %lld tokens is outside [0, max_tokens = %lld]; hint: create the layer with a "
+              "larger max_tokens or split the batch",
+              (long long)T, (long long)d->max_tokens);
+    if (T == 0) return W4A8MOE_STATUS_OK;
+    RETURN_IF(err, !x || !out || !routing, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "x, out and routing must not be NULL");
+    RETURN_IF(err, !routing->router_logits && (!routing->topk_ids || !routing->topk_weights),
+              W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "routing needs topk_ids and topk_weights, or router_logits");
+    return w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
+}
+
+const char *w4a8moe_layer_backend(const w4a8moe_layer *layer)
+{
+    return layer && layer->mk.experts ? layer->mk.experts->name : "";
+}
+
+const char *w4a8moe_layer_prepfin(const w4a8moe_layer *layer)
+{
+    return layer && layer->mk.prepfin ? layer->mk.prepfin->name : "";
+}
+
+const char *w4a8moe_layer_error(const w4a8moe_layer *layer) { return layer ? layer->err.msg : ""; }
+
+void w4a8moe_layer_free(w4a8moe_layer *layer)
+{
+    if (!layer) return;
+    if (layer->mk.devops) w4a8moe_mk_release(&layer->mk);
+    free(layer->mk.score_bias);
+    free(layer->experts);
+    free(layer);
+}
+
+w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_options *opts,
+                               char *buf, size_t cap, size_t *needed)
+{
+    w4a8moe_err *err = w4a8moe_thread_err();
+    err->msg[0] = '\0';
+    RETURN_IF(err, !buf && cap, W4A8MOE_STATUS_INVALID_ARGUMENT, "buf is NULL but cap is %zu", cap);
+    FORWARD(validate_desc(d, err));
+    const w4a8moe_device_ops *ops;
+    w4a8moe_device_info dev;
+    FORWARD(query_device(opts, &ops, &dev, err));
+    size_t n = w4a8moe_oracle_report(&dev, d, forced_backend(opts), buf, cap);
+    if (needed) *needed = n + 1;
+    return W4A8MOE_STATUS_OK;
+}
+
+w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float *logits,
+                             int32_t *topk_ids, float *topk_weights)
+{
+    w4a8moe_err *err = w4a8moe_thread_err();
+    err->msg[0] = '\0';
+    FORWARD(validate_desc(d, err));
+    RETURN_IF(err, T < 0, W4A8MOE_STATUS_INVALID_ARGUMENT, "T = %lld is negative", (long long)T);
+    RETURN_IF(err, T > 0 && (!logits || !topk_ids || !topk_weights), W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "logits, topk_ids and topk_weights must not be NULL");
+    return w4a8moe_router_run(d, d->routing.score_bias, T, logits, topk_ids, topk_weights, err);
+}

@@ -1,0 +1,45 @@
+/*
+ * modular_kernel.c — see modular_kernel.h. The only place the two stages meet.
+ */
+#include "modular_kernel.h"
+
+static w4a8moe_status alloc_ws(w4a8moe_mk *mk, size_t bytes, void **ptr, w4a8moe_err *err)
+{
+    *ptr = NULL;
+    if (bytes == 0) return W4A8MOE_STATUS_OK;
+    return mk->devops->alloc(&mk->dev, bytes, ptr, err);
+}
+
+w4a8moe_status w4a8moe_mk_init(w4a8moe_mk *mk, const w4a8moe_logical_weights *w, w4a8moe_err *err)
+{
+    const w4a8moe_stage_ctx *ctx = &mk->ctx;
+    size_t pf_bytes = mk->prepfin->workspace_size ? mk->prepfin->workspace_size(ctx) : 0;
+    size_t ex_bytes = mk->experts->workspace_size ? mk->experts->workspace_size(ctx) : 0;
+    FORWARD(alloc_ws(mk, pf_bytes, &mk->prepfin_ws, err));
+    FORWARD(alloc_ws(mk, ex_bytes, &mk->experts_ws, err));
+    if (mk->prepfin->create) FORWARD(mk->prepfin->create(ctx, &mk->prepfin_state, err));
+    FORWARD(mk->experts->pack_weights(ctx, w, &mk->experts_state, err));
+    return W4A8MOE_STATUS_OK;
+}
+
+w4a8moe_status w4a8moe_mk_forward(w4a8moe_mk *mk, int64_t T, const void *x,
+                                  const w4a8moe_routing_input *routing, void *out, void *stream,
+                                  w4a8moe_err *err)
+{
+    w4a8moe_dispatch dispatch;
+    const w4a8moe_stage_ctx *ctx = &mk->ctx;
+    FORWARD(mk->prepfin->prepare(ctx, mk->prepfin_state, T, x, routing, mk->prepfin_ws, &dispatch,
+                                 stream, err));
+    FORWARD(mk->experts->run(ctx, mk->experts_state, &dispatch, mk->experts_ws, stream, err));
+    FORWARD(mk->prepfin->finalize(ctx, mk->prepfin_state, &dispatch, NULL, out, stream, err));
+    return W4A8MOE_STATUS_OK;
+}
+
+void w4a8moe_mk_release(w4a8moe_mk *mk)
+{
+    if (mk->experts_state && mk->experts->free_state) mk->experts->free_state(mk->experts_state);
+    if (mk->prepfin_state && mk->prepfin->free_state) mk->prepfin->free_state(mk->prepfin_state);
+    if (mk->experts_ws) mk->devops->release(&mk->dev, mk->experts_ws);
+    if (mk->prepfin_ws) mk->devops->release(&mk->dev, mk->prepfin_ws);
+    mk->experts_state = mk->prepfin_state = mk->experts_ws = mk->prepfin_ws = NULL;
+}

@@ -1,0 +1,30 @@
+/*
+ * modular_kernel.h — one layer's pipeline: prepare → experts → finalize, with the two stages'
+ * state and workspaces, allocated once at create.
+ */
+#ifndef W4A8MOE_MODULAR_KERNEL_H
+#define W4A8MOE_MODULAR_KERNEL_H
+
+#include "backend.h"
+
+typedef struct w4a8moe_mk {
+    const w4a8moe_experts_ops *experts;
+    const w4a8moe_prepfin_ops *prepfin;
+    const w4a8moe_device_ops *devops;
+    w4a8moe_device_info dev;
+    w4a8moe_layer_desc desc; /* routing.score_bias points at score_bias below */
+    float *score_bias;       /* host copy, [E] or NULL */
+    w4a8moe_stage_ctx ctx;
+    void *experts_state, *prepfin_state;
+    void *experts_ws, *prepfin_ws;
+} w4a8moe_mk;
+
+/* mk->experts, prepfin, devops, dev, desc and ctx must be set; allocates and packs. */
+w4a8moe_status w4a8moe_mk_init(w4a8moe_mk *mk, const w4a8moe_logical_weights *w, w4a8moe_err *err);
+w4a8moe_status w4a8moe_mk_forward(w4a8moe_mk *mk, int64_t T, const void *x,
+                                  const w4a8moe_routing_input *routing, void *out, void *stream,
+                                  w4a8moe_err *err);
+/* Releases what init acquired (safe on a partly initialised mk). */
+void w4a8moe_mk_release(w4a8moe_mk *mk);
+
+#endif /* W4A8MOE_MODULAR_KERNEL_H */

@@ -1,0 +1,47 @@
+/*
+ * registry.c — the static backend tables, in priority order (fastest first, cpu_ref last).
+ * The only file that names backend instances. A backend is added by declaring its ops here and
+ * putting it in the table at its priority; CUDA backends exist only in builds with nvcc.
+ */
+#include "backend.h"
+
+#include <string.h>
+
+extern const w4a8moe_experts_ops w4a8moe_cpu_ref_experts;
+extern const w4a8moe_prepfin_ops w4a8moe_cpu_local_prepfin;
+extern const w4a8moe_device_ops w4a8moe_cpu_device;
+
+static const w4a8moe_experts_ops *const experts_table[] = {
+    &w4a8moe_cpu_ref_experts,
+};
+
+static const w4a8moe_prepfin_ops *const prepfin_table[] = {
+    &w4a8moe_cpu_local_prepfin,
+};
+
+const w4a8moe_experts_ops *const *w4a8moe_registry_experts(size_t *count)
+{
+    *count = sizeof experts_table / sizeof experts_table[0];
+    return experts_table;
+}
+
+const w4a8moe_prepfin_ops *const *w4a8moe_registry_prepfin(size_t *count)
+{
+    *count = sizeof prepfin_table / sizeof prepfin_table[0];
+    return prepfin_table;
+}
+
+const w4a8moe_device_ops *w4a8moe_registry_device(w4a8moe_device_kind kind)
+{
+    if (kind == W4A8MOE_DEVICE_CPU) return &w4a8moe_cpu_device;
+    return NULL;
+}
+
+const w4a8moe_experts_ops *w4a8moe_registry_find_experts(const char *name)
+{
+    size_t n;
+    const w4a8moe_experts_ops *const *ex = w4a8moe_registry_experts(&n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ex[i]->name, name) == 0) return ex[i];
+    return NULL;
+}
