@@ -48,9 +48,16 @@ NVCC_FLAGS := -std=c++17 -O3 -lineinfo -Xptxas=--warn-on-spills -Xcompiler=-fPIC
               -Iinclude $(CUDA_ARCHS) -DW4A8MOE_WITH_CUDA=1
 ALL_CFLAGS += -DW4A8MOE_WITH_CUDA=1 -I$(CUDA_HOME)/include
 CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib))
-LDLIBS   += -L$(CUDA_LIBDIR) -lcudart_static -lrt
-TOOL_LDLIBS := -lcublasLt_static -lcublas_static -lculibos
+LDLIBS   += -L$(CUDA_LIBDIR) -lcudart_static -lrt -lstdc++
+# the CLI's FP8 GEMM-rate probe loads libcublasLt.so.13 with dlopen (no static cuBLASLt here, and
+# the library itself never depends on cuBLAS)
+TOOL_LDLIBS :=
 CUDA_OBJS := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
+# GPU tests (tests/gpu): C drivers linked with their .cu reference kernels; built by `make test`
+# (compile check, CI has nvcc but no GPU) and run by `make test-gpu`
+GPU_TEST_NAMES := $(patsubst tests/gpu/%.c,%,$(wildcard tests/gpu/test_gpu_*.c))
+GPU_TESTS := $(addprefix $(BUILD)/tests-gpu/,$(GPU_TEST_NAMES))
+GPU_TEST_OBJS := $(patsubst %.cu,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.cu))
 endif
 
 LIB_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(CUDA_OBJS)
@@ -63,7 +70,7 @@ CLI        := $(BUILD)/w4a8moe
 TESTS      := $(addprefix $(BUILD)/tests/,$(TEST_NAMES))
 SAN_TESTS  := $(addprefix $(BUILD)/tests-san/,$(TEST_NAMES))
 
-.PHONY: all deps run test test-unit test-san test-cli test-gpu install clean fuzz check-deps
+.PHONY: all deps run test test-unit test-san test-cli test-python test-gpu install clean fuzz check-deps
 all: deps $(STATIC_LIB) $(SHARED_LIB) $(CLI)
 
 # ---- dependencies --------------------------------------------------------------------------
@@ -106,8 +113,9 @@ $(SAN_LIB): $(SAN_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+# Debian's libjansson.a is not position-independent: the shared library links libjansson.so.
 $(SHARED_LIB): $(LIB_OBJS)
-	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -o $@ $^ $(patsubst $(JANSSON_LIB),-ljansson,$(LDLIBS))
 
 $(CLI): $(TOOL_OBJS) $(STATIC_LIB)
 	$(CC) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(TOOL_LDLIBS) $(LDLIBS) -lstdc++
@@ -121,7 +129,14 @@ $(BUILD)/tests-san/%: tests/%.c $(SAN_LIB) tests/test_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Werror -Isrc -o $@ $< $(SAN_LIB) $(filter-out -L% -lcudart_static -lrt,$(LDLIBS))
 
-test: test-unit test-san test-cli
+ifdef WITH_CUDA
+$(BUILD)/tests-gpu/%: tests/gpu/%.c $(GPU_TEST_OBJS) $(STATIC_LIB) tests/test_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Werror -Isrc -Itests -o $@ $< $(GPU_TEST_OBJS) $(STATIC_LIB) $(LDLIBS) -lstdc++
+test-unit: $(GPU_TESTS)
+endif
+
+test: test-unit test-san test-cli test-python
 	@echo "make test: all suites passed"
 
 test-unit: $(TESTS) all
@@ -133,8 +148,56 @@ test-san: $(SAN_TESTS)
 test-cli: $(CLI)
 	@tests/cli/run.sh $(CLI)
 
-test-gpu: all $(TESTS)
+# The Python binding's tests: the ctypes ABI check always (python3 + cc), the rest where python3
+# has numpy (torch and a GPU where present); what cannot run prints a SKIP line with the reason.
+test-python: $(SHARED_LIB)
+	@if command -v python3 >/dev/null 2>&1; then \
+	  PYTHONDONTWRITEBYTECODE=1 W4A8MOE_LIB=$(abspath $(SHARED_LIB)) CC="$(CC)" \
+	    python3 python/tests/run_all.py; \
+	else echo "test-python: SKIP (python3 not found)"; fi
+
+test-gpu: all $(TESTS) $(GPU_TESTS)
 	@tests/gpu/run.sh $(BUILD)
+
+# ---- fuzzing (libFuzzer) -------------------------------------------------------------------
+# `make fuzz FUZZ_SECONDS=600` runs each target that long (clang's libFuzzer + ASan + UBSan)
+# on fuzz/corpus/<parser>; new inputs go to $(BUILD)/fuzz/corpus-<target>, crashes to
+# $(BUILD)/fuzz/<target>-crash-*. Needs clang and its runtime (installed like DEB_PACKAGES).
+FUZZ_SECONDS ?= 60
+FUZZ_PACKAGES := clang libclang-rt-dev
+FUZZ_TARGETS := fuzz_safetensors fuzz_config
+FUZZ_LIB_SRCS := src/common/status.c src/loader/safetensors.c src/loader/hf_config.c \
+                 src/loader/hf_quant.c src/loader/names.c
+
+fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	  echo "== $$t for $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -max_len=65536 \
+	    -timeout=10 -rss_limit_mb=2048 -artifact_prefix=$(BUILD)/fuzz/$$t- \
+	    $(BUILD)/fuzz/corpus-$$t fuzz/corpus/$${t#fuzz_} || exit 1; \
+	done
+
+$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRCS) | $(BUILD)/.fuzz-deps-ok
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_LIB_SRCS) -l:libjansson.a -lm
+
+$(BUILD)/.fuzz-deps-ok: | deps
+	@missing=""; for p in $(FUZZ_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+	@mkdir -p $(BUILD) && touch $@
 
 # ---- install -------------------------------------------------------------------------------
 install: all

@@ -41,7 +41,7 @@
 extern "C" {
 #endif
 
-#define W4A8MOE_API_VERSION 1
+#define W4A8MOE_API_VERSION 2
 #define W4A8MOE_VERSION_STRING "0.1.0"
 
 /* ---------------------------------------------------------------------------------------------
@@ -91,6 +91,8 @@ typedef enum w4a8moe_activation {
 /* The weight key of the quantisation scheme pair. */
 typedef enum w4a8moe_weight_scheme {
     W4A8MOE_WEIGHT_INT4_GROUP = 0, /* symmetric int4, one scale per g inputs (+ channel scale) */
+    W4A8MOE_WEIGHT_BF16 = 1,       /* unquantised (bf16/f16/f32 widened to f32): shared experts
+                                      only, paired with W4A8MOE_ACT_BF16 */
     W4A8MOE_WEIGHT_SCHEME_COUNT_
 } w4a8moe_weight_scheme;
 
@@ -98,6 +100,8 @@ typedef enum w4a8moe_weight_scheme {
 typedef enum w4a8moe_act_scheme {
     W4A8MOE_ACT_FP8_TOKEN_DYNAMIC = 0, /* e4m3, s_t = max(amax(x[t]) / 448, 1/(448*512)) */
     W4A8MOE_ACT_FP8_TENSOR_STATIC = 1, /* e4m3, one fixed scale per GEMM input (act_scale_*) */
+    W4A8MOE_ACT_BF16 = 2,              /* not quantised: x as given widened to f32, y kept in f32
+                                          (pairs with W4A8MOE_WEIGHT_BF16) */
     W4A8MOE_ACT_SCHEME_COUNT_
 } w4a8moe_act_scheme;
 
@@ -177,6 +181,33 @@ typedef struct w4a8moe_expert_weights {
     w4a8moe_int4_matrix down;
 } w4a8moe_expert_weights;
 
+/* An unquantised matrix [rows, cols], row-major (rows = output channels N). */
+typedef struct w4a8moe_dense_matrix {
+    const void *data;
+    w4a8moe_dtype dtype;
+    int64_t rows;
+    int64_t cols;
+} w4a8moe_dense_matrix;
+
+/* The shared expert of an MoE block (DeepSeek `shared_experts`, Qwen2-MoE `shared_expert`,
+ * Llama-4 `shared_expert`): every token runs it beside its routed experts, contract steps 2-6
+ * with its own weights, scales and I, and step 7 adds its output with weight 1, or
+ * sigmoid(x . gate_weight) (Qwen2-MoE; dot product accumulated in f32). The routed and shared
+ * outputs are summed in f32 and rounded once. CPU layers with ep_size 1 only, for now. */
+typedef struct w4a8moe_shared_expert {
+    int64_t inter;                       /* its I */
+    w4a8moe_weight_scheme weight_scheme; /* INT4_GROUP, or BF16 (unquantised) */
+    w4a8moe_act_scheme act_scheme;       /* INT4_GROUP: FP8_TOKEN_DYNAMIC or FP8_TENSOR_STATIC;
+                                            BF16: W4A8MOE_ACT_BF16 */
+    int32_t group_size;                  /* INT4_GROUP: its g (32, 64, 128) */
+    float act_scale_in, act_scale_mid;   /* FP8_TENSOR_STATIC: its own input scales */
+    w4a8moe_dtype scale_dtype;           /* INT4_GROUP: of int4's scales */
+    w4a8moe_expert_weights int4;         /* INT4_GROUP: gate [I, H], up [I, H], down [H, I] */
+    w4a8moe_dense_matrix gate, up, down; /* BF16: gate [I, H], up [I, H], down [H, I] */
+    const void *gate_weight;             /* [H] in gate_weight_dtype, or NULL for weight 1 */
+    w4a8moe_dtype gate_weight_dtype;
+} w4a8moe_shared_expert;
+
 typedef struct w4a8moe_weights {
     w4a8moe_dtype scale_dtype;
     /* Per expert: [E] entries (global ids). Under expert parallelism the entries of experts this
@@ -187,6 +218,8 @@ typedef struct w4a8moe_weights {
      * rows/cols give the full stacked shape ([E*2I, H] and [E*H, I]). */
     w4a8moe_int4_matrix w13_stacked;
     w4a8moe_int4_matrix w2_stacked;
+    /* API version 2: the block's shared expert, or NULL for none. */
+    const w4a8moe_shared_expert *shared;
 } w4a8moe_weights;
 
 /* ---------------------------------------------------------------------------------------------
@@ -234,6 +267,10 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
  * prepare/finalize stage ("local", ...). Static strings. */
 const char *w4a8moe_layer_backend(const w4a8moe_layer *layer);
 const char *w4a8moe_layer_prepfin(const w4a8moe_layer *layer);
+/* The experts backend of the layer's shared-expert pipeline, or "" when it has none. It is the
+ * forced backend when that one accepts the shared expert's scheme, else the oracle's choice
+ * (e.g. `cpu_ref` for an unquantised shared expert when the forced backend has no bf16 path). */
+const char *w4a8moe_layer_shared_backend(const w4a8moe_layer *layer);
 
 /* The last error of this layer (empty string when none). */
 const char *w4a8moe_layer_error(const w4a8moe_layer *layer);
@@ -252,6 +289,99 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
  * following d->routing (k = d->top_k, E = d->num_experts). */
 w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float *logits,
                              int32_t *topk_ids, float *topk_weights);
+
+/* =============================================================================================
+ * Checkpoints (API version 2): Hugging Face checkpoint directories on disk.
+ *
+ * Accepted: config.json of Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2/V3 or Llama-4, with
+ * compressed-tensors W4AFP8 weights (pack-quantized or int-quantized; dynamic per-token or
+ * static per-tensor activations) or SGLang / TensorRT-LLM "w4afp8" weights
+ * (hf_quant_config.json + quant_cfg.json); model.safetensors or a sharded
+ * model.safetensors.index.json. docs/formats.md has the byte-level facts. Errors go to
+ * w4a8moe_last_error(): FORMAT_ERROR for a file that breaks its format, UNSUPPORTED for a valid
+ * one we cannot run (naming the field and value), NOT_FOUND for a missing file or tensor,
+ * IO_ERROR when reading fails.
+ * ============================================================================================= */
+typedef struct w4a8moe_checkpoint w4a8moe_checkpoint;
+
+/* Opens a checkpoint directory: parses its configuration and maps and validates every
+ * safetensors file (headers only: tensor data is read when a layer is created). */
+w4a8moe_status w4a8moe_checkpoint_open(const char *dir, w4a8moe_checkpoint **out);
+
+/* Closes the handle. Layers created from it stay valid (they keep what they use). NULL is a
+ * no-op. */
+void w4a8moe_checkpoint_close(w4a8moe_checkpoint *ckpt);
+
+typedef struct w4a8moe_checkpoint_info {
+    const char *architecture;           /* "qwen3_moe", "deepseek_v3", ... */
+    const char *format;                 /* "pack-quantized", "int-quantized", "sglang-w4afp8" */
+    const char *quant_method;           /* "compressed-tensors", "w4afp8" */
+    w4a8moe_weight_scheme weight_scheme;
+    w4a8moe_act_scheme act_scheme;
+    int32_t num_layers;                 /* decoder layers */
+    int32_t num_moe_layers;
+    const int32_t *moe_layers;          /* [num_moe_layers], ascending; owned by the handle */
+    int64_t hidden;                     /* H */
+    int64_t inter;                      /* I of a routed expert */
+    int32_t num_experts;                /* E */
+    int32_t top_k;                      /* k */
+    int32_t group_size;                 /* g */
+    w4a8moe_activation activation;
+    w4a8moe_routing_desc routing;       /* score_bias NULL here (it is a per-layer tensor) */
+    int32_t router_weight_on_input;
+    int32_t has_shared_expert;
+    int64_t shared_inter;               /* its I */
+    int32_t shared_gated;               /* 1: weighted by sigmoid(x . shared_expert_gate) */
+} w4a8moe_checkpoint_info;
+
+/* What the checkpoint holds; pointers stay valid until the handle is closed. */
+w4a8moe_status w4a8moe_checkpoint_get_info(const w4a8moe_checkpoint *ckpt,
+                                           w4a8moe_checkpoint_info *info);
+
+/* routed_only = 1: layers created from this handle afterwards leave out the shared expert
+ * (what `run --routed-only` does: an explicit omission, never a silent one). Default 0. */
+void w4a8moe_checkpoint_set_routed_only(w4a8moe_checkpoint *ckpt, int routed_only);
+
+/* The layer description of MoE layer `layer` (a decoder layer index) for max_tokens tokens,
+ * e.g. for w4a8moe_explain. Static activation scales are the max over the layer's experts;
+ * routing.score_bias points into the handle. */
+w4a8moe_status w4a8moe_checkpoint_layer_desc(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                             int64_t max_tokens, w4a8moe_layer_desc *d);
+
+/* Creates a layer from decoder layer `layer` (must be an MoE layer), its shared expert
+ * included. opts as for w4a8moe_layer_create (may be NULL). experts_subset (nullable) lists
+ * the global expert ids to load, n_subset of them: it must be all E experts, or the contiguous
+ * block [r*E/s, (r+1)*E/s) of expert-parallel rank r of s, which sets ep_rank and ep_size.
+ * On the CPU, pack-quantized weights are used straight from the file mapping; other formats
+ * are decoded into buffers the layer owns. */
+w4a8moe_status w4a8moe_checkpoint_layer_create(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                               const w4a8moe_layer_options *opts,
+                                               const int32_t *experts_subset, int32_t n_subset,
+                                               int64_t max_tokens, w4a8moe_layer **out);
+
+/* The same with the caller's description d: take it from w4a8moe_checkpoint_layer_desc and
+ * change what is the caller's to choose (max_tokens, io_dtype, and the routing's
+ * renormalisation or scaling if wanted); the dimensions, group size and schemes must stay the
+ * checkpoint's (INVALID_ARGUMENT naming the field otherwise). */
+w4a8moe_status w4a8moe_checkpoint_layer_create_desc(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                                    const w4a8moe_layer_desc *d,
+                                                    const w4a8moe_layer_options *opts,
+                                                    const int32_t *experts_subset,
+                                                    int32_t n_subset, w4a8moe_layer **out);
+
+/* Router logits of decoder layer `layer` from the checkpoint's gate weights: logits[T, E] =
+ * x[T, H] . Wg^T, accumulated in f32 in ascending h (x in x_dtype). Pass them to
+ * w4a8moe_layer_forward as router_logits. */
+w4a8moe_status w4a8moe_checkpoint_router_logits(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                                int64_t T, const void *x, w4a8moe_dtype x_dtype,
+                                                float *logits);
+
+/* Checks every MoE layer's tensors (names, dtypes, shapes, values of int-quantized weights)
+ * without creating layers, and writes one line per problem into buf (NUL-terminated,
+ * truncated to cap; *needed gets the full length + 1). Returns OK when there is no problem,
+ * else the status of the first one (its message in w4a8moe_last_error()). */
+w4a8moe_status w4a8moe_checkpoint_check(const w4a8moe_checkpoint *ckpt, char *buf, size_t cap,
+                                        size_t *needed);
 
 #ifdef __cplusplus
 }

@@ -28,7 +28,11 @@
 #define W4A8MOE_MIN_SCALE (1.0f / (448.0f * 512.0f))
 #define W4A8MOE_INT4_PER_WORD 8
 
+#ifdef __cplusplus
+static_assert(sizeof(float) == 4, "float must be IEEE binary32"); /* CUDA sources are C++ */
+#else
 _Static_assert(sizeof(float) == 4, "float must be IEEE binary32");
+#endif
 
 W4A8MOE_HD uint32_t w4a8moe_f32_bits(float x)
 {

@@ -72,6 +72,10 @@ typedef struct w4a8moe_logical_weights {
     int32_t expert_begin;                     /* first global expert id owned */
     int32_t num_local;                        /* E_local */
     const w4a8moe_expert_weights *experts;    /* [E_local], each matrix shape-checked */
+    /* weight_scheme BF16 (shared experts): [3 * E_local] gate, up, down per expert, shape-
+     * checked; experts is NULL then. Backends without a supports_quant predicate never see
+     * a scheme other than INT4_GROUP (the oracle rejects them). */
+    const w4a8moe_dense_matrix *dense;
 } w4a8moe_logical_weights;
 
 /* A scale element widened to f32 (exact for bf16/f16). */
@@ -109,6 +113,7 @@ typedef struct w4a8moe_dispatch {
     int32_t *pair_row;
     float *pair_weight;
     float *y_rows;
+    const void *x; /* the caller's x [T, H] in io_dtype (what ACT_BF16 experts read) */
 } w4a8moe_dispatch;
 
 typedef struct w4a8moe_experts_ops {

@@ -3,9 +3,11 @@
  * ask the oracle once, build the modular kernel, run forwards.
  */
 #include "../common/log.h"
+#include "layer_internal.h"
 #include "modular_kernel.h"
 #include "oracle.h"
 #include "router.h"
+#include "shared_expert.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -16,6 +18,9 @@ struct w4a8moe_layer {
     w4a8moe_mk mk;
     w4a8moe_expert_weights *experts; /* [E_local] views into the caller's weights */
     w4a8moe_err err;
+    w4a8moe_shared_rt *shared;        /* the shared-expert pipeline, or NULL */
+    void (*owner_release)(void *);    /* see w4a8moe_layer_attach_owner */
+    void *owner;
 };
 
 void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d)
@@ -190,6 +195,7 @@ static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
 {
     w4a8moe_mk *mk = &L->mk;
     FORWARD(validate_desc(d, err));
+    FORWARD(w4a8moe_shared_check_routed(d, err));
     FORWARD(query_device(o, &mk->devops, &mk->dev, err));
     mk->desc = *d;
     int32_t per_rank = d->num_experts / d->ep_size;
@@ -210,8 +216,9 @@ static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
     FORWARD(gather_weights(d, w, L->experts, mk->ctx.expert_begin, per_rank, err));
     FORWARD(w4a8moe_oracle_select(&mk->dev, &mk->desc, forced_backend(o), &mk->experts,
                                   &mk->prepfin, err));
-    w4a8moe_logical_weights lw = {w->scale_dtype, mk->ctx.expert_begin, per_rank, L->experts};
+    w4a8moe_logical_weights lw = {w->scale_dtype, mk->ctx.expert_begin, per_rank, L->experts, NULL};
     FORWARD(w4a8moe_mk_init(mk, &lw, err));
+    if (w->shared) FORWARD(w4a8moe_shared_create(mk, w->shared, forced_backend(o), &L->shared, err));
     if (!mk->ctx.borrow_weights) {
         /* the backend copied what it needs: drop the views so nothing dangles */
         free(L->experts);
@@ -259,6 +266,8 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
     RETURN_IF(err, !routing->router_logits && (!routing->topk_ids || !routing->topk_weights),
               W4A8MOE_STATUS_INVALID_ARGUMENT,
               "routing needs topk_ids and topk_weights, or router_logits");
+    if (layer->shared)
+        return w4a8moe_shared_forward(&layer->mk, layer->shared, T, x, routing, out, stream, err);
     return w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
 }
 
@@ -272,14 +281,29 @@ const char *w4a8moe_layer_prepfin(const w4a8moe_layer *layer)
     return layer && layer->mk.prepfin ? layer->mk.prepfin->name : "";
 }
 
+const char *w4a8moe_layer_shared_backend(const w4a8moe_layer *layer)
+{
+    return layer && layer->shared && layer->shared->mk.experts ? layer->shared->mk.experts->name : "";
+}
+
+int w4a8moe_layer_attach_owner(w4a8moe_layer *layer, void (*release)(void *), void *owner)
+{
+    if (!layer || layer->owner_release) return -1;
+    layer->owner_release = release;
+    layer->owner = owner;
+    return 0;
+}
+
 const char *w4a8moe_layer_error(const w4a8moe_layer *layer) { return layer ? layer->err.msg : ""; }
 
 void w4a8moe_layer_free(w4a8moe_layer *layer)
 {
     if (!layer) return;
     if (layer->mk.devops) w4a8moe_mk_release(&layer->mk);
+    w4a8moe_shared_free(layer->shared);
     free(layer->mk.score_bias);
     free(layer->experts);
+    if (layer->owner_release) layer->owner_release(layer->owner);
     free(layer);
 }
 

@@ -35,6 +35,22 @@ w4a8moe_status w4a8moe_mk_forward(w4a8moe_mk *mk, int64_t T, const void *x,
     return W4A8MOE_STATUS_OK;
 }
 
+w4a8moe_status w4a8moe_mk_forward_shared(w4a8moe_mk *mk, w4a8moe_mk *smk,
+                                         const w4a8moe_routing_input *shared_routing, int64_t T,
+                                         const void *x, const w4a8moe_routing_input *routing,
+                                         void *out, void *stream, w4a8moe_err *err)
+{
+    w4a8moe_dispatch dispatch, shared;
+    FORWARD(mk->prepfin->prepare(&mk->ctx, mk->prepfin_state, T, x, routing, mk->prepfin_ws,
+                                 &dispatch, stream, err));
+    FORWARD(mk->experts->run(&mk->ctx, mk->experts_state, &dispatch, mk->experts_ws, stream, err));
+    FORWARD(smk->prepfin->prepare(&smk->ctx, smk->prepfin_state, T, x, shared_routing,
+                                  smk->prepfin_ws, &shared, stream, err));
+    FORWARD(smk->experts->run(&smk->ctx, smk->experts_state, &shared, smk->experts_ws, stream, err));
+    FORWARD(mk->prepfin->finalize(&mk->ctx, mk->prepfin_state, &dispatch, &shared, out, stream, err));
+    return W4A8MOE_STATUS_OK;
+}
+
 void w4a8moe_mk_release(w4a8moe_mk *mk)
 {
     if (mk->experts_state && mk->experts->free_state) mk->experts->free_state(mk->experts_state);

@@ -24,6 +24,12 @@ w4a8moe_status w4a8moe_mk_init(w4a8moe_mk *mk, const w4a8moe_logical_weights *w,
 w4a8moe_status w4a8moe_mk_forward(w4a8moe_mk *mk, int64_t T, const void *x,
                                   const w4a8moe_routing_input *routing, void *out, void *stream,
                                   w4a8moe_err *err);
+/* The same with a shared-expert pipeline smk (E = 1, k = 1) routed by shared_routing: both
+ * pipelines prepare and run, then the routed finalize combines both (one rounding). */
+w4a8moe_status w4a8moe_mk_forward_shared(w4a8moe_mk *mk, w4a8moe_mk *smk,
+                                         const w4a8moe_routing_input *shared_routing, int64_t T,
+                                         const void *x, const w4a8moe_routing_input *routing,
+                                         void *out, void *stream, w4a8moe_err *err);
 /* Releases what init acquired (safe on a partly initialised mk). */
 void w4a8moe_mk_release(w4a8moe_mk *mk);
 

@@ -7,15 +7,28 @@
 
 #include <string.h>
 
+extern const w4a8moe_experts_ops w4a8moe_cpu_experts;
 extern const w4a8moe_experts_ops w4a8moe_cpu_ref_experts;
 extern const w4a8moe_prepfin_ops w4a8moe_cpu_local_prepfin;
 extern const w4a8moe_device_ops w4a8moe_cpu_device;
+#ifdef W4A8MOE_WITH_CUDA
+extern const w4a8moe_experts_ops w4a8moe_cuda_sm89_experts;
+extern const w4a8moe_prepfin_ops w4a8moe_cuda_local_prepfin;
+extern const w4a8moe_device_ops w4a8moe_cuda_device;
+#endif
 
 static const w4a8moe_experts_ops *const experts_table[] = {
+#ifdef W4A8MOE_WITH_CUDA
+    &w4a8moe_cuda_sm89_experts,
+#endif
+    &w4a8moe_cpu_experts,
     &w4a8moe_cpu_ref_experts,
 };
 
 static const w4a8moe_prepfin_ops *const prepfin_table[] = {
+#ifdef W4A8MOE_WITH_CUDA
+    &w4a8moe_cuda_local_prepfin,
+#endif
     &w4a8moe_cpu_local_prepfin,
 };
 
@@ -34,6 +47,9 @@ const w4a8moe_prepfin_ops *const *w4a8moe_registry_prepfin(size_t *count)
 const w4a8moe_device_ops *w4a8moe_registry_device(w4a8moe_device_kind kind)
 {
     if (kind == W4A8MOE_DEVICE_CPU) return &w4a8moe_cpu_device;
+#ifdef W4A8MOE_WITH_CUDA
+    if (kind == W4A8MOE_DEVICE_CUDA) return &w4a8moe_cuda_device;
+#endif
     return NULL;
 }
 

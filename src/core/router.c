@@ -67,7 +67,7 @@ static void route_softmax(const w4a8moe_layer_desc *d, const float *l, float *p,
         if (ranks_above(l[e], mx)) mx = l[e];
     double sum = 0;
     for (int e = 0; e < E; e++) {
-        p[e] = expf(l[e] - mx);
+        p[e] = l[e] == l[e] ? expf(l[e] - mx) : 0.0f; /* NaN ranks lowest: probability 0 */
         sum += p[e];
     }
     for (int e = 0; e < E; e++) p[e] = (float)(p[e] / sum);

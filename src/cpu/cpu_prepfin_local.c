@@ -68,6 +68,7 @@ static w4a8moe_status local_prepare(const w4a8moe_stage_ctx *ctx, void *state, i
     int64_t H = d->hidden, R = (int64_t)d->max_tokens * k;
     w4a8moe_dispatch_carve(d, nl, workspace, dp);
     dp->T = T;
+    dp->x = x;
     char *extra = (char *)workspace + w4a8moe_dispatch_bytes(d, nl);
     int32_t *ids = (int32_t *)extra;
     float *wts = (float *)(extra + align64((size_t)R * 4));

@@ -7,6 +7,8 @@
  */
 #include "../core/backend.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,8 +16,42 @@ typedef struct ref_state {
     w4a8moe_dtype scale_dtype;
     int32_t num_local;
     w4a8moe_expert_weights *experts; /* [E_local] (copies, or the caller's when borrowed) */
+    w4a8moe_dense_matrix *dense;      /* BF16 scheme: [3 * E_local] gate, up, down */
     void *owned;                      /* one block holding every copied array */
 } ref_state;
+
+static int ref_supports_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why, size_t cap)
+{
+    int int4 = w == W4A8MOE_WEIGHT_INT4_GROUP &&
+               (a == W4A8MOE_ACT_FP8_TOKEN_DYNAMIC || a == W4A8MOE_ACT_FP8_TENSOR_STATIC);
+    if (int4 || (w == W4A8MOE_WEIGHT_BF16 && a == W4A8MOE_ACT_BF16)) return 1;
+    snprintf(why, cap, "weight scheme %d with activation scheme %d is not a pair (int4 takes fp8 "
+             "activations, bf16 weights unquantised ones)", (int)w, (int)a);
+    return 0;
+}
+
+/* BF16 scheme: keeps the dense matrices (copied unless borrowed). */
+static w4a8moe_status ref_pack_dense(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
+                                     ref_state *s, w4a8moe_err *err)
+{
+    size_t n = 3 * (size_t)w->num_local, total = 0;
+    s->dense = malloc(n * sizeof *s->dense);
+    RETURN_IF(err, !s->dense, W4A8MOE_STATUS_OUT_OF_MEMORY, "cpu_ref dense table");
+    memcpy(s->dense, w->dense, n * sizeof *s->dense);
+    if (ctx->borrow_weights) return W4A8MOE_STATUS_OK;
+    for (size_t i = 0; i < n; i++)
+        total += (size_t)(s->dense[i].rows * s->dense[i].cols) * w4a8moe_dtype_size(s->dense[i].dtype);
+    s->owned = malloc(total ? total : 1);
+    RETURN_IF(err, !s->owned, W4A8MOE_STATUS_OUT_OF_MEMORY, "cpu_ref dense copy of %zu bytes", total);
+    char *p = s->owned;
+    for (size_t i = 0; i < n; i++) {
+        size_t b = (size_t)(s->dense[i].rows * s->dense[i].cols) * w4a8moe_dtype_size(s->dense[i].dtype);
+        memcpy(p, s->dense[i].data, b);
+        s->dense[i].data = p;
+        p += b;
+    }
+    return W4A8MOE_STATUS_OK;
+}
 
 /* Bytes of one int4 matrix's arrays: packed, scale, channel scale (if any). */
 static size_t matrix_bytes(const w4a8moe_int4_matrix *m, int g, size_t ssz)
@@ -51,6 +87,7 @@ static w4a8moe_status ref_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logic
     *state = s;
     s->scale_dtype = w->scale_dtype;
     s->num_local = w->num_local;
+    if (w->dense) return ref_pack_dense(ctx, w, s, err);
     s->experts = malloc((size_t)w->num_local * sizeof *s->experts);
     RETURN_IF(err, !s->experts, W4A8MOE_STATUS_OUT_OF_MEMORY, "cpu_ref expert table");
     memcpy(s->experts, w->experts, (size_t)w->num_local * sizeof *s->experts);
@@ -77,13 +114,15 @@ static void ref_free(void *state)
     if (!s) return;
     free(s->owned);
     free(s->experts);
+    free(s->dense);
     free(s);
 }
 
-/* workspace: h [2I] f32, y [I] f32, b [I] e4m3 */
+/* workspace: h [2I] f32, y [I] f32, b [I] e4m3, then (BF16 scheme) x [H] f32 16-aligned */
 static size_t ref_workspace_size(const w4a8moe_stage_ctx *ctx)
 {
-    return (size_t)ctx->desc->inter * (3 * sizeof(float) + 1);
+    return (size_t)ctx->desc->inter * (3 * sizeof(float) + 1) + 16 +
+           (size_t)ctx->desc->hidden * sizeof(float);
 }
 
 /* One output channel n of an int4 matrix against e4m3 input a[K]:
@@ -134,6 +173,28 @@ static void ref_row(const w4a8moe_layer_desc *d, const w4a8moe_expert_weights *x
     for (int64_t m = 0; m < H; m++) out[m] = (float)((double)r * ref_dot(&x->down, sdt, g, m, b));
 }
 
+/* One dense row: sum_k W[n,k] * x[k] in f64. */
+static double dense_dot(const w4a8moe_dense_matrix *m, int64_t n, const float *x)
+{
+    double acc = 0.0;
+    for (int64_t k = 0; k < m->cols; k++)
+        acc += (double)w4a8moe_scale_get(m->data, m->dtype, n * m->cols + k) * (double)x[k];
+    return acc;
+}
+
+/* BF16 scheme (unquantised shared expert): h = W13 x, y = act, out = W2 y; x and y in f32. */
+static void ref_row_dense(const w4a8moe_layer_desc *d, const w4a8moe_dense_matrix *m,
+                          const float *x, float *h, float *y, float *out)
+{
+    int64_t H = d->hidden, I = d->inter;
+    for (int64_t n = 0; n < I; n++) {
+        h[n] = (float)dense_dot(&m[0], n, x);
+        h[I + n] = (float)dense_dot(&m[1], n, x);
+    }
+    for (int64_t i = 0; i < I; i++) y[i] = w4a8moe_activate(d->activation, h[i], h[I + i]);
+    for (int64_t o = 0; o < H; o++) out[o] = (float)dense_dot(&m[2], o, y);
+}
+
 static w4a8moe_status ref_run(const w4a8moe_stage_ctx *ctx, void *state, const w4a8moe_dispatch *dp,
                               void *workspace, void *stream, w4a8moe_err *err)
 {
@@ -144,6 +205,17 @@ static w4a8moe_status ref_run(const w4a8moe_stage_ctx *ctx, void *state, const w
     int64_t H = d->hidden, I = d->inter;
     float *h = workspace, *y = h + 2 * I;
     uint8_t *b = (uint8_t *)(y + I);
+    if (s->dense) {
+        float *x = (float *)((char *)workspace + (size_t)I * (3 * sizeof(float) + 1));
+        x = (float *)(((uintptr_t)x + 15) & ~(uintptr_t)15);
+        for (int e = 0; e < s->num_local; e++)
+            for (int64_t r = dp->expert_offsets[e]; r < dp->expert_offsets[e + 1]; r++) {
+                int64_t t = dp->row_token[r];
+                for (int64_t k = 0; k < H; k++) x[k] = w4a8moe_io_get(dp->x, d->io_dtype, t * H + k);
+                ref_row_dense(d, &s->dense[3 * e], x, h, y, dp->y_rows + r * H);
+            }
+        return W4A8MOE_STATUS_OK;
+    }
     for (int e = 0; e < s->num_local; e++)
         for (int64_t r = dp->expert_offsets[e]; r < dp->expert_offsets[e + 1]; r++)
             ref_row(d, &s->experts[e], s->scale_dtype, dp->a_q + r * H, dp->a_scale[r], h, y, b,
@@ -156,7 +228,8 @@ const w4a8moe_experts_ops w4a8moe_cpu_ref_experts = {
     .api_version = W4A8MOE_BACKEND_API,
     .device_kind = W4A8MOE_DEVICE_CPU,
     .layout = W4A8MOE_LAYOUT_CONTIGUOUS,
-    /* every device, scheme, activation, parallel config and shape the core accepts */
+    /* every device, scheme pair, activation, parallel config and shape the core accepts */
+    .supports_quant = ref_supports_quant,
     .workspace_size = ref_workspace_size,
     .pack_weights = ref_pack,
     .free_state = ref_free,

@@ -1,0 +1,533 @@
+/*
+ * cpu_experts.c — `cpu`, the fast host experts backend (contract steps 3-6), threaded across
+ * experts, rows and output channels, with x86 tile kernels chosen at run time (AVX2 + FMA, or
+ * the same with AVX-512 VNNI) and a generic C fallback (cpu_experts_avx2.c,
+ * cpu_experts_generic.c; layout in cpu_experts_impl.h).
+ *
+ * pack_weights repacks every local expert once into 16-channel panels (gate and up interleaved
+ * so one tile yields both halves of the activation), keeping int4 in memory: decode streams
+ * 0.5 + scale bytes per weight and unpacks in registers.
+ *
+ * run, per chunk of at most `rc` routed rows (rows are grouped by expert), four parallel phases
+ * on the layer's thread pool:
+ *   1. prepare input rows: e4m3 -> exact integer pairs + per-group corrections;
+ *   2. GEMM1 + activation: task = (row group of one expert, tile of 4 panels), y = act(h_gate,
+ *      h_up) with h = s_t * (C[n] * sum_b S[n,b] P_b);
+ *   3. requantise per row: r = max(amax(y)/448, 1/(448*512)) (static: act_scale_mid),
+ *      b = e4m3(y / r) exactly as the reference, then prepared like phase 1, in place;
+ *   4. GEMM2: task = (row group, tile of 4 panels), y_rows = r * (C2[m] * sum_b S2 P_b).
+ * Numerics: P_b is an exact integer and the group sum runs in f64 in the reference's order
+ * (cpu_experts_impl.h), so h, y, r, b and y_rows are bit-identical to `cpu_ref`'s: no e4m3
+ * rounding of y / r can flip between the two (one flip moves a row by ~1e-3 relative).
+ * Determinism: every output element belongs to exactly one task and is summed in a fixed
+ * order, so results do not depend on the thread count or on which thread ran what.
+ * Decode balance: T = 1, k = 8 gives 8 row groups x 24 tiles (I = 768) = 192 GEMM1 tasks of
+ * ~64 KB of weights each, ~3 us apiece: two threads stay within a task of each other.
+ */
+#include "../common/threadpool.h"
+#include "../core/backend.h"
+#include "cpu_experts_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define TILE_PANELS 4         /* panels per task: 64 channels (GEMM2) or 32 i values (GEMM1) */
+#define ROW_BYTES_L2 (256u << 10) /* prepared rows one task may keep hot in L2 */
+#define CHUNK_BYTES (32u << 20)   /* workspace budget for the per-chunk row buffers */
+#define PREP_ROWS 4           /* rows per phase-1/3 task */
+
+typedef struct cpu_expert {
+    const uint8_t *w13, *w2; /* panels */
+    const float *c13;        /* [2I]: gate channel scales, then up */
+    const float *c2;         /* [H] */
+} cpu_expert;
+
+typedef struct cpu_state {
+    w4a8moe_threadpool *pool;
+    int use_avx2, use_vnni, scale_bf16;
+    int64_t H, I;
+    int32_t g, num_local;
+    size_t group13, panel13, group2, panel2, expert_bytes;
+    cpu_expert *experts;
+    uint8_t *blob;
+    int16_t lut_big[256];    /* e4m3 code -> v * 16 when |v| >= 1/2, else 0 */
+    int16_t lut_small[256];  /* e4m3 code -> v * 512 when |v| < 1/2, else 0 */
+    int32_t lut_a512[256];   /* e4m3 code -> v * 512 (0 for NaN) */
+} cpu_state;
+
+typedef struct cpu_rowgroup {
+    int32_t e, r0, r1; /* rows [r0, r1) of local expert e, r1 - r0 <= rows per task */
+} cpu_rowgroup;
+
+/* Where each array lives in the workspace; rc = rows per chunk. */
+typedef struct cpu_ws_layout {
+    int64_t rc, rb1, rb2, max_groups1, max_groups2;
+    size_t ain, corr1, alias1, ymid, corr2, rmid, groups1, groups2, scratch, total;
+} cpu_ws_layout;
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Rows per GEMM task: their prepared inputs (4K bytes each) fit ROW_BYTES_L2; 4..64, mult. of 4. */
+static int64_t rows_per_task(int64_t K)
+{
+    int64_t rb = ((int64_t)ROW_BYTES_L2 / (K * 4)) & ~(int64_t)3;
+    return rb < 4 ? 4 : (rb > 64 ? 64 : rb);
+}
+
+#define SCRATCH_DOUBLES (64 * TILE_PANELS * CPU_PANEL) /* one task's tile sums, 32 KB */
+
+static void ws_layout(const w4a8moe_layer_desc *d, int32_t num_local, int32_t threads,
+                      cpu_ws_layout *L)
+{
+    int64_t H = d->hidden, I = d->inter, g = d->group_size;
+    int64_t R = d->max_tokens * d->top_k, cap = (int64_t)CHUNK_BYTES / ((H + I) * 4);
+    if (cap < 64) cap = 64;
+    L->rc = R < cap ? R : cap;
+    L->rb1 = rows_per_task(H);
+    L->rb2 = rows_per_task(I);
+    L->max_groups1 = num_local + L->rc / L->rb1 + 1;
+    L->max_groups2 = num_local + L->rc / L->rb2 + 1;
+    size_t rc = (size_t)L->rc, off = 0;
+    L->ain = off;     off += align64(rc * (size_t)H * 4);
+    L->corr1 = off;   off += align64(rc * (size_t)(H / g + 1) * 4);
+    L->ymid = off;    off += align64(rc * (size_t)I * 4);
+    L->corr2 = off;   off += align64(rc * (size_t)(I / g + 1) * 4);
+    L->rmid = off;    off += align64(rc * 4);
+    L->alias1 = off;  off += align64(rc * 4);
+    L->groups1 = off; off += align64((size_t)L->max_groups1 * sizeof(cpu_rowgroup));
+    L->groups2 = off; off += align64((size_t)L->max_groups2 * sizeof(cpu_rowgroup));
+    L->scratch = off; off += (size_t)(threads > 0 ? threads : 1) * SCRATCH_DOUBLES * 8;
+    L->total = off;
+}
+
+/* ---- predicates -------------------------------------------------------------------------- */
+
+static int cpu_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
+{
+    if (dev->kind == W4A8MOE_DEVICE_CPU) return 1;
+    snprintf(why, cap, "runs on the host; the layer's device is not the CPU");
+    return 0;
+}
+
+static int cpu_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t cap)
+{
+    /* panels of 16 channels: H % 16 for w2, I % 8 for w13 (g >= 32 divides both already) */
+    if (d->hidden % CPU_PANEL == 0 && d->inter % 8 == 0) return 1;
+    snprintf(why, cap, "needs H %% 16 == 0 and I %% 8 == 0 (H = %lld, I = %lld)",
+             (long long)d->hidden, (long long)d->inter);
+    return 0;
+}
+
+static size_t cpu_workspace_size(const w4a8moe_stage_ctx *ctx)
+{
+    cpu_ws_layout L;
+    ws_layout(ctx->desc, ctx->num_local, ctx->num_threads, &L);
+    return L.total;
+}
+
+/* ---- packing ----------------------------------------------------------------------------- */
+
+/* One panel: block 0 = rows [row0, row0+8) of m0, block 1 = rows [row1, row1+8) of m1. */
+static void pack_panel(const cpu_state *s, const w4a8moe_int4_matrix *m0, int64_t row0,
+                       const w4a8moe_int4_matrix *m1, int64_t row1, w4a8moe_dtype sdt,
+                       size_t group_bytes, uint8_t *dst)
+{
+    int64_t K = m0->cols, g = s->g, kw = K / 8, ng = K / g;
+    const w4a8moe_int4_matrix *m[2] = {m0, m1};
+    int64_t row[2] = {row0, row1};
+    for (int64_t b = 0; b < ng; b++) {
+        uint8_t *gp = dst + (size_t)b * group_bytes;
+        for (int64_t c = 0; c < g / 8; c++)
+            for (int h = 0; h < 2; h++)
+                for (int j = 0; j < 8; j++)
+                    memcpy(gp + c * CPU_CHUNK + 32 * h + 4 * j,
+                           m[h]->packed + (row[h] + j) * kw + b * (g / 8) + c, 4);
+        uint8_t *sp = gp + (size_t)(g / 8) * CPU_CHUNK;
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 8; j++) {
+                int64_t i = (row[h] + j) * ng + b;
+                if (s->scale_bf16)
+                    memcpy(sp + 2 * (8 * h + j), (const uint16_t *)m[h]->scale + i, 2);
+                else {
+                    float v = w4a8moe_scale_get(m[h]->scale, sdt, i);
+                    memcpy(sp + 4 * (8 * h + j), &v, 4);
+                }
+            }
+    }
+}
+
+typedef struct pack_job {
+    cpu_state *s;
+    const w4a8moe_logical_weights *w;
+} pack_job;
+
+static void pack_expert_task(void *arg, int64_t e, int32_t thread)
+{
+    (void)thread;
+    const pack_job *job = arg;
+    cpu_state *s = job->s;
+    const w4a8moe_expert_weights *x = &job->w->experts[e];
+    w4a8moe_dtype sdt = job->w->scale_dtype;
+    int64_t H = s->H, I = s->I;
+    uint8_t *base = s->blob + (size_t)e * s->expert_bytes;
+    uint8_t *w13 = base, *w2 = w13 + align64(s->panel13 * (size_t)(I / 8));
+    float *c13 = (float *)(void *)(w2 + align64(s->panel2 * (size_t)(H / CPU_PANEL)));
+    float *c2 = (float *)(void *)((uint8_t *)c13 + align64((size_t)I * 8));
+    for (int64_t p = 0; p < I / 8; p++)
+        pack_panel(s, &x->gate, 8 * p, &x->up, 8 * p, sdt, s->group13, w13 + p * s->panel13);
+    for (int64_t p = 0; p < H / CPU_PANEL; p++)
+        pack_panel(s, &x->down, 16 * p, &x->down, 16 * p + 8, sdt, s->group2, w2 + p * s->panel2);
+    for (int64_t i = 0; i < I; i++) {
+        c13[i] = x->gate.channel_scale ? x->gate.channel_scale[i] : 1.0f;
+        c13[I + i] = x->up.channel_scale ? x->up.channel_scale[i] : 1.0f;
+    }
+    for (int64_t m = 0; m < H; m++) c2[m] = x->down.channel_scale ? x->down.channel_scale[m] : 1.0f;
+    s->experts[e] = (cpu_expert){w13, w2, c13, c2};
+}
+
+/* AVX-512 VNNI + VL, which the device info does not report. W4A8MOE_CPU_GENERIC=avx2 caps the
+ * kernels at AVX2 (=1 hides every extension, see cpu_features.c) so tests reach every path. */
+static int cpu_has_vnni(void)
+{
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+    const char *cap = getenv("W4A8MOE_CPU_GENERIC");
+    if (cap && strcmp(cap, "avx2") == 0) return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/* The packed weights on 2 MB boundaries, asking for transparent huge pages before the first
+ * touch: decode streams ~20 MB of randomly chosen experts per layer, ~5000 4 KB pages whose
+ * TLB misses and prefetch-stopping page crossings cost ~10% of a decode step. */
+static uint8_t *alloc_huge(size_t bytes)
+{
+    size_t huge = (size_t)2 << 20, rounded = (bytes + huge - 1) & ~(huge - 1);
+    if (rounded < bytes) return NULL;
+    uint8_t *p = aligned_alloc(huge, rounded);
+#if defined(MADV_HUGEPAGE)
+    if (p) madvise(p, rounded, MADV_HUGEPAGE); /* advice only: failure just keeps 4 KB pages */
+#endif
+    return p;
+}
+
+static void init_luts(cpu_state *s)
+{
+    for (int c = 0; c < 256; c++) {
+        float v = w4a8moe_e4m3_to_f32((uint8_t)c);
+        int32_t a512 = v == v ? (int32_t)(v * 512.0f) : 0; /* exact: v is a multiple of 2^-9 */
+        int big = fabsf(v) >= 0.5f;
+        s->lut_a512[c] = a512;
+        s->lut_big[c] = (int16_t)(big ? a512 / 32 : 0);
+        s->lut_small[c] = (int16_t)(big ? 0 : a512);
+    }
+}
+
+static w4a8moe_status cpu_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
+                               void **state, w4a8moe_err *err)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    cpu_state *s = calloc(1, sizeof *s);
+    RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cpu backend state");
+    *state = s;
+    s->H = d->hidden;
+    s->I = d->inter;
+    s->g = d->group_size;
+    s->num_local = w->num_local;
+    s->scale_bf16 = w->scale_dtype == W4A8MOE_DTYPE_BF16;
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+    s->use_avx2 = ctx->dev->cpu_avx2 && ctx->dev->cpu_fma;
+    s->use_vnni = s->use_avx2 && ctx->dev->cpu_avx512f && cpu_has_vnni();
+#endif
+    init_luts(s);
+    size_t sb = s->scale_bf16 ? 2 : 4, chunks = (size_t)s->g / 8;
+    s->group13 = s->group2 = chunks * CPU_CHUNK + CPU_PANEL * sb;
+    s->panel13 = align64(s->group13 * (size_t)(s->H / s->g));
+    s->panel2 = align64(s->group2 * (size_t)(s->I / s->g));
+    s->expert_bytes = align64(s->panel13 * (size_t)(s->I / 8)) +
+                      align64(s->panel2 * (size_t)(s->H / CPU_PANEL)) +
+                      align64((size_t)s->I * 8) + align64((size_t)s->H * 4);
+    size_t n = (size_t)(w->num_local > 0 ? w->num_local : 1);
+    RETURN_IF(err, s->expert_bytes > SIZE_MAX / n, W4A8MOE_STATUS_OUT_OF_MEMORY,
+              "cpu packed weights: %d experts of %zu bytes overflow", w->num_local,
+              s->expert_bytes);
+    s->blob = alloc_huge(n * s->expert_bytes);
+    RETURN_IF(err, !s->blob, W4A8MOE_STATUS_OUT_OF_MEMORY,
+              "cpu packed weights: %zu bytes; hint: use expert parallelism or a smaller model",
+              n * s->expert_bytes);
+    s->experts = calloc(n, sizeof *s->experts);
+    RETURN_IF(err, !s->experts, W4A8MOE_STATUS_OUT_OF_MEMORY, "cpu expert table");
+    FORWARD(w4a8moe_threadpool_create(ctx->num_threads > 0 ? ctx->num_threads : 1, &s->pool, err));
+    pack_job job = {s, w};
+    w4a8moe_threadpool_run(s->pool, pack_expert_task, &job, w->num_local);
+    return W4A8MOE_STATUS_OK;
+}
+
+static void cpu_free(void *state)
+{
+    cpu_state *s = state;
+    if (!s) return;
+    w4a8moe_threadpool_destroy(s->pool);
+    free(s->experts);
+    free(s->blob);
+    free(s);
+}
+
+/* ---- the forward ------------------------------------------------------------------------- */
+
+typedef struct cpu_job {
+    const cpu_state *s;
+    const w4a8moe_layer_desc *d;
+    const w4a8moe_dispatch *dp;
+    int64_t c0, c1;                /* the chunk's rows */
+    int16_t *ain;                  /* prepared GEMM1 rows [rc][2H], indexed by row - c0 */
+    int32_t *corr1, *corr2;        /* [rc][H/g + 1], [rc][I/g + 1] */
+    int32_t *alias1;               /* [rc]: the row whose prepared GEMM1 input a row uses */
+    float *ymid, *rmid;            /* y [rc][I] then prepared GEMM2 rows in place; r [rc] */
+    const cpu_rowgroup *groups;    /* of the phase running */
+    int64_t n_groups, tiles;
+    double *scratch;               /* [threads][SCRATCH_DOUBLES] tile sums (off the stack) */
+} cpu_job;
+
+/* Prepared row (cpu_experts_impl.h) from e4m3 codes: exact integer pairs + corrections.
+ * Writes corr[0, K/g) and ORs a NaN found into *nan. */
+static void prep_codes(const cpu_state *s, const uint8_t *q, int64_t K, int16_t *a, int32_t *corr,
+                       int32_t *nan)
+{
+    int g = s->g;
+    for (int64_t b = 0; b < K / g; b++) {
+        int32_t sum = 0; /* |.| <= 128 * 229376 */
+        for (int64_t k = b * g; k < (b + 1) * g; k++) {
+            int i = (int)(k & 7), m = i & 3, hi = i >> 2;
+            int16_t *chunk = a + (k >> 3) * 16;
+            chunk[2 * m + hi] = s->lut_big[q[k]];
+            chunk[8 + 2 * m + hi] = s->lut_small[q[k]];
+            sum += s->lut_a512[q[k]];
+            *nan |= (q[k] & 0x7f) == 0x7f;
+        }
+        corr[b] = 8 * sum;
+    }
+}
+
+/* The first row of row r's token inside the chunk when it holds the same e4m3 bytes (a token
+ * routed to k experts is quantised once and copied into k rows: preparing it once saves k - 1
+ * conversions), else r itself. Checked, not assumed: the token's rows come from pair_row, the
+ * candidate must belong to the same token, and the bytes must match. */
+static int64_t canonical_row(const cpu_job *job, int64_t r)
+{
+    const w4a8moe_dispatch *dp = job->dp;
+    int64_t t = dp->row_token[r], k = job->d->top_k, H = job->s->H, best = r;
+    if (t < 0 || t >= dp->T) return r;
+    for (int64_t j = 0; j < k; j++) {
+        int64_t c = dp->pair_row[t * k + j];
+        if (c >= job->c0 && c < best) best = c;
+    }
+    if (best == r || dp->row_token[best] != t) return r;
+    return memcmp(dp->a_q + best * H, dp->a_q + r * H, (size_t)H) == 0 ? best : r;
+}
+
+static void prep_in_task(void *arg, int64_t t, int32_t thread)
+{
+    (void)thread;
+    const cpu_job *job = arg;
+    int64_t H = job->s->H, ng = H / job->s->g;
+    int64_t r0 = job->c0 + t * PREP_ROWS, r1 = r0 + PREP_ROWS < job->c1 ? r0 + PREP_ROWS : job->c1;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t c = canonical_row(job, r);
+        job->alias1[r - job->c0] = (int32_t)(c - job->c0);
+        if (c != r) continue;
+        int32_t *corr = job->corr1 + (r - job->c0) * (ng + 1);
+        corr[ng] = 0;
+        prep_codes(job->s, job->dp->a_q + r * H, H, job->ain + (r - job->c0) * 2 * H, corr,
+                   &corr[ng]);
+    }
+}
+
+/* Contract step 5 for one row, in place: y -> prepared e4m3 values of y / r. */
+static void prep_mid_task(void *arg, int64_t t, int32_t thread)
+{
+    (void)thread;
+    const cpu_job *job = arg;
+    const cpu_state *s = job->s;
+    int64_t I = s->I, ng = I / s->g;
+    uint8_t codes[256];
+    int64_t r0 = job->c0 + t * PREP_ROWS, r1 = r0 + PREP_ROWS < job->c1 ? r0 + PREP_ROWS : job->c1;
+    for (int64_t row = r0; row < r1; row++) {
+        float *y = job->ymid + (row - job->c0) * I, r;
+        if (job->d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC) {
+            r = job->d->act_scale_mid;
+        } else {
+            float amax = 0.0f;
+            for (int64_t i = 0; i < I; i++) {
+                float v = fabsf(y[i]);
+                if (amax == amax && !(v <= amax)) amax = v; /* a NaN sticks */
+            }
+            r = w4a8moe_act_scale(amax);
+        }
+        job->rmid[row - job->c0] = r;
+        int32_t *corr = job->corr2 + (row - job->c0) * (ng + 1);
+        corr[ng] = 0;
+        for (int64_t b = 0; b < ng; b++) {
+            /* group b's prepared values take exactly the bytes of its g floats of y */
+            int g = s->g;
+            for (int k = 0; k < g; k++) codes[k] = w4a8moe_f32_to_e4m3(y[b * g + k] / r);
+            prep_codes(s, codes, g, (int16_t *)(void *)(y + b * g), corr + b, &corr[ng]);
+        }
+    }
+}
+
+/* Splits the chunk's rows of each expert into groups of at most rb rows. */
+static int64_t build_groups(const cpu_job *job, int64_t rb, cpu_rowgroup *out)
+{
+    int64_t n = 0;
+    const int32_t *off = job->dp->expert_offsets;
+    for (int32_t e = 0; e < job->s->num_local; e++) {
+        int64_t lo = off[e] > job->c0 ? off[e] : job->c0;
+        int64_t hi = off[e + 1] < job->c1 ? off[e + 1] : job->c1;
+        for (int64_t r = lo; r < hi; r += rb)
+            out[n++] = (cpu_rowgroup){e, (int32_t)r, (int32_t)(r + rb < hi ? r + rb : hi)};
+    }
+    return n;
+}
+
+/* Runs the tile kernel for (row group, tile) of one GEMM; out gets [nr][np*16]. */
+static void run_tile(const cpu_job *job, const cpu_rowgroup *rg, const uint8_t *panels,
+                     size_t panel_bytes, size_t group_bytes, int64_t K, int64_t p0, int np,
+                     const int16_t *a, const int32_t *corr, const int32_t *alias, double *out)
+{
+    const cpu_state *s = job->s;
+    const int16_t *ap[64];
+    const int32_t *cp[64];
+    int nr = rg->r1 - rg->r0;
+    int64_t ng = K / s->g;
+    for (int r = 0; r < nr; r++) {
+        int64_t i = rg->r0 + r - job->c0;
+        if (alias) i = alias[i];
+        ap[r] = a + i * 2 * K; /* 2 int16 per input */
+        cp[r] = corr + i * (ng + 1);
+    }
+    cpu_gemm_args ga = {panels + (size_t)p0 * panel_bytes, panel_bytes, group_bytes, K, s->g,
+                        s->scale_bf16, np, nr, ap, cp, out};
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+    if (s->use_vnni) {
+        w4a8moe_cpu_tile_avx512vnni(&ga);
+        return;
+    }
+    if (s->use_avx2) {
+        w4a8moe_cpu_tile_avx2(&ga);
+        return;
+    }
+#endif
+    w4a8moe_cpu_tile_generic(&ga);
+}
+
+/* The reference's rounding: (float)(scale * (C * acc)) in f64, acc = out * 2^-9 (exact). */
+static inline float finish(float scale, float c, double out)
+{
+    return (float)((double)scale * ((double)c * (out * 0x1p-9)));
+}
+
+static void gemm1_task(void *arg, int64_t t, int32_t thread)
+{
+    const cpu_job *job = arg;
+    const cpu_state *s = job->s;
+    const cpu_rowgroup *rg = &job->groups[t / job->tiles];
+    const cpu_expert *x = &s->experts[rg->e];
+    int64_t I = s->I, p0 = (t % job->tiles) * TILE_PANELS, npan = I / 8;
+    int np = (int)(npan - p0 < TILE_PANELS ? npan - p0 : TILE_PANELS);
+    double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
+    run_tile(job, rg, x->w13, s->panel13, s->group13, s->H, p0, np, job->ain, job->corr1,
+             job->alias1, out);
+    int ldo = np * CPU_PANEL;
+    int64_t ng = s->H / s->g;
+    for (int r = 0; r < rg->r1 - rg->r0; r++) {
+        int64_t row = rg->r0 + r;
+        float st = job->dp->a_scale[row], *y = job->ymid + (row - job->c0) * I;
+        int nan = job->corr1[job->alias1[row - job->c0] * (ng + 1) + ng];
+        for (int p = 0; p < np; p++)
+            for (int j = 0; j < 8; j++) {
+                int64_t i = (p0 + p) * 8 + j;
+                float hg = finish(st, x->c13[i], out[r * ldo + p * CPU_PANEL + j]);
+                float hu = finish(st, x->c13[I + i], out[r * ldo + p * CPU_PANEL + 8 + j]);
+                y[i] = nan ? NAN : w4a8moe_activate(job->d->activation, hg, hu);
+            }
+    }
+}
+
+static void gemm2_task(void *arg, int64_t t, int32_t thread)
+{
+    const cpu_job *job = arg;
+    const cpu_state *s = job->s;
+    const cpu_rowgroup *rg = &job->groups[t / job->tiles];
+    const cpu_expert *x = &s->experts[rg->e];
+    int64_t H = s->H, p0 = (t % job->tiles) * TILE_PANELS, npan = H / CPU_PANEL;
+    int np = (int)(npan - p0 < TILE_PANELS ? npan - p0 : TILE_PANELS);
+    double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
+    run_tile(job, rg, x->w2, s->panel2, s->group2, s->I, p0, np,
+             (const int16_t *)(const void *)job->ymid, job->corr2, NULL, out);
+    int ldo = np * CPU_PANEL;
+    int64_t ng = s->I / s->g;
+    for (int r = 0; r < rg->r1 - rg->r0; r++) {
+        int64_t row = rg->r0 + r;
+        float rr = job->rmid[row - job->c0], *o = job->dp->y_rows + row * H + p0 * CPU_PANEL;
+        int nan = job->corr2[(row - job->c0) * (ng + 1) + ng];
+        for (int c = 0; c < ldo; c++)
+            o[c] = nan ? NAN : finish(rr, x->c2[p0 * CPU_PANEL + c], out[r * ldo + c]);
+    }
+}
+
+static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
+                              const w4a8moe_dispatch *dp, void *workspace, void *stream,
+                              w4a8moe_err *err)
+{
+    (void)stream;
+    (void)err;
+    const cpu_state *s = state;
+    cpu_ws_layout L;
+    ws_layout(ctx->desc, ctx->num_local, ctx->num_threads, &L);
+    char *ws = workspace;
+    cpu_job job = {s, ctx->desc, dp, 0, 0, (int16_t *)(void *)(ws + L.ain),
+                   (int32_t *)(void *)(ws + L.corr1), (int32_t *)(void *)(ws + L.corr2),
+                   (int32_t *)(void *)(ws + L.alias1),
+                   (float *)(void *)(ws + L.ymid), (float *)(void *)(ws + L.rmid), NULL, 0, 0,
+                   (double *)(void *)(ws + L.scratch)};
+    cpu_rowgroup *g1 = (cpu_rowgroup *)(void *)(ws + L.groups1);
+    cpu_rowgroup *g2 = (cpu_rowgroup *)(void *)(ws + L.groups2);
+    int64_t begin = dp->expert_offsets[0], end = dp->expert_offsets[s->num_local];
+    int64_t tiles1 = (s->I / 8 + TILE_PANELS - 1) / TILE_PANELS;
+    int64_t tiles2 = (s->H / CPU_PANEL + TILE_PANELS - 1) / TILE_PANELS;
+    for (int64_t c0 = begin; c0 < end; c0 += L.rc) {
+        job.c0 = c0;
+        job.c1 = c0 + L.rc < end ? c0 + L.rc : end;
+        int64_t prep_tasks = (job.c1 - c0 + PREP_ROWS - 1) / PREP_ROWS;
+        w4a8moe_threadpool_run(s->pool, prep_in_task, &job, prep_tasks);
+        job.groups = g1;
+        job.n_groups = build_groups(&job, L.rb1, g1);
+        job.tiles = tiles1;
+        w4a8moe_threadpool_run(s->pool, gemm1_task, &job, job.n_groups * tiles1);
+        w4a8moe_threadpool_run(s->pool, prep_mid_task, &job, prep_tasks);
+        job.groups = g2;
+        job.n_groups = build_groups(&job, L.rb2, g2);
+        job.tiles = tiles2;
+        w4a8moe_threadpool_run(s->pool, gemm2_task, &job, job.n_groups * tiles2);
+    }
+    return W4A8MOE_STATUS_OK;
+}
+
+const w4a8moe_experts_ops w4a8moe_cpu_experts = {
+    .name = "cpu",
+    .api_version = W4A8MOE_BACKEND_API,
+    .device_kind = W4A8MOE_DEVICE_CPU,
+    .layout = W4A8MOE_LAYOUT_CONTIGUOUS,
+    .supports_device = cpu_supports_device,
+    .supports_shape = cpu_supports_shape,
+    .workspace_size = cpu_workspace_size,
+    .pack_weights = cpu_pack,
+    .free_state = cpu_free,
+    .run = cpu_run,
+};

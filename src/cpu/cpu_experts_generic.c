@@ -1,0 +1,61 @@
+/*
+ * cpu_experts_generic.c — the `cpu` backend's portable tile kernel: plain C on the packed
+ * layout and prepared rows of cpu_experts_impl.h, used where AVX2 + FMA are missing or
+ * W4A8MOE_CPU_GENERIC=1.
+ *
+ * Per group, 512 P_b = sum q * (32 big + small) in int32 (exact: |.| < 2^28), then
+ * acc += S * 512 P_b in f64 (exact product, one rounding), so the results are bit-identical to
+ * the AVX2 kernel's. The 16 channels of a panel sit in the innermost loop so a compiler can
+ * vectorise it with whatever the baseline ISA offers.
+ */
+#include "cpu_experts_impl.h"
+
+#include "../common/quant.h"
+
+#include <string.h>
+
+static double group_scale(const uint8_t *sp, int bf16, int ch)
+{
+    if (bf16) {
+        uint16_t u;
+        memcpy(&u, sp + 2 * ch, 2);
+        return (double)w4a8moe_bf16_to_f32(u);
+    }
+    float s;
+    memcpy(&s, sp + 4 * ch, 4);
+    return (double)s;
+}
+
+static void panel_row(const cpu_gemm_args *ga, const int16_t *a, const uint8_t *panel, double *out)
+{
+    int64_t ngroups = ga->K / ga->g;
+    int nchunk = ga->g / 8;
+    double acc[CPU_PANEL] = {0};
+    for (int64_t b = 0; b < ngroups; b++) {
+        const uint8_t *gp = panel + (size_t)b * ga->group_bytes;
+        int32_t P[CPU_PANEL] = {0};
+        for (int c = 0; c < nchunk; c++) {
+            uint32_t w[CPU_PANEL];
+            const int16_t *ac = a + (b * nchunk + c) * 16;
+            memcpy(w, gp + (size_t)c * CPU_CHUNK, sizeof w);
+            for (int i = 0; i < 8; i++) {
+                int m = i & 3, hi = i >> 2; /* input k0 + i sits in pair m, half hi */
+                int32_t A = 32 * ac[2 * m + hi] + ac[8 + 2 * m + hi];
+                for (int ch = 0; ch < CPU_PANEL; ch++)
+                    P[ch] += ((int32_t)((w[ch] >> (4 * i)) & 0xFu) - 8) * A;
+            }
+        }
+        const uint8_t *sp = gp + (size_t)nchunk * CPU_CHUNK;
+        for (int ch = 0; ch < CPU_PANEL; ch++) acc[ch] += group_scale(sp, ga->scale_bf16, ch) * (double)P[ch];
+    }
+    memcpy(out, acc, sizeof acc);
+}
+
+void w4a8moe_cpu_tile_generic(const cpu_gemm_args *ga)
+{
+    int ldo = ga->np * CPU_PANEL;
+    for (int p = 0; p < ga->np; p++)
+        for (int r = 0; r < ga->nr; r++)
+            panel_row(ga, ga->a[r], ga->w + (size_t)p * ga->panel_bytes,
+                      ga->out + (size_t)r * ldo + (size_t)p * CPU_PANEL);
+}

@@ -1,0 +1,75 @@
+/*
+ * cpu_experts_impl.h — what the `cpu` experts backend's files share: the packed weight layout
+ * and the tile kernels' interface (cpu_experts.c drives them; cpu_experts_avx2.c and
+ * cpu_experts_generic.c implement them).
+ *
+ * Packed layout (written once by pack_weights). A matrix of N output channels by K inputs is
+ * cut into panels of 16 channels, two blocks of 8:
+ *   w13: panel p = block 0: gate channels [8p, 8p+8), block 1: up channels [8p, 8p+8)
+ *        (I/8 panels), so one tile yields matching gate and up values for the activation;
+ *   w2:  panel p = block 0: channels [16p, 16p+8), block 1: [16p+8, 16p+16) (H/16 panels).
+ * A panel is K/g groups back to back, one stream; a group is
+ *   g/8 chunks of 64 bytes: chunk c holds inputs k0 = b*g + 8c .. k0+7 as
+ *       bytes [0, 32): block 0, 8 dwords, dword j = channel j's 8 nibbles,
+ *       bytes [32, 64): block 1 alike;
+ *     nibble i (bits 4i..4i+3) of a dword is q[ch][k0 + i] + 8 (the checkpoint's own word, so
+ *     packing is a transpose of dwords);
+ *   then the 16 group scales S[ch][b] (block 0's 8, then block 1's 8): bf16 when the checkpoint's
+ *     are bf16 (16-bit streams 3% fewer bytes than f32 at g = 128), else f32 (f16 widened
+ *     exactly).
+ * Panels start on 64-byte boundaries. Channel scales are f32 arrays beside the panels (ones when
+ * the checkpoint has none). Memory: 0.5 + (2 or 4)/g bytes per weight.
+ *
+ * Prepared input rows (one per routed row; exact integers, so P_b is exact and the group sums
+ * below reproduce the reference's f64 arithmetic bit for bit):
+ *   every e4m3 value v is A = v * 512, an integer with |A| <= 229376, too wide for int16, so it
+ *   is split by magnitude: |v| >= 1/2 is a multiple of 2^-4, "big" = v * 16 (|.| <= 7168);
+ *   |v| < 1/2 is a multiple of 2^-9, "small" = v * 512 (|.| <= 240); the other is 0.
+ *   int16 [K/8][16]: chunk c (inputs k0 = 8c .. 8c+7) = big pairs (A[k0+m], A[k0+m+4]) for
+ *   m = 0..3, then small pairs alike (one dword per pair, matching the nibble pairs a
+ *   shift-and-mask pulls out of a weight dword, see cpu_experts_avx2.c);
+ *   corr int32 [K/g + 1]: corr[b] = 8 * sum_{k in group b} A (undoes the +8 of the stored
+ *   nibbles), corr[K/g] = 1 when the row holds an e4m3 NaN (its whole output is then NaN, as
+ *   in the reference, where 0 * NaN poisons every channel).
+ * Kernels return, per row and channel, acc = sum_b S[ch][b] * (512 * P_b) in f64, summed over b
+ * in order: 512 P_b (|.| < 2^28) times S (<= 24 significant bits) is exact in f64, so acc is
+ * exactly 512 times the reference's f64 sum, and the driver's h = s * (C * acc * 2^-9) rounded
+ * once to f32 is the reference's value.
+ */
+#ifndef W4A8MOE_CPU_EXPERTS_IMPL_H
+#define W4A8MOE_CPU_EXPERTS_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CPU_PANEL 16    /* channels per panel */
+#define CPU_CHUNK 64    /* bytes per 8 inputs of a panel */
+
+/* One call of a tile kernel: nr rows of one expert against np consecutive panels. */
+typedef struct cpu_gemm_args {
+    const uint8_t *w;        /* first panel of the tile */
+    size_t panel_bytes;      /* stride between panels */
+    size_t group_bytes;      /* stride between groups inside a panel */
+    int64_t K;               /* inputs (multiple of g) */
+    int32_t g;               /* group size: 32, 64 or 128 */
+    int32_t scale_bf16;      /* group scales stored as bf16 (else f32) */
+    int32_t np;              /* panels in this tile, >= 1 */
+    int32_t nr;              /* rows, >= 1 */
+    const int16_t *const *a;   /* [nr] prepared rows, int16 [K/8][16] */
+    const int32_t *const *corr; /* [nr] corrections, int32 [K/g + 1] */
+    double *out;               /* [nr][np*16]: acc (above), no channel or row scale */
+} cpu_gemm_args;
+
+/* out = the tile's group-scaled dot products (contract steps 3 and 6 before C and s). */
+void w4a8moe_cpu_tile_generic(const cpu_gemm_args *args);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define W4A8MOE_CPU_HAVE_AVX2 1
+/* The same with AVX2 + FMA; call only where the CPU has both. */
+void w4a8moe_cpu_tile_avx2(const cpu_gemm_args *args);
+/* The same with vpdpwssd (AVX-512 VNNI on 256-bit registers) fusing multiply and add; call
+ * only where the CPU also has AVX512VNNI and AVX512VL. */
+void w4a8moe_cpu_tile_avx512vnni(const cpu_gemm_args *args);
+#endif
+
+#endif /* W4A8MOE_CPU_EXPERTS_IMPL_H */

@@ -1,0 +1,208 @@
+/*
+ * cuda_prepfin_local.cu — the `local` prepare/finalize on a CUDA device (single device, EP 1).
+ * Mirrors src/cpu/cpu_prepfin_local.c; device code in kernels/local_route.cuh and
+ * kernels/local_dispatch.cuh.
+ *
+ * prepare (all on `stream`, no host synchronisation, capturable in a CUDA graph):
+ *   [router on logits] → count pairs per (chunk, expert) → scan → stable assign of rows
+ *   (one kernel when T*k <= 1024) → per-token quantisation written into each of its rows.
+ * finalize: the deterministic combine (j ascending, f32, one rounding), shared expert included.
+ *
+ * Caller-given routing lives on the device, so it cannot be checked without a sync: invalid ids
+ * (outside [-1, E), or repeated within a token — the later slot) are treated as -1 (no expert)
+ * and counted in a device error word. With W4A8MOE_CHECK_ROUTING=1 in the environment, prepare
+ * synchronises the stream after the count (outside graph capture) and returns
+ * INVALID_ARGUMENT naming the first bad token. A NaN weight gives that token a NaN output.
+ *
+ * Workspace: the dispatch arrays (w4a8moe_dispatch_carve), then routed ids [R] and weights [R]
+ * for the logits path, the chunk counts [ceil(R / 1024), E_local], and 2 error words.
+ */
+#include "cuda_util.h"
+#include "kernels/local_dispatch.cuh"
+#include "kernels/local_route.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOCAL_MAX_K 64 /* the quantise kernel keeps a token's rows in shared memory */
+
+typedef struct local_state {
+    float *bias;     /* device copy of routing.score_bias [E], or NULL */
+    int check_routing;
+} local_state;
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+typedef struct local_extra {
+    int32_t *ids;
+    float *wts;
+    int32_t *counts;
+    int32_t *err;
+} local_extra;
+
+static int64_t local_chunks(int64_t pairs) { return w4a8moe_cdiv(pairs > 0 ? pairs : 1, DISPATCH_CHUNK); }
+
+static size_t local_extra_layout(const w4a8moe_stage_ctx *ctx, char *base, local_extra *x)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    size_t R = (size_t)d->max_tokens * (size_t)d->top_k;
+    size_t chunks = (size_t)local_chunks((int64_t)R);
+    size_t off = 0;
+    if (x) x->ids = (int32_t *)(base + off);
+    off += align64(R * 4);
+    if (x) x->wts = (float *)(base + off);
+    off += align64(R * 4);
+    if (x) x->counts = (int32_t *)(base + off);
+    off += align64(chunks * (size_t)ctx->num_local * 4);
+    if (x) x->err = (int32_t *)(base + off);
+    off += 64;
+    return off;
+}
+
+static size_t cuda_local_workspace_size(const w4a8moe_stage_ctx *ctx)
+{
+    return w4a8moe_dispatch_bytes(ctx->desc, ctx->num_local) + local_extra_layout(ctx, NULL, NULL);
+}
+
+static int cuda_local_supports_parallel(int32_t rank, int32_t size, char *why, size_t cap)
+{
+    (void)rank;
+    if (size == 1) return 1;
+    snprintf(why, cap, "local prepare/finalize serves one device; ep_size is %d", size);
+    return 0;
+}
+
+static w4a8moe_status cuda_local_create(const w4a8moe_stage_ctx *ctx, void **state, w4a8moe_err *err)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    RETURN_IF(err, d->top_k > LOCAL_MAX_K, W4A8MOE_STATUS_UNSUPPORTED,
+              "the CUDA local prepare handles top_k <= %d, the layer has k = %d", LOCAL_MAX_K,
+              d->top_k);
+    RETURN_IF(err, d->routing.kind == W4A8MOE_ROUTING_SIGMOID_GROUPED_TOPK &&
+                       d->routing.n_group > ROUTE_MAX_GROUPS,
+              W4A8MOE_STATUS_UNSUPPORTED,
+              "the CUDA router handles n_group <= %d expert groups, the layer has %d",
+              ROUTE_MAX_GROUPS, d->routing.n_group);
+    local_state *s = (local_state *)calloc(1, sizeof *s);
+    RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "CUDA local prepare/finalize state");
+    *state = s;
+    const char *chk = getenv("W4A8MOE_CHECK_ROUTING");
+    s->check_routing = chk && chk[0] == '1';
+    FORWARD(w4a8moe_cuda_use(ctx->dev, err));
+    if (d->routing.score_bias) {
+        size_t bytes = (size_t)d->num_experts * sizeof(float);
+        CUDA_TRY(err, cudaMalloc((void **)&s->bias, bytes));
+        CUDA_TRY(err, cudaMemcpy(s->bias, d->routing.score_bias, bytes, cudaMemcpyHostToDevice));
+    }
+    return W4A8MOE_STATUS_OK;
+}
+
+static void cuda_local_free(void *state)
+{
+    local_state *s = (local_state *)state;
+    if (!s) return;
+    if (s->bias) cudaFree(s->bias);
+    free(s);
+}
+
+/* W4A8MOE_CHECK_ROUTING=1: read the error words back (a sync) and name the first bad token. */
+static w4a8moe_status check_routing(const local_extra *x, cudaStream_t st, w4a8moe_err *err)
+{
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    CUDA_TRY(err, cudaStreamIsCapturing(st, &cs));
+    if (cs != cudaStreamCaptureStatusNone) return W4A8MOE_STATUS_OK; /* no sync inside a graph */
+    int32_t h[2];
+    CUDA_TRY(err, cudaMemcpyAsync(h, x->err, sizeof h, cudaMemcpyDeviceToHost, st));
+    CUDA_TRY(err, cudaStreamSynchronize(st));
+    RETURN_IF(err, h[0] > 0, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "token %d: topk_ids holds an id outside [-1, E) or an expert twice (%d bad slots "
+              "in this batch); hint: such slots count as -1 unless W4A8MOE_CHECK_ROUTING=1",
+              h[1], h[0]);
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *state, int64_t T,
+                                         const void *x, const w4a8moe_routing_input *routing,
+                                         void *workspace, w4a8moe_dispatch *dp, void *stream,
+                                         w4a8moe_err *err)
+{
+    const local_state *s = (const local_state *)state;
+    const w4a8moe_layer_desc *d = ctx->desc;
+    cudaStream_t st = (cudaStream_t)stream;
+    int k = d->top_k, nl = ctx->num_local;
+    int64_t H = d->hidden, pairs = T * k, chunks = local_chunks(pairs);
+    FORWARD(w4a8moe_cuda_use(ctx->dev, err));
+    w4a8moe_dispatch_carve(d, nl, workspace, dp);
+    dp->T = T;
+    local_extra ex;
+    local_extra_layout(ctx, (char *)workspace + w4a8moe_dispatch_bytes(d, nl), &ex);
+
+    const int32_t *ids = routing->topk_ids;
+    const float *wts = routing->topk_weights;
+    if (!ids) {
+        route_params rp = {(int)d->routing.kind, d->num_experts, k, d->routing.renormalize,
+                           d->routing.n_group, d->routing.topk_group,
+                           d->routing.routed_scaling_factor, s->bias};
+        route_kernel<<<(unsigned)w4a8moe_cdiv(T, 4), 128, 0, st>>>(rp, T, routing->router_logits,
+                                                                    ex.ids, ex.wts);
+        CUDA_LAUNCHED(err, "route_kernel");
+        ids = ex.ids;
+        wts = ex.wts;
+    }
+    pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl};
+    if (pairs <= DISPATCH_CHUNK) { /* decode: one kernel instead of three and three memsets */
+        dispatch_small_kernel<<<1, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err, dp->expert_offsets, wts,
+                                                            d->router_weight_on_input, dp->pair_row,
+                                                            dp->row_token, dp->pair_weight);
+        CUDA_LAUNCHED(err, "dispatch_small_kernel");
+        if (s->check_routing) FORWARD(check_routing(&ex, st, err));
+    } else {
+        CUDA_TRY(err, cudaMemsetAsync(ex.counts, 0, (size_t)chunks * nl * 4, st));
+        CUDA_TRY(err, cudaMemsetAsync(ex.err, 0, 4, st));
+        CUDA_TRY(err, cudaMemsetAsync(ex.err + 1, 0x7f, 4, st)); /* 0x7f7f7f7f: "no bad token" */
+        dispatch_count_kernel<<<(unsigned)chunks, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err);
+        CUDA_LAUNCHED(err, "dispatch_count_kernel");
+        if (s->check_routing) FORWARD(check_routing(&ex, st, err));
+        dispatch_scan_kernel<<<1, 1024, 0, st>>>(ex.counts, (int)chunks, nl, dp->expert_offsets);
+        CUDA_LAUNCHED(err, "dispatch_scan_kernel");
+        dispatch_assign_kernel<<<(unsigned)chunks, DISPATCH_CHUNK, 0, st>>>(
+            m, ex.counts, wts, d->router_weight_on_input, dp->pair_row, dp->row_token, dp->pair_weight);
+        CUDA_LAUNCHED(err, "dispatch_assign_kernel");
+    }
+    float static_scale = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_in : 0.0f;
+    dispatch_quant_kernel<<<(unsigned)T, 256, 0, st>>>(x, (int)d->io_dtype, H, k, dp->pair_row, wts,
+                                                       d->router_weight_on_input, static_scale,
+                                                       dp->a_q, dp->a_scale);
+    CUDA_LAUNCHED(err, "dispatch_quant_kernel");
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status cuda_local_finalize(const w4a8moe_stage_ctx *ctx, void *state,
+                                          const w4a8moe_dispatch *dp, const w4a8moe_dispatch *shared,
+                                          void *out, void *stream, w4a8moe_err *err)
+{
+    (void)state;
+    const w4a8moe_layer_desc *d = ctx->desc;
+    int64_t H = d->hidden;
+    if (dp->T == 0) return W4A8MOE_STATUS_OK;
+    dim3 grid((unsigned)dp->T, (unsigned)w4a8moe_cdiv(H, 256));
+    dispatch_combine_kernel<<<grid, 256, 0, (cudaStream_t)stream>>>(
+        H, d->top_k, dp->pair_row, dp->pair_weight, dp->y_rows, shared ? shared->pair_row : NULL,
+        shared ? shared->pair_weight : NULL, shared ? shared->y_rows : NULL, (int)d->io_dtype, out);
+    CUDA_LAUNCHED(err, "dispatch_combine_kernel");
+    return W4A8MOE_STATUS_OK;
+}
+
+extern "C" const w4a8moe_prepfin_ops w4a8moe_cuda_local_prepfin = {
+    "local",
+    W4A8MOE_BACKEND_API,
+    W4A8MOE_DEVICE_CUDA,
+    W4A8MOE_LAYOUT_CONTIGUOUS,
+    cuda_local_supports_parallel,
+    cuda_local_workspace_size,
+    cuda_local_create,
+    cuda_local_free,
+    cuda_local_prepare,
+    cuda_local_finalize,
+};

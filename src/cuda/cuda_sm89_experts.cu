@@ -1,0 +1,279 @@
+/*
+ * cuda_sm89_experts.cu — `cuda_sm89`, the mma.sync e4m3 experts backend (Ada sm_89 and Hopper):
+ * contract steps 3-6 for the rows of the contiguous dispatch, on the device.
+ *
+ *   pack_weights (once): upload each expert's logical int4 words and scales, convert them on
+ *       the device into the fragment-major layout of kernels/sm89_grouped_gemm.cuh.
+ *   run (per forward, no host synchronisation, capturable):
+ *       schedule (M tiles per expert from expert_offsets) → GEMM1 with the gate/up pair, SiLU·up
+ *       (or gelu_tanh) and the row amax fused in its epilogue → requantisation to e4m3 → GEMM2.
+ *
+ * Workspace (for R = max_tokens * k rows): tiles [ceil(R/8) + E_local] int2, a tile count,
+ * y [R, I] f32, row amax [R], b [R, I] e4m3, r [R] f32.
+ */
+#include "configs/sm89_tiles.h"
+#include "cuda_util.h"
+#include "kernels/sm89_grouped_gemm.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct sm89_state {
+    uint2 *w13q, *w2q;   /* [nl, 2I/16, H/32, 32], [nl, H/16, I/32, 32] */
+    float *w13s, *w2s;   /* group scales, tile-major */
+    float *w13c, *w2c;   /* channel scales [nl, 2I], [nl, H] */
+} sm89_state;
+
+static int sm89_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
+{
+    if (dev->cuda_sm == 0) {
+        snprintf(why, cap, "%s", dev->name);
+        return 0;
+    }
+    if (dev->cuda_sm < 89) {
+        snprintf(why, cap, "needs FP8 mma (sm_89 or newer); %s is sm_%d", dev->name, dev->cuda_sm);
+        return 0;
+    }
+    cudaFuncAttributes attr;
+    int cur = -1;
+    cudaGetDevice(&cur);
+    if (cur != dev->ordinal) cudaSetDevice(dev->ordinal);
+    cudaError_t e = cudaFuncGetAttributes(&attr, sm89_gemm_kernel<1, 4, true>);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(why, cap, "this build has no code for sm_%d (%s); hint: add it to CUDA_ARCHS and "
+                 "rebuild", dev->cuda_sm, cudaGetErrorString(e));
+        return 0;
+    }
+    return 1;
+}
+
+static int sm89_supports_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why, size_t cap)
+{
+    if (w == W4A8MOE_WEIGHT_INT4_GROUP &&
+        (a == W4A8MOE_ACT_FP8_TOKEN_DYNAMIC || a == W4A8MOE_ACT_FP8_TENSOR_STATIC))
+        return 1;
+    snprintf(why, cap, "runs int4-group weights with fp8 activations only");
+    return 0;
+}
+
+static int sm89_supports_activation(w4a8moe_activation act, char *why, size_t cap)
+{
+    if (act == W4A8MOE_ACTIVATION_SILU || act == W4A8MOE_ACTIVATION_GELU_TANH) return 1;
+    snprintf(why, cap, "activation %d is not implemented", (int)act);
+    return 0;
+}
+
+static int sm89_supports_parallel(int32_t rank, int32_t size, char *why, size_t cap)
+{
+    (void)rank;
+    (void)why;
+    (void)cap;
+    return size >= 1; /* experts run on the local slice; the prepare/finalize decides EP */
+}
+
+static int sm89_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t cap)
+{
+    /* K steps of 32 and 16-channel tiles: H and I are multiples of g >= 32, so always true */
+    if (d->hidden % 32 || d->inter % 32) {
+        snprintf(why, cap, "needs H and I multiples of 32 (k32 mma steps); H = %lld, I = %lld",
+                 (long long)d->hidden, (long long)d->inter);
+        return 0;
+    }
+    if (d->hidden / 16 > 65535 || d->inter / 16 > 65535) {
+        snprintf(why, cap, "H and I must be below 2^20 (grid limit)");
+        return 0;
+    }
+    if (d->top_k > 64) {
+        snprintf(why, cap, "top_k = %d exceeds the CUDA prepare's limit of 64", d->top_k);
+        return 0;
+    }
+    return 1;
+}
+
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+typedef struct sm89_ws {
+    int2 *tiles;
+    int32_t *ntiles;
+    float *y;
+    uint32_t *rowmax;
+    uint8_t *b;
+    float *r;
+} sm89_ws;
+
+static size_t sm89_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm89_ws *w)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    size_t R = (size_t)d->max_tokens * (size_t)d->top_k, I = (size_t)d->inter;
+    size_t max_tiles = (R + 7) / 8 + (size_t)ctx->num_local;
+    size_t off = 0;
+    if (w) w->tiles = (int2 *)(base + off);
+    off += align256(max_tiles * sizeof(int2));
+    if (w) w->ntiles = (int32_t *)(base + off);
+    off += 256;
+    if (w) w->y = (float *)(base + off);
+    off += align256(R * I * 4);
+    if (w) w->rowmax = (uint32_t *)(base + off);
+    off += align256(R * 4);
+    if (w) w->b = (uint8_t *)(base + off);
+    off += align256(R * I);
+    if (w) w->r = (float *)(base + off);
+    off += align256(R * 4);
+    return off;
+}
+
+static size_t sm89_workspace_size(const w4a8moe_stage_ctx *ctx) { return sm89_ws_layout(ctx, NULL, NULL); }
+
+static void sm89_free(void *state)
+{
+    sm89_state *s = (sm89_state *)state;
+    if (!s) return;
+    void *bufs[] = {s->w13q, s->w2q, s->w13s, s->w2s, s->w13c, s->w2c};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) cudaFree(bufs[i]);
+    free(s);
+}
+
+/* Uploads one logical matrix [rows, K] into the staging buffer and converts it into its place:
+ * wq/ws/wc point at the matrix's first tile / scale / channel entry. */
+static w4a8moe_status pack_matrix(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g,
+                                  char *staging, uint2 *wq, float *ws, float *wc, w4a8moe_err *err)
+{
+    int64_t rows = m->rows, K = m->cols, groups = K / g;
+    size_t np = (size_t)(rows * K / 8) * 4, ns = (size_t)(rows * groups) * w4a8moe_dtype_size(sdt);
+    size_t nc = m->channel_scale ? (size_t)rows * 4 : 0;
+    char *sp = staging, *ss = staging + align256(np), *sc = ss + align256(ns);
+    CUDA_TRY(err, cudaMemcpy(sp, m->packed, np, cudaMemcpyHostToDevice));
+    CUDA_TRY(err, cudaMemcpy(ss, m->scale, ns, cudaMemcpyHostToDevice));
+    if (nc) CUDA_TRY(err, cudaMemcpy(sc, m->channel_scale, nc, cudaMemcpyHostToDevice));
+    int64_t n1 = rows / 16 * (K / 32) * 32;
+    sm89_pack_kernel<<<(unsigned)w4a8moe_cdiv(n1, 256), 256>>>((const int32_t *)sp, rows, K, wq);
+    CUDA_LAUNCHED(err, "sm89_pack_kernel");
+    int64_t n2 = rows * groups > rows ? rows * groups : rows;
+    sm89_pack_scales_kernel<<<(unsigned)w4a8moe_cdiv(n2, 256), 256>>>(
+        ss, (int)sdt, rows, groups, nc ? (const float *)sc : NULL, ws, wc);
+    CUDA_LAUNCHED(err, "sm89_pack_scales_kernel");
+    /* the next matrix reuses the staging buffer */
+    CUDA_TRY(err, cudaDeviceSynchronize());
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status sm89_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
+                                void **state, w4a8moe_err *err)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    int64_t H = d->hidden, I = d->inter, nl = w->num_local;
+    int g = d->group_size;
+    sm89_state *s = (sm89_state *)calloc(1, sizeof *s);
+    RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm89 state");
+    *state = s;
+    FORWARD(w4a8moe_cuda_use(ctx->dev, err));
+    size_t q13 = (size_t)(2 * I * H / 8) * 4, q2 = (size_t)(H * I / 8) * 4;
+    size_t s13 = (size_t)(2 * I * (H / g)) * 4, s2 = (size_t)(H * (I / g)) * 4;
+    CUDA_TRY(err, cudaMalloc((void **)&s->w13q, nl * q13));
+    CUDA_TRY(err, cudaMalloc((void **)&s->w2q, nl * q2));
+    CUDA_TRY(err, cudaMalloc((void **)&s->w13s, nl * s13));
+    CUDA_TRY(err, cudaMalloc((void **)&s->w2s, nl * s2));
+    CUDA_TRY(err, cudaMalloc((void **)&s->w13c, (size_t)(nl * 2 * I) * 4));
+    CUDA_TRY(err, cudaMalloc((void **)&s->w2c, (size_t)(nl * H) * 4));
+    /* staging: the largest matrix's packed words, scales (up to f32) and channel scales */
+    size_t stage = align256(q2 > q13 / 2 ? q2 : q13 / 2) + align256(s2 > s13 / 2 ? s2 : s13 / 2) +
+                   align256((size_t)(H > I ? H : I) * 4);
+    char *staging = NULL;
+    CUDA_TRY(err, cudaMalloc((void **)&staging, stage));
+    w4a8moe_status st = W4A8MOE_STATUS_OK;
+    for (int64_t e = 0; e < nl && st == W4A8MOE_STATUS_OK; e++) {
+        const w4a8moe_expert_weights *x = &w->experts[e];
+        uint2 *q = s->w13q + e * (q13 / 8);
+        float *sc = s->w13s + e * (s13 / 4), *ch = s->w13c + e * 2 * I;
+        int64_t half_q = I / 16 * (H / 32) * 32, half_s = I / 16 * (H / g) * 16;
+        st = pack_matrix(&x->gate, w->scale_dtype, g, staging, q, sc, ch, err);
+        if (st == W4A8MOE_STATUS_OK)
+            st = pack_matrix(&x->up, w->scale_dtype, g, staging, q + half_q, sc + half_s, ch + I, err);
+        if (st == W4A8MOE_STATUS_OK)
+            st = pack_matrix(&x->down, w->scale_dtype, g, staging, s->w2q + e * (q2 / 8),
+                             s->w2s + e * (s2 / 4), s->w2c + e * H, err);
+    }
+    cudaFree(staging);
+    return st;
+}
+
+template <int NT, int KS>
+static w4a8moe_status launch_pair(const sm89_gemm_args &a1, const sm89_gemm_args &a2,
+                                  unsigned tiles_bound, const sm89_ws &ws, int64_t I, int32_t *total,
+                                  float r_static, int64_t R, cudaStream_t st, w4a8moe_err *err)
+{
+    constexpr int WN = 4 / KS;
+    dim3 g1(tiles_bound, (unsigned)w4a8moe_cdiv(a1.n_out / 16, WN));
+    sm89_gemm_kernel<NT, KS, true><<<g1, 128, 0, st>>>(a1);
+    CUDA_LAUNCHED(err, "sm89_gemm_kernel (GEMM1)");
+    sm89_requant_kernel<<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r);
+    CUDA_LAUNCHED(err, "sm89_requant_kernel");
+    dim3 g2(tiles_bound, (unsigned)w4a8moe_cdiv(a2.n_out / 16, WN));
+    sm89_gemm_kernel<NT, KS, false><<<g2, 128, 0, st>>>(a2);
+    CUDA_LAUNCHED(err, "sm89_gemm_kernel (GEMM2)");
+    return W4A8MOE_STATUS_OK;
+}
+
+static const sm89_tile_config *pick_tiles(int64_t rows, int32_t nl)
+{
+    int64_t active = rows < nl ? rows : nl;
+    int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
+    for (size_t i = 0; i < SM89_TILE_COUNT; i++)
+        if (avg <= sm89_tiles[i].max_rows_per_expert) return &sm89_tiles[i];
+    return &sm89_tiles[SM89_TILE_COUNT - 1];
+}
+
+static w4a8moe_status sm89_run(const w4a8moe_stage_ctx *ctx, void *state, const w4a8moe_dispatch *dp,
+                               void *workspace, void *stream, w4a8moe_err *err)
+{
+    const sm89_state *s = (const sm89_state *)state;
+    const w4a8moe_layer_desc *d = ctx->desc;
+    cudaStream_t st = (cudaStream_t)stream;
+    int64_t H = d->hidden, I = d->inter, R = dp->T * d->top_k;
+    int32_t nl = ctx->num_local;
+    if (R == 0) return W4A8MOE_STATUS_OK;
+    sm89_ws ws;
+    sm89_ws_layout(ctx, (char *)workspace, &ws);
+    const sm89_tile_config *tc = pick_tiles(R, nl);
+    int bt = 8 * tc->nt;
+    int64_t bound = w4a8moe_cdiv(R, bt) + nl;
+    unsigned tiles_bound = (unsigned)(bound < R ? bound : R);
+    sm89_schedule_kernel<<<1, 1024, 0, st>>>(dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
+                                             ws.rowmax, R);
+    CUDA_LAUNCHED(err, "sm89_schedule_kernel");
+    float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
+
+    sm89_gemm_args a1 = {s->w13q, s->w13s, s->w13c, 2 * I, I, H, d->group_size, dp->a_q,
+                         dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
+                         (int)d->activation};
+    sm89_gemm_args a2 = {s->w2q, s->w2s, s->w2c, H, H, I, d->group_size, ws.b, ws.r,
+                         dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0};
+    int32_t *total = dp->expert_offsets + nl;
+    switch (tc->nt * 10 + tc->ksplit) {
+    case 14: return launch_pair<1, 4>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
+    case 24: return launch_pair<2, 4>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
+    case 42: return launch_pair<4, 2>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
+    case 41: return launch_pair<4, 1>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
+    default: break;
+    }
+    RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm89 tile table entry nt=%d ksplit=%d has no kernel",
+               tc->nt, tc->ksplit);
+}
+
+extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm89_experts = {
+    "cuda_sm89",
+    W4A8MOE_BACKEND_API,
+    W4A8MOE_DEVICE_CUDA,
+    W4A8MOE_LAYOUT_CONTIGUOUS,
+    sm89_supports_device,
+    sm89_supports_quant,
+    sm89_supports_activation,
+    sm89_supports_parallel,
+    sm89_supports_shape,
+    sm89_workspace_size,
+    sm89_pack,
+    sm89_free,
+    sm89_run,
+};

@@ -1,0 +1,48 @@
+/*
+ * cuda_util.h — what the CUDA backends' host code shares: the CUDA_TRY / CUDA_LAUNCHED status
+ * macros (every runtime call and every launch is checked and becomes a w4a8moe_status with the
+ * call's text and CUDA's own message), device selection, and ceil division.
+ *
+ * Host-side only (the launchers); device code lives in the kernels/ headers.
+ */
+#ifndef W4A8MOE_CUDA_UTIL_H
+#define W4A8MOE_CUDA_UTIL_H
+
+/* the core headers are C: give their declarations C linkage */
+extern "C" {
+#include "../core/backend.h"
+}
+
+#include <cuda_runtime.h>
+
+#define CUDA_TRY(err, expr)                                                                    \
+    do {                                                                                       \
+        cudaError_t cuda_try_e_ = (expr);                                                      \
+        if (cuda_try_e_ != cudaSuccess)                                                        \
+            return w4a8moe_err_set((err), W4A8MOE_STATUS_DEVICE_ERROR, __FILE__, __LINE__,     \
+                                   "%s failed: %s (%s)", #expr, cudaGetErrorString(cuda_try_e_), \
+                                   cudaGetErrorName(cuda_try_e_));                             \
+    } while (0)
+
+/* After a <<<>>> launch: a bad configuration or an earlier asynchronous fault. */
+#define CUDA_LAUNCHED(err, what)                                                               \
+    do {                                                                                       \
+        cudaError_t cuda_launch_e_ = cudaGetLastError();                                       \
+        if (cuda_launch_e_ != cudaSuccess)                                                     \
+            return w4a8moe_err_set((err), W4A8MOE_STATUS_DEVICE_ERROR, __FILE__, __LINE__,     \
+                                   "launching %s failed: %s", (what),                          \
+                                   cudaGetErrorString(cuda_launch_e_));                        \
+    } while (0)
+
+static inline int64_t w4a8moe_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Makes dev the calling thread's current device (cheap when it already is). */
+static inline w4a8moe_status w4a8moe_cuda_use(const w4a8moe_device_info *dev, w4a8moe_err *err)
+{
+    int cur = -1;
+    CUDA_TRY(err, cudaGetDevice(&cur));
+    if (cur != dev->ordinal) CUDA_TRY(err, cudaSetDevice(dev->ordinal));
+    return W4A8MOE_STATUS_OK;
+}
+
+#endif /* W4A8MOE_CUDA_UTIL_H */

@@ -1,0 +1,271 @@
+/*
+ * local_dispatch.cuh — device code of the `local` prepare/finalize (src/cuda/cuda_prepfin_local.cu):
+ * the counting sort of routed pairs by local expert, the per-token FP8 quantisation fused with
+ * the gather into the pairs' rows, and the deterministic combine. No host synchronisation; the
+ * only atomics are integer counters (order-independent results), never in a float reduction.
+ *
+ * The pair sort (stable in (t, j) order, like the host's):
+ *   1. count:  pairs are cut in chunks of DISPATCH_CHUNK; chunk c counts its pairs per local
+ *              expert into counts[c][e] (integer atomics: the counts do not depend on order).
+ *   2. scan:   one block: expert_offsets = exclusive scan of the per-expert totals, and
+ *              counts[c][e] becomes the first row chunk c writes for expert e.
+ *   3. assign: chunk c ranks its pairs warp by warp (match_any inside a warp, warps in order),
+ *              so the rows of an expert follow the pairs' order.
+ * Invalid ids (outside [-1, E), or an expert repeated in a token: the later slot) are treated
+ * as -1 and counted in err[0]; err[1] keeps the lowest such token (see cuda_prepfin_local.cu).
+ */
+#ifndef W4A8MOE_LOCAL_DISPATCH_CUH
+#define W4A8MOE_LOCAL_DISPATCH_CUH
+
+#include "../../common/quant.h"
+
+#include <stdint.h>
+
+#define DISPATCH_CHUNK 1024 /* pairs a count/assign block handles (one thread each) */
+
+struct pair_map {
+    const int32_t *ids; /* [T, k] global ids */
+    int64_t T;
+    int k, E, e0, nl; /* top-k, global experts, first local expert, local experts */
+};
+
+/* Local expert of pair p, or -1; *bad = 1 when the id is invalid. */
+__device__ __forceinline__ int pair_local_expert(const pair_map &m, int64_t p, int *bad)
+{
+    int id = m.ids[p];
+    *bad = 0;
+    if (id < -1 || id >= m.E) { *bad = 1; return -1; }
+    if (id < 0) return -1;
+    int64_t t0 = p - p % m.k;
+    for (int64_t q = t0; q < p; q++)
+        if (m.ids[q] == id) { *bad = 1; return -1; }
+    int e = id - m.e0;
+    return e >= 0 && e < m.nl ? e : -1;
+}
+
+/* counts [chunks, nl] (zeroed) += pairs per chunk and local expert; err [2] */
+__global__ void dispatch_count_kernel(pair_map m, int32_t *__restrict__ counts, int32_t *err)
+{
+    int64_t p = (int64_t)blockIdx.x * DISPATCH_CHUNK + threadIdx.x;
+    if (p >= m.T * m.k) return;
+    int bad;
+    int e = pair_local_expert(m, p, &bad);
+    if (bad) {
+        atomicAdd(&err[0], 1);
+        atomicMin(&err[1], (int32_t)(p / m.k));
+    }
+    if (e >= 0) atomicAdd(&counts[(int64_t)blockIdx.x * m.nl + e], 1);
+}
+
+/* One block of 1024 threads. counts [chunks, nl] → first row per (chunk, expert);
+ * offsets [nl + 1]. Thread i owns experts [i*per, (i+1)*per). */
+__global__ void dispatch_scan_kernel(int32_t *__restrict__ counts, int chunks, int nl,
+                                     int32_t *__restrict__ offsets)
+{
+    __shared__ int32_t part[1024];
+    int per = (nl + 1023) / 1024;
+    int lo = threadIdx.x * per, hi = min(lo + per, nl);
+    int32_t mine = 0;
+    for (int e = lo; e < hi; e++)
+        for (int c = 0; c < chunks; c++) mine += counts[(int64_t)c * nl + e];
+    part[threadIdx.x] = mine;
+    __syncthreads();
+    /* inclusive scan of 1024 partials (Hillis-Steele; integer, order does not matter) */
+    for (int off = 1; off < 1024; off <<= 1) {
+        int32_t v = threadIdx.x >= off ? part[threadIdx.x - off] : 0;
+        __syncthreads();
+        part[threadIdx.x] += v;
+        __syncthreads();
+    }
+    int32_t run = part[threadIdx.x] - mine;
+    for (int e = lo; e < hi; e++) {
+        offsets[e] = run;
+        for (int c = 0; c < chunks; c++) {
+            int32_t v = counts[(int64_t)c * nl + e];
+            counts[(int64_t)c * nl + e] = run;
+            run += v;
+        }
+    }
+    if (threadIdx.x == 1023) offsets[nl] = part[1023];
+}
+
+/* Stable rows: pair_row [T, k], row_token [R], pair_weight [T, k]. base [chunks, nl] from the
+ * scan (advanced in place). weights: caller's or the router's; on_input: 1 → pair weight 1. */
+__global__ void dispatch_assign_kernel(pair_map m, int32_t *__restrict__ base,
+                                       const float *__restrict__ weights, int on_input,
+                                       int32_t *__restrict__ pair_row, int32_t *__restrict__ row_token,
+                                       float *__restrict__ pair_weight)
+{
+    int64_t p = (int64_t)blockIdx.x * DISPATCH_CHUNK + threadIdx.x;
+    bool live = p < m.T * m.k;
+    int bad, e = live ? pair_local_expert(m, p, &bad) : -1;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned peers = __match_any_sync(0xffffffffu, e);
+    int32_t *cursor = base + (int64_t)blockIdx.x * m.nl;
+    int32_t row = -1;
+    for (int w = 0; w < DISPATCH_CHUNK / 32; w++) {
+        if (w == warp && e >= 0) {
+            int32_t b = cursor[e];
+            row = b + __popc(peers & ((1u << lane) - 1u));
+            __syncwarp(peers);
+            if (lane == __ffs(peers) - 1) cursor[e] = b + __popc(peers);
+        }
+        __syncthreads(); /* the next warp sees this one's cursor updates */
+    }
+    if (!live) return;
+    pair_row[p] = row;
+    pair_weight[p] = on_input ? 1.0f : weights[p];
+    if (row >= 0) row_token[row] = (int32_t)(p / m.k);
+}
+
+/* Decode-sized batches (T*k <= DISPATCH_CHUNK): count, scan and assign in one block, no memsets
+ * (a graph of a decode step is mostly launch latency). counts: one row [nl] of scratch;
+ * err [2] is reset here. Same results as the three kernels above. */
+__global__ void dispatch_small_kernel(pair_map m, int32_t *__restrict__ counts, int32_t *err,
+                                      int32_t *__restrict__ offsets, const float *__restrict__ weights,
+                                      int on_input, int32_t *__restrict__ pair_row,
+                                      int32_t *__restrict__ row_token, float *__restrict__ pair_weight)
+{
+    __shared__ int32_t part[1024];
+    int64_t p = threadIdx.x;
+    for (int e = threadIdx.x; e < m.nl; e += blockDim.x) counts[e] = 0;
+    if (threadIdx.x == 0) { err[0] = 0; err[1] = 0x7f7f7f7f; }
+    __syncthreads();
+    bool live = p < m.T * m.k;
+    int bad = 0, e = live ? pair_local_expert(m, p, &bad) : -1;
+    if (bad) { atomicAdd(&err[0], 1); atomicMin(&err[1], (int32_t)(p / m.k)); }
+    if (e >= 0) atomicAdd(&counts[e], 1);
+    __syncthreads();
+    /* exclusive scan of counts into offsets; thread i owns experts [i*per, (i+1)*per) */
+    int per = (m.nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, m.nl);
+    int32_t mine = 0;
+    for (int x = lo; x < hi; x++) mine += counts[x];
+    part[threadIdx.x] = mine;
+    __syncthreads();
+    for (int off = 1; off < 1024; off <<= 1) {
+        int32_t v = threadIdx.x >= off ? part[threadIdx.x - off] : 0;
+        __syncthreads();
+        part[threadIdx.x] += v;
+        __syncthreads();
+    }
+    int32_t run = part[threadIdx.x] - mine;
+    for (int x = lo; x < hi; x++) {
+        int32_t v = counts[x];
+        offsets[x] = run;
+        counts[x] = run; /* becomes the cursor */
+        run += v;
+    }
+    if (threadIdx.x == 1023) offsets[m.nl] = part[1023];
+    __syncthreads();
+    /* stable assign, warp by warp (as dispatch_assign_kernel) */
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned peers = __match_any_sync(0xffffffffu, e);
+    int32_t row = -1;
+    for (int w = 0; w < DISPATCH_CHUNK / 32; w++) {
+        if (w == warp && e >= 0) {
+            int32_t b = counts[e];
+            row = b + __popc(peers & ((1u << lane) - 1u));
+            __syncwarp(peers);
+            if (lane == __ffs(peers) - 1) counts[e] = b + __popc(peers);
+        }
+        __syncthreads();
+    }
+    if (!live) return;
+    pair_row[p] = row;
+    pair_weight[p] = on_input ? 1.0f : weights[p];
+    if (row >= 0) row_token[row] = (int32_t)(p / m.k);
+}
+
+/* I/O element i of x widened to f32 (bf16 / f16 / f32). */
+__device__ __forceinline__ float io_load(const void *x, int dt, int64_t i)
+{
+    if (dt == 0) return w4a8moe_bf16_to_f32(((const uint16_t *)x)[i]);
+    if (dt == 1) return w4a8moe_f16_to_f32(((const uint16_t *)x)[i]);
+    return ((const float *)x)[i];
+}
+
+__device__ __forceinline__ void io_store(void *x, int dt, int64_t i, float v)
+{
+    if (dt == 0) ((uint16_t *)x)[i] = w4a8moe_f32_to_bf16(v);
+    else if (dt == 1) ((uint16_t *)x)[i] = w4a8moe_f32_to_f16(v);
+    else ((float *)x)[i] = v;
+}
+
+/* One block (256 threads) a token: steps 1-2 (router weight on input, scale, e4m3) written
+ * straight into each of the token's rows. x [T, H] io dtype; a_q [R, H]; a_scale [R].
+ * static_scale > 0: the static scheme. 4 elements a thread-iteration (H % 32 == 0). */
+__global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_t H, int k,
+                                      const int32_t *__restrict__ pair_row,
+                                      const float *__restrict__ weights, int on_input,
+                                      float static_scale, uint8_t *__restrict__ a_q,
+                                      float *__restrict__ a_scale)
+{
+    __shared__ int32_t rows[64];
+    __shared__ uint32_t red[8];
+    int64_t t = blockIdx.x;
+    int nrows = 0;
+    if (threadIdx.x == 0) {
+        for (int j = 0; j < k; j++) {
+            int32_t r = pair_row[t * k + j];
+            if (r >= 0) rows[nrows++] = r;
+        }
+        red[0] = (uint32_t)nrows;
+    }
+    __syncthreads();
+    nrows = (int)red[0];
+    __syncthreads();
+    if (nrows == 0) return;
+    float w_in = on_input ? weights[t * k] : 1.0f;
+    const int64_t base = t * H;
+    float scale = static_scale;
+    if (!(static_scale > 0.0f)) {
+        /* amax as the bits of |v|: unsigned order is float order, and NaN sits above inf */
+        uint32_t m = 0;
+        for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
+            uint32_t b = w4a8moe_f32_bits(fabsf(__fmul_rn(io_load(x, dt, base + h), w_in)));
+            m = b > m ? b : m;
+        }
+        for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int i = 1; i < (int)(blockDim.x >> 5); i++) m = max(m, red[i]);
+            red[0] = m;
+        }
+        __syncthreads();
+        scale = w4a8moe_act_scale(w4a8moe_bits_f32(red[0]));
+    }
+    for (int64_t h = (int64_t)threadIdx.x * 4; h < H; h += (int64_t)blockDim.x * 4) {
+        uint32_t packed = 0;
+        for (int i = 0; i < 4; i++) {
+            float v = __fdiv_rn(__fmul_rn(io_load(x, dt, base + h + i), w_in), scale);
+            packed |= (uint32_t)w4a8moe_f32_to_e4m3(v) << (8 * i);
+        }
+        for (int r = 0; r < nrows; r++) *(uint32_t *)(a_q + (int64_t)rows[r] * H + h) = packed;
+    }
+    if (threadIdx.x < nrows) a_scale[rows[threadIdx.x]] = scale;
+}
+
+/* Step 7: out[t, h] = sum_j w_j * y[row(t, j), h] (j ascending) + the shared expert's term, f32,
+ * one rounding. Grid (T, ceil(H / 1024)); one thread an element; no atomics. */
+__global__ void dispatch_combine_kernel(int64_t H, int k, const int32_t *__restrict__ pair_row,
+                                        const float *__restrict__ pair_weight,
+                                        const float *__restrict__ y_rows,
+                                        const int32_t *__restrict__ sh_row,
+                                        const float *__restrict__ sh_weight,
+                                        const float *__restrict__ sh_y, int dt, void *out)
+{
+    int64_t t = blockIdx.x;
+    int64_t h = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
+    if (h >= H) return;
+    float acc = 0.0f;
+    for (int j = 0; j < k; j++) {
+        int32_t r = pair_row[t * k + j];
+        if (r >= 0) acc = __fadd_rn(acc, __fmul_rn(pair_weight[t * k + j], y_rows[(int64_t)r * H + h]));
+    }
+    if (sh_row && sh_row[t] >= 0)
+        acc = __fadd_rn(acc, __fmul_rn(sh_weight[t], sh_y[(int64_t)sh_row[t] * H + h]));
+    io_store(out, dt, t * H + h, acc);
+}
+
+#endif /* W4A8MOE_LOCAL_DISPATCH_CUH */

@@ -1,0 +1,115 @@
+/*
+ * test_golden.c — the external check of the whole pipeline: two tiny compressed-tensors W4AFP8
+ * checkpoints (tests/data/golden-*, copied from the team's shared test data) with the output
+ * of layer 1 for a given input, computed by an implementation of DESIGN §1 written apart from
+ * ours and checked against PyTorch. We load the checkpoint, run its router on the input
+ * (logits x . Wg^T in f32), run the layer on every CPU backend, and compare every output row
+ * within 2e-3 relative L2. qwen3: softmax top-2 renormalised, g = 64; deepseek: sigmoid
+ * grouped top-2 with score bias and scaling 2.5, g = 128, one int4 shared expert.
+ */
+#include "core/backend.h"
+#include "loader/safetensors.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <string.h>
+
+#ifndef TEST_DATA
+#define TEST_DATA "tests/data"
+#endif
+
+/* bf16 [T, H] tensor `name` of a safetensors file into a fresh buffer. */
+static uint16_t *read_bf16(const char *path, const char *name, int64_t *T, int64_t *H)
+{
+    w4a8moe_err err;
+    w4a8moe_st_file *f;
+    if (w4a8moe_st_open(path, &f, &err) != W4A8MOE_STATUS_OK) {
+        printf("cannot open %s: %s\n", path, err.msg);
+        return NULL;
+    }
+    const w4a8moe_st_tensor *t = w4a8moe_st_find(f, name);
+    uint16_t *out = NULL;
+    if (t && t->dtype == W4A8MOE_ST_BF16 && t->ndim == 2) {
+        *T = t->shape[0];
+        *H = t->shape[1];
+        out = malloc(t->nbytes);
+        if (out) memcpy(out, t->data, t->nbytes);
+    }
+    w4a8moe_st_close(f);
+    return out;
+}
+
+static double row_rel_l2(const uint16_t *a, const uint16_t *ref, int64_t H)
+{
+    double num = 0, den = 0;
+    for (int64_t h = 0; h < H; h++) {
+        double x = w4a8moe_bf16_to_f32(a[h]), r = w4a8moe_bf16_to_f32(ref[h]);
+        num += (x - r) * (x - r);
+        den += r * r;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void golden_case(const char *name, const char *want_shared)
+{
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, "%s/%s", TEST_DATA, name);
+    int64_t T = 0, H = 0, T2 = 0, H2 = 0;
+    snprintf(path, sizeof path, "%s/input.safetensors", dir);
+    uint16_t *x = read_bf16(path, "hidden_states", &T, &H);
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    uint16_t *want = read_bf16(path, "output", &T2, &H2);
+    CHECK(x && want && T == T2 && H == H2, "%s: input/expected tensors missing or mismatched", name);
+    w4a8moe_checkpoint *ck = NULL;
+    w4a8moe_status st = w4a8moe_checkpoint_open(dir, &ck);
+    CHECK(st == W4A8MOE_STATUS_OK, "%s: open: %s", name, w4a8moe_last_error());
+    if (!x || !want || st != W4A8MOE_STATUS_OK) goto done;
+    w4a8moe_checkpoint_info info;
+    w4a8moe_checkpoint_get_info(ck, &info);
+    CHECK(info.hidden == H && info.num_moe_layers == 2, "%s: H %lld, %d MoE layers", name,
+          (long long)info.hidden, info.num_moe_layers);
+    CHECK((info.has_shared_expert != 0) == (want_shared != NULL), "%s: shared expert presence", name);
+    float *logits = malloc((size_t)(T * info.num_experts) * sizeof *logits);
+    st = w4a8moe_checkpoint_router_logits(ck, 1, T, x, W4A8MOE_DTYPE_BF16, logits);
+    CHECK(st == W4A8MOE_STATUS_OK, "%s: router logits: %s", name, w4a8moe_last_error());
+    size_t nb;
+    const w4a8moe_experts_ops *const *ex = w4a8moe_registry_experts(&nb);
+    for (size_t b = 0; b < nb; b++) {
+        if (ex[b]->device_kind != W4A8MOE_DEVICE_CPU) continue;
+        w4a8moe_layer_options o = {.backend = ex[b]->name};
+        w4a8moe_layer *L = NULL;
+        st = w4a8moe_checkpoint_layer_create(ck, 1, &o, NULL, 0, T, &L);
+        CHECK(st == W4A8MOE_STATUS_OK, "%s/%s: create: %s", name, ex[b]->name, w4a8moe_last_error());
+        if (st != W4A8MOE_STATUS_OK) continue;
+        if (want_shared)
+            CHECK(strcmp(w4a8moe_layer_shared_backend(L), "") != 0, "%s/%s: no shared pipeline",
+                  name, ex[b]->name);
+        uint16_t *out = malloc((size_t)(T * H) * 2);
+        memset(out, 0xff, (size_t)(T * H) * 2); /* poison: NaN bf16 */
+        w4a8moe_routing_input r = {.router_logits = logits};
+        st = w4a8moe_layer_forward(L, T, x, &r, out, NULL);
+        CHECK(st == W4A8MOE_STATUS_OK, "%s/%s: forward: %s", name, ex[b]->name, w4a8moe_layer_error(L));
+        double worst = 0;
+        for (int64_t t = 0; t < T; t++) {
+            double e = row_rel_l2(out + t * H, want + t * H, H);
+            CHECK(e <= 2e-3, "%s/%s: row %lld rel-L2 %.3e > 2e-3", name, ex[b]->name, (long long)t, e);
+            if (!(e <= worst)) worst = e;
+        }
+        printf("ok golden %s backend %s (shared: %s): worst row rel-L2 %.3e\n", name, ex[b]->name,
+               want_shared ? w4a8moe_layer_shared_backend(L) : "none", worst);
+        free(out);
+        w4a8moe_layer_free(L);
+    }
+    free(logits);
+done:
+    w4a8moe_checkpoint_close(ck);
+    free(x);
+    free(want);
+}
+
+int main(void)
+{
+    golden_case("golden-qwen3-tiny", NULL);
+    golden_case("golden-deepseek-tiny", "int4");
+    TEST_MAIN_END();
+}

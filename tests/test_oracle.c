@@ -1,0 +1,536 @@
+/*
+ * test_oracle.c — the oracle's decision table, no GPU needed: hand-made device descriptions
+ * (CPU with and without AVX2, CUDA sm_80/89/90) × scheme pairs × activations × parallel
+ * configs × shapes → every registered backend gets a verdict (ok with a partner, or a first
+ * failing axis and a reason); fake backends check the axis order; forced backends (option and
+ * W4A8MOE_BACKEND) fail loudly; the explain report has one line per backend.
+ *
+ * CUDA backends may or may not be in this build: they are looked up by name and only asserted
+ * on when present.
+ */
+#include "core/oracle.h"
+#include "common/synth.h"
+#include "test_util.h"
+
+#include <string.h>
+
+static int has(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
+
+static w4a8moe_device_info cpu_dev(int avx2)
+{
+    w4a8moe_device_info d;
+    memset(&d, 0, sizeof d);
+    d.kind = W4A8MOE_DEVICE_CPU;
+    d.cpu_x86_64 = 1;
+    d.cpu_avx2 = d.cpu_fma = avx2;
+    d.cpu_threads = 2;
+    snprintf(d.name, sizeof d.name, "test cpu%s", avx2 ? " avx2" : "");
+    return d;
+}
+
+static w4a8moe_device_info cuda_dev(int sm)
+{
+    w4a8moe_device_info d;
+    memset(&d, 0, sizeof d);
+    d.kind = W4A8MOE_DEVICE_CUDA;
+    d.cuda_sm = sm;
+    d.cuda_sm_count = 132;
+    d.cuda_mem_bytes = (int64_t)80 << 30;
+    snprintf(d.name, sizeof d.name, "test sm_%d", sm);
+    return d;
+}
+
+static void base_desc(w4a8moe_layer_desc *d, int64_t H, int64_t I, int E, int k, int g, int64_t T)
+{
+    w4a8moe_layer_desc_init(d);
+    d->max_tokens = T;
+    d->hidden = H;
+    d->inter = I;
+    d->num_experts = E;
+    d->top_k = k;
+    d->group_size = g;
+    d->act_scale_in = d->act_scale_mid = 0.01f;
+}
+
+/* ---- the decision table over real backends ---- */
+
+typedef struct shape_case {
+    int64_t H, I;
+    int E, k, g;
+    int64_t T;
+} shape_case;
+
+static const shape_case shapes[] = {
+    {256, 128, 8, 2, 64, 16},       /* tiny */
+    {320, 160, 8, 2, 32, 4},        /* H, I multiples of g but not of 256 */
+    {2048, 768, 128, 8, 128, 1},    /* qwen3-30b-a3b decode */
+    {4096, 14336, 8, 2, 128, 4096}, /* mixtral prefill */
+    {7168, 2048, 256, 8, 128, 64},  /* deepseek-v3 */
+    {96, 96, 4, 4, 32, 3},          /* k = E */
+};
+
+static void check_one_verdict(const w4a8moe_experts_ops *ops, const w4a8moe_device_info *dev,
+                              const w4a8moe_layer_desc *d, const char *ctx)
+{
+    w4a8moe_verdict v;
+    memset(&v, 0x5a, sizeof v); /* judge must fill every field */
+    w4a8moe_oracle_judge(ops, dev, d, &v);
+    if (v.ok) {
+        CHECK(v.prepfin != NULL, "%s: %s ok without a prepare/finalize partner", ctx, ops->name);
+        if (v.prepfin)
+            CHECK(v.prepfin->device_kind == ops->device_kind && v.prepfin->layout == ops->layout,
+                  "%s: %s paired with %s of another device or layout", ctx, ops->name, v.prepfin->name);
+        CHECK(ops->device_kind == dev->kind, "%s: %s accepted on a device of another kind", ctx,
+              ops->name);
+        CHECK(d->ep_size == 1 || ops->device_kind != W4A8MOE_DEVICE_CPU,
+              "%s: CPU backend %s accepted ep_size %d, but no CPU prepare/finalize does EP", ctx,
+              ops->name, d->ep_size);
+    } else {
+        CHECK((unsigned)v.axis < W4A8MOE_AXIS_COUNT_, "%s: %s rejected at axis %d", ctx, ops->name,
+              (int)v.axis);
+        CHECK(memchr(v.why, '\0', sizeof v.why) && v.why[0] != '\0' && !strchr(v.why, '\n'),
+              "%s: %s rejected without a one-line reason", ctx, ops->name);
+        if (ops->device_kind != dev->kind)
+            CHECK(v.axis == W4A8MOE_AXIS_DEVICE && has(v.why, "runs on"),
+                  "%s: %s on a device of another kind must fail at the device axis, got %s: %s",
+                  ctx, ops->name, w4a8moe_axis_name(v.axis), v.why);
+        if (ops->device_kind == W4A8MOE_DEVICE_CPU && dev->kind == W4A8MOE_DEVICE_CPU &&
+            d->ep_size > 1 && v.axis == W4A8MOE_AXIS_PARALLEL && !ops->supports_parallel)
+            CHECK(has(v.why, "ep_size"), "%s: %s: the parallel reason must mention ep_size: %s",
+                  ctx, ops->name, v.why);
+    }
+    if (strcmp(ops->name, "cpu_ref") == 0 && dev->kind == W4A8MOE_DEVICE_CPU)
+        CHECK(v.ok == (d->ep_size == 1), "%s: cpu_ref must accept every CPU layer with ep_size 1 and "
+              "no other (ok %d, %s: %s)", ctx, v.ok, w4a8moe_axis_name(v.axis), v.why);
+    if (dev->kind == W4A8MOE_DEVICE_CUDA && !v.ok && ops->device_kind == W4A8MOE_DEVICE_CUDA &&
+        v.axis == W4A8MOE_AXIS_DEVICE)
+        CHECK(has(v.why, "sm") || has(v.why, "API"), "%s: %s device reason should name the "
+              "architecture: %s", ctx, ops->name, v.why);
+}
+
+/* Counts report lines that start with name followed by a space. */
+static int count_lines_for(const char *report, const char *name, const char *needle, int *with_needle)
+{
+    int n = 0;
+    size_t len = strlen(name);
+    *with_needle = 0;
+    for (const char *p = report; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        if (ll > len && strncmp(p, name, len) == 0 && p[len] == ' ') {
+            n++;
+            char line[512];
+            snprintf(line, sizeof line, "%.*s", (int)ll, p);
+            *with_needle += has(line, needle);
+        }
+        p += ll + (eol ? 1 : 0);
+    }
+    return n;
+}
+
+/* select and report must agree with the judge: the first ok backend in priority order. */
+static void check_select_and_report(const w4a8moe_device_info *dev, const w4a8moe_layer_desc *d,
+                                    const char *ctx)
+{
+    size_t n;
+    const w4a8moe_experts_ops *const *ex = w4a8moe_registry_experts(&n);
+    const w4a8moe_experts_ops *first = NULL;
+    for (size_t i = 0; i < n && !first; i++) {
+        w4a8moe_verdict v;
+        w4a8moe_oracle_judge(ex[i], dev, d, &v);
+        if (v.ok) first = ex[i];
+    }
+    const w4a8moe_experts_ops *got = NULL;
+    const w4a8moe_prepfin_ops *pf = NULL;
+    w4a8moe_err err = {{0}};
+    w4a8moe_status st = w4a8moe_oracle_select(dev, d, NULL, &got, &pf, &err);
+    if (first) {
+        CHECK(st == W4A8MOE_STATUS_OK && got == first && pf != NULL,
+              "%s: select gave %s (status %d), the first accepted backend is %s", ctx,
+              got ? got->name : "nothing", (int)st, first->name);
+    } else {
+        CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && has(err.msg, "no backend runs this layer") &&
+                  has(err.msg, "hint:"),
+              "%s: nothing fits, select must say so: status %d, '%s'", ctx, (int)st, err.msg);
+    }
+    char report[4096];
+    size_t need = w4a8moe_oracle_report(dev, d, NULL, report, sizeof report);
+    CHECK(need == strlen(report), "%s: report length %zu, string %zu", ctx, need, strlen(report));
+    int selected_total = 0;
+    for (size_t i = 0; i < n; i++) {
+        int sel;
+        int lines = count_lines_for(report, ex[i]->name, "selected", &sel);
+        CHECK(lines == 1, "%s: report has %d lines for %s:\n%s", ctx, lines, ex[i]->name, report);
+        selected_total += sel;
+        if (first == ex[i]) CHECK(sel == 1, "%s: %s should be the selected line", ctx, first->name);
+    }
+    CHECK(selected_total == (first ? 1 : 0), "%s: %d backends marked selected:\n%s", ctx,
+          selected_total, report);
+    if (!first) CHECK(has(report, "no backend selected"), "%s: report must say nothing fits", ctx);
+}
+
+static void test_table(void)
+{
+    w4a8moe_device_info devs[5] = {cpu_dev(1), cpu_dev(0), cuda_dev(80), cuda_dev(89), cuda_dev(90)};
+    size_t n;
+    const w4a8moe_experts_ops *const *ex = w4a8moe_registry_experts(&n);
+    CHECK(n >= 1 && strcmp(ex[n - 1]->name, "cpu_ref") == 0,
+          "the registry must end with cpu_ref (the reference is the lowest priority)");
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(ex[i]->name, ex[j]->name) != 0, "backend name %s registered twice", ex[i]->name);
+    /* the scheme pairs layers are made of: int4 routed experts with fp8 activations, and the
+     * unquantised pair of shared-expert pipelines */
+    static const int pairs[3][2] = {{W4A8MOE_WEIGHT_INT4_GROUP, W4A8MOE_ACT_FP8_TOKEN_DYNAMIC},
+                                    {W4A8MOE_WEIGHT_INT4_GROUP, W4A8MOE_ACT_FP8_TENSOR_STATIC},
+                                    {W4A8MOE_WEIGHT_BF16, W4A8MOE_ACT_BF16}};
+    int combos = 0;
+    for (int di = 0; di < 5; di++)
+        for (int pi = 0; pi < 3; pi++)
+            for (int act = 0; act < W4A8MOE_ACTIVATION_COUNT_; act++)
+                for (int ep = 1; ep <= 2; ep++)
+                    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+                        const shape_case *s = &shapes[si];
+                        w4a8moe_layer_desc d;
+                        base_desc(&d, s->H, s->I, s->E, s->k, s->g, s->T);
+                        d.weight_scheme = (w4a8moe_weight_scheme)pairs[pi][0];
+                        d.act_scheme = (w4a8moe_act_scheme)pairs[pi][1];
+                        d.activation = (w4a8moe_activation)act;
+                        d.ep_size = ep;
+                        d.ep_rank = ep - 1;
+                        for (int io = 0; io < W4A8MOE_DTYPE_COUNT_; io += 2) {
+                            d.io_dtype = (w4a8moe_dtype)io;
+                            char ctx[320];
+                            snprintf(ctx, sizeof ctx, "[%s, schemes %d x %d, act %d, ep %d, H %lld I %lld E %d k %d g %d T %lld, io %d]",
+                                     devs[di].name, pairs[pi][0], pairs[pi][1], act, ep, (long long)s->H,
+                                     (long long)s->I, s->E, s->k, s->g, (long long)s->T, io);
+                            for (size_t b = 0; b < n; b++) check_one_verdict(ex[b], &devs[di], &d, ctx);
+                            check_select_and_report(&devs[di], &d, ctx);
+                            combos++;
+                        }
+                    }
+    printf("decision table: %d combinations x %zu backends\n", combos, n);
+
+    /* architecture rules of the planned CUDA backends, when this build has them */
+    w4a8moe_layer_desc d;
+    base_desc(&d, 2048, 768, 128, 8, 128, 64);
+    const w4a8moe_experts_ops *sm89 = w4a8moe_registry_find_experts("cuda_sm89");
+    const w4a8moe_experts_ops *sm90 = w4a8moe_registry_find_experts("cuda_sm90");
+    w4a8moe_verdict v;
+    /* on sm_89/90 a backend may still refuse at the device axis when this binary has no code
+     * for the card (its predicate asks the CUDA runtime), but at no later axis */
+    if (sm89) {
+        w4a8moe_oracle_judge(sm89, &devs[2], &d, &v);
+        CHECK(!v.ok && v.axis == W4A8MOE_AXIS_DEVICE, "cuda_sm89 must reject sm_80 at the device axis");
+        w4a8moe_oracle_judge(sm89, &devs[3], &d, &v);
+        CHECK(v.ok || v.axis == W4A8MOE_AXIS_DEVICE, "cuda_sm89 on sm_89, qwen3 layer: %s: %s",
+              w4a8moe_axis_name(v.axis), v.why);
+    }
+    if (sm90) {
+        w4a8moe_oracle_judge(sm90, &devs[3], &d, &v);
+        CHECK(!v.ok && v.axis == W4A8MOE_AXIS_DEVICE, "cuda_sm90 must reject sm_89 at the device axis");
+        w4a8moe_oracle_judge(sm90, &devs[4], &d, &v);
+        CHECK(v.ok || v.axis == W4A8MOE_AXIS_DEVICE, "cuda_sm90 on sm_90, qwen3 layer: %s: %s",
+              w4a8moe_axis_name(v.axis), v.why);
+    }
+    printf("cuda backends in this build: %s%s%s\n", sm89 ? "cuda_sm89 " : "", sm90 ? "cuda_sm90" : "",
+           sm89 || sm90 ? "" : "none");
+}
+
+/* ---- axis order, with fake backends ---- */
+
+static char call_log[64];
+static int fail_mask; /* bit per axis: that predicate rejects */
+
+static void logc(char c)
+{
+    size_t l = strlen(call_log);
+    if (l + 1 < sizeof call_log) call_log[l] = c, call_log[l + 1] = '\0';
+}
+
+static int fake_device(const w4a8moe_device_info *dev, char *why, size_t cap)
+{
+    logc('D');
+    if (fail_mask & 1) snprintf(why, cap, "fake device reason");
+    return !(fail_mask & 1);
+}
+static int fake_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why, size_t cap)
+{
+    logc('Q');
+    if (fail_mask & 2) snprintf(why, cap, "fake quant reason");
+    return !(fail_mask & 2);
+}
+static int fake_act(w4a8moe_activation act, char *why, size_t cap)
+{
+    logc('A');
+    if (fail_mask & 4) snprintf(why, cap, "fake activation reason");
+    return !(fail_mask & 4);
+}
+static int fake_parallel(int32_t rank, int32_t size, char *why, size_t cap)
+{
+    logc('P');
+    if (fail_mask & 8) snprintf(why, cap, "fake parallel reason");
+    return !(fail_mask & 8);
+}
+static int fake_shape(const w4a8moe_layer_desc *d, char *why, size_t cap)
+{
+    logc('S');
+    if (fail_mask & 16) snprintf(why, cap, "fake shape reason");
+    return !(fail_mask & 16);
+}
+
+static const w4a8moe_experts_ops fake_ops = {
+    .name = "fake",
+    .api_version = W4A8MOE_BACKEND_API,
+    .device_kind = W4A8MOE_DEVICE_CPU,
+    .layout = W4A8MOE_LAYOUT_CONTIGUOUS,
+    .supports_device = fake_device,
+    .supports_quant = fake_quant,
+    .supports_activation = fake_act,
+    .supports_parallel = fake_parallel,
+    .supports_shape = fake_shape,
+};
+
+static void test_axis_order(void)
+{
+    static const char *const reasons[5] = {"fake device reason", "fake quant reason",
+                                           "fake activation reason", "fake parallel reason",
+                                           "fake shape reason"};
+    static const char order[6] = "DQAPS";
+    w4a8moe_device_info dev = cpu_dev(1);
+    w4a8moe_layer_desc d;
+    base_desc(&d, 256, 128, 8, 2, 64, 16);
+    w4a8moe_verdict v;
+    /* every subset of failing axes: the verdict is the earliest, and no later axis is asked */
+    for (int mask = 0; mask < 32; mask++) {
+        fail_mask = mask;
+        call_log[0] = '\0';
+        w4a8moe_oracle_judge(&fake_ops, &dev, &d, &v);
+        if (!mask) {
+            CHECK(v.ok && v.why[0] == '\0' && v.prepfin && strcmp(v.prepfin->name, "local") == 0,
+                  "fake backend passing every axis must be ok with 'local'");
+            CHECK(strcmp(call_log, "DQAPS") == 0, "axes asked in order DQAPS, got %s", call_log);
+            continue;
+        }
+        int first = __builtin_ctz((unsigned)mask);
+        CHECK(!v.ok && (int)v.axis == first && strcmp(v.why, reasons[first]) == 0,
+              "failing mask 0x%02x: verdict %s '%s', expected %s '%s'", mask,
+              w4a8moe_axis_name(v.axis), v.why, w4a8moe_axis_name((w4a8moe_axis)first), reasons[first]);
+        CHECK(strlen(call_log) == (size_t)first + 1 && strncmp(call_log, order, (size_t)first + 1) == 0,
+              "failing mask 0x%02x: asked '%s', expected '%.*s' (stop at the first failure)", mask,
+              call_log, first + 1, order);
+    }
+    /* a backend of another device kind fails at the device axis before its predicates run */
+    w4a8moe_experts_ops other = fake_ops;
+    other.device_kind = W4A8MOE_DEVICE_CUDA;
+    fail_mask = 2 | 16;
+    call_log[0] = '\0';
+    w4a8moe_oracle_judge(&other, &dev, &d, &v);
+    CHECK(!v.ok && v.axis == W4A8MOE_AXIS_DEVICE && has(v.why, "cuda") && call_log[0] == '\0',
+          "cuda backend on a cpu layer: %s '%s' (asked '%s')", w4a8moe_axis_name(v.axis), v.why,
+          call_log);
+    /* a backend built for another API version is refused first */
+    other = fake_ops;
+    other.api_version = W4A8MOE_BACKEND_API + 1;
+    fail_mask = 0;
+    call_log[0] = '\0';
+    w4a8moe_oracle_judge(&other, &dev, &d, &v);
+    CHECK(!v.ok && v.axis == W4A8MOE_AXIS_DEVICE && has(v.why, "API") && call_log[0] == '\0',
+          "API mismatch: %s '%s'", w4a8moe_axis_name(v.axis), v.why);
+    /* no prepare/finalize for the batched layout on the CPU: rejected with that reason, before
+     * the shape axis */
+    other = fake_ops;
+    other.layout = W4A8MOE_LAYOUT_BATCHED;
+    fail_mask = 16;
+    call_log[0] = '\0';
+    w4a8moe_oracle_judge(&other, &dev, &d, &v);
+    CHECK(!v.ok && v.axis == W4A8MOE_AXIS_PARALLEL && has(v.why, "batched") &&
+              has(v.why, "prepare/finalize") && strchr(call_log, 'S') == NULL,
+          "batched layout without a partner: %s '%s' (asked '%s')", w4a8moe_axis_name(v.axis), v.why,
+          call_log);
+    /* ep_size 2: the backend says yes, but the local prepare/finalize does not */
+    d.ep_size = 2;
+    fail_mask = 0;
+    w4a8moe_oracle_judge(&fake_ops, &dev, &d, &v);
+    CHECK(!v.ok && v.axis == W4A8MOE_AXIS_PARALLEL && has(v.why, "ep_size 2"),
+          "ep_size 2 on the CPU: %s '%s'", w4a8moe_axis_name(v.axis), v.why);
+    CHECK(strcmp(w4a8moe_axis_name(W4A8MOE_AXIS_SHAPE), "shape") == 0 &&
+              strcmp(w4a8moe_axis_name(W4A8MOE_AXIS_DEVICE), "device") == 0 &&
+              strcmp(w4a8moe_axis_name((w4a8moe_axis)99), "?") == 0,
+          "axis names");
+}
+
+/* ---- forced backends ---- */
+
+static void test_forced(void)
+{
+    w4a8moe_device_info cpu = cpu_dev(1), gpu = cuda_dev(90);
+    w4a8moe_layer_desc d;
+    base_desc(&d, 256, 128, 8, 2, 64, 16);
+    const w4a8moe_experts_ops *ex = NULL;
+    const w4a8moe_prepfin_ops *pf = NULL;
+    w4a8moe_err err = {{0}};
+    w4a8moe_status st = w4a8moe_oracle_select(&gpu, &d, "cpu_ref", &ex, &pf, &err);
+    CHECK(st == W4A8MOE_STATUS_UNSUPPORTED, "forced cpu_ref on a CUDA layer: status %d", (int)st);
+    CHECK(has(err.msg, "cpu_ref") && has(err.msg, "device") && has(err.msg, "runs on cpu") &&
+              has(err.msg, "hint:"),
+          "forced misfit message must carry the reason: '%s'", err.msg);
+
+    st = w4a8moe_oracle_select(&cpu, &d, "no_such_backend", &ex, &pf, &err);
+    CHECK(st == W4A8MOE_STATUS_NOT_FOUND, "unknown forced name: status %d", (int)st);
+    size_t n;
+    const w4a8moe_experts_ops *const *all = w4a8moe_registry_experts(&n);
+    CHECK(has(err.msg, "no_such_backend"), "NOT_FOUND names the wrong name: '%s'", err.msg);
+    for (size_t i = 0; i < n; i++)
+        CHECK(has(err.msg, all[i]->name), "NOT_FOUND must list %s: '%s'", all[i]->name, err.msg);
+
+    ex = NULL;
+    st = w4a8moe_oracle_select(&cpu, &d, "cpu_ref", &ex, &pf, &err);
+    CHECK(st == W4A8MOE_STATUS_OK && ex && strcmp(ex->name, "cpu_ref") == 0 && pf &&
+              strcmp(pf->name, "local") == 0,
+          "forced cpu_ref on the CPU must be chosen with local");
+
+    d.ep_size = 2;
+    st = w4a8moe_oracle_select(&cpu, &d, "cpu_ref", &ex, &pf, &err);
+    CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && has(err.msg, "parallel") && has(err.msg, "ep_size"),
+          "forced cpu_ref with ep_size 2: %d '%s'", (int)st, err.msg);
+
+    char report[4096];
+    d.ep_size = 1;
+    w4a8moe_oracle_report(&cpu, &d, "cpu_ref", report, sizeof report);
+    int sel;
+    CHECK(count_lines_for(report, "cpu_ref", "selected, forced", &sel) == 1 && sel == 1,
+          "report with cpu_ref forced:\n%s", report);
+    w4a8moe_oracle_report(&cpu, &d, "no_such_backend", report, sizeof report);
+    CHECK(has(report, "no backend selected: the forced backend does not fit"),
+          "report with an unknown forced backend:\n%s", report);
+}
+
+/* ---- the public face: explain, W4A8MOE_BACKEND ---- */
+
+static int count_selected_lines(const char *report)
+{
+    size_t n;
+    const w4a8moe_experts_ops *const *ex = w4a8moe_registry_experts(&n);
+    int total = 0, sel;
+    for (size_t i = 0; i < n; i++) {
+        int lines = count_lines_for(report, ex[i]->name, "selected", &sel);
+        CHECK(lines == 1, "explain has %d lines for %s:\n%s", lines, ex[i]->name, report);
+        total += sel;
+    }
+    return total;
+}
+
+static void test_public_explain(void)
+{
+    unsetenv("W4A8MOE_BACKEND");
+    w4a8moe_layer_desc d;
+    base_desc(&d, 256, 128, 8, 2, 64, 16);
+    char buf[4096];
+    size_t need = 0;
+    CHECK(w4a8moe_explain(&d, NULL, buf, sizeof buf, &need) == W4A8MOE_STATUS_OK, "explain: %s",
+          w4a8moe_last_error());
+    CHECK(need == strlen(buf) + 1, "explain needed %zu for %zu chars", need, strlen(buf));
+    CHECK(count_selected_lines(buf) == 1, "explain must select exactly one backend:\n%s", buf);
+
+    char small[12];
+    memset(small, 'x', sizeof small);
+    size_t need2 = 0;
+    CHECK(w4a8moe_explain(&d, NULL, small, sizeof small, &need2) == W4A8MOE_STATUS_OK &&
+              need2 == need && memchr(small, '\0', sizeof small) &&
+              strncmp(small, buf, sizeof small - 1) == 0,
+          "explain truncates to cap with a NUL and still reports the full length");
+    CHECK(w4a8moe_explain(&d, NULL, NULL, 0, &need2) == W4A8MOE_STATUS_OK && need2 == need,
+          "explain with no buffer reports the length");
+    CHECK(w4a8moe_explain(&d, NULL, NULL, 10, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT,
+          "explain with NULL buf and cap > 0 is invalid");
+
+    w4a8moe_layer_options o = {0};
+    o.backend = "no_such_backend";
+    CHECK(w4a8moe_explain(&d, &o, buf, sizeof buf, NULL) == W4A8MOE_STATUS_OK &&
+              count_selected_lines(buf) == 0 && has(buf, "the forced backend does not fit"),
+          "explain with an unknown forced backend:\n%s", buf);
+
+    d.ep_size = 2;
+    CHECK(w4a8moe_explain(&d, NULL, buf, sizeof buf, NULL) == W4A8MOE_STATUS_OK &&
+              count_selected_lines(buf) == 0 && has(buf, "cpu_ref") && has(buf, "ep_size 2") &&
+              has(buf, "no backend selected"),
+          "explain with ep_size 2 on the CPU:\n%s", buf);
+    d.ep_size = 1;
+
+    if (!w4a8moe_registry_device(W4A8MOE_DEVICE_CUDA)) {
+        o.backend = NULL;
+        o.device_kind = W4A8MOE_DEVICE_CUDA;
+        CHECK(w4a8moe_explain(&d, &o, buf, sizeof buf, NULL) == W4A8MOE_STATUS_UNSUPPORTED &&
+                  has(w4a8moe_last_error(), "CUDA"),
+              "explain for CUDA in a CPU-only build: '%s'", w4a8moe_last_error());
+    }
+
+}
+
+/* Layers: the option and W4A8MOE_BACKEND force; the option wins over the environment. */
+static void test_public_layers(test_rng *r)
+{
+    w4a8moe_layer_desc d;
+    base_desc(&d, 256, 128, 8, 2, 64, 16);
+    char buf[4096];
+    w4a8moe_layer_options o = {0};
+    w4a8moe_synth_weights sw;
+    CHECK(w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_BF16, 0, 2, test_rng_next(r)) == 0,
+          "synthetic weights");
+    w4a8moe_layer *L = NULL;
+    setenv("W4A8MOE_BACKEND", "cpu_ref", 1);
+    CHECK(w4a8moe_layer_create(&d, &sw.weights, NULL, &L) == W4A8MOE_STATUS_OK && L &&
+              strcmp(w4a8moe_layer_backend(L), "cpu_ref") == 0 &&
+              strcmp(w4a8moe_layer_prepfin(L), "local") == 0,
+          "W4A8MOE_BACKEND=cpu_ref: %s", w4a8moe_last_error());
+    w4a8moe_layer_free(L);
+    CHECK(w4a8moe_explain(&d, NULL, buf, sizeof buf, NULL) == W4A8MOE_STATUS_OK &&
+              has(buf, "selected, forced"),
+          "explain honours W4A8MOE_BACKEND:\n%s", buf);
+
+    setenv("W4A8MOE_BACKEND", "no_such_backend", 1);
+    L = (w4a8moe_layer *)&L;
+    w4a8moe_status st = w4a8moe_layer_create(&d, &sw.weights, NULL, &L);
+    CHECK(st == W4A8MOE_STATUS_NOT_FOUND && L == NULL && has(w4a8moe_last_error(), "no_such_backend") &&
+              has(w4a8moe_last_error(), "cpu_ref"),
+          "W4A8MOE_BACKEND=no_such_backend: status %d '%s'", (int)st, w4a8moe_last_error());
+    o = (w4a8moe_layer_options){0};
+    o.backend = "cpu_ref";
+    CHECK(w4a8moe_layer_create(&d, &sw.weights, &o, &L) == W4A8MOE_STATUS_OK &&
+              strcmp(w4a8moe_layer_backend(L), "cpu_ref") == 0,
+          "the option must win over W4A8MOE_BACKEND: %s", w4a8moe_last_error());
+    w4a8moe_layer_free(L);
+    setenv("W4A8MOE_BACKEND", "", 1);
+    CHECK(w4a8moe_layer_create(&d, &sw.weights, NULL, &L) == W4A8MOE_STATUS_OK,
+          "an empty W4A8MOE_BACKEND means no forcing: %s", w4a8moe_last_error());
+    w4a8moe_layer_free(L);
+    unsetenv("W4A8MOE_BACKEND");
+    w4a8moe_synth_weights_free(&sw);
+
+    /* a forced backend that does not fit the layer, through the public API */
+    d.ep_size = 2;
+    d.ep_rank = 1;
+    CHECK(w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_F32, 0, 2, test_rng_next(r)) == 0,
+          "synthetic weights");
+    o.backend = "cpu_ref";
+    st = w4a8moe_layer_create(&d, &sw.weights, &o, &L);
+    CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && has(w4a8moe_last_error(), "forced backend 'cpu_ref'") &&
+              has(w4a8moe_last_error(), "ep_size"),
+          "forced cpu_ref with ep_size 2: status %d '%s'", (int)st, w4a8moe_last_error());
+    st = w4a8moe_layer_create(&d, &sw.weights, NULL, &L);
+    CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && has(w4a8moe_last_error(), "no backend runs this layer"),
+          "ep_size 2 on the CPU, nothing forced: status %d '%s'", (int)st, w4a8moe_last_error());
+    w4a8moe_synth_weights_free(&sw);
+}
+
+int main(void)
+{
+    test_rng r = {test_seed()};
+    test_table();
+    test_axis_order();
+    test_forced();
+    test_public_explain();
+    test_public_layers(&r);
+    TEST_MAIN_END();
+}

@@ -1,0 +1,67 @@
+/*
+ * bench.h — measuring tools shared by `w4a8moe bench` and `w4a8moe verify`: the machine's
+ * memory bandwidth and FMA rate measured in the same run, the last-level cache size, a clock,
+ * the floor of DESIGN §5, and the row-wise comparison against cpu_ref (rel-L2 per row).
+ */
+#ifndef W4A8MOE_BENCH_H
+#define W4A8MOE_BENCH_H
+
+#include "w4a8moe.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bench_machine {
+    int threads;
+    double copy_gbs;       /* bytes read + written per second / 1e9 */
+    size_t copy_bytes;     /* size of each of the two copy buffers */
+    double fma_gflops;     /* peak f32 FMA rate / 1e9; 0 when not measured */
+    const char *fma_isa;   /* "avx2+fma", or NULL when not measured (non-x86 or no FMA) */
+    size_t llc_bytes;      /* last-level cache */
+    int llc_assumed;       /* 1 when the size could not be read and 32 MB is assumed */
+} bench_machine;
+
+/* Measures the copy bandwidth (two buffers of max(256 MB, 2 x LLC) each, copied by `threads`
+ * threads; the best of 10 copies, by memcpy and, with AVX2, by streaming stores) and the FMA
+ * rate (best of 3 runs, ~0.1 s). Returns 0, or -1 when the buffers cannot be allocated (copy_gbs is 0). */
+int bench_machine_measure(bench_machine *m, int threads);
+
+/* Last-level cache in bytes (sysconf, then /sys); *assumed = 1 and 32 MB when neither says. */
+size_t bench_llc_bytes(int *assumed);
+/* MemAvailable from /proc/meminfo (or free physical pages), in bytes; 0 when unknown. */
+size_t bench_mem_available(void);
+
+/* Monotonic seconds. */
+double bench_now(void);
+/* Median of v[0..n-1] (sorts v). */
+double bench_median(double *v, int n);
+
+/* The floor of DESIGN §5 for one forward of T tokens with routing ids [T, k] (-1 = none). */
+typedef struct bench_floor {
+    int32_t experts_hit;
+    double bytes;   /* unique weight bytes touched + activations in and out */
+    double flops;   /* 2 * routed pairs * 3 * H * I */
+    double mem_s;   /* bytes / copy bandwidth */
+    double fma_s;   /* flops / FMA rate (0 when the rate is unknown) */
+    double floor_s; /* the larger of the two */
+} bench_floor;
+
+void bench_floor_compute(const w4a8moe_layer_desc *d, int64_t T, const int32_t *ids,
+                         size_t scale_bytes, const bench_machine *m, bench_floor *f);
+
+/* Row-wise comparison of out against ref ([rows, H] in dt): rel-L2 of each row
+ * ||out - ref|| / ||ref|| (an all-zero reference row requires an all-zero output row), the
+ * worst row, and whether out has NaN/Inf where ref has none. */
+typedef struct bench_cmp {
+    double max_rel_l2;
+    int64_t worst_row;
+    int nonfinite;
+} bench_cmp;
+
+void bench_compare_rows(const void *out, const void *ref, w4a8moe_dtype dt, int64_t rows,
+                        int64_t H, bench_cmp *c);
+
+/* The contract's tolerance: rel-L2 per output row against cpu_ref. */
+#define BENCH_TOLERANCE 2e-3
+
+#endif /* W4A8MOE_BENCH_H */
