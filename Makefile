@@ -114,8 +114,14 @@ $(SAN_LIB): $(SAN_OBJS)
 	ar rcs $@ $^
 
 # Debian's libjansson.a is not position-independent: the shared library links libjansson.so.
+# A copy of the system's libjansson.so.4 goes beside it and the library looks in its own folder
+# first ($ORIGIN), so build/ can be carried to a machine without libjansson (the GPU machine)
+# and used there by the Python binding. `make install` relies on the system's copy instead.
+JANSSON_SO := $(shell $(CC) -print-file-name=libjansson.so.4)
 $(SHARED_LIB): $(LIB_OBJS)
-	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -o $@ $^ $(patsubst $(JANSSON_LIB),-ljansson,$(LDLIBS))
+	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -Wl,-rpath,'$$ORIGIN' -o $@ $^ \
+	  $(patsubst $(JANSSON_LIB),-ljansson,$(LDLIBS))
+	@if [ -f "$(JANSSON_SO)" ]; then cp -L "$(JANSSON_SO)" $(BUILD)/libjansson.so.4; fi
 
 $(CLI): $(TOOL_OBJS) $(STATIC_LIB)
 	$(CC) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(TOOL_LDLIBS) $(LDLIBS) -lstdc++

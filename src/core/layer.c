@@ -314,6 +314,7 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
     err->msg[0] = '\0';
     RETURN_IF(err, !buf && cap, W4A8MOE_STATUS_INVALID_ARGUMENT, "buf is NULL but cap is %zu", cap);
     FORWARD(validate_desc(d, err));
+    FORWARD(w4a8moe_shared_check_routed(d, err)); /* what create refuses, explain refuses too */
     const w4a8moe_device_ops *ops;
     w4a8moe_device_info dev;
     FORWARD(query_device(opts, &ops, &dev, err));

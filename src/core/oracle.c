@@ -56,10 +56,12 @@ void w4a8moe_oracle_judge(const w4a8moe_experts_ops *ops, const w4a8moe_device_i
     }
     if (ops->supports_device && !ops->supports_device(dev, why, cap)) return;
     v->axis = W4A8MOE_AXIS_QUANT;
-    if (!ops->supports_quant && d->weight_scheme != W4A8MOE_WEIGHT_INT4_GROUP) {
-        /* a backend written before other schemes existed must not claim them */
-        snprintf(why, cap, "no path for weight scheme %d (the backend declares no quant predicate)",
-                 (int)d->weight_scheme);
+    if (!ops->supports_quant &&
+        (d->weight_scheme != W4A8MOE_WEIGHT_INT4_GROUP || d->act_scheme == W4A8MOE_ACT_BF16)) {
+        /* a backend written before other schemes existed claims only the W4A8 pairs */
+        snprintf(why, cap, "no path for scheme pair (weight %d, activation %d): the backend "
+                 "declares no quant predicate, so it runs int4 x fp8 only",
+                 (int)d->weight_scheme, (int)d->act_scheme);
         return;
     }
     if (ops->supports_quant && !ops->supports_quant(d->weight_scheme, d->act_scheme, why, cap)) return;

@@ -112,6 +112,17 @@ static int cpu_supports_device(const w4a8moe_device_info *dev, char *why, size_t
     return 0;
 }
 
+static int cpu_supports_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why,
+                              size_t cap)
+{
+    if (w == W4A8MOE_WEIGHT_INT4_GROUP &&
+        (a == W4A8MOE_ACT_FP8_TOKEN_DYNAMIC || a == W4A8MOE_ACT_FP8_TENSOR_STATIC))
+        return 1;
+    snprintf(why, cap, "runs int4-group weights with fp8 activations only (weight scheme %d, "
+             "activation scheme %d)", (int)w, (int)a);
+    return 0;
+}
+
 static int cpu_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t cap)
 {
     /* panels of 16 channels: H % 16 for w2, I % 8 for w13 (g >= 32 divides both already) */
@@ -525,6 +536,7 @@ const w4a8moe_experts_ops w4a8moe_cpu_experts = {
     .device_kind = W4A8MOE_DEVICE_CPU,
     .layout = W4A8MOE_LAYOUT_CONTIGUOUS,
     .supports_device = cpu_supports_device,
+    .supports_quant = cpu_supports_quant,
     .supports_shape = cpu_supports_shape,
     .workspace_size = cpu_workspace_size,
     .pack_weights = cpu_pack,
