@@ -1,6 +1,5 @@
 /*
- * cpu_features.c — see cpu_features.h. W4A8MOE_CPU_GENERIC=1 in the environment hides every
- * ISA extension, so the generic C paths can be tested on any machine.
+ * cpu_features.c — see cpu_features.h (W4A8MOE_CPU_GENERIC caps what is reported).
  */
 #include "cpu_features.h"
 
@@ -17,7 +16,10 @@ void w4a8moe_cpu_features_detect(w4a8moe_cpu_features *f)
     __builtin_cpu_init();
     f->avx2 = __builtin_cpu_supports("avx2");
     f->fma = __builtin_cpu_supports("fma");
+    if (generic && strcmp(generic, "avx2") == 0) return;
     f->avx512f = __builtin_cpu_supports("avx512f");
     f->avx512bw = __builtin_cpu_supports("avx512bw");
+    f->avx512vnni = f->avx512f && __builtin_cpu_supports("avx512vl") &&
+                    __builtin_cpu_supports("avx512vnni");
 #endif
 }

@@ -39,6 +39,7 @@ typedef struct w4a8moe_device_info {
     int32_t cuda_sm_count;
     int64_t cuda_mem_bytes;
     char name[64];
+    int32_t cpu_avx512vnni; /* CPU: AVX512_VNNI + AVX512VL (vpdpwssd on 256-bit registers) */
 } w4a8moe_device_info;
 
 /* Per-device services the modular kernel needs (the core never calls CUDA itself). */

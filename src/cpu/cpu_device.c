@@ -20,6 +20,7 @@ static w4a8moe_status cpu_query(int32_t ordinal, w4a8moe_device_info *info, w4a8
     info->cpu_fma = f.fma;
     info->cpu_avx512f = f.avx512f;
     info->cpu_avx512bw = f.avx512bw;
+    info->cpu_avx512vnni = f.avx512vnni;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     info->cpu_threads = n < 1 ? 1 : (int32_t)n;
     snprintf(info->name, sizeof info->name, "cpu (%s%s%s)", f.x86_64 ? "x86-64" : "generic",

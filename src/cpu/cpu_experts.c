@@ -23,6 +23,9 @@
  * order, so results do not depend on the thread count or on which thread ran what.
  * Decode balance: T = 1, k = 8 gives 8 row groups x 24 tiles (I = 768) = 192 GEMM1 tasks of
  * ~64 KB of weights each, ~3 us apiece: two threads stay within a task of each other.
+ *
+ * Unquantised shared experts (scheme pair BF16 x BF16) take their own path on the same pool
+ * and ISA choice: cpu_experts_dense.c (bf16/f32 panels, f32 FMA blocks summed in f64).
  */
 #include "../common/threadpool.h"
 #include "../core/backend.h"
@@ -48,6 +51,7 @@ typedef struct cpu_expert {
 typedef struct cpu_state {
     w4a8moe_threadpool *pool;
     int use_avx2, use_vnni, scale_bf16;
+    cpu_dense_state *dense;  /* weight scheme BF16: the unquantised path, else NULL */
     int64_t H, I;
     int32_t g, num_local;
     size_t group13, panel13, group2, panel2, expert_bytes;
@@ -118,14 +122,17 @@ static int cpu_supports_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, cha
     if (w == W4A8MOE_WEIGHT_INT4_GROUP &&
         (a == W4A8MOE_ACT_FP8_TOKEN_DYNAMIC || a == W4A8MOE_ACT_FP8_TENSOR_STATIC))
         return 1;
-    snprintf(why, cap, "runs int4-group weights with fp8 activations only (weight scheme %d, "
-             "activation scheme %d)", (int)w, (int)a);
+    if (w == W4A8MOE_WEIGHT_BF16 && a == W4A8MOE_ACT_BF16) return 1; /* cpu_experts_dense.c */
+    snprintf(why, cap, "weight scheme %d with activation scheme %d is not a pair it runs (int4 "
+             "takes fp8 activations, bf16 weights unquantised ones)", (int)w, (int)a);
     return 0;
 }
 
 static int cpu_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t cap)
 {
-    /* panels of 16 channels: H % 16 for w2, I % 8 for w13 (g >= 32 divides both already) */
+    /* panels of 16 channels: H % 16 for w2, I % 8 for w13 (g >= 32 divides both already);
+     * the unquantised path pads its panels with zero channels, so any H and I */
+    if (d->weight_scheme == W4A8MOE_WEIGHT_BF16) return 1;
     if (d->hidden % CPU_PANEL == 0 && d->inter % 8 == 0) return 1;
     snprintf(why, cap, "needs H %% 16 == 0 and I %% 8 == 0 (H = %lld, I = %lld)",
              (long long)d->hidden, (long long)d->inter);
@@ -134,6 +141,7 @@ static int cpu_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t cap
 
 static size_t cpu_workspace_size(const w4a8moe_stage_ctx *ctx)
 {
+    if (ctx->desc->weight_scheme == W4A8MOE_WEIGHT_BF16) return w4a8moe_cpu_dense_workspace_size(ctx);
     cpu_ws_layout L;
     ws_layout(ctx->desc, ctx->num_local, ctx->num_threads, &L);
     return L.total;
@@ -199,24 +207,10 @@ static void pack_expert_task(void *arg, int64_t e, int32_t thread)
     s->experts[e] = (cpu_expert){w13, w2, c13, c2};
 }
 
-/* AVX-512 VNNI + VL, which the device info does not report. W4A8MOE_CPU_GENERIC=avx2 caps the
- * kernels at AVX2 (=1 hides every extension, see cpu_features.c) so tests reach every path. */
-static int cpu_has_vnni(void)
-{
-#if defined(W4A8MOE_CPU_HAVE_AVX2)
-    const char *cap = getenv("W4A8MOE_CPU_GENERIC");
-    if (cap && strcmp(cap, "avx2") == 0) return 0;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-    return 0;
-#endif
-}
-
 /* The packed weights on 2 MB boundaries, asking for transparent huge pages before the first
  * touch: decode streams ~20 MB of randomly chosen experts per layer, ~5000 4 KB pages whose
  * TLB misses and prefetch-stopping page crossings cost ~10% of a decode step. */
-static uint8_t *alloc_huge(size_t bytes)
+uint8_t *w4a8moe_cpu_alloc_huge(size_t bytes)
 {
     size_t huge = (size_t)2 << 20, rounded = (bytes + huge - 1) & ~(huge - 1);
     if (rounded < bytes) return NULL;
@@ -251,10 +245,14 @@ static w4a8moe_status cpu_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logic
     s->g = d->group_size;
     s->num_local = w->num_local;
     s->scale_bf16 = w->scale_dtype == W4A8MOE_DTYPE_BF16;
+    /* the device info's ISA bits are capped by W4A8MOE_CPU_GENERIC (cpu_features.h), so tests
+     * reach the generic, AVX2 and VNNI kernels on one machine */
 #if defined(W4A8MOE_CPU_HAVE_AVX2)
     s->use_avx2 = ctx->dev->cpu_avx2 && ctx->dev->cpu_fma;
-    s->use_vnni = s->use_avx2 && ctx->dev->cpu_avx512f && cpu_has_vnni();
+    s->use_vnni = s->use_avx2 && ctx->dev->cpu_avx512vnni;
 #endif
+    FORWARD(w4a8moe_threadpool_create(ctx->num_threads > 0 ? ctx->num_threads : 1, &s->pool, err));
+    if (w->dense) return w4a8moe_cpu_dense_pack(ctx, w, s->pool, s->use_avx2, &s->dense, err);
     init_luts(s);
     size_t sb = s->scale_bf16 ? 2 : 4, chunks = (size_t)s->g / 8;
     s->group13 = s->group2 = chunks * CPU_CHUNK + CPU_PANEL * sb;
@@ -267,13 +265,12 @@ static w4a8moe_status cpu_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logic
     RETURN_IF(err, s->expert_bytes > SIZE_MAX / n, W4A8MOE_STATUS_OUT_OF_MEMORY,
               "cpu packed weights: %d experts of %zu bytes overflow", w->num_local,
               s->expert_bytes);
-    s->blob = alloc_huge(n * s->expert_bytes);
+    s->blob = w4a8moe_cpu_alloc_huge(n * s->expert_bytes);
     RETURN_IF(err, !s->blob, W4A8MOE_STATUS_OUT_OF_MEMORY,
               "cpu packed weights: %zu bytes; hint: use expert parallelism or a smaller model",
               n * s->expert_bytes);
     s->experts = calloc(n, sizeof *s->experts);
     RETURN_IF(err, !s->experts, W4A8MOE_STATUS_OUT_OF_MEMORY, "cpu expert table");
-    FORWARD(w4a8moe_threadpool_create(ctx->num_threads > 0 ? ctx->num_threads : 1, &s->pool, err));
     pack_job job = {s, w};
     w4a8moe_threadpool_run(s->pool, pack_expert_task, &job, w->num_local);
     return W4A8MOE_STATUS_OK;
@@ -284,6 +281,7 @@ static void cpu_free(void *state)
     cpu_state *s = state;
     if (!s) return;
     w4a8moe_threadpool_destroy(s->pool);
+    w4a8moe_cpu_dense_free(s->dense);
     free(s->experts);
     free(s->blob);
     free(s);
@@ -499,6 +497,10 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
     (void)stream;
     (void)err;
     const cpu_state *s = state;
+    if (s->dense) {
+        w4a8moe_cpu_dense_run(ctx, s->dense, dp, workspace);
+        return W4A8MOE_STATUS_OK;
+    }
     cpu_ws_layout L;
     ws_layout(ctx->desc, ctx->num_local, ctx->num_threads, &L);
     char *ws = workspace;

@@ -1,7 +1,8 @@
 /*
  * cpu_experts_impl.h — what the `cpu` experts backend's files share: the packed weight layout
  * and the tile kernels' interface (cpu_experts.c drives them; cpu_experts_avx2.c and
- * cpu_experts_generic.c implement them).
+ * cpu_experts_generic.c implement them), and the entry points of the unquantised path
+ * (cpu_experts_dense.c, which documents its own layout).
  *
  * Packed layout (written once by pack_weights). A matrix of N output channels by K inputs is
  * cut into panels of 16 channels, two blocks of 8:
@@ -71,5 +72,26 @@ void w4a8moe_cpu_tile_avx2(const cpu_gemm_args *args);
  * only where the CPU also has AVX512VNNI and AVX512VL. */
 void w4a8moe_cpu_tile_avx512vnni(const cpu_gemm_args *args);
 #endif
+
+/* ---- the unquantised path (weight scheme BF16), cpu_experts_dense.c ---------------------- */
+#include "../common/threadpool.h"
+#include "../core/backend.h"
+
+typedef struct cpu_dense_state cpu_dense_state;
+
+/* bytes rounded up to 2 MB, 2 MB-aligned, transparent huge pages asked for (cpu_experts.c);
+ * release with free(). NULL when out of memory. */
+uint8_t *w4a8moe_cpu_alloc_huge(size_t bytes);
+
+size_t w4a8moe_cpu_dense_workspace_size(const w4a8moe_stage_ctx *ctx);
+/* Packs w->dense ([3 * E_local] gate, up, down) on pool, which must outlive the state;
+ * use_avx2: the CPU has AVX2 + FMA. *out is set (to be freed) even when packing fails. */
+w4a8moe_status w4a8moe_cpu_dense_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
+                                      w4a8moe_threadpool *pool, int use_avx2,
+                                      cpu_dense_state **out, w4a8moe_err *err);
+/* y_rows = W2 act(W13 x) for every row of every local expert (x: the caller's, dispatch->x). */
+void w4a8moe_cpu_dense_run(const w4a8moe_stage_ctx *ctx, const cpu_dense_state *s,
+                           const w4a8moe_dispatch *dispatch, void *workspace);
+void w4a8moe_cpu_dense_free(cpu_dense_state *s);
 
 #endif /* W4A8MOE_CPU_EXPERTS_IMPL_H */
