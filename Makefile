@@ -76,8 +76,10 @@ all: deps $(STATIC_LIB) $(SHARED_LIB) $(CLI)
 # ---- dependencies --------------------------------------------------------------------------
 # Installs missing Debian packages when run as root; otherwise prints the command and stops.
 deps: $(BUILD)/.deps-ok
-$(BUILD)/.deps-ok:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# $(call apt_install,PACKAGES): installs the missing ones when run as root; otherwise prints the
+# exact apt-get line and fails. Marks the target done.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -91,6 +93,10 @@ $(BUILD)/.deps-ok:
 	  fi; \
 	fi
 	@mkdir -p $(BUILD) && touch $@
+endef
+
+$(BUILD)/.deps-ok:
+	$(call apt_install,$(DEB_PACKAGES))
 
 # ---- library -------------------------------------------------------------------------------
 $(BUILD)/obj/%.o: %.c | deps
@@ -190,20 +196,7 @@ $(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRCS) | $(BUILD)/.fuzz-deps-ok
 	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_LIB_SRCS) -l:libjansson.a -lm
 
 $(BUILD)/.fuzz-deps-ok: | deps
-	@missing=""; for p in $(FUZZ_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian packages:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
-	  else \
-	    echo "missing Debian packages:$$missing"; \
-	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
-	  fi; \
-	fi
-	@mkdir -p $(BUILD) && touch $@
+	$(call apt_install,$(FUZZ_PACKAGES))
 
 # ---- install -------------------------------------------------------------------------------
 install: all

@@ -13,8 +13,8 @@ phase=${1:-smoke}
 B=${BUILD:-build-cuda}
 OUT=${OUT:-device-out}
 mkdir -p "$OUT"
-# the shared library links libjansson.so.4, absent on the GPU machine: carried in $B/lib
-export LD_LIBRARY_PATH="$PWD/$B/lib:${LD_LIBRARY_PATH:-}"
+# the shared library links libjansson.so.4, absent on the GPU machine: the build puts a copy
+# beside libw4a8moe.so, which finds it through its $ORIGIN run path (see the Makefile)
 export W4A8MOE_LIB="$PWD/$B/libw4a8moe.so"
 summary=()
 step() { # name, command...: runs it, tees to $OUT/name.log, records its status and time
