@@ -11,7 +11,9 @@
  * Idle workers spin briefly (a forward runs several phases back to back, and a futex wake-up
  * costs tens of microseconds), then sleep on a condition variable.
  *
- * One run at a time per pool; run must not be called from inside a task.
+ * All pools of the process share one team of workers (threadpool.c says why), so runs of
+ * different pools, even from different threads, take turns; run must not be called from
+ * inside a task.
  */
 #ifndef W4A8MOE_THREADPOOL_H
 #define W4A8MOE_THREADPOOL_H

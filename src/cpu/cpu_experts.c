@@ -16,6 +16,10 @@
  *   3. requantise per row: r = max(amax(y)/448, 1/(448*512)) (static: act_scale_mid),
  *      b = e4m3(y / r) exactly as the reference, then prepared like phase 1, in place;
  *   4. GEMM2: task = (row group, tile of 4 panels), y_rows = r * (C2[m] * sum_b S2 P_b).
+ * Chunks of at most FUSED_ROWS rows (decode) run 2-4 as one pool run instead (fused_task): the
+ * last GEMM1 tile of a row group requantises it and GEMM2 tasks wait per group, so there is no
+ * barrier between the phases (at T = 1 the three barriers and the scalar phase 3 cost ~50 us
+ * of a ~900 us layer, with one core idle).
  * Numerics: P_b is an exact integer and the group sum runs in f64 in the reference's order
  * (cpu_experts_impl.h), so h, y, r, b and y_rows are bit-identical to `cpu_ref`'s: no e4m3
  * rounding of y / r can flip between the two (one flip moves a row by ~1e-3 relative).
@@ -32,6 +36,8 @@
 #include "cpu_experts_impl.h"
 
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +47,7 @@
 #define ROW_BYTES_L2 (256u << 10) /* prepared rows one task may keep hot in L2 */
 #define CHUNK_BYTES (32u << 20)   /* workspace budget for the per-chunk row buffers */
 #define PREP_ROWS 4           /* rows per phase-1/3 task */
+#define FUSED_ROWS 32         /* chunks of at most this many rows run fused_task (decode) */
 
 typedef struct cpu_expert {
     const uint8_t *w13, *w2; /* panels */
@@ -69,7 +76,7 @@ typedef struct cpu_rowgroup {
 /* Where each array lives in the workspace; rc = rows per chunk. */
 typedef struct cpu_ws_layout {
     int64_t rc, rb1, rb2, max_groups1, max_groups2;
-    size_t ain, corr1, alias1, ymid, corr2, rmid, groups1, groups2, scratch, total;
+    size_t ain, corr1, alias1, ymid, corr2, rmid, groups1, groups2, sync, scratch, total;
 } cpu_ws_layout;
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -103,6 +110,7 @@ static void ws_layout(const w4a8moe_layer_desc *d, int32_t num_local, int32_t th
     L->alias1 = off;  off += align64(rc * 4);
     L->groups1 = off; off += align64((size_t)L->max_groups1 * sizeof(cpu_rowgroup));
     L->groups2 = off; off += align64((size_t)L->max_groups2 * sizeof(cpu_rowgroup));
+    L->sync = off;    off += align64((size_t)L->max_groups1 * 2 * sizeof(atomic_int));
     L->scratch = off; off += (size_t)(threads > 0 ? threads : 1) * SCRATCH_DOUBLES * 8;
     L->total = off;
 }
@@ -301,6 +309,8 @@ typedef struct cpu_job {
     const cpu_rowgroup *groups;    /* of the phase running */
     int64_t n_groups, tiles;
     double *scratch;               /* [threads][SCRATCH_DOUBLES] tile sums (off the stack) */
+    int64_t tiles2;                /* fused_task: GEMM2 tiles per group */
+    atomic_int *pending, *ready;   /* fused_task: [groups] GEMM1 tiles left; requantised */
 } cpu_job;
 
 /* Prepared row (cpu_experts_impl.h) from e4m3 codes: exact integer pairs + corrections.
@@ -357,15 +367,12 @@ static void prep_in_task(void *arg, int64_t t, int32_t thread)
     }
 }
 
-/* Contract step 5 for one row, in place: y -> prepared e4m3 values of y / r. */
-static void prep_mid_task(void *arg, int64_t t, int32_t thread)
+/* Contract step 5 for rows [r0, r1), in place: y -> prepared e4m3 values of y / r. */
+static void requant_rows(const cpu_job *job, int64_t r0, int64_t r1)
 {
-    (void)thread;
-    const cpu_job *job = arg;
     const cpu_state *s = job->s;
     int64_t I = s->I, ng = I / s->g;
     uint8_t codes[256];
-    int64_t r0 = job->c0 + t * PREP_ROWS, r1 = r0 + PREP_ROWS < job->c1 ? r0 + PREP_ROWS : job->c1;
     for (int64_t row = r0; row < r1; row++) {
         float *y = job->ymid + (row - job->c0) * I, r;
         if (job->d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC) {
@@ -388,6 +395,14 @@ static void prep_mid_task(void *arg, int64_t t, int32_t thread)
             prep_codes(s, codes, g, (int16_t *)(void *)(y + b * g), corr + b, &corr[ng]);
         }
     }
+}
+
+static void prep_mid_task(void *arg, int64_t t, int32_t thread)
+{
+    (void)thread;
+    const cpu_job *job = arg;
+    int64_t r0 = job->c0 + t * PREP_ROWS, r1 = r0 + PREP_ROWS < job->c1 ? r0 + PREP_ROWS : job->c1;
+    requant_rows(job, r0, r1);
 }
 
 /* Splits the chunk's rows of each expert into groups of at most rb rows. */
@@ -441,13 +456,12 @@ static inline float finish(float scale, float c, double out)
     return (float)((double)scale * ((double)c * (out * 0x1p-9)));
 }
 
-static void gemm1_task(void *arg, int64_t t, int32_t thread)
+/* GEMM1 + activation of row group rg, tile `tile` (TILE_PANELS panels). */
+static void gemm1_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile, int32_t thread)
 {
-    const cpu_job *job = arg;
     const cpu_state *s = job->s;
-    const cpu_rowgroup *rg = &job->groups[t / job->tiles];
     const cpu_expert *x = &s->experts[rg->e];
-    int64_t I = s->I, p0 = (t % job->tiles) * TILE_PANELS, npan = I / 8;
+    int64_t I = s->I, p0 = tile * TILE_PANELS, npan = I / 8;
     int np = (int)(npan - p0 < TILE_PANELS ? npan - p0 : TILE_PANELS);
     double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
     run_tile(job, rg, x->w13, s->panel13, s->group13, s->H, p0, np, job->ain, job->corr1,
@@ -468,13 +482,18 @@ static void gemm1_task(void *arg, int64_t t, int32_t thread)
     }
 }
 
-static void gemm2_task(void *arg, int64_t t, int32_t thread)
+static void gemm1_task(void *arg, int64_t t, int32_t thread)
 {
     const cpu_job *job = arg;
+    gemm1_tile(job, &job->groups[t / job->tiles], t % job->tiles, thread);
+}
+
+/* GEMM2 of row group rg, tile `tile`, into y_rows. */
+static void gemm2_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile, int32_t thread)
+{
     const cpu_state *s = job->s;
-    const cpu_rowgroup *rg = &job->groups[t / job->tiles];
     const cpu_expert *x = &s->experts[rg->e];
-    int64_t H = s->H, p0 = (t % job->tiles) * TILE_PANELS, npan = H / CPU_PANEL;
+    int64_t H = s->H, p0 = tile * TILE_PANELS, npan = H / CPU_PANEL;
     int np = (int)(npan - p0 < TILE_PANELS ? npan - p0 : TILE_PANELS);
     double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
     run_tile(job, rg, x->w2, s->panel2, s->group2, s->I, p0, np,
@@ -488,6 +507,65 @@ static void gemm2_task(void *arg, int64_t t, int32_t thread)
         for (int c = 0; c < ldo; c++)
             o[c] = nan ? NAN : finish(rr, x->c2[p0 * CPU_PANEL + c], out[r * ldo + c]);
     }
+}
+
+static void gemm2_task(void *arg, int64_t t, int32_t thread)
+{
+    const cpu_job *job = arg;
+    gemm2_tile(job, &job->groups[t / job->tiles], t % job->tiles, thread);
+}
+
+/* Decode: phases 2-4 as one pool run with no barrier between them. Tasks [0, n_groups *
+ * tiles) are GEMM1 tiles, then GEMM2 tiles (job->tiles2 per group), one group list for both.
+ * The thread finishing a group's last GEMM1 tile requantises its rows and marks it ready;
+ * a GEMM2 task waits for its group. Tasks are claimed in increasing order, so every GEMM1
+ * task is claimed (and never waits) before any GEMM2 task: no deadlock, and the wait is rare
+ * (only the last groups' tails). Same arithmetic per element as the phased path. */
+static void fused_task(void *arg, int64_t t, int32_t thread)
+{
+    const cpu_job *job = arg;
+    int64_t n1 = job->n_groups * job->tiles;
+    if (t < n1) {
+        int64_t gi = t / job->tiles;
+        const cpu_rowgroup *rg = &job->groups[gi];
+        gemm1_tile(job, rg, t % job->tiles, thread);
+        if (atomic_fetch_sub_explicit(&job->pending[gi], 1, memory_order_acq_rel) == 1) {
+            requant_rows(job, rg->r0, rg->r1);
+            atomic_store_explicit(&job->ready[gi], 1, memory_order_release);
+        }
+        return;
+    }
+    t -= n1;
+    int64_t gi = t / job->tiles2;
+    for (unsigned spins = 0; !atomic_load_explicit(&job->ready[gi], memory_order_acquire);
+         spins++) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (spins > 4096) sched_yield(); /* the group's last GEMM1 tile was descheduled */
+    }
+    gemm2_tile(job, &job->groups[gi], t % job->tiles2, thread);
+}
+
+/* A decode-sized chunk: phase 1 (on the caller when it is a couple of tasks: a token's k rows
+ * share one prepared row, so that is one row's work per token, less than a pool hand-off),
+ * then fused_task. */
+static void run_fused(cpu_job *job, int64_t rb, int64_t tiles1, int64_t tiles2,
+                      int64_t prep_tasks, cpu_rowgroup *groups)
+{
+    if (prep_tasks <= 2)
+        for (int64_t t = 0; t < prep_tasks; t++) prep_in_task(job, t, 0);
+    else
+        w4a8moe_threadpool_run(job->s->pool, prep_in_task, job, prep_tasks);
+    job->groups = groups;
+    job->n_groups = build_groups(job, rb, groups);
+    job->tiles = tiles1;
+    job->tiles2 = tiles2;
+    for (int64_t i = 0; i < job->n_groups; i++) {
+        atomic_store_explicit(&job->pending[i], (int)tiles1, memory_order_relaxed);
+        atomic_store_explicit(&job->ready[i], 0, memory_order_relaxed);
+    }
+    w4a8moe_threadpool_run(job->s->pool, fused_task, job, job->n_groups * (tiles1 + tiles2));
 }
 
 static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
@@ -508,7 +586,9 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
                    (int32_t *)(void *)(ws + L.corr1), (int32_t *)(void *)(ws + L.corr2),
                    (int32_t *)(void *)(ws + L.alias1),
                    (float *)(void *)(ws + L.ymid), (float *)(void *)(ws + L.rmid), NULL, 0, 0,
-                   (double *)(void *)(ws + L.scratch)};
+                   (double *)(void *)(ws + L.scratch), 0, NULL, NULL};
+    job.pending = (atomic_int *)(void *)(ws + L.sync);
+    job.ready = job.pending + L.max_groups1;
     cpu_rowgroup *g1 = (cpu_rowgroup *)(void *)(ws + L.groups1);
     cpu_rowgroup *g2 = (cpu_rowgroup *)(void *)(ws + L.groups2);
     int64_t begin = dp->expert_offsets[0], end = dp->expert_offsets[s->num_local];
@@ -518,6 +598,10 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
         job.c0 = c0;
         job.c1 = c0 + L.rc < end ? c0 + L.rc : end;
         int64_t prep_tasks = (job.c1 - c0 + PREP_ROWS - 1) / PREP_ROWS;
+        if (job.c1 - c0 <= FUSED_ROWS) {
+            run_fused(&job, L.rb1, tiles1, tiles2, prep_tasks, g1);
+            continue;
+        }
         w4a8moe_threadpool_run(s->pool, prep_in_task, &job, prep_tasks);
         job.groups = g1;
         job.n_groups = build_groups(&job, L.rb1, g1);
