@@ -24,8 +24,10 @@
  *     w4a8moe_layer_free(layer);
  *
  * Thread safety: distinct layers may be used from distinct threads. One layer must not run two
- * forwards at once (it owns one workspace). Error messages are per layer, and per thread for
- * calls that have no layer (create, explain, loader).
+ * forwards at once (it owns one workspace). CPU layers share one set of worker threads, so the
+ * experts stages of CPU forwards from different threads take turns (each already uses every
+ * core it was given). Error messages are per layer, and per thread for calls that have no layer
+ * (create, explain, loader).
  *
  * ABI: structs passed in are read at the call and never kept (create copies what it needs, the
  * weights included, unless a function says otherwise). New members are only ever appended, and
