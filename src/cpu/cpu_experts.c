@@ -69,10 +69,6 @@ typedef struct cpu_state {
     int32_t lut_a512[256];   /* e4m3 code -> v * 512 (0 for NaN) */
 } cpu_state;
 
-typedef struct cpu_rowgroup {
-    int32_t e, r0, r1; /* rows [r0, r1) of local expert e, r1 - r0 <= rows per task */
-} cpu_rowgroup;
-
 /* Where each array lives in the workspace; rc = rows per chunk. */
 typedef struct cpu_ws_layout {
     int64_t rc, rb1, rb2, max_groups1, max_groups2;
@@ -408,15 +404,8 @@ static void prep_mid_task(void *arg, int64_t t, int32_t thread)
 /* Splits the chunk's rows of each expert into groups of at most rb rows. */
 static int64_t build_groups(const cpu_job *job, int64_t rb, cpu_rowgroup *out)
 {
-    int64_t n = 0;
-    const int32_t *off = job->dp->expert_offsets;
-    for (int32_t e = 0; e < job->s->num_local; e++) {
-        int64_t lo = off[e] > job->c0 ? off[e] : job->c0;
-        int64_t hi = off[e + 1] < job->c1 ? off[e + 1] : job->c1;
-        for (int64_t r = lo; r < hi; r += rb)
-            out[n++] = (cpu_rowgroup){e, (int32_t)r, (int32_t)(r + rb < hi ? r + rb : hi)};
-    }
-    return n;
+    return w4a8moe_cpu_build_groups(job->dp->expert_offsets, job->s->num_local, job->c0, job->c1,
+                                    rb, out);
 }
 
 /* Runs the tile kernel for (row group, tile) of one GEMM; out gets [nr][np*16]. */

@@ -64,10 +64,6 @@ struct cpu_dense_state {
     uint8_t *blob;            /* [E_local] experts: w13 panels then w2 panels */
 };
 
-typedef struct dense_rowgroup {
-    int32_t e, r0, r1; /* rows [r0, r1) of local expert e */
-} dense_rowgroup;
-
 /* Where each array lives in the workspace; rc = rows per chunk. */
 typedef struct dense_ws {
     int64_t rc, rb1, rb2, max_groups1, max_groups2;
@@ -100,8 +96,8 @@ static void ws_layout(const w4a8moe_layer_desc *d, int32_t num_local, int32_t th
     size_t rc = (size_t)L->rc, off = 0;
     L->xin = off;     off += align64(rc * (size_t)H * 4);
     L->ymid = off;    off += align64(rc * (size_t)I * 4);
-    L->groups1 = off; off += align64((size_t)L->max_groups1 * sizeof(dense_rowgroup));
-    L->groups2 = off; off += align64((size_t)L->max_groups2 * sizeof(dense_rowgroup));
+    L->groups1 = off; off += align64((size_t)L->max_groups1 * sizeof(cpu_rowgroup));
+    L->groups2 = off; off += align64((size_t)L->max_groups2 * sizeof(cpu_rowgroup));
     L->scratch = off; off += (size_t)(threads > 0 ? threads : 1) * DENSE_SCRATCH * 8;
     L->total = off;
 }
@@ -380,7 +376,7 @@ typedef struct dense_job {
     int64_t c0, c1;              /* the chunk's rows */
     float *xin;                  /* [rc][H] f32 inputs, indexed by row - c0 */
     float *ymid;                 /* [rc][I] activations */
-    const dense_rowgroup *groups; /* of the phase running */
+    const cpu_rowgroup *groups; /* of the phase running */
     int64_t n_groups, tiles;
     double *scratch;             /* [threads][DENSE_SCRATCH] tile sums */
 } dense_job;
@@ -406,22 +402,15 @@ static void widen_task(void *arg, int64_t t, int32_t thread)
 }
 
 /* Splits the chunk's rows of each expert into groups of at most rb rows. */
-static int64_t build_groups(const dense_job *job, int64_t rb, dense_rowgroup *out)
+static int64_t build_groups(const dense_job *job, int64_t rb, cpu_rowgroup *out)
 {
-    int64_t n = 0;
-    const int32_t *off = job->dp->expert_offsets;
-    for (int32_t e = 0; e < job->s->num_local; e++) {
-        int64_t lo = off[e] > job->c0 ? off[e] : job->c0;
-        int64_t hi = off[e + 1] < job->c1 ? off[e + 1] : job->c1;
-        for (int64_t r = lo; r < hi; r += rb)
-            out[n++] = (dense_rowgroup){e, (int32_t)r, (int32_t)(r + rb < hi ? r + rb : hi)};
-    }
-    return n;
+    return w4a8moe_cpu_build_groups(job->dp->expert_offsets, job->s->num_local, job->c0, job->c1,
+                                    rb, out);
 }
 
 /* The kernel on (row group, np panels from p0); inputs are rows of `in` (ld floats apart,
  * indexed by row - c0); out gets [nr][np*16]. */
-static void run_tile(const dense_job *job, const dense_rowgroup *rg, const uint8_t *panels,
+static void run_tile(const dense_job *job, const cpu_rowgroup *rg, const uint8_t *panels,
                      size_t panel_bytes, int bf16, int64_t K, int64_t p0, int np,
                      const float *in, int64_t ld, double *out)
 {
@@ -442,7 +431,7 @@ static void gemm1_task(void *arg, int64_t t, int32_t thread)
 {
     const dense_job *job = arg;
     const cpu_dense_state *s = job->s;
-    const dense_rowgroup *rg = &job->groups[t / job->tiles];
+    const cpu_rowgroup *rg = &job->groups[t / job->tiles];
     int64_t I = s->I, p0 = (t % job->tiles) * DENSE_TILE;
     int np = (int)(s->P13 - p0 < DENSE_TILE ? s->P13 - p0 : DENSE_TILE);
     double *out = job->scratch + (size_t)thread * DENSE_SCRATCH;
@@ -464,7 +453,7 @@ static void gemm2_task(void *arg, int64_t t, int32_t thread)
 {
     const dense_job *job = arg;
     const cpu_dense_state *s = job->s;
-    const dense_rowgroup *rg = &job->groups[t / job->tiles];
+    const cpu_rowgroup *rg = &job->groups[t / job->tiles];
     int64_t H = s->H, p0 = (t % job->tiles) * DENSE_TILE;
     int np = (int)(s->P2 - p0 < DENSE_TILE ? s->P2 - p0 : DENSE_TILE);
     double *out = job->scratch + (size_t)thread * DENSE_SCRATCH;
@@ -486,8 +475,8 @@ void w4a8moe_cpu_dense_run(const w4a8moe_stage_ctx *ctx, const cpu_dense_state *
     char *ws = workspace;
     dense_job job = {s, ctx->desc, dp, 0, 0, (float *)(void *)(ws + L.xin),
                      (float *)(void *)(ws + L.ymid), NULL, 0, 0, (double *)(void *)(ws + L.scratch)};
-    dense_rowgroup *g1 = (dense_rowgroup *)(void *)(ws + L.groups1);
-    dense_rowgroup *g2 = (dense_rowgroup *)(void *)(ws + L.groups2);
+    cpu_rowgroup *g1 = (cpu_rowgroup *)(void *)(ws + L.groups1);
+    cpu_rowgroup *g2 = (cpu_rowgroup *)(void *)(ws + L.groups2);
     int64_t begin = dp->expert_offsets[0], end = dp->expert_offsets[s->num_local];
     int64_t tiles1 = (s->P13 + DENSE_TILE - 1) / DENSE_TILE;
     int64_t tiles2 = (s->P2 + DENSE_TILE - 1) / DENSE_TILE;

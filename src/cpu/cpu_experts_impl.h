@@ -94,4 +94,26 @@ void w4a8moe_cpu_dense_run(const w4a8moe_stage_ctx *ctx, const cpu_dense_state *
                            const w4a8moe_dispatch *dispatch, void *workspace);
 void w4a8moe_cpu_dense_free(cpu_dense_state *s);
 
+/* Rows [r0, r1) of local expert e: the unit of work both cpu paths (int4 and dense) hand to a
+ * task, r1 - r0 <= the path's rows per task. */
+typedef struct cpu_rowgroup {
+    int32_t e, r0, r1;
+} cpu_rowgroup;
+
+/* Splits the rows [c0, c1) of a chunk, expert by expert (expert_offsets [E_local+1]), into
+ * groups of at most rb rows; returns how many it wrote to out. */
+static inline int64_t w4a8moe_cpu_build_groups(const int32_t *expert_offsets, int32_t num_local,
+                                               int64_t c0, int64_t c1, int64_t rb,
+                                               cpu_rowgroup *out)
+{
+    int64_t n = 0;
+    for (int32_t e = 0; e < num_local; e++) {
+        int64_t lo = expert_offsets[e] > c0 ? expert_offsets[e] : c0;
+        int64_t hi = expert_offsets[e + 1] < c1 ? expert_offsets[e + 1] : c1;
+        for (int64_t r = lo; r < hi; r += rb)
+            out[n++] = (cpu_rowgroup){e, (int32_t)r, (int32_t)(r + rb < hi ? r + rb : hi)};
+    }
+    return n;
+}
+
 #endif /* W4A8MOE_CPU_EXPERTS_IMPL_H */
