@@ -198,6 +198,10 @@ $(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRCS) | $(BUILD)/.fuzz-deps-ok
 $(BUILD)/.fuzz-deps-ok: | deps
 	$(call apt_install,$(FUZZ_PACKAGES))
 
+# What a static link of libw4a8moe.a needs besides it (pkg-config --static): jansson, and the
+# CUDA runtime when this build has CUDA inside.
+PC_LIBS_PRIVATE := $(patsubst $(JANSSON_LIB),-ljansson,$(LDLIBS))
+
 # ---- install -------------------------------------------------------------------------------
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
@@ -207,7 +211,8 @@ install: all
 	ln -sf libw4a8moe.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.0
 	ln -sf libw4a8moe.so.0 $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' w4a8moe.pc.in \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|g' w4a8moe.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/w4a8moe.pc
 
 # ---- run -----------------------------------------------------------------------------------
