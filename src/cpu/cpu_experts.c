@@ -26,7 +26,10 @@
  * Determinism: every output element belongs to exactly one task and is summed in a fixed
  * order, so results do not depend on the thread count or on which thread ran what.
  * Decode balance: T = 1, k = 8 gives 8 row groups x 24 tiles (I = 768) = 192 GEMM1 tasks of
- * ~64 KB of weights each, ~3 us apiece: two threads stay within a task of each other.
+ * ~64 KB of weights each, ~3 us apiece: two threads stay within a task of each other. Decode
+ * GEMM2 tiles are 8 panels (TILE_PANELS2_FUSED; 16 x 50 KB tasks per group at H = 2048): with
+ * K = I short, 4-panel tasks were ~25 KB and each task start is a cold prefetch (T = 1 layer
+ * ~800 against ~855 us median on the 2-core host, noisy; 16 panels measured no better).
  *
  * Unquantised shared experts (scheme pair BF16 x BF16) take their own path on the same pool
  * and ISA choice: cpu_experts_dense.c (bf16/f32 panels, f32 FMA blocks summed in f64).
@@ -44,6 +47,7 @@
 #include <sys/mman.h>
 
 #define TILE_PANELS 4         /* panels per task: 64 channels (GEMM2) or 32 i values (GEMM1) */
+#define TILE_PANELS2_FUSED 8  /* panels per GEMM2 task in decode (fused_task), see the top */
 #define ROW_BYTES_L2 (256u << 10) /* prepared rows one task may keep hot in L2 */
 #define CHUNK_BYTES (32u << 20)   /* workspace budget for the per-chunk row buffers */
 #define PREP_ROWS 4           /* rows per phase-1/3 task */
@@ -84,7 +88,7 @@ static int64_t rows_per_task(int64_t K)
     return rb < 4 ? 4 : (rb > 64 ? 64 : rb);
 }
 
-#define SCRATCH_DOUBLES (64 * TILE_PANELS * CPU_PANEL) /* one task's tile sums, 32 KB */
+#define SCRATCH_DOUBLES (64 * TILE_PANELS2_FUSED * CPU_PANEL) /* one task's tile sums, 64 KB */
 
 static void ws_layout(const w4a8moe_layer_desc *d, int32_t num_local, int32_t threads,
                       cpu_ws_layout *L)
@@ -306,6 +310,7 @@ typedef struct cpu_job {
     int64_t n_groups, tiles;
     double *scratch;               /* [threads][SCRATCH_DOUBLES] tile sums (off the stack) */
     int64_t tiles2;                /* fused_task: GEMM2 tiles per group */
+    int64_t panels2;               /* panels per GEMM2 tile */
     atomic_int *pending, *ready;   /* fused_task: [groups] GEMM1 tiles left; requantised */
 } cpu_job;
 
@@ -482,8 +487,8 @@ static void gemm2_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile,
 {
     const cpu_state *s = job->s;
     const cpu_expert *x = &s->experts[rg->e];
-    int64_t H = s->H, p0 = tile * TILE_PANELS, npan = H / CPU_PANEL;
-    int np = (int)(npan - p0 < TILE_PANELS ? npan - p0 : TILE_PANELS);
+    int64_t H = s->H, tp = job->panels2, p0 = tile * tp, npan = H / CPU_PANEL;
+    int np = (int)(npan - p0 < tp ? npan - p0 : tp);
     double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
     run_tile(job, rg, x->w2, s->panel2, s->group2, s->I, p0, np,
              (const int16_t *)(const void *)job->ymid, job->corr2, NULL, out);
@@ -539,9 +544,10 @@ static void fused_task(void *arg, int64_t t, int32_t thread)
 /* A decode-sized chunk: phase 1 (on the caller when it is a couple of tasks: a token's k rows
  * share one prepared row, so that is one row's work per token, less than a pool hand-off),
  * then fused_task. */
-static void run_fused(cpu_job *job, int64_t rb, int64_t tiles1, int64_t tiles2,
-                      int64_t prep_tasks, cpu_rowgroup *groups)
+static void run_fused(cpu_job *job, int64_t rb, int64_t tiles1, int64_t prep_tasks,
+                      cpu_rowgroup *groups)
 {
+    int64_t tiles2 = (job->s->H / CPU_PANEL + TILE_PANELS2_FUSED - 1) / TILE_PANELS2_FUSED;
     if (prep_tasks <= 2)
         for (int64_t t = 0; t < prep_tasks; t++) prep_in_task(job, t, 0);
     else
@@ -550,6 +556,7 @@ static void run_fused(cpu_job *job, int64_t rb, int64_t tiles1, int64_t tiles2,
     job->n_groups = build_groups(job, rb, groups);
     job->tiles = tiles1;
     job->tiles2 = tiles2;
+    job->panels2 = TILE_PANELS2_FUSED;
     for (int64_t i = 0; i < job->n_groups; i++) {
         atomic_store_explicit(&job->pending[i], (int)tiles1, memory_order_relaxed);
         atomic_store_explicit(&job->ready[i], 0, memory_order_relaxed);
@@ -575,7 +582,7 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
                    (int32_t *)(void *)(ws + L.corr1), (int32_t *)(void *)(ws + L.corr2),
                    (int32_t *)(void *)(ws + L.alias1),
                    (float *)(void *)(ws + L.ymid), (float *)(void *)(ws + L.rmid), NULL, 0, 0,
-                   (double *)(void *)(ws + L.scratch), 0, NULL, NULL};
+                   (double *)(void *)(ws + L.scratch), 0, 0, NULL, NULL};
     job.pending = (atomic_int *)(void *)(ws + L.sync);
     job.ready = job.pending + L.max_groups1;
     cpu_rowgroup *g1 = (cpu_rowgroup *)(void *)(ws + L.groups1);
@@ -588,7 +595,7 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
         job.c1 = c0 + L.rc < end ? c0 + L.rc : end;
         int64_t prep_tasks = (job.c1 - c0 + PREP_ROWS - 1) / PREP_ROWS;
         if (job.c1 - c0 <= FUSED_ROWS) {
-            run_fused(&job, L.rb1, tiles1, tiles2, prep_tasks, g1);
+            run_fused(&job, L.rb1, tiles1, prep_tasks, g1);
             continue;
         }
         w4a8moe_threadpool_run(s->pool, prep_in_task, &job, prep_tasks);
@@ -600,6 +607,7 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
         job.groups = g2;
         job.n_groups = build_groups(&job, L.rb2, g2);
         job.tiles = tiles2;
+        job.panels2 = TILE_PANELS;
         w4a8moe_threadpool_run(s->pool, gemm2_task, &job, job.n_groups * tiles2);
     }
     return W4A8MOE_STATUS_OK;

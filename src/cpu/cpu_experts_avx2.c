@@ -23,6 +23,11 @@
  * 0.52 bytes per weight, so decode is memory bound: software prefetch 1 KB ahead on each panel
  * stream took a cold single-thread decode layer from ~2.4 to ~2.0 ms, prefetching each stream's
  * first 1 KB at the call's start saved another ~4% (2 threads; 2 KB ahead measured no better).
+ * Short panels (GEMM2, K = I = 768: 6 KB a stream) paid that cold start on every call: running
+ * the prefetch on into the next call's stream heads instead (only a tile's first call
+ * prefetches heads) took the qwen3-30b-a3b T = 1 layer from ~790 to ~730 us, together with
+ * 8-panel GEMM2 decode tiles (cpu_experts.c); a single stream per call (1x2 tiles, panels in
+ * turn) measured slower than two side by side.
  * Prefill runs 4x1 (4 rows share each unpacked weight vector): ~28 G MACs/s/core with AVX2,
  * ~34 with VNNI.
  */
@@ -93,7 +98,13 @@ AVX2_INLINE void tile_kernel(const cpu_gemm_args *ga, int r0, int q0, int ldo, c
 #pragma GCC unroll 4
     for (int q = 0; q < NB; q++)
         wq[q] = ga->w + (size_t)((q0 + q) >> 1) * ga->panel_bytes + 32 * ((q0 + q) & 1);
-    if (MR == 1) /* the head of each panel stream, which the in-loop prefetch never covers */
+    /* decode: a call streams NB/2 panels side by side and the tile's next call the NB/2 after
+     * them, so past its streams' ends the in-loop prefetch moves on to the next call's streams
+     * (skip the other NB/2 - 1 panels; panel padding, if any, just shifts it a few lines) and
+     * only the tile's first call starts cold */
+    const size_t stream_len = (size_t)ngroups * ga->group_bytes;
+    const size_t skip = q0 + NB < 2 * ga->np ? (size_t)(NB / 2 - 1) * ga->panel_bytes : 0;
+    if (MR == 1 && q0 == 0) /* the tile's head, which the in-loop prefetch never covers */
 #pragma GCC unroll 4
         for (int q = 0; q < NB; q += 2)
             for (int o = 0; o < PREFETCH_BYTES; o += CPU_CHUNK)
@@ -113,12 +124,13 @@ AVX2_INLINE void tile_kernel(const cpu_gemm_args *ga, int r0, int q0, int ldo, c
                     wq[q] + (size_t)b * ga->group_bytes + (size_t)c * CPU_CHUNK));
 #pragma GCC unroll 4
             for (int r = 0; r < MR; r++) ac[r] = a[r] + (b * nchunk + c) * 8;
-            if (MR == 1) /* memory bound: one 64-byte chunk per panel and step */
+            if (MR == 1) { /* memory bound: one 64-byte chunk per panel and step */
+                size_t pf = (size_t)b * ga->group_bytes + (size_t)c * CPU_CHUNK + PREFETCH_BYTES;
+                if (pf >= stream_len) pf += skip;
 #pragma GCC unroll 4
                 for (int q = 0; q < NB; q += 2)
-                    _mm_prefetch((const char *)(wq[q] + (size_t)b * ga->group_bytes +
-                                                (size_t)c * CPU_CHUNK + PREFETCH_BYTES),
-                                 _MM_HINT_T0);
+                    _mm_prefetch((const char *)(wq[q] + pf), _MM_HINT_T0);
+            }
 #pragma GCC unroll 4
             for (int m = 0; m < 4; m++) {
                 __m256i E[4];
