@@ -18,6 +18,7 @@
 #define W4A8MOE_LOCAL_DISPATCH_CUH
 
 #include "../../common/quant.h"
+#include "block_scan.cuh"
 
 #include <stdint.h>
 
@@ -68,16 +69,7 @@ __global__ void dispatch_scan_kernel(int32_t *__restrict__ counts, int chunks, i
     int32_t mine = 0;
     for (int e = lo; e < hi; e++)
         for (int c = 0; c < chunks; c++) mine += counts[(int64_t)c * nl + e];
-    part[threadIdx.x] = mine;
-    __syncthreads();
-    /* inclusive scan of 1024 partials (Hillis-Steele; integer, order does not matter) */
-    for (int off = 1; off < 1024; off <<= 1) {
-        int32_t v = threadIdx.x >= off ? part[threadIdx.x - off] : 0;
-        __syncthreads();
-        part[threadIdx.x] += v;
-        __syncthreads();
-    }
-    int32_t run = part[threadIdx.x] - mine;
+    int32_t run = block_exclusive_scan_1024(part, mine);
     for (int e = lo; e < hi; e++) {
         offsets[e] = run;
         for (int c = 0; c < chunks; c++) {
@@ -140,15 +132,7 @@ __global__ void dispatch_small_kernel(pair_map m, int32_t *__restrict__ counts, 
     int per = (m.nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, m.nl);
     int32_t mine = 0;
     for (int x = lo; x < hi; x++) mine += counts[x];
-    part[threadIdx.x] = mine;
-    __syncthreads();
-    for (int off = 1; off < 1024; off <<= 1) {
-        int32_t v = threadIdx.x >= off ? part[threadIdx.x - off] : 0;
-        __syncthreads();
-        part[threadIdx.x] += v;
-        __syncthreads();
-    }
-    int32_t run = part[threadIdx.x] - mine;
+    int32_t run = block_exclusive_scan_1024(part, mine);
     for (int x = lo; x < hi; x++) {
         int32_t v = counts[x];
         offsets[x] = run;

@@ -24,6 +24,7 @@
 #define W4A8MOE_SM89_GROUPED_GEMM_CUH
 
 #include "../../common/quant.h"
+#include "block_scan.cuh"
 
 #include <stdint.h>
 
@@ -101,15 +102,7 @@ __global__ void sm89_schedule_kernel(const int32_t *__restrict__ offsets, int nl
     int lo = threadIdx.x * per, hi = min(lo + per, nl);
     int32_t mine = 0;
     for (int e = lo; e < hi; e++) mine += (offsets[e + 1] - offsets[e] + bt - 1) / bt;
-    part[threadIdx.x] = mine;
-    __syncthreads();
-    for (int off = 1; off < 1024; off <<= 1) {
-        int32_t v = threadIdx.x >= off ? part[threadIdx.x - off] : 0;
-        __syncthreads();
-        part[threadIdx.x] += v;
-        __syncthreads();
-    }
-    int32_t at = part[threadIdx.x] - mine;
+    int32_t at = block_exclusive_scan_1024(part, mine);
     for (int e = lo; e < hi; e++)
         for (int32_t r = offsets[e]; r < offsets[e + 1]; r += bt) tiles[at++] = make_int2(e, r);
     if (threadIdx.x == 1023) *ntiles = part[1023];
