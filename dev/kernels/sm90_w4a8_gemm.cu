@@ -1,0 +1,252 @@
+/*
+ * sm90_w4a8_gemm.cu — kernel lab for the cuda_sm90 grouped W4A8 GEMM
+ * (src/cuda/kernels/sm90_grouped_gemm.cuh), against the CPU reference and the cuda_sm89 kernel.
+ *
+ * Problem: E experts, each with its own weights q [N, K] int4, S [N, K/g], C [N], and its own
+ * rows of a [R, K] e4m3 (row counts vary around M, so tiles are partly filled).
+ *   plain (GEMM2 form):  out[r, n] = s[r] * C[n] * sum_b S[n, b] * P_b
+ *   gated (GEMM1 form):  N = 2I rows (gate, up), y[r, i] = silu(h[r, i]) * h[r, I + i]
+ * CPU reference: f64 sums (cpu_ref's), on up to 24 sampled rows. Versions:
+ *   sm89        the cuda_sm89 library kernel (mma.sync, f64 promotion) — the baseline
+ *   sm90 bn64   wgmma m64n64k32, 2 consumer warpgroups, TMA ring of 6 stages
+ *   sm90 bn128  wgmma m64n128k32, 5 stages
+ *   sm90p ...   the same, promoting every k32 step ("precise", what the library runs)
+ * Each run poisons the output first (NaN) and checks every sampled row; timing is the median
+ * of 15 runs with the L2 flushed (256 MB memset) before each, TFLOP/s = 2*R*N*K / t.
+ *
+ * Build: nvcc -O3 -std=c++17 -Iinclude -gencode=arch=compute_90a,code=sm_90a \
+ *            dev/kernels/sm90_w4a8_gemm.cu -o build-lab/sm90_lab
+ * Run:   build-lab/sm90_lab [M] [E] [N] [K] [g] [gated] [seed]
+ *        (default 2048 8 4096 14336 128 0: Mixtral's down projection at 2048 rows per expert)
+ */
+#include "../../src/common/quant.h"
+#include "../../src/cuda/kernels/sm90_grouped_gemm.cuh"
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <algorithm>
+#include <vector>
+
+#define CK(x)                                                                                  \
+    do {                                                                                       \
+        cudaError_t e_ = (x);                                                                  \
+        if (e_ != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+static uint64_t rng = 0x1234567;
+static uint32_t next32(void)
+{
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+static float unif(float lo, float hi) { return lo + (hi - lo) * (float)(next32() & 0xffffff) / 16777216.0f; }
+
+struct problem {
+    int M, E, N, K, g, gated, R;
+    std::vector<int32_t> off;            /* [E + 1] */
+    std::vector<uint8_t> a;              /* [R, K] */
+    std::vector<float> sa;               /* [R] */
+    std::vector<int32_t> q;              /* [E, N, K/8] */
+    std::vector<float> S, C;             /* [E, N, K/g], [E, N] */
+};
+
+static double silu_d(double v) { return v / (1.0 + exp(-v)); }
+
+/* Reference row r: plain [N] or gated [N/2]. */
+static void ref_row(const problem &P, int e, int r, std::vector<double> &out)
+{
+    int N = P.N, K = P.K, g = P.g, G = K / g;
+    std::vector<float> h(N);
+    for (int n = 0; n < N; n++) {
+        const int32_t *qr = &P.q[((size_t)e * N + n) * (K / 8)];
+        double acc = 0;
+        for (int b = 0; b < G; b++) {
+            double Pb = 0;
+            for (int k = b * g; k < (b + 1) * g; k++)
+                Pb += (double)w4a8moe_int4_get(qr, k) * w4a8moe_e4m3_to_f32(P.a[(size_t)r * K + k]);
+            acc += (double)P.S[((size_t)e * N + n) * G + b] * Pb;
+        }
+        h[n] = (float)((double)P.sa[r] * ((double)P.C[(size_t)e * N + n] * acc));
+    }
+    out.assign(P.gated ? N / 2 : N, 0.0);
+    for (size_t i = 0; i < out.size(); i++)
+        out[i] = P.gated ? (double)(float)silu_d(h[i]) * h[N / 2 + i] : h[i];
+}
+
+static void make(problem &P)
+{
+    P.off.assign(P.E + 1, 0);
+    for (int e = 0; e < P.E; e++) P.off[e + 1] = P.off[e] + std::max(1, P.M + (int)(next32() % 33) - 16);
+    P.R = P.off[P.E];
+    P.a.resize((size_t)P.R * P.K);
+    for (auto &v : P.a) {
+        uint8_t c;
+        do c = (uint8_t)next32(); while ((c & 0x7f) == 0x7f); /* no NaN codes */
+        v = c;
+    }
+    P.sa.resize(P.R);
+    for (auto &v : P.sa) v = unif(0.001f, 0.01f);
+    P.q.resize((size_t)P.E * P.N * (P.K / 8));
+    for (auto &v : P.q) v = (int32_t)next32() ^ (int32_t)(next32() << 21);
+    P.S.resize((size_t)P.E * P.N * (P.K / P.g));
+    for (auto &v : P.S) v = unif(0.004f, 0.02f);
+    P.C.resize((size_t)P.E * P.N);
+    for (auto &v : P.C) v = unif(0.5f, 1.5f);
+}
+
+template <typename T>
+static T *upload(const std::vector<T> &v)
+{
+    T *d = NULL;
+    CK(cudaMalloc((void **)&d, v.size() * sizeof(T) + 16));
+    CK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* Worst rel-L2 over the sampled rows; NaN (unwritten) counts as failure. */
+static double check(const problem &P, const float *dout, int n_out)
+{
+    std::vector<float> got((size_t)P.R * n_out);
+    CK(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost));
+    double worst = 0;
+    std::vector<double> ref;
+    for (int i = 0; i < 24; i++) {
+        int r = (int)((int64_t)i * (P.R - 1) / 23), e = 0;
+        while (P.off[e + 1] <= r) e++;
+        ref_row(P, e, r, ref);
+        double num = 0, den = 0;
+        for (int n = 0; n < n_out; n++) {
+            double gv = got[(size_t)r * n_out + n];
+            if (!isfinite(gv)) return INFINITY;
+            num += (gv - ref[n]) * (gv - ref[n]);
+            den += ref[n] * ref[n];
+        }
+        worst = std::max(worst, sqrt(num / (den > 0 ? den : 1)));
+    }
+    return worst;
+}
+
+int main(int argc, char **argv)
+{
+    problem P;
+    P.M = argc > 1 ? atoi(argv[1]) : 2048;
+    P.E = argc > 2 ? atoi(argv[2]) : 8;
+    P.N = argc > 3 ? atoi(argv[3]) : 4096;
+    P.K = argc > 4 ? atoi(argv[4]) : 14336;
+    P.g = argc > 5 ? atoi(argv[5]) : 128;
+    P.gated = argc > 6 ? atoi(argv[6]) : 0;
+    rng ^= argc > 7 ? (uint64_t)atoll(argv[7]) * 0x9e3779b97f4a7c15ull : 0;
+    make(P);
+    const int n_out = P.gated ? P.N / 2 : P.N, G = P.K / P.g;
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    printf("lab sm90_w4a8_gemm on %s: R=%d (E=%d, ~%d rows each) N=%d K=%d g=%d %s\n", prop.name,
+           P.R, P.E, P.M, P.N, P.K, P.g, P.gated ? "gated" : "plain");
+
+    int32_t *d_q = upload(P.q), *d_off = upload(P.off);
+    float *d_S = upload(P.S), *d_C = upload(P.C), *d_sa = upload(P.sa);
+    uint8_t *d_a = upload(P.a);
+    float *d_out;
+    uint32_t *d_rowmax;
+    int2 *d_tiles;
+    int32_t *d_ntiles;
+    CK(cudaMalloc((void **)&d_out, (size_t)P.R * n_out * 4));
+    CK(cudaMalloc((void **)&d_rowmax, (size_t)P.R * 4));
+    CK(cudaMalloc((void **)&d_tiles, (size_t)(P.R + P.E) * 8));
+    CK(cudaMalloc((void **)&d_ntiles, 4));
+    char *flush;
+    const size_t flush_bytes = 256u << 20;
+    CK(cudaMalloc((void **)&flush, flush_bytes));
+
+    /* sm89 packing */
+    uint2 *q89;
+    float *s89, *c89;
+    CK(cudaMalloc((void **)&q89, P.q.size() * 4));
+    CK(cudaMalloc((void **)&s89, P.S.size() * 4));
+    CK(cudaMalloc((void **)&c89, P.C.size() * 4));
+    for (int e = 0; e < P.E; e++) {
+        int64_t n1 = P.N / 16 * (P.K / 32) * 32;
+        sm89_pack_kernel<<<(unsigned)((n1 + 255) / 256), 256>>>(d_q + (size_t)e * P.N * (P.K / 8), P.N,
+                                                                 P.K, q89 + (size_t)e * P.N * (P.K / 8) / 2);
+        int64_t n2 = (int64_t)P.N * G;
+        sm89_pack_scales_kernel<<<(unsigned)((n2 + 255) / 256), 256>>>(
+            d_S + (size_t)e * P.N * G, 2, P.N, G, d_C + (size_t)e * P.N, s89 + (size_t)e * P.N * G,
+            c89 + (size_t)e * P.N);
+    }
+    /* sm90 packing */
+    const int64_t nrb0 = P.gated ? (n_out + 31) / 32 : (n_out + 63) / 64, nrb = (nrb0 + 1) & ~1ll;
+    const int64_t KB = (P.K + 127) / 128, rows_pad = nrb * 64;
+    uint2 *q90;
+    float *s90, *c90;
+    CK(cudaMalloc((void **)&q90, (size_t)P.E * nrb * KB * 512 * 8));
+    CK(cudaMalloc((void **)&s90, (size_t)P.E * rows_pad * G * 4));
+    CK(cudaMalloc((void **)&c90, (size_t)P.E * rows_pad * 4));
+    for (int e = 0; e < P.E; e++) {
+        int64_t n1 = nrb * KB * 512;
+        sm90_pack_kernel<<<(unsigned)((n1 + 255) / 256), 256>>>(d_q + (size_t)e * P.N * (P.K / 8), n_out,
+                                                                 P.gated, P.K, rows_pad, q90 + e * n1);
+        int64_t n2 = rows_pad * G;
+        sm90_pack_scales_kernel<<<(unsigned)((n2 + 255) / 256), 256>>>(
+            d_S + (size_t)e * P.N * G, 2, n_out, P.gated, G, rows_pad, d_C + (size_t)e * P.N,
+            s90 + e * n2, c90 + e * rows_pad);
+    }
+    CK(cudaDeviceSynchronize());
+
+    const double flops = 2.0 * P.R * P.N * P.K;
+    printf("%-12s %10s %10s %12s\n", "version", "us", "TFLOP/s", "worst relL2");
+    for (int v = 0; v < 5; v++) {
+        const int bn = v == 0 ? 32 : v == 1 || v == 3 ? 64 : 128;
+        const bool precise = v >= 3;
+        const char *names[] = {"sm89 nt4", "sm90 bn64", "sm90 bn128", "sm90p bn64", "sm90p bn128"};
+        const char *name = names[v];
+        unsigned bound = (unsigned)((P.R + bn - 1) / bn + P.E);
+        CUtensorMap tm;
+        if (v > 0 && sm90_tmap_act(&tm, d_a, P.R, P.K, bn)) { printf("%s: tensor map failed\n", name); continue; }
+        auto run = [&]() -> cudaError_t {
+            sm89_schedule_kernel<<<1, 1024>>>(d_off, P.E, bn, d_tiles, d_ntiles, d_rowmax, P.R);
+            if (v == 0) {
+                sm89_gemm_args a = {q89, s89, c89, P.N, n_out, P.K, P.g, d_a, d_sa, d_off, d_tiles,
+                                    d_ntiles, d_out, d_rowmax, 0};
+                dim3 grid(bound, (unsigned)((n_out / 16 + 3) / 4));
+                if (P.gated) sm89_gemm_kernel<4, 1, true><<<grid, 128>>>(a);
+                else sm89_gemm_kernel<4, 1, false><<<grid, 128>>>(a);
+                return cudaGetLastError();
+            }
+            sm90_gemm_args a = {q90, s90, c90, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles, d_ntiles,
+                                d_out, d_rowmax, 0};
+            if (bn == 64) return P.gated ? sm90_gemm_launch<64, 6, true>(tm, a, bound, 0, precise)
+                                         : sm90_gemm_launch<64, 6, false>(tm, a, bound, 0, precise);
+            return P.gated ? sm90_gemm_launch<128, 5, true>(tm, a, bound, 0, precise)
+                           : sm90_gemm_launch<128, 5, false>(tm, a, bound, 0, precise);
+        };
+        CK(cudaMemset(d_out, 0xff, (size_t)P.R * n_out * 4));
+        CK(run());
+        CK(cudaDeviceSynchronize());
+        double err = check(P, d_out, n_out);
+        std::vector<float> ts;
+        cudaEvent_t t0, t1;
+        CK(cudaEventCreate(&t0));
+        CK(cudaEventCreate(&t1));
+        for (int it = 0; it < 15; it++) {
+            CK(cudaMemset(flush, it, flush_bytes));
+            CK(cudaEventRecord(t0));
+            CK(run());
+            CK(cudaEventRecord(t1));
+            CK(cudaEventSynchronize(t1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, t0, t1));
+            ts.push_back(ms * 1000.0f);
+        }
+        std::sort(ts.begin(), ts.end());
+        double us = ts[ts.size() / 2];
+        printf("%-12s %10.1f %10.1f %12.3g %s\n", name, us, flops / us * 1e-6, err,
+               err <= 2e-3 ? "ok" : err <= 1e-2 ? "ok (gpu tol)" : "FAIL");
+    }
+    return 0;
+}

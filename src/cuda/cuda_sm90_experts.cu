@@ -1,0 +1,341 @@
+/*
+ * cuda_sm90_experts.cu — `cuda_sm90`, the Hopper experts backend: contract steps 3-6 for the
+ * rows of the contiguous dispatch on wgmma, with the activation tiles brought in by the tensor
+ * copy engine (kernels/sm90_grouped_gemm.cuh).
+ *
+ *   pack_weights (once): upload each expert's logical int4 words and scales and convert them on
+ *       the device into the fragment-major layout of the wgmma kernel (GEMM1's gate and up rows
+ *       interleaved so the SiLU·up epilogue is per thread).
+ *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
+ *       → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in its epilogue → requantisation to
+ *       e4m3 → GEMM2. The schedule and requantisation kernels are cuda_sm89's.
+ *
+ * Tensor maps (the copy engine's view of the [R, H] and [R, I] e4m3 inputs) are encoded on the
+ * host when run() first sees an input buffer and kept; the dispatch and workspace buffers of a
+ * layer do not move, so a captured graph replays with the maps it was captured with.
+ *
+ * Workspace (for R = max_tokens * k rows): tiles [ceil(R/64) + E_local] int2, a tile count,
+ * y [R, I] f32, row amax [R], b [R, I] e4m3, r [R] f32.
+ */
+#include "configs/sm90_tiles.h"
+#include "cuda_util.h"
+#include "kernels/sm90_grouped_gemm.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct sm90_matrix {
+    uint2 *wq;   /* [nl, NRB, KB, 128, 4] */
+    float *ws;   /* [nl, NRB, K/g, 64] */
+    float *wc;   /* [nl, NRB*64] */
+    int64_t nrb; /* even */
+} sm90_matrix;
+
+typedef struct sm90_state {
+    sm90_matrix w13, w2;
+    /* tensor maps of the last inputs seen, per tile width (index: bn == 128) */
+    const void *a_src[2], *b_src[2];
+    CUtensorMap a_map[2], b_map[2];
+} sm90_state;
+
+static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
+{
+    if (dev->cuda_sm == 0) {
+        snprintf(why, cap, "%s", dev->name);
+        return 0;
+    }
+    if (dev->cuda_sm != 90) {
+        snprintf(why, cap, "needs Hopper (sm_90: wgmma, the tensor copy engine); %s is sm_%d",
+                 dev->name, dev->cuda_sm);
+        return 0;
+    }
+    int cur = -1;
+    cudaGetDevice(&cur);
+    if (cur != dev->ordinal) cudaSetDevice(dev->ordinal);
+    cudaFuncAttributes attr;
+    cudaError_t e = cudaFuncGetAttributes(&attr, sm90_gemm_kernel<128, 5, 1, true>);
+    if (cur >= 0 && cur != dev->ordinal) cudaSetDevice(cur);
+    if (e != cudaSuccess || attr.binaryVersion < 90) {
+        cudaGetLastError();
+        snprintf(why, cap, "this build has no sm_90a code (%s); hint: build with "
+                 "-gencode=arch=compute_90a,code=sm_90a in CUDA_ARCHS",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "older binary");
+        return 0;
+    }
+    if (!sm90_encode_fn()) {
+        snprintf(why, cap, "the CUDA driver has no cuTensorMapEncodeTiled (needs driver >= 525)");
+        return 0;
+    }
+    return 1;
+}
+
+static int sm90_supports_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why, size_t cap)
+{
+    if (w == W4A8MOE_WEIGHT_INT4_GROUP &&
+        (a == W4A8MOE_ACT_FP8_TOKEN_DYNAMIC || a == W4A8MOE_ACT_FP8_TENSOR_STATIC))
+        return 1;
+    snprintf(why, cap, "runs int4-group weights with fp8 activations only");
+    return 0;
+}
+
+static int sm90_supports_activation(w4a8moe_activation act, char *why, size_t cap)
+{
+    if (act == W4A8MOE_ACTIVATION_SILU || act == W4A8MOE_ACTIVATION_GELU_TANH) return 1;
+    snprintf(why, cap, "activation %d is not implemented", (int)act);
+    return 0;
+}
+
+static int sm90_supports_parallel(int32_t rank, int32_t size, char *why, size_t cap)
+{
+    (void)rank;
+    (void)why;
+    (void)cap;
+    return size >= 1; /* experts run on the local slice; the prepare/finalize decides EP */
+}
+
+static int sm90_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t cap)
+{
+    /* H, I are multiples of g >= 32: the k32 steps and the 16-byte row pitch of the tensor
+     * maps always fit; what can fail is the prepare's top-k limit and the int32 coordinates */
+    if (d->hidden % 32 || d->inter % 32) {
+        snprintf(why, cap, "needs H and I multiples of 32 (k32 wgmma steps); H = %lld, I = %lld",
+                 (long long)d->hidden, (long long)d->inter);
+        return 0;
+    }
+    if (d->top_k > 64) {
+        snprintf(why, cap, "top_k = %d exceeds the CUDA prepare's limit of 64", d->top_k);
+        return 0;
+    }
+    if ((int64_t)d->max_tokens * d->top_k >= (1ll << 31) - 256) {
+        snprintf(why, cap, "max_tokens * top_k must stay below 2^31 (tensor-map row coordinates)");
+        return 0;
+    }
+    return 1;
+}
+
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+typedef struct sm90_ws {
+    int2 *tiles;
+    int32_t *ntiles;
+    float *y;
+    uint32_t *rowmax;
+    uint8_t *b;
+    float *r;
+} sm90_ws;
+
+static size_t sm90_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm90_ws *w)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    size_t R = (size_t)d->max_tokens * (size_t)d->top_k, I = (size_t)d->inter;
+    size_t max_tiles = (R + 63) / 64 + (size_t)ctx->num_local; /* the smallest tile: 64 rows */
+    char *p = base;
+    size_t off = 0;
+#define SM90_CARVE(field, type, bytes)                                                         \
+    do {                                                                                       \
+        if (w) w->field = (type)(p + off);                                                     \
+        off += align256(bytes);                                                                \
+    } while (0)
+    SM90_CARVE(tiles, int2 *, max_tiles * sizeof(int2));
+    SM90_CARVE(ntiles, int32_t *, 4);
+    SM90_CARVE(y, float *, R * I * 4);
+    SM90_CARVE(rowmax, uint32_t *, R * 4);
+    SM90_CARVE(b, uint8_t *, R * I);
+    SM90_CARVE(r, float *, R * 4);
+#undef SM90_CARVE
+    return off;
+}
+
+static size_t sm90_workspace_size(const w4a8moe_stage_ctx *ctx) { return sm90_ws_layout(ctx, NULL, NULL); }
+
+static void sm90_matrix_free(sm90_matrix *m)
+{
+    cudaFree(m->wq);
+    cudaFree(m->ws);
+    cudaFree(m->wc);
+}
+
+static void sm90_free(void *state)
+{
+    sm90_state *s = (sm90_state *)state;
+    if (!s) return;
+    sm90_matrix_free(&s->w13);
+    sm90_matrix_free(&s->w2);
+    free(s);
+}
+
+/* 64-row blocks of a matrix with n_out output channels, rounded up to the CTA's pair. */
+static int64_t sm90_nrb(int64_t n_out, int gated)
+{
+    int64_t nrb = gated ? w4a8moe_cdiv(n_out, 32) : w4a8moe_cdiv(n_out, 64);
+    return (nrb + 1) & ~(int64_t)1;
+}
+
+static w4a8moe_status sm90_matrix_alloc(sm90_matrix *m, int64_t nl, int64_t n_out, int gated,
+                                        int64_t K, int g, w4a8moe_err *err)
+{
+    m->nrb = sm90_nrb(n_out, gated);
+    int64_t KB = w4a8moe_cdiv(K, SM90_BK), rows_pad = m->nrb * 64;
+    CUDA_TRY(err, cudaMalloc((void **)&m->wq, (size_t)(nl * m->nrb * KB * 512) * 8));
+    CUDA_TRY(err, cudaMalloc((void **)&m->ws, (size_t)(nl * rows_pad * (K / g)) * 4));
+    CUDA_TRY(err, cudaMalloc((void **)&m->wc, (size_t)(nl * rows_pad) * 4));
+    return W4A8MOE_STATUS_OK;
+}
+
+/* Uploads one expert's logical matrix m into rows [row0, row0 + m->rows) of the staging
+ * matrix (gate and up go to rows 0 and I of GEMM1's [2I, H]); its channel scales, or ones
+ * when it has none (ones: a host buffer of at least m->rows ones). */
+static w4a8moe_status stage_rows(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t row0,
+                                 const float *ones, char *sq, char *ss, float *sc, w4a8moe_err *err)
+{
+    int64_t rows = m->rows, K = m->cols, groups = K / g;
+    size_t wpr = (size_t)(K / 8) * 4, spr = (size_t)groups * w4a8moe_dtype_size(sdt);
+    CUDA_TRY(err, cudaMemcpy(sq + row0 * wpr, m->packed, rows * wpr, cudaMemcpyHostToDevice));
+    CUDA_TRY(err, cudaMemcpy(ss + row0 * spr, m->scale, rows * spr, cudaMemcpyHostToDevice));
+    CUDA_TRY(err, cudaMemcpy(sc + row0, m->channel_scale ? m->channel_scale : ones, rows * 4,
+                             cudaMemcpyHostToDevice));
+    return W4A8MOE_STATUS_OK;
+}
+
+/* Converts the staged logical matrix of expert e into its place in m. */
+static w4a8moe_status pack_staged(const sm90_matrix *m, int64_t e, int64_t n_out, int gated, int64_t K,
+                                  int g, w4a8moe_dtype sdt, const char *sq, const char *ss,
+                                  const float *sc, w4a8moe_err *err)
+{
+    int64_t KB = w4a8moe_cdiv(K, SM90_BK), rows_pad = m->nrb * 64, groups = K / g;
+    int64_t n1 = m->nrb * KB * 512, n2 = rows_pad * groups;
+    sm90_pack_kernel<<<(unsigned)w4a8moe_cdiv(n1, 256), 256>>>((const int32_t *)sq, n_out, gated, K,
+                                                                rows_pad, m->wq + e * n1);
+    CUDA_LAUNCHED(err, "sm90_pack_kernel");
+    int64_t n3 = n2 > rows_pad ? n2 : rows_pad;
+    sm90_pack_scales_kernel<<<(unsigned)w4a8moe_cdiv(n3, 256), 256>>>(
+        ss, (int)sdt, n_out, gated, groups, rows_pad, sc, m->ws + e * n2, m->wc + e * rows_pad);
+    CUDA_LAUNCHED(err, "sm90_pack_scales_kernel");
+    CUDA_TRY(err, cudaDeviceSynchronize()); /* the next expert reuses the staging buffer */
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
+                                void **state, w4a8moe_err *err)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    int64_t H = d->hidden, I = d->inter, nl = w->num_local;
+    int g = d->group_size;
+    sm90_state *s = (sm90_state *)calloc(1, sizeof *s);
+    RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
+    *state = s;
+    FORWARD(w4a8moe_cuda_use(ctx->dev, err));
+    FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
+    FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
+    /* staging: the larger of [2I, H] and [H, I] logical words, scales (up to f32), channels */
+    int64_t elems = 2 * I * H, rows = 2 * I > H ? 2 * I : H;
+    size_t bq = align256((size_t)elems / 2), bs = align256((size_t)(elems / g) * 4);
+    char *staging = NULL;
+    CUDA_TRY(err, cudaMalloc((void **)&staging, bq + bs + (size_t)rows * 4));
+    char *sq = staging, *ss = staging + bq;
+    float *sc = (float *)(ss + bs);
+    float *ones = (float *)malloc((size_t)rows * 4);
+    if (!ones) {
+        cudaFree(staging);
+        RETURN_ERR(err, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 staging (%lld floats)", (long long)rows);
+    }
+    for (int64_t i = 0; i < rows; i++) ones[i] = 1.0f;
+    w4a8moe_status st = W4A8MOE_STATUS_OK;
+    const w4a8moe_dtype sdt = w->scale_dtype;
+    for (int64_t e = 0; e < nl && st == W4A8MOE_STATUS_OK; e++) {
+        const w4a8moe_expert_weights *x = &w->experts[e];
+        st = stage_rows(&x->gate, sdt, g, 0, ones, sq, ss, sc, err);
+        if (st == W4A8MOE_STATUS_OK) st = stage_rows(&x->up, sdt, g, I, ones, sq, ss, sc, err);
+        if (st == W4A8MOE_STATUS_OK) st = pack_staged(&s->w13, e, I, 1, H, g, sdt, sq, ss, sc, err);
+        if (st == W4A8MOE_STATUS_OK) st = stage_rows(&x->down, sdt, g, 0, ones, sq, ss, sc, err);
+        if (st == W4A8MOE_STATUS_OK) st = pack_staged(&s->w2, e, H, 0, I, g, sdt, sq, ss, sc, err);
+    }
+    free(ones);
+    cudaFree(staging);
+    return st;
+}
+
+/* The tensor map of input a [rows, K] for tiles of bn rows, encoded once per buffer. */
+static w4a8moe_status tmap_for(const void **src, CUtensorMap *map, const void *a, int64_t rows,
+                               int64_t K, int bn, w4a8moe_err *err)
+{
+    if (*src == a) return W4A8MOE_STATUS_OK;
+    RETURN_IF(err, sm90_tmap_act(map, a, rows, K, bn) != 0, W4A8MOE_STATUS_DEVICE_ERROR,
+              "cuTensorMapEncodeTiled failed for a [%lld, %lld] e4m3 input at %p",
+              (long long)rows, (long long)K, a);
+    *src = a;
+    return W4A8MOE_STATUS_OK;
+}
+
+static const sm90_tile_config *pick_tiles(int64_t rows, int32_t nl)
+{
+    int64_t active = rows < nl ? rows : nl;
+    int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
+    for (size_t i = 0; i < SM90_TILE_COUNT; i++)
+        if (avg <= sm90_tiles[i].max_rows_per_expert) return &sm90_tiles[i];
+    return &sm90_tiles[SM90_TILE_COUNT - 1];
+}
+
+template <int BN, int STAGES>
+static w4a8moe_status launch_pair(const CUtensorMap &ma, const CUtensorMap &mb, const sm90_gemm_args &a1,
+                                  const sm90_gemm_args &a2, unsigned tiles_bound, const sm90_ws &ws,
+                                  int64_t I, int32_t *total, float r_static, int64_t R,
+                                  cudaStream_t st, w4a8moe_err *err)
+{
+    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, true>(ma, a1, tiles_bound, st)));
+    sm89_requant_kernel<<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r);
+    CUDA_LAUNCHED(err, "sm89_requant_kernel");
+    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, false>(mb, a2, tiles_bound, st)));
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const w4a8moe_dispatch *dp,
+                               void *workspace, void *stream, w4a8moe_err *err)
+{
+    sm90_state *s = (sm90_state *)state;
+    const w4a8moe_layer_desc *d = ctx->desc;
+    cudaStream_t st = (cudaStream_t)stream;
+    int64_t H = d->hidden, I = d->inter, R = dp->T * d->top_k;
+    int64_t R_max = (int64_t)d->max_tokens * d->top_k;
+    int32_t nl = ctx->num_local;
+    if (R == 0) return W4A8MOE_STATUS_OK;
+    sm90_ws ws;
+    sm90_ws_layout(ctx, (char *)workspace, &ws);
+    const sm90_tile_config *tc = pick_tiles(R, nl);
+    const int bn = tc->bn, wide = bn == 128;
+    FORWARD(tmap_for(&s->a_src[wide], &s->a_map[wide], dp->a_q, R_max, H, bn, err));
+    FORWARD(tmap_for(&s->b_src[wide], &s->b_map[wide], ws.b, R_max, I, bn, err));
+    int64_t bound = w4a8moe_cdiv(R, bn) + nl;
+    unsigned tiles_bound = (unsigned)(bound < R ? bound : R);
+    sm89_schedule_kernel<<<1, 1024, 0, st>>>(dp->expert_offsets, nl, bn, ws.tiles, ws.ntiles,
+                                             ws.rowmax, R);
+    CUDA_LAUNCHED(err, "sm89_schedule_kernel");
+    float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
+    sm90_gemm_args a1 = {s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, d->group_size,
+                         dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
+                         (int)d->activation};
+    sm90_gemm_args a2 = {s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, d->group_size, ws.r,
+                         dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0};
+    int32_t *total = dp->expert_offsets + nl;
+    if (wide)
+        return launch_pair<128, 5>(s->a_map[1], s->b_map[1], a1, a2, tiles_bound, ws, I, total,
+                                   r_static, R, st, err);
+    return launch_pair<64, 6>(s->a_map[0], s->b_map[0], a1, a2, tiles_bound, ws, I, total, r_static,
+                              R, st, err);
+}
+
+extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts = {
+    "cuda_sm90",
+    W4A8MOE_BACKEND_API,
+    W4A8MOE_DEVICE_CUDA,
+    W4A8MOE_LAYOUT_CONTIGUOUS,
+    sm90_supports_device,
+    sm90_supports_quant,
+    sm90_supports_activation,
+    sm90_supports_parallel,
+    sm90_supports_shape,
+    sm90_workspace_size,
+    sm90_pack,
+    sm90_free,
+    sm90_run,
+};

@@ -1,0 +1,212 @@
+/*
+ * test_gpu_distinct.c — the GPU accuracy contract on shapes where every expert has its own
+ * weights (an indexing bug hides when experts share weights), against cpu_ref, for every GPU
+ * experts backend this card supports:
+ *   1. synthetic layers at E = 128 and 256 and small E, >= 64 rows, odd H and I (multiples of g
+ *      but not of 128/256), g = 32/64/128, two seeds each;
+ *   2. tests/data/gpu-row-mixtral-h1024 (a checkpoint made apart from the project: Mixtral
+ *      style, H=1024 I=512 E=8 k=2 g=128, 64 tokens, with the expected output of layer 1), its
+ *      own router on the host; cuda_sm89 at 62433f5 put row 60 at 7.9e-3 there.
+ * Each run must meet the GPU tolerance (every row <= 1e-2 rel-L2, mean <= 1e-3, no NaN/Inf where
+ * cpu_ref has none; cuda_sm90: its own documented bound, gpu_harness.h); the fraction of rows
+ * above the CPU bound 2e-3 is printed.
+ * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the two smallest shapes.
+ */
+#include "gpu_harness.h"
+#include "loader/safetensors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifndef TEST_DATA
+#define TEST_DATA "tests/data"
+#endif
+
+static uint64_t g_seed;
+static const char *const backends[] = {"cuda_sm90", "cuda_sm89"};
+#define N_BACKENDS (sizeof backends / sizeof backends[0])
+
+static w4a8moe_layer *make_layer(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
+                                 w4a8moe_device_kind dev, const char *backend, w4a8moe_status *st)
+{
+    w4a8moe_layer_options o;
+    memset(&o, 0, sizeof o);
+    o.device_kind = dev;
+    o.backend = backend;
+    w4a8moe_layer *L = NULL;
+    *st = w4a8moe_layer_create(d, w, &o, &L);
+    return L;
+}
+
+static void report(const char *what, const char *backend, const gh_stats *s)
+{
+    CHECK(gh_within_tol(s, backend), "%s on %s: worst row rel-L2 %.3g, mean %.3g, %lld NaN rows (GPU "
+          "tolerance: row %.0e, mean %.0e)", what, backend, s->worst, s->mean, (long long)s->nan_bad,
+          GH_TOL_ROW, GH_TOL_MEAN);
+    printf("ok %-46s %-9s worst %.2e mean %.2e, rows > 2e-3: %lld of %lld (%.1f%%)\n", what, backend,
+           s->worst, s->mean, (long long)s->above_cpu_tol, (long long)s->rows,
+           s->rows ? 100.0 * (double)s->above_cpu_tol / (double)s->rows : 0.0);
+}
+
+/* One synthetic case: distinct weights for all E experts, random routing, every backend. */
+static void synth_case(int64_t H, int64_t I, int E, int k, int g, int64_t T, uint64_t seed)
+{
+    char what[96];
+    snprintf(what, sizeof what, "H=%lld I=%lld E=%d k=%d g=%d T=%lld seed %llu", (long long)H,
+             (long long)I, E, k, g, (long long)T, (unsigned long long)(seed & 0xffff));
+    w4a8moe_layer_desc d;
+    w4a8moe_layer_desc_init(&d);
+    d.hidden = H; d.inter = I; d.num_experts = E; d.top_k = k; d.group_size = g;
+    d.max_tokens = T;
+    d.io_dtype = W4A8MOE_DTYPE_F32;
+    d.routing.renormalize = 1;
+    w4a8moe_synth_rng rng = {seed};
+    w4a8moe_synth_weights sw;
+    gh_inputs in;
+    gh_dev dv;
+    memset(&in, 0, sizeof in);
+    memset(&dv, 0, sizeof dv);
+    float *ref = malloc((size_t)(T * H) * 4), *got = malloc((size_t)(T * H) * 4);
+    int ok = ref && got && w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_BF16, 0, 0, seed) == 0;
+    ok = ok && gh_inputs_make(&in, &d, T, GH_RANDOM, &rng) == 0 && gh_dev_make(&dv, &d, &in) == 0;
+    CHECK(ok, "%s: inputs", what);
+    w4a8moe_status st;
+    w4a8moe_layer *R = ok ? make_layer(&d, &sw.weights, W4A8MOE_DEVICE_CPU, "cpu_ref", &st) : NULL;
+    if (ok) CHECK(R, "%s: cpu_ref create: %s", what, w4a8moe_last_error());
+    w4a8moe_routing_input rh = gh_routing(in.ids, in.weights, NULL);
+    if (R) CHECK(w4a8moe_layer_forward(R, T, in.x, &rh, ref, NULL) == W4A8MOE_STATUS_OK,
+                 "%s: cpu_ref forward: %s", what, w4a8moe_layer_error(R));
+    for (size_t b = 0; R && b < N_BACKENDS; b++) {
+        w4a8moe_layer *L = make_layer(&d, &sw.weights, W4A8MOE_DEVICE_CUDA, backends[b], &st);
+        if (!L) {
+            CHECK(st == W4A8MOE_STATUS_UNSUPPORTED, "%s: %s create: %s", what, backends[b],
+                  w4a8moe_last_error());
+            printf("SKIP %s on %s: %s\n", what, backends[b], w4a8moe_last_error());
+            continue;
+        }
+        cudaMemset(dv.out, 0xff, (size_t)(T * H) * 4); /* poison */
+        w4a8moe_routing_input rd = gh_routing(dv.ids, dv.weights, NULL);
+        CHECK(w4a8moe_layer_forward(L, T, dv.x, &rd, dv.out, NULL) == W4A8MOE_STATUS_OK,
+              "%s: %s forward: %s", what, backends[b], w4a8moe_layer_error(L));
+        CHECK(gh_fetch(&d, T, dv.out, got) == 0, "%s: fetch", what);
+        gh_stats s = gh_compare_stats(ref, got, T, H);
+        report(what, backends[b], &s);
+        w4a8moe_layer_free(L);
+    }
+    w4a8moe_layer_free(R);
+    gh_dev_free(&dv);
+    gh_inputs_free(&in);
+    if (ok) w4a8moe_synth_weights_free(&sw);
+    free(ref);
+    free(got);
+}
+
+/* bf16 [T, H] tensor `name` of a safetensors file widened to f32. */
+static float *read_bf16(const char *path, const char *name, int64_t *T, int64_t *H, uint16_t **raw)
+{
+    w4a8moe_err err;
+    w4a8moe_st_file *f;
+    if (w4a8moe_st_open(path, &f, &err) != W4A8MOE_STATUS_OK) return NULL;
+    const w4a8moe_st_tensor *t = w4a8moe_st_find(f, name);
+    float *out = NULL;
+    if (t && t->dtype == W4A8MOE_ST_BF16 && t->ndim == 2) {
+        *T = t->shape[0];
+        *H = t->shape[1];
+        out = malloc((size_t)(*T * *H) * 4);
+        if (raw) *raw = malloc(t->nbytes);
+        for (int64_t i = 0; out && i < *T * *H; i++)
+            out[i] = w4a8moe_bf16_to_f32(((const uint16_t *)t->data)[i]);
+        if (raw && *raw) memcpy(*raw, t->data, t->nbytes);
+    }
+    w4a8moe_st_close(f);
+    return out;
+}
+
+static void checkpoint_case(void)
+{
+    const char *dir = TEST_DATA "/gpu-row-mixtral-h1024";
+    int64_t T = 0, H = 0, T2 = 0, H2 = 0;
+    uint16_t *x = NULL;
+    float *xf = read_bf16(TEST_DATA "/gpu-row-mixtral-h1024/input.safetensors", "hidden_states", &T, &H, &x);
+    float *want = read_bf16(TEST_DATA "/gpu-row-mixtral-h1024/expected.safetensors", "output", &T2, &H2, NULL);
+    w4a8moe_checkpoint *ck = NULL;
+    int ok = xf && want && x && T == T2 && H == H2 && w4a8moe_checkpoint_open(dir, &ck) == W4A8MOE_STATUS_OK;
+    CHECK(ok, "%s: input, expected output or checkpoint missing: %s", dir, w4a8moe_last_error());
+    w4a8moe_checkpoint_info info;
+    float *logits = NULL, *got = malloc((size_t)(T * H) * 4 + 4);
+    void *dx = NULL, *dlog = NULL, *dout = NULL;
+    if (ok) {
+        w4a8moe_checkpoint_get_info(ck, &info);
+        logits = malloc((size_t)(T * info.num_experts) * 4);
+        ok = logits && w4a8moe_checkpoint_router_logits(ck, 1, T, x, W4A8MOE_DTYPE_BF16, logits) ==
+                           W4A8MOE_STATUS_OK;
+        ok = ok && cudaMalloc(&dx, (size_t)(T * H) * 2) == cudaSuccess &&
+             cudaMalloc(&dlog, (size_t)(T * info.num_experts) * 4) == cudaSuccess &&
+             cudaMalloc(&dout, (size_t)(T * H) * 2) == cudaSuccess &&
+             cudaMemcpy(dx, x, (size_t)(T * H) * 2, cudaMemcpyHostToDevice) == cudaSuccess &&
+             cudaMemcpy(dlog, logits, (size_t)(T * info.num_experts) * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+        CHECK(ok, "%s: router logits / device buffers: %s", dir, w4a8moe_last_error());
+    }
+    for (size_t b = 0; ok && b < N_BACKENDS; b++) {
+        w4a8moe_layer_options o;
+        memset(&o, 0, sizeof o);
+        o.device_kind = W4A8MOE_DEVICE_CUDA;
+        o.backend = backends[b];
+        w4a8moe_layer *L = NULL;
+        w4a8moe_status st = w4a8moe_checkpoint_layer_create(ck, 1, &o, NULL, 0, T, &L);
+        if (st != W4A8MOE_STATUS_OK) {
+            CHECK(st == W4A8MOE_STATUS_UNSUPPORTED, "%s: %s create: %s", dir, backends[b], w4a8moe_last_error());
+            printf("SKIP checkpoint on %s: %s\n", backends[b], w4a8moe_last_error());
+            continue;
+        }
+        cudaMemset(dout, 0xff, (size_t)(T * H) * 2);
+        w4a8moe_routing_input r;
+        memset(&r, 0, sizeof r);
+        r.router_logits = dlog;
+        CHECK(w4a8moe_layer_forward(L, T, dx, &r, dout, NULL) == W4A8MOE_STATUS_OK, "%s: %s forward: %s",
+              dir, backends[b], w4a8moe_layer_error(L));
+        w4a8moe_layer_desc d;
+        memset(&d, 0, sizeof d);
+        d.hidden = H;
+        d.io_dtype = W4A8MOE_DTYPE_BF16;
+        CHECK(gh_fetch(&d, T, dout, got) == 0, "%s: fetch", dir);
+        gh_stats s = gh_compare_stats(want, got, T, H);
+        report("gpu-row-mixtral-h1024 layer 1 (expected output)", backends[b], &s);
+        w4a8moe_layer_free(L);
+    }
+    w4a8moe_checkpoint_close(ck);
+    cudaFree(dx);
+    cudaFree(dlog);
+    cudaFree(dout);
+    free(x);
+    free(xf);
+    free(want);
+    free(logits);
+    free(got);
+}
+
+int main(void)
+{
+    g_seed = test_seed();
+    if (gh_device_count() == 0) {
+        printf("SKIP: no CUDA device\n");
+        TEST_MAIN_END();
+    }
+    /* H, I: multiples of g, several not multiples of 128 or 256 */
+    static const struct { int64_t H, I; int E, k, g; int64_t T; } shapes[] = {
+        {1024, 512, 8, 2, 128, 64},   /* the checkpoint's shape, synthetic weights */
+        {544, 352, 128, 4, 32, 80},   /* odd multiples of 32 */
+        {576, 320, 128, 6, 64, 64},   /* odd multiples of 64 */
+        {1024, 512, 128, 8, 128, 128},
+        {768, 384, 256, 8, 128, 96},  /* DeepSeek-like E and k */
+        {1408, 1152, 16, 1, 128, 72}, /* Llama-4-like top-1, I not a multiple of 256 */
+    };
+    int quick = test_quick();
+    size_t ns = quick ? 2 : sizeof shapes / sizeof shapes[0];
+    for (size_t i = 0; i < ns; i++)
+        for (int s = 0; s < (quick ? 1 : 2); s++)
+            synth_case(shapes[i].H, shapes[i].I, shapes[i].E, shapes[i].k, shapes[i].g, shapes[i].T,
+                       g_seed ^ (0x9e3779b97f4a7c15ull * (i * 2 + (size_t)s + 1)));
+    checkpoint_case();
+    TEST_MAIN_END();
+}
