@@ -3,8 +3,10 @@
  * experts backend of the device on a checkpoint's MoE layer (its shared expert included)
  * against cpu_ref (always on the host), on fresh random tokens routed by the checkpoint's own
  * router (on a CUDA device: its logits, computed on the host, go through the device's router).
- * Each backend runs twice (bit-identical outputs required) and each output row must be within
- * rel-L2 2e-3 of cpu_ref. A backend that does not accept the layer is a SKIP with its reason;
+ * Each backend runs twice (bit-identical outputs required) and its rows must be within DESIGN
+ * §1's tolerance of cpu_ref: CPU backends every row <= 2e-3; GPU backends (fp32 accumulators:
+ * an fp8 code of step 5 may land one step away) every row <= 1e-2 and the mean <= 1e-3, with
+ * the rows above 2e-3 counted. A backend that does not accept the layer is a SKIP with its reason;
  * with --device auto, when every CUDA backend refuses it as UNSUPPORTED, the host's backends
  * are checked instead (said on a line). cmd_verify.c hands over to cli_verify_checkpoint when
  * --checkpoint is given.
@@ -98,15 +100,21 @@ static int verify_backends(w4a8moe_checkpoint *ck, const vck_args *a, int32_t la
             continue;
         }
         ran++;
-        double worst = 0;
-        int bad = 0;
+        int gpu = ex[i]->device_kind != W4A8MOE_DEVICE_CPU;
+        double worst = 0, sum = 0;
+        int above = 0;
         for (int64_t t = 0; t < T; t++) {
             double e = rel_l2(out + t * H, ref + t * H, H);
-            bad |= !(e <= 2e-3);
+            sum += e;
+            above += !(e <= 2e-3);
             if (!(e <= worst)) worst = e;
         }
-        printf("%-10s layer %-4d %s  worst row rel-L2 %.3e against cpu_ref (T = %lld)\n", name, layer,
+        double mean = sum / (double)T;
+        int bad = gpu ? !(worst <= 1e-2) || !(mean <= 1e-3) : above > 0;
+        printf("%-10s layer %-4d %s  worst row rel-L2 %.3e against cpu_ref (T = %lld)", name, layer,
                bad ? "FAIL" : "ok  ", worst, (long long)T);
+        if (gpu) printf(", mean %.1e, %d rows above 2e-3 (GPU tolerance: rows 1e-2, mean 1e-3)", mean, above);
+        printf("\n");
         *failed += bad;
     }
     return ran;
@@ -160,9 +168,11 @@ int cli_verify_checkpoint(int argc, char **argv)
         "Check every backend of the device against cpu_ref on a checkpoint's MoE layer.",
         "Random bf16 tokens are routed by the checkpoint's router; the layer (shared expert\n"
         "included) runs on cpu_ref (on the host) and on every other backend of the device twice.\n"
-        "Each row must be within rel-L2 2e-3 of cpu_ref and the two runs bit-identical. Exit\n"
-        "status 1 on any failure. --device auto (the default) checks the CUDA backends when a\n"
-        "CUDA device is visible (the host's when none of them runs the layer), else the host's.\n",
+        "The two runs must be bit-identical and the rows within rel-L2 of cpu_ref: CPU backends\n"
+        "every row <= 2e-3; GPU backends every row <= 1e-2 and the mean <= 1e-3 (the rows above\n"
+        "2e-3 are counted). Exit status 1 on any failure. --device auto (the default) checks\n"
+        "the CUDA backends when a CUDA device is visible (the host's when none of them runs\n"
+        "the layer), else the host's.\n",
         0};
     cli_parse_result pr = cli_parse(&spec, opts, sizeof opts / sizeof opts[0], argc, argv, NULL, NULL);
     if (pr != CLI_PARSE_OK) return pr == CLI_PARSE_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
