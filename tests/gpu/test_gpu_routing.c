@@ -25,6 +25,14 @@ static uint64_t g_seed;
 
 static int has(const char *s, const char *sub) { return s && strstr(s, sub) != NULL; }
 
+/* A case's seed from the run's seed and its name (FNV-1a), so W4A8MOE_TEST_SEED replays it. */
+static uint64_t case_seed(const char *name)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *name; name++) h = (h ^ (unsigned char)*name) * 1099511628211ull;
+    return g_seed ^ h;
+}
+
 /* ---- 1. the two routers on the same logits ---- */
 
 /* Logits on a 1/8 grid in [-4, 4] (ties everywhere) with NaN / ±inf sprinkled; the last rows
@@ -201,7 +209,7 @@ static void expect_close(const char *what, const w4a8moe_layer_desc *d, int64_t 
  * numbers; both sides then agree on a NaN row). */
 static void nan_logits_case(const char *what, w4a8moe_layer_desc d, int64_t T, int nan_rows_want)
 {
-    w4a8moe_synth_rng rng = {g_seed ^ (uint64_t)(uintptr_t)what};
+    w4a8moe_synth_rng rng = {case_seed(what)};
     w4a8moe_synth_weights sw;
     gh_inputs in;
     gh_dev dv;
