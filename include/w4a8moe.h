@@ -250,7 +250,11 @@ w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_w
 /* Routing input of one forward: either ids+weights, or logits (then the layer's router runs).
  *   topk_ids     int32 [T, k]: expert ids in [-1, E); -1 = no expert; no repeats in a token;
  *   topk_weights f32   [T, k];
- *   router_logits f32  [T, E]. */
+ *   router_logits f32  [T, E]: a NaN logit ranks lowest (as -inf), on every device; a token
+ *                whose logits are all NaN gets NaN weights (its output row is NaN).
+ * Bad topk_ids (outside [-1, E), or an expert repeated in a token) are INVALID_ARGUMENT naming
+ * the token: at once on the CPU; on a CUDA device, whose ids cannot be read without a host
+ * synchronisation, see w4a8moe_layer_check. */
 typedef struct w4a8moe_routing_input {
     const int32_t *topk_ids;
     const float *topk_weights;
@@ -264,6 +268,24 @@ typedef struct w4a8moe_routing_input {
 w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void *x,
                                      const w4a8moe_routing_input *routing, void *out,
                                      void *stream);
+
+/* Reports a routing error that a CUDA layer found on the device, once, and clears it.
+ *
+ * A CUDA layer checks caller-given topk_ids on the device, without synchronising: a bad slot
+ * (an id outside [-1, E), or the later of two equal ids in a token) is skipped, as -1, in that
+ * forward, and the layer records it in a device-side error word (the count of bad slots and the
+ * first bad token of the latest faulty forward). The error comes back as INVALID_ARGUMENT with
+ * a message naming that token ("token 5: topk_ids held ..."):
+ *   - from w4a8moe_layer_check(layer, stream), which first waits for the work queued on stream
+ *     (it does not wait while stream is capturing a CUDA graph; replays of a captured forward
+ *     record their errors the same way);
+ *   - from the layer's next w4a8moe_layer_forward that starts once the faulty forward has run
+ *     on the device (without waiting for it): that call then returns the error and does not
+ *     run; call it again to go on.
+ * With W4A8MOE_CHECK_ROUTING=1 in the environment at layer creation, every forward given ids
+ * waits for its own check (a synchronisation, skipped during graph capture) and fails at once.
+ * CPU layers check ids before running; for them this returns OK. stream: as for forward. */
+w4a8moe_status w4a8moe_layer_check(w4a8moe_layer *layer, void *stream);
 
 /* The name of the experts backend the oracle chose ("cpu", "cuda_sm89", ...) and of the
  * prepare/finalize stage ("local", ...). Static strings. */

@@ -120,6 +120,17 @@ static void test_nulls(test_rng *r)
     CHECK(w4a8moe_layer_forward(L, 1, x, &ri, out, NULL) == W4A8MOE_STATUS_OK &&
               w4a8moe_layer_error(L)[0] == '\0',
           "a successful forward clears the layer error: '%s'", w4a8moe_layer_error(L));
+    /* layer_check: CPU layers refuse bad ids at once, so there is never anything deferred */
+    int32_t bad[2] = {0, 0};
+    w4a8moe_routing_input rb = {bad, wts, NULL};
+    CHECK(w4a8moe_layer_forward(L, 1, x, &rb, out, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT &&
+              has(w4a8moe_layer_error(L), "token 0"),
+          "CPU forward with a repeated id: '%s'", w4a8moe_layer_error(L));
+    CHECK(w4a8moe_layer_check(L, NULL) == W4A8MOE_STATUS_OK && w4a8moe_layer_error(L)[0] == '\0',
+          "layer_check on a CPU layer: '%s'", w4a8moe_layer_error(L));
+    CHECK(w4a8moe_layer_check(NULL, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT &&
+              has(w4a8moe_last_error(), "layer"),
+          "layer_check on a NULL layer");
     w4a8moe_layer_free(L);
     w4a8moe_synth_weights_free(&sw);
 }

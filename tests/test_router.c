@@ -1,9 +1,12 @@
 /*
  * test_router.c — the router (logits → expert ids and weights) through the public
  * w4a8moe_route: hand-computed cases for softmax top-k, DeepSeek-V3 grouped sigmoid top-k and
- * Llama-4 sigmoid top-1, validation errors naming the field, NaN logits, and random cases
- * against a straightforward re-implementation of docs/numerics.md "Routing".
+ * Llama-4 sigmoid top-1, validation errors naming the field, NaN logits, the scalar rules
+ * the host and CUDA routers share (src/common/route_rule.h; tests/gpu/test_gpu_routing.c runs
+ * the device router against this one), and random cases against a straightforward
+ * re-implementation of docs/numerics.md "Routing".
  */
+#include "common/route_rule.h"
 #include "test_util.h"
 #include "w4a8moe.h"
 
@@ -284,6 +287,69 @@ static void test_nan_logits(test_rng *r)
     }
 }
 
+/* ---- the shared scalar rules (route_rule.h), and the cases they settle ---- */
+
+static void test_rule(void)
+{
+    /* the order: larger first, NaN after everything, ties to the lower index */
+    CHECK(w4a8moe_route_above(1.0f, 0.5f) && !w4a8moe_route_above(0.5f, 1.0f), "order: values");
+    CHECK(w4a8moe_route_above(-INFINITY, NAN) && !w4a8moe_route_above(NAN, -INFINITY) &&
+              !w4a8moe_route_above(NAN, NAN),
+          "order: NaN ranks below -inf and is not above NaN");
+    CHECK(w4a8moe_route_before(2.0f, 7, 2.0f, 3) == 0 && w4a8moe_route_before(2.0f, 3, 2.0f, 7) == 1,
+          "order: equal values go to the lower index");
+    CHECK(w4a8moe_route_before(NAN, 0, NAN, 1) == 1 && w4a8moe_route_before(-1.0f, 9, NAN, 0) == 1,
+          "order: NaN against NaN by index; any number before NaN");
+    /* softmax numerators */
+    CHECK(w4a8moe_route_softmax_num(NAN, 1.0f) == 0.0f, "softmax: NaN numerator 0");
+    CHECK(w4a8moe_route_softmax_num(INFINITY, INFINITY) == 1.0f &&
+              w4a8moe_route_softmax_num(-INFINITY, -INFINITY) == 1.0f &&
+              w4a8moe_route_softmax_num(3.0f, 3.0f) == 1.0f,
+          "softmax: the max's numerator is exactly 1 (also at ±inf)");
+    CHECK(w4a8moe_route_softmax_num(2.0f, INFINITY) == 0.0f, "softmax: finite next to +inf is 0");
+    CHECK(w4a8moe_route_softmax_num(1.0f, 2.0f) == expf(-1.0f), "softmax: exp(l - max)");
+    CHECK(isnan(w4a8moe_route_softmax_prob(0.0f, 0.0)), "softmax: a row of NaN has NaN weights");
+    /* group scores keep the two best, NaN never enters */
+    float a = -INFINITY, b = -INFINITY;
+    const float v[5] = {0.3f, NAN, 0.9f, 0.5f, 0.1f};
+    for (int i = 0; i < 5; i++) w4a8moe_route_top2_push(v[i], &a, &b);
+    CHECK(a == 0.9f && b == 0.5f, "top2: %g %g", (double)a, (double)b);
+    /* final weights */
+    CHECK(w4a8moe_route_weight(W4A8MOE_ROUTING_SOFTMAX_TOPK, 0.25f, 0.5f, 1, 3.0f) == 0.5f,
+          "softmax weights renormalise and ignore the scaling factor");
+    CHECK(w4a8moe_route_weight(W4A8MOE_ROUTING_SIGMOID_GROUPED_TOPK, 0.25f, 0.5f, 1, 3.0f) == 1.5f,
+          "grouped weights renormalise, then scale");
+    CHECK(w4a8moe_route_weight(W4A8MOE_ROUTING_SIGMOID_GROUPED_TOPK, 0.25f, 0.0f, 1, 2.0f) == 0.5f,
+          "a zero total does not renormalise");
+    CHECK(w4a8moe_route_weight(W4A8MOE_ROUTING_SIGMOID_TOP1, 0.75f, 0.75f, 1, 2.0f) == 0.75f,
+          "top1 never renormalises nor scales");
+}
+
+/* Rows the rule settles that plain code gets wrong: +inf logits, all -inf, all NaN, and top1
+ * with renormalize set (the CUDA router used to renormalise it to 1). */
+static void test_special_rows(void)
+{
+    w4a8moe_layer_desc d;
+    desc_for(&d, W4A8MOE_ROUTING_SOFTMAX_TOPK, 4, 2);
+    const float inf2[4] = {1.0f, INFINITY, NAN, INFINITY};
+    expect_route("softmax two +inf logits share the mass", &d, inf2, (const int32_t[]){1, 3},
+                 (const double[]){0.5, 0.5});
+    const float ninf[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    expect_route("softmax all -inf is uniform", &d, ninf, (const int32_t[]){0, 1},
+                 (const double[]){0.25, 0.25});
+    const float nan4[4] = {NAN, NAN, NAN, NAN};
+    int32_t ids[2];
+    float w[2];
+    CHECK(w4a8moe_route(&d, 1, nan4, ids, w) == W4A8MOE_STATUS_OK && ids[0] == 0 && ids[1] == 1 &&
+              isnan(w[0]) && isnan(w[1]),
+          "softmax all NaN: experts 0, 1 with NaN weights (got %d %d %g %g)", ids[0], ids[1],
+          (double)w[0], (double)w[1]);
+    desc_for(&d, W4A8MOE_ROUTING_SIGMOID_TOP1, 4, 1);
+    d.routing.renormalize = 1;
+    const float l[4] = {0.5f, NAN, 2.0f, -1.0f};
+    expect_route("top1 ignores renormalize", &d, l, (const int32_t[]){2}, (const double[]){sigmoid(2.0)});
+}
+
 /* ---- random cases against a plain re-implementation ---- */
 
 static int better(float a, float b) { return a > b; } /* no NaN here */
@@ -404,6 +470,8 @@ int main(void)
     test_top1();
     test_validation();
     test_nan_logits(&r);
+    test_rule();
+    test_special_rows();
     test_random(&r, test_quick() ? 200 : 2000);
     TEST_MAIN_END();
 }

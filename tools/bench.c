@@ -316,3 +316,13 @@ void bench_compare_rows(const void *out, const void *ref, w4a8moe_dtype dt, int6
         }
     }
 }
+
+int32_t bench_ckpt_layer(const w4a8moe_checkpoint *ck, int32_t first, int i)
+{
+    w4a8moe_checkpoint_info info;
+    if (w4a8moe_checkpoint_get_info(ck, &info) != W4A8MOE_STATUS_OK || info.num_moe_layers <= 0) return first;
+    int at = 0;
+    for (int j = 0; j < info.num_moe_layers; j++)
+        if (info.moe_layers[j] == first) at = j;
+    return info.moe_layers[(at + i) % info.num_moe_layers];
+}

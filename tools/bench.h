@@ -64,4 +64,8 @@ void bench_compare_rows(const void *out, const void *ref, w4a8moe_dtype dt, int6
 /* The contract's tolerance: rel-L2 per output row against cpu_ref. */
 #define BENCH_TOLERANCE 2e-3
 
+/* `bench --checkpoint`: the decoder layer that rotation copy i times, i.e. the checkpoint's MoE
+ * layers from `first` on, wrapping around (`first` must be an MoE layer). */
+int32_t bench_ckpt_layer(const w4a8moe_checkpoint *ck, int32_t first, int i);
+
 #endif /* W4A8MOE_BENCH_H */

@@ -242,6 +242,7 @@ w4a8moe_status bench_gpu_forward_staged(w4a8moe_layer *L, w4a8moe_device_kind ki
     }
     cudaMemset(dout, 0xff, xb); /* poison: unwritten rows show as NaN */
     st = w4a8moe_layer_forward(L, T, dx, &dr, dout, NULL);
+    if (st == W4A8MOE_STATUS_OK) st = w4a8moe_layer_check(L, NULL); /* bad ids: as on the CPU */
     if (st == W4A8MOE_STATUS_OK &&
         (cudaDeviceSynchronize() || cudaMemcpy(out, dout, xb, cudaMemcpyDeviceToHost)))
         st = W4A8MOE_STATUS_DEVICE_ERROR;
@@ -343,7 +344,8 @@ static int setup(gpu_bench *b)
     const w4a8moe_layer_desc *d = &b->d;
     int64_t T = d->max_tokens, H = d->hidden, k = d->top_k;
     size_t io = w4a8moe_dtype_size(d->io_dtype);
-    if (w4a8moe_synth_weights_make(&b->sw, d, W4A8MOE_DTYPE_BF16, 0, 0, b->a->seed * 1000003u))
+    if (!b->a->ckpt &&
+        w4a8moe_synth_weights_make(&b->sw, d, W4A8MOE_DTYPE_BF16, 0, 0, b->a->seed * 1000003u))
         return cli_fail("bench", "out of host memory for synthetic weights");
     struct cudaDeviceProp p;
     cudaGetDeviceProperties(&p, b->a->ordinal);
@@ -359,15 +361,27 @@ static int setup(gpu_bench *b)
         size_t fr = 0, tot = 0;
         cudaMemGetInfo(&fr, &tot);
         if (i >= 2 && (double)fr < 0.25 * (double)tot) break; /* keep room for peers and workspaces */
-        if (w4a8moe_layer_create(d, &b->sw.weights, &lo, &b->layers[i]) != W4A8MOE_STATUS_OK)
+        w4a8moe_status st =
+            b->a->ckpt ? w4a8moe_checkpoint_layer_create(b->a->ckpt, bench_ckpt_layer(b->a->ckpt, b->a->ckpt_layer, i),
+                                                         &lo, NULL, 0, d->max_tokens, &b->layers[i])
+                       : w4a8moe_layer_create(d, &b->sw.weights, &lo, &b->layers[i]);
+        if (st != W4A8MOE_STATUS_OK) {
+            if (i == 0 && b->a->create_status) { /* the caller decides (--device auto) */
+                *b->a->create_status = st;
+                snprintf(b->a->create_why, b->a->create_why_cap, "%s", w4a8moe_last_error());
+                return CLI_EXIT_FAIL;
+            }
             return cli_fail("bench", "%s", w4a8moe_last_error());
+        }
         b->ncopies = i + 1;
     }
     w4a8moe_layer_desc rd = *d;
     rd.max_tokens = GPU_CHECK_TOKENS;
     w4a8moe_layer_options ro = {.backend = "cpu_ref", .num_threads = 1, .borrow_weights = 1};
-    if (w4a8moe_layer_create(&rd, &b->sw.weights, &ro, &b->ref) != W4A8MOE_STATUS_OK)
-        return cli_fail("bench", "cpu_ref check layer: %s", w4a8moe_last_error());
+    w4a8moe_status rst = b->a->ckpt ? w4a8moe_checkpoint_layer_create(b->a->ckpt, b->a->ckpt_layer, &ro, NULL,
+                                                                      0, GPU_CHECK_TOKENS, &b->ref)
+                                    : w4a8moe_layer_create(&rd, &b->sw.weights, &ro, &b->ref);
+    if (rst != W4A8MOE_STATUS_OK) return cli_fail("bench", "cpu_ref check layer: %s", w4a8moe_last_error());
     b->x = malloc((size_t)(T * H) * io);
     b->hout = malloc((size_t)(GPU_CHECK_TOKENS * H) * io);
     b->refout = malloc((size_t)(GPU_CHECK_TOKENS * H) * io);
@@ -419,7 +433,10 @@ int bench_gpu_main(const bench_gpu_args *a)
     b.a = a;
     int64_t tmax = 1;
     for (int i = 0; i < a->ntokens; i++) tmax = a->tokens[i] > tmax ? a->tokens[i] : tmax;
-    w4a8moe_model_desc(a->model, tmax, &b.d);
+    if (!a->ckpt) w4a8moe_model_desc(a->model, tmax, &b.d);
+    else if (w4a8moe_checkpoint_layer_desc(a->ckpt, a->ckpt_layer, tmax, &b.d) != W4A8MOE_STATUS_OK)
+        return cli_fail("bench", "%s", w4a8moe_last_error());
+    const char *name = a->name ? a->name : a->model->name;
     struct cudaDeviceProp p;
     cudaGetDeviceProperties(&p, a->ordinal);
     char why[256] = "";
@@ -428,14 +445,15 @@ int bench_gpu_main(const bench_gpu_args *a)
     b.m.fma_gflops = tf * 1e3;
     FILE *f = a->json ? stderr : stdout;
     fprintf(f, "device: %s, %d SMs, L2 %d MB; copy %.0f GB/s (read+write); FP8 e4m3 GEMM 8192^3 %s%.0f "
-               "TFLOP/s%s%s\n", p.name, p.multiProcessorCount, p.l2CacheSize >> 20, b.m.copy_gbs,
+               "TFLOP/s%s%s\n", a->device_label ? a->device_label : p.name, p.multiProcessorCount,
+            p.l2CacheSize >> 20, b.m.copy_gbs,
             tf > 0 ? "" : "unknown ", tf, tf > 0 ? " (cuBLASLt)" : ": ", tf > 0 ? "" : why);
     int rc = setup(&b);
     if (rc) { teardown(&b); return rc; }
-    fprintf(f, "model %s (H=%lld I=%lld E=%d k=%d g=%d), backend %s/%s, %d layer copies rotated (cold L2)\n",
-            a->model->name, (long long)b.d.hidden, (long long)b.d.inter, b.d.num_experts, b.d.top_k,
+    fprintf(f, "model %s (H=%lld I=%lld E=%d k=%d g=%d), backend %s/%s, %d %s rotated (cold L2)\n",
+            name, (long long)b.d.hidden, (long long)b.d.inter, b.d.num_experts, b.d.top_k,
             b.d.group_size, w4a8moe_layer_backend(b.layers[0]), w4a8moe_layer_prepfin(b.layers[0]),
-            b.ncopies);
+            b.ncopies, a->ckpt ? "checkpoint layers" : "layer copies");
     if (!a->json)
         printf("%7s %11s %11s %9s %9s %10s %11s %10s %10s\n", "T", "eager us", "graph us", "GB/s",
                "TFLOP/s", "floor us", "bound", "time/floor", "rel-L2");
@@ -461,7 +479,7 @@ int bench_gpu_main(const bench_gpu_args *a)
             printf("{\"model\":\"%s\",\"T\":%lld,\"backend\":\"%s\",\"eager_us\":%.2f,\"graph_us\":%.2f,"
                    "\"floor_us\":%.2f,\"bound\":\"%s\",\"time_over_floor\":%.3f,\"gbs\":%.1f,\"tflops\":%.2f,"
                    "\"copy_gbs\":%.1f,\"fp8_tflops\":%.1f,\"rel_l2\":%s}\n",
-                   a->model->name, (long long)T, w4a8moe_layer_backend(b.layers[0]), ms_e * 1e3,
+                   name, (long long)T, w4a8moe_layer_backend(b.layers[0]), ms_e * 1e3,
                    ms_g * 1e3, fl.floor_s * 1e6, fl.mem_s >= fl.fma_s ? "memory" : "fp8",
                    s / fl.floor_s, fl.bytes / s / 1e9, fl.flops / s / 1e12, b.m.copy_gbs, tf,
                    check ? rel : "null");

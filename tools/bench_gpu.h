@@ -23,13 +23,24 @@ typedef struct bench_gpu_args {
     uint64_t seed;
     int json;
     int ordinal;
+    /* --checkpoint: time its MoE layers from ckpt_layer on (model is then unused) */
+    const w4a8moe_checkpoint *ckpt;
+    int32_t ckpt_layer;
+    const char *name;          /* printed instead of the model's name, or NULL */
+    const char *device_label;  /* "cuda:0 (...)" as the CLI prints it, or NULL */
+    /* when not NULL: a first layer the device refuses is not printed but left here (status and
+     * the library's message), for --device auto to fall back to the host */
+    w4a8moe_status *create_status;
+    char *create_why;
+    size_t create_why_cap;
 } bench_gpu_args;
 
 /* `w4a8moe bench --device cuda`: prints the table (or JSON lines); returns a CLI exit code. */
 int bench_gpu_main(const bench_gpu_args *a);
 
 /* One forward of a layer whose device is CUDA, with host x / routing / out: copies in, runs on
- * a stream, waits, copies out. On a CPU layer it simply forwards. Returns the status. */
+ * a stream, waits, copies out, then w4a8moe_layer_check (bad topk_ids are INVALID_ARGUMENT
+ * naming the token, as on the CPU). On a CPU layer it simply forwards. Returns the status. */
 w4a8moe_status bench_gpu_forward_staged(w4a8moe_layer *L, w4a8moe_device_kind kind,
                                         const w4a8moe_layer_desc *d, int64_t T, const void *x,
                                         const w4a8moe_routing_input *r, void *out);

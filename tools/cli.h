@@ -23,7 +23,7 @@
 #define W4A8MOE_CLI_COMMANDS(X)                                                                \
     X(models, "list the built-in model shapes")                                                \
     X(explain, "show a layer and every backend's verdict (selected, or why not)")              \
-    X(bench, "time a layer on synthetic weights against the machine's floor")                  \
+    X(bench, "time a layer (synthetic or a checkpoint's) against the machine's floor")        \
     X(verify, "check every backend against cpu_ref on random inputs and edge cases")          \
     X(quantize, "bf16 Hugging Face MoE checkpoint -> compressed-tensors W4AFP8 (int4 experts)") \
     X(inspect, "describe a checkpoint directory and check its tensors")                      \
@@ -125,21 +125,31 @@ const char *cli_routing_name(w4a8moe_routing r);
 typedef struct cli_device {
     w4a8moe_device_kind kind;
     int32_t ordinal;
+    int is_auto; /* --device auto (the default): kind/ordinal are what cli_device_resolve chose */
 } cli_device;
 
-#define CLI_DEVICE_HELP "where the layer runs: cpu, or cuda[:N] (default cpu)"
+/* The default of every command's --device: auto, resolved before use. */
+#define CLI_DEVICE_DEFAULT {W4A8MOE_DEVICE_CPU, 0, 1}
+#define CLI_DEVICE_HELP "auto, cpu or cuda[:N] (default auto: cuda:0 when visible, else cpu)"
 
+/* auto → cuda:0 when this build has CUDA and the device answers its query, else cpu. A device
+ * given explicitly is left as it is. */
+void cli_device_resolve(cli_device *dev);
+/* auto only: a layer the CUDA device refused with UNSUPPORTED (e.g. a shared expert the CUDA
+ * backends do not run yet) is retried on the CPU. Prints "device: auto falls back to cpu:
+ * <why>" on stdout, switches dev to the CPU and returns 1; returns 0 (nothing changed) when
+ * the device was given explicitly, is not CUDA, or st is another status. */
+int cli_device_fallback(cli_device *dev, w4a8moe_status st, const char *why);
 /* Fills opts->device_kind / device_ordinal. */
 void cli_device_apply(const cli_device *dev, w4a8moe_layer_options *opts);
-/* For commands that keep weights, inputs and outputs in host memory (bench and verify stage
- * theirs through tools/bench_gpu.h instead): a CUDA device gets a one-line error and
- * CLI_EXIT_USAGE; 0 when the device is the host. */
-int cli_device_require_staging(const cli_device *dev, const char *cmd);
 /* The device's own query (what the oracle's device predicates see): 0, or -1 with the reason in
  * why (a build without that device, or the library's error message). */
 struct w4a8moe_device_info;
 int cli_device_query(const cli_device *dev, struct w4a8moe_device_info *info, char *why, size_t cap);
 /* "cpu (x86-64 avx2)" or the CUDA device's name; the reason when the query fails. */
 void cli_device_describe(const cli_device *dev, char *buf, size_t cap);
+/* What the commands print after "device: ": "cpu (x86-64 avx2)" or "cuda:0 (NVIDIA H200)", and
+ * ", chosen by --device auto" when it was. */
+void cli_device_label(const cli_device *dev, char *buf, size_t cap);
 
 #endif /* W4A8MOE_CLI_H */

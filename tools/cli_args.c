@@ -280,6 +280,13 @@ int cli_parse_scale_pair(const char *value, void *dst, char *why, size_t cap)
 int cli_parse_device(const char *value, void *dst, char *why, size_t cap)
 {
     cli_device *d = dst;
+    d->is_auto = 0;
+    if (strcmp(value, "auto") == 0) {
+        d->kind = W4A8MOE_DEVICE_CPU;
+        d->ordinal = 0;
+        d->is_auto = 1;
+        return 0;
+    }
     if (strcmp(value, "cpu") == 0) {
         d->kind = W4A8MOE_DEVICE_CPU;
         d->ordinal = 0;
@@ -301,8 +308,27 @@ int cli_parse_device(const char *value, void *dst, char *why, size_t cap)
         return 0;
 #endif
     }
-    snprintf(why, cap, "must be cpu, cuda or cuda:N");
+    snprintf(why, cap, "must be auto, cpu, cuda or cuda:N");
     return -1;
+}
+
+void cli_device_resolve(cli_device *dev)
+{
+    if (!dev->is_auto) return;
+    cli_device cuda = {W4A8MOE_DEVICE_CUDA, 0, 1}, cpu = {W4A8MOE_DEVICE_CPU, 0, 1};
+    w4a8moe_device_info info;
+    char why[W4A8MOE_ERR_CAP];
+    /* the CUDA query succeeds without a device too, with cuda_sm = 0 and the reason */
+    *dev = cli_device_query(&cuda, &info, why, sizeof why) == 0 && info.cuda_sm > 0 ? cuda : cpu;
+}
+
+int cli_device_fallback(cli_device *dev, w4a8moe_status st, const char *why)
+{
+    if (!dev->is_auto || dev->kind != W4A8MOE_DEVICE_CUDA || st != W4A8MOE_STATUS_UNSUPPORTED) return 0;
+    printf("device: auto falls back to cpu: cuda:%d cannot run this layer: %s\n", dev->ordinal, why);
+    dev->kind = W4A8MOE_DEVICE_CPU;
+    dev->ordinal = 0;
+    return 1;
 }
 
 void cli_device_apply(const cli_device *dev, w4a8moe_layer_options *opts)
@@ -311,11 +337,14 @@ void cli_device_apply(const cli_device *dev, w4a8moe_layer_options *opts)
     opts->device_ordinal = dev->ordinal;
 }
 
-int cli_device_require_staging(const cli_device *dev, const char *cmd)
+void cli_device_label(const cli_device *dev, char *buf, size_t cap)
 {
-    if (dev->kind == W4A8MOE_DEVICE_CPU) return 0;
-    return cli_usage_error(cmd, "--device cuda: this command keeps weights, inputs and outputs in "
-                                "host memory; hint: use --device cpu");
+    char what[W4A8MOE_ERR_CAP];
+    cli_device_describe(dev, what, sizeof what);
+    if (dev->kind == W4A8MOE_DEVICE_CUDA)
+        snprintf(buf, cap, "cuda:%d (%s)%s", dev->ordinal, what, dev->is_auto ? ", chosen by --device auto" : "");
+    else
+        snprintf(buf, cap, "%s%s", what, dev->is_auto ? ", chosen by --device auto" : "");
 }
 
 int cli_device_query(const cli_device *dev, w4a8moe_device_info *info, char *why, size_t cap)

@@ -7,6 +7,11 @@
  * Cold cache: each timed forward uses the next of several copies of the layer (different
  * seeds), so that together they exceed 2 x the last-level cache, as a model streaming through
  * its layers does; a single copy when a layer alone exceeds 2 GB (larger than any cache).
+ *
+ * --checkpoint CKPT [--layer L]: the layers are the checkpoint's own (its MoE layers from L on,
+ * wrapping around, as the rotation's copies; the shared expert included), checked against a
+ * cpu_ref layer made from layer L; inputs and routing stay synthetic (uniform, given as ids).
+ * --device (default auto) picks the host or tools/bench_gpu.c.
  */
 #include "bench.h"
 #include "bench_gpu.h"
@@ -15,6 +20,7 @@
 #include "../src/common/synth.h"
 #include "../src/core/backend.h"
 #include "../src/core/models.h"
+#include "../src/loader/checkpoint.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -41,6 +47,8 @@ typedef struct bench_args {
     uint64_t seed;
     int json, allow_slow;
     cli_device device;
+    const char *ckpt_dir; /* --checkpoint */
+    int64_t layer;        /* --layer, -1: the first MoE layer */
 } bench_args;
 
 typedef struct bench_result {
@@ -62,6 +70,8 @@ typedef struct bench_ctx {
     w4a8moe_synth_weights *sw;   /* [ncopies] */
     w4a8moe_layer **layers;      /* [ncopies] */
     w4a8moe_layer *ref;          /* cpu_ref on copy 0's weights, CHECK_TOKENS tokens */
+    w4a8moe_checkpoint *ck;      /* --checkpoint: the layers come from here */
+    char name[256];              /* the model's name, or "CKPT layer L" */
     void *x, *out, *xs, *outs, *refout;
     int32_t *ids, *ids_s;
     float *wts, *wts_s;
@@ -91,16 +101,24 @@ static int parse_args(int argc, char **argv, bench_args *a)
         CLI_FLAG("--allow-slow", "time cpu_ref even where one forward takes many seconds",
                  &a->allow_slow),
         CLI_CUSTOM("--device", "DEV", CLI_DEVICE_HELP, &a->device, cli_parse_device),
+        CLI_STR("--checkpoint", "CKPT", "time a checkpoint's MoE layer instead of --model",
+                &a->ckpt_dir),
+        CLI_INT("--layer", "L", "with --checkpoint: the MoE layer (default: the first)", &a->layer, 0,
+                1 << 20),
     };
     static const cli_spec spec = {
-        "bench", "[options]",
-        "Time a whole MoE layer on synthetic int4 weights (random, from a seed) for each T.",
+        "bench", "[options] | --checkpoint CKPT [--layer L] [options]",
+        "Time a whole MoE layer (synthetic int4 weights from a seed, or a checkpoint's) for each T.",
         "Per T: backend, microseconds per layer (median), tokens/s, GB/s and FLOP/s achieved,\n"
         "the floor max(bytes / copy bandwidth, flops / FMA rate) with both rates measured in\n"
         "this run (bytes = unique weight bytes of the experts hit + activations in and out;\n"
         "flops = 2 x routed pairs x 3 x H x I), time / floor, and the rel-L2 error of up to 4\n"
         "sampled tokens against cpu_ref. Forwards rotate over copies of the layer whose total\n"
-        "exceeds 2 x the last-level cache (cold cache). Exit status 1 when the check fails.\n",
+        "exceeds 2 x the last-level cache (cold cache). Exit status 1 when the check fails.\n"
+        "With --checkpoint the copies are the checkpoint's MoE layers from --layer on (shared\n"
+        "expert included), the check runs cpu_ref on that layer; inputs and routing stay random.\n"
+        "--device auto (the default) runs on cuda:0 when a CUDA device is visible, else on the\n"
+        "host; the first line says which.\n",
         0};
     cli_parse_result pr = cli_parse(&spec, opts, sizeof opts / sizeof opts[0], argc, argv, NULL, NULL);
     if (pr != CLI_PARSE_OK) return pr == CLI_PARSE_HELP ? -1 : CLI_EXIT_USAGE;
@@ -122,6 +140,11 @@ static int choose_copies(bench_ctx *c)
     if (n < 2) n = 2;
     if (n > MAX_COPIES) n = MAX_COPIES;
     if (c->layer_bytes > BIG_LAYER) n = 1;
+    if (c->ck) { /* host layers of a checkpoint borrow its file mapping: copies would not be cold */
+        w4a8moe_checkpoint_info info;
+        w4a8moe_checkpoint_get_info(c->ck, &info);
+        if (n > info.num_moe_layers) n = info.num_moe_layers;
+    }
     if (c->a.layers) n = (int)c->a.layers;
     /* room for each copy twice (a backend that packs its own layout) in 60% of free memory */
     while (avail && n > 1 && (double)n * 2.0 * (double)c->layer_bytes > 0.6 * (double)avail) n--;
@@ -143,6 +166,28 @@ static void progress(const bench_ctx *c, const char *what, int i, int n)
     fflush(stderr);
 }
 
+/* --checkpoint: the rotation's layers are the checkpoint's MoE layers from --layer on. */
+static int make_ckpt_layers(bench_ctx *c, const w4a8moe_layer_options *lo)
+{
+    for (int i = 0; i < c->ncopies; i++) {
+        progress(c, "loading checkpoint layer", i, c->ncopies);
+        int32_t L = bench_ckpt_layer(c->ck, (int32_t)c->a.layer, i);
+        w4a8moe_status st =
+            w4a8moe_checkpoint_layer_create(c->ck, L, lo, NULL, 0, c->d.max_tokens, &c->layers[i]);
+        if (st != W4A8MOE_STATUS_OK) {
+            progress(c, "", 1, 1);
+            return cli_fail("bench", "%s", w4a8moe_last_error());
+        }
+    }
+    progress(c, "", 1, 1);
+    c->backend = w4a8moe_layer_backend(c->layers[0]);
+    w4a8moe_layer_options ro = {.backend = "cpu_ref", .num_threads = 1};
+    if (w4a8moe_checkpoint_layer_create(c->ck, (int32_t)c->a.layer, &ro, NULL, 0, CHECK_TOKENS,
+                                        &c->ref) != W4A8MOE_STATUS_OK)
+        return cli_fail("bench", "cpu_ref check layer: %s", w4a8moe_last_error());
+    return 0;
+}
+
 static int make_layers(bench_ctx *c)
 {
     c->sw = calloc((size_t)c->ncopies, sizeof *c->sw);
@@ -153,6 +198,7 @@ static int make_layers(bench_ctx *c)
     lo.num_threads = (int32_t)c->a.threads;
     lo.borrow_weights = 1; /* the synthetic weights live as long as the layers */
     cli_device_apply(&c->a.device, &lo);
+    if (c->ck) return make_ckpt_layers(c, &lo);
     for (int i = 0; i < c->ncopies; i++) {
         progress(c, "generating synthetic weights for layer", i, c->ncopies);
         /* pool = E: every expert's bytes are distinct, as in a real checkpoint */
@@ -303,11 +349,14 @@ static void print_preamble(const bench_ctx *c)
 {
     const w4a8moe_layer_desc *d = &c->d;
     const bench_machine *m = &c->m;
-    char dev[128];
+    char dev[128], label[W4A8MOE_ERR_CAP + 64];
     cli_device_describe(&c->a.device, dev, sizeof dev);
-    printf("model: %s (H=%lld I=%lld E=%d k=%d g=%d), %s I/O, bf16 group scales, seed %llu\n",
-           c->a.model->name, (long long)d->hidden, (long long)d->inter, d->num_experts, d->top_k,
-           d->group_size, cli_dtype_name(d->io_dtype), (unsigned long long)c->a.seed);
+    cli_device_label(&c->a.device, label, sizeof label);
+    printf("device: %s\n", label);
+    printf("model: %s (H=%lld I=%lld E=%d k=%d g=%d), %s I/O, %s, seed %llu\n", c->name,
+           (long long)d->hidden, (long long)d->inter, d->num_experts, d->top_k, d->group_size,
+           cli_dtype_name(d->io_dtype), c->ck ? "the checkpoint's weights" : "bf16 group scales",
+           (unsigned long long)c->a.seed);
     char buf[32];
     size_text((double)m->copy_bytes, buf, sizeof buf);
     printf("machine: %s, %d threads; copy %.1f GB/s (read+write, 2 x %s); ", dev, m->threads,
@@ -323,10 +372,10 @@ static void print_preamble(const bench_ctx *c)
     char one[32], all[32];
     size_text((double)c->layer_bytes, one, sizeof one);
     size_text(total, all, sizeof all);
-    printf("weights: %d layer cop%s x %s rotated (%s %s 2 x LLC: %s cache); uniform random "
-           "routing\n",
-           c->ncopies, c->ncopies == 1 ? "y" : "ies", one, all, cold ? ">=" : "<",
-           cold ? "cold" : "warm");
+    printf("weights: %d %s x %s rotated (%s %s 2 x LLC: %s cache); uniform random routing\n",
+           c->ncopies, c->ck ? (c->ncopies == 1 ? "checkpoint layer" : "checkpoint layers")
+                             : (c->ncopies == 1 ? "layer copy" : "layer copies"),
+           one, all, cold ? ">=" : "<", cold ? "cold" : "warm");
     printf("%7s  %-10s %10s %10s %8s %8s %10s %7s  %-5s %6s %8s\n", "T", "backend", "us/layer",
            "tokens/s", "GB/s", "FLOP/s", "floor us", "x floor", "bound", "iters", "rel-L2");
 }
@@ -352,7 +401,7 @@ static void print_json(const bench_ctx *c, const bench_result *r)
     printf("{\"model\": \"%s\", \"backend\": \"%s\", \"prepfin\": \"%s\", \"T\": %lld, "
            "\"hidden\": %lld, \"inter\": %lld, \"experts\": %d, \"top_k\": %d, \"group\": %d, "
            "\"threads\": %d, \"seed\": %llu, \"copy_gb_per_s\": %.3f, \"fma_gflop_per_s\": ",
-           c->a.model->name, c->backend, w4a8moe_layer_prepfin(c->layers[0]), (long long)r->T,
+           c->name, c->backend, w4a8moe_layer_prepfin(c->layers[0]), (long long)r->T,
            (long long)c->d.hidden, (long long)c->d.inter, c->d.num_experts, c->d.top_k,
            c->d.group_size, m->threads, (unsigned long long)c->a.seed, m->copy_gbs);
     if (m->fma_isa) printf("%.3f", m->fma_gflops);
@@ -384,6 +433,7 @@ static void bench_free(bench_ctx *c)
     free(c->sw);
     free(c->x), free(c->out), free(c->xs), free(c->outs), free(c->refout);
     free(c->ids), free(c->wts), free(c->ids_s), free(c->wts_s);
+    w4a8moe_checkpoint_close(c->ck);
 }
 
 /* Runs every T; returns the exit code. */
@@ -414,6 +464,45 @@ static int bench_all(bench_ctx *c)
     return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
+/* --checkpoint: opens it, settles --layer (default: the first MoE layer) and the description. */
+static int open_checkpoint(bench_ctx *c)
+{
+    if (w4a8moe_checkpoint_open(c->a.ckpt_dir, &c->ck) != W4A8MOE_STATUS_OK)
+        return cli_fail("bench", "%s", w4a8moe_last_error());
+    w4a8moe_checkpoint_info info;
+    w4a8moe_checkpoint_get_info(c->ck, &info);
+    if (info.num_moe_layers <= 0) return cli_fail("bench", "%s has no MoE layer", c->a.ckpt_dir);
+    if (c->a.layer < 0) c->a.layer = info.moe_layers[0];
+    if (w4a8moe_checkpoint_layer_desc(c->ck, (int32_t)c->a.layer, max_tokens(&c->a.tokens), &c->d) !=
+        W4A8MOE_STATUS_OK)
+        return cli_usage_error("bench", "--layer %lld: %s", (long long)c->a.layer, w4a8moe_last_error());
+    snprintf(c->name, sizeof c->name, "%s layer %lld", c->a.ckpt_dir, (long long)c->a.layer);
+    return 0;
+}
+
+/* --device cuda (or auto on a machine with one): tools/bench_gpu.c. Returns the exit code, or
+ * -2 when auto should fall back to the host (the layer is UNSUPPORTED on the device). */
+static int bench_cuda(bench_ctx *c)
+{
+    char label[W4A8MOE_ERR_CAP + 64], why[W4A8MOE_ERR_CAP];
+    cli_device_label(&c->a.device, label, sizeof label);
+    w4a8moe_status create_st = W4A8MOE_STATUS_OK;
+    bench_gpu_args g = {.model = c->a.model ? c->a.model : w4a8moe_model_find("qwen3-30b-a3b"),
+                        .tokens = c->a.tokens.v, .ntokens = c->a.tokens.n, .backend = c->a.backend,
+                        .iters = c->a.iters, .layers = c->a.layers, .seed = c->a.seed,
+                        .json = c->a.json, .ordinal = c->a.device.ordinal};
+    g.ckpt = c->ck;
+    g.ckpt_layer = (int32_t)c->a.layer;
+    g.name = c->ck ? c->name : NULL;
+    g.device_label = label;
+    g.create_status = c->a.device.is_auto ? &create_st : NULL;
+    g.create_why = why;
+    g.create_why_cap = sizeof why;
+    int rc = bench_gpu_main(&g);
+    if (rc && cli_device_fallback(&c->a.device, create_st, why)) return -2;
+    return rc;
+}
+
 int cli_cmd_bench(int argc, char **argv)
 {
     bench_ctx c;
@@ -421,24 +510,33 @@ int cli_cmd_bench(int argc, char **argv)
     c.a.warmup = 1;
     c.a.seed = 1;
     c.a.tokens = (cli_int_list){{1, 16, 128}, 3};
-    c.a.device.kind = W4A8MOE_DEVICE_CPU;
+    c.a.device = (cli_device)CLI_DEVICE_DEFAULT;
+    c.a.layer = -1;
     int rc = parse_args(argc, argv, &c.a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
-    if (c.a.device.kind == W4A8MOE_DEVICE_CUDA) { /* device timing: tools/bench_gpu.c */
-        bench_gpu_args g = {c.a.model ? c.a.model : w4a8moe_model_find("qwen3-30b-a3b"), c.a.tokens.v,
-                            c.a.tokens.n, c.a.backend, c.a.iters, c.a.layers, c.a.seed, c.a.json,
-                            c.a.device.ordinal};
-        return bench_gpu_main(&g);
-    }
+    if (c.a.ckpt_dir && c.a.model)
+        return cli_usage_error("bench", "--model and --checkpoint exclude each other");
+    if (c.a.layer >= 0 && !c.a.ckpt_dir)
+        return cli_usage_error("bench", "--layer needs --checkpoint");
     if (c.a.backend && !w4a8moe_registry_find_experts(c.a.backend))
         return cli_usage_error("bench", "--backend '%s': no experts backend of that name in this "
                                         "build; hint: 'w4a8moe --version' lists them", c.a.backend);
-    if (!c.a.model) c.a.model = w4a8moe_model_find("qwen3-30b-a3b");
+    cli_device_resolve(&c.a.device);
+    if (!c.a.model && !c.a.ckpt_dir) c.a.model = w4a8moe_model_find("qwen3-30b-a3b");
+    if (c.a.model) snprintf(c.name, sizeof c.name, "%s", c.a.model->name);
+    else if ((rc = open_checkpoint(&c))) {
+        bench_free(&c);
+        return rc;
+    }
+    if (c.a.device.kind == W4A8MOE_DEVICE_CUDA && (rc = bench_cuda(&c)) != -2) {
+        bench_free(&c);
+        return rc;
+    }
     if (!c.a.threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c.a.threads = n < 1 ? 1 : (n > 256 ? 256 : n);
     }
-    w4a8moe_model_desc(c.a.model, max_tokens(&c.a.tokens), &c.d);
+    if (c.a.model) w4a8moe_model_desc(c.a.model, max_tokens(&c.a.tokens), &c.d);
     const w4a8moe_layer_desc *d = &c.d;
     c.layer_bytes = (size_t)((double)d->num_experts * 3.0 * (double)d->hidden * (double)d->inter *
                              (0.5 + 2.0 / d->group_size));

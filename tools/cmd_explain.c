@@ -106,7 +106,7 @@ static int print_report(const char *report)
 int cli_cmd_explain(int argc, char **argv)
 {
     explain_args a = {.max_tokens = 128, .act = W4A8MOE_ACTIVATION_SILU,
-                      .dtype = W4A8MOE_DTYPE_BF16, .device = {W4A8MOE_DEVICE_CPU, 0}};
+                      .dtype = W4A8MOE_DTYPE_BF16, .device = CLI_DEVICE_DEFAULT};
     cli_opt opts[OPT_COUNT] = {
         [OPT_MODEL] = CLI_CUSTOM("--model", "NAME", "a built-in shape (see 'w4a8moe models')",
                                  &a.model, cli_parse_model),
@@ -146,6 +146,7 @@ int cli_cmd_explain(int argc, char **argv)
                                           "build; hint: 'w4a8moe --version' lists them", a.backend);
     w4a8moe_layer_desc d;
     if (build_desc(&a, opts, &d)) return CLI_EXIT_USAGE;
+    cli_device_resolve(&a.device);
     w4a8moe_layer_options lo = {0};
     lo.backend = a.backend;
     cli_device_apply(&a.device, &lo);
@@ -162,8 +163,8 @@ int cli_cmd_explain(int argc, char **argv)
         return cli_fail("explain", "%s", w4a8moe_last_error());
     }
     print_desc(&a, &d);
-    char devname[256];
-    cli_device_describe(&a.device, devname, sizeof devname);
+    char devname[W4A8MOE_ERR_CAP + 64];
+    cli_device_label(&a.device, devname, sizeof devname);
     printf("device: %s\n", devname);
     const char *env = getenv("W4A8MOE_BACKEND");
     if (a.backend || (env && env[0]))

@@ -7,7 +7,13 @@
  * checkpoint's gate weights (logits x . Wg^T in f32) and its configuration. OUT gets `output`
  * [T, H] in the input's dtype. The shared expert runs unless --routed-only says to leave it
  * out.
+ *
+ * --device (default auto: cuda:0 when visible, else the host): on a CUDA device the tokens,
+ * routing (or the checkpoint router's logits, computed on the host) and output are staged
+ * through device memory (tools/bench_gpu.h), and bad topk_ids are reported as on the host.
+ * auto falls back to the host, saying so, when the device refuses the layer (UNSUPPORTED).
  */
+#include "bench_gpu.h"
 #include "cli.h"
 
 #include "../src/core/backend.h"
@@ -81,7 +87,21 @@ static int write_output(const char *path, w4a8moe_dtype dt, int64_t T, int64_t H
     return 0;
 }
 
-static int run_layer(const run_args *a, w4a8moe_checkpoint *ck, const run_input *in)
+/* The layer on a->device; auto falls back to the host when the device refuses it. */
+static int create_layer(run_args *a, w4a8moe_checkpoint *ck, const w4a8moe_layer_desc *d,
+                        w4a8moe_layer **L)
+{
+    for (;;) {
+        w4a8moe_layer_options o = {.backend = a->backend, .num_threads = (int32_t)a->threads};
+        cli_device_apply(&a->device, &o);
+        w4a8moe_status st = w4a8moe_checkpoint_layer_create_desc(ck, (int32_t)a->layer, d, &o, NULL, 0, L);
+        if (st == W4A8MOE_STATUS_OK) return 0;
+        if (!cli_device_fallback(&a->device, st, w4a8moe_last_error()))
+            return cli_fail("run", "%s", w4a8moe_last_error());
+    }
+}
+
+static int run_layer(run_args *a, w4a8moe_checkpoint *ck, const run_input *in)
 {
     w4a8moe_checkpoint_info info;
     w4a8moe_checkpoint_get_info(ck, &info);
@@ -90,11 +110,8 @@ static int run_layer(const run_args *a, w4a8moe_checkpoint *ck, const run_input 
     if (w4a8moe_checkpoint_layer_desc(ck, (int32_t)a->layer, T > 0 ? T : 1, &d) != W4A8MOE_STATUS_OK)
         return cli_fail("run", "%s", w4a8moe_last_error());
     d.io_dtype = in->dtype;
-    w4a8moe_layer_options o = {.backend = a->backend, .num_threads = (int32_t)a->threads};
-    cli_device_apply(&a->device, &o);
     w4a8moe_layer *L;
-    if (w4a8moe_checkpoint_layer_create_desc(ck, (int32_t)a->layer, &d, &o, NULL, 0, &L) != W4A8MOE_STATUS_OK)
-        return cli_fail("run", "%s", w4a8moe_last_error());
+    if (create_layer(a, ck, &d, &L)) return CLI_EXIT_FAIL;
     void *x = aligned_copy(in->x), *out = calloc((size_t)(T * H) + 1, w4a8moe_dtype_size(in->dtype));
     int32_t *ids = in->ids ? aligned_copy(in->ids) : NULL;
     float *wts = in->wts ? aligned_copy(in->wts) : NULL;
@@ -104,16 +121,21 @@ static int run_layer(const run_args *a, w4a8moe_checkpoint *ck, const run_input 
         w4a8moe_checkpoint_router_logits(ck, (int32_t)a->layer, T, x, in->dtype, logits) != W4A8MOE_STATUS_OK)
         rc = cli_fail("run", "%s", w4a8moe_last_error());
     w4a8moe_routing_input r = {ids, wts, logits};
-    if (!rc && w4a8moe_layer_forward(L, T, x, &r, out, NULL) != W4A8MOE_STATUS_OK)
-        rc = cli_fail("run", "%s", w4a8moe_layer_error(L));
+    w4a8moe_status st = rc ? W4A8MOE_STATUS_OK : bench_gpu_forward_staged(L, a->device.kind, &d, T, x, &r, out);
+    if (st != W4A8MOE_STATUS_OK) /* the layer's message, or a staging copy that failed */
+        rc = cli_fail("run", "%s", w4a8moe_layer_error(L)[0] ? w4a8moe_layer_error(L)
+                                                              : "staging the data through the device failed");
     if (!rc) rc = write_output(a->output, in->dtype, T, H, out);
+    char label[W4A8MOE_ERR_CAP + 64];
+    cli_device_label(&a->device, label, sizeof label);
     if (!rc)
-        printf("run: layer %lld, %lld tokens (%s), routing %s, backend %s, shared expert %s -> %s\n",
+        printf("run: layer %lld, %lld tokens (%s), routing %s, backend %s, shared expert %s -> %s\n"
+               "device: %s\n",
                (long long)a->layer, (long long)T, cli_dtype_name(in->dtype),
                in->ids ? "given (topk_ids)" : "checkpoint router", w4a8moe_layer_backend(L),
                info.has_shared_expert ? (a->routed_only ? "left out (--routed-only)" : w4a8moe_layer_shared_backend(L))
                                       : "none",
-               a->output);
+               a->output, label);
     free(x);
     free(out);
     free(ids);
@@ -125,7 +147,7 @@ static int run_layer(const run_args *a, w4a8moe_checkpoint *ck, const run_input 
 
 int cli_cmd_run(int argc, char **argv)
 {
-    run_args a = {.layer = -1, .device = {W4A8MOE_DEVICE_CPU, 0}};
+    run_args a = {.layer = -1, .device = CLI_DEVICE_DEFAULT};
     cli_opt opts[] = {
         CLI_INT("--layer", "L", "decoder layer to run (must be an MoE layer; required)", &a.layer, 0, 1 << 20),
         CLI_STR("--input", "IN", "safetensors with hidden_states [T, H] (+ topk_ids, topk_weights)", &a.input),
@@ -141,7 +163,9 @@ int cli_cmd_run(int argc, char **argv)
         "Without topk_ids/topk_weights in IN the router runs from the checkpoint's gate weights\n"
         "(logits = x . Wg^T accumulated in f32) and its configuration (softmax top-k, DeepSeek\n"
         "grouped sigmoid, Llama-4 sigmoid top-1). The shared expert, if the model has one, is part\n"
-        "of the layer unless --routed-only.\n",
+        "of the layer unless --routed-only. --device auto (the default) runs on cuda:0 when a CUDA\n"
+        "device is visible (on the host, saying so, when the device cannot run the layer), else\n"
+        "on the host; the last line says which.\n",
         1};
     const char *pos[1];
     int npos = 0;
@@ -150,7 +174,7 @@ int cli_cmd_run(int argc, char **argv)
     if (npos != 1) return cli_usage_error("run", "needs one checkpoint directory; see --help");
     if (a.layer < 0 || !a.input || !a.output)
         return cli_usage_error("run", "--layer, --input and --output are required; see --help");
-    if (cli_device_require_staging(&a.device, "run")) return CLI_EXIT_USAGE;
+    cli_device_resolve(&a.device);
     w4a8moe_checkpoint *ck;
     if (w4a8moe_checkpoint_open(pos[0], &ck) != W4A8MOE_STATUS_OK)
         return cli_fail("run", "%s", w4a8moe_last_error());

@@ -108,6 +108,14 @@ class TestForward(LayerCase):
         wide = np.zeros((x.shape[0], 2 * x.shape[1]), dtype=x.dtype)
         wide[:, ::2] = x
         self.assertTrue(np.array_equal(layer(wide[:, ::2], ids, wts), out))
+        # check(): a CPU layer refuses bad ids in forward, so nothing is ever deferred
+        self.assertIsNone(layer.check())
+        bad = ids.copy()
+        bad[3, 0] = 10 ** 6
+        with self.assertRaises(w4a8moe.Error) as cm:
+            layer(x, topk_ids=bad, topk_weights=wts)
+        self.assertIn("token 3", cm.exception.message)
+        self.assertIsNone(layer.check())
 
     def test_f32_channel_gelu(self):
         self.run_case(20, io_dtype="f32", scale_dtype="f32", channel=True,

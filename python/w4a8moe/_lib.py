@@ -244,6 +244,7 @@ PROTOS = {
 # builds still load; callers check with has().
 OPTIONAL_PROTOS = {
     "w4a8moe_layer_shared_backend": (_c.c_char_p, [_c.c_void_p]),
+    "w4a8moe_layer_check": (c_enum, [_c.c_void_p, _c.c_void_p]),
     "w4a8moe_checkpoint_open": (c_enum, [_c.c_char_p, _P(_c.c_void_p)]),
     "w4a8moe_checkpoint_close": (None, [_c.c_void_p]),
     "w4a8moe_checkpoint_get_info": (c_enum, [_c.c_void_p, _P(CheckpointInfo)]),

@@ -416,6 +416,27 @@ class Layer:
 
     __call__ = forward
 
+    def check(self, stream=None):
+        """Raises Error (INVALID_ARGUMENT, naming the token) when an earlier forward on a CUDA
+        layer was given bad topk_ids (outside [-1, E) or repeated in a token: the device ran
+        them as -1). Waits for the work queued on `stream` (a torch.cuda.Stream or a raw
+        handle; default: torch's current stream). CPU layers refuse bad ids in forward, so
+        this never raises for them. See w4a8moe_layer_check in include/w4a8moe.h."""
+        self._live()
+        if not hasattr(self._lib, "w4a8moe_layer_check"):
+            return
+        handle = None
+        if self.device == "cuda":
+            if stream is not None and not isinstance(stream, int):
+                handle = int(stream.cuda_stream)
+            elif stream is not None:
+                handle = stream
+            elif A.torch() is not None:
+                handle = int(A.torch().cuda.current_stream(self.device_ordinal).cuda_stream)
+        st = self._lib.w4a8moe_layer_check(self._handle, handle or None)
+        if st != _lib.STATUS_OK:
+            _raise_last(st, self._handle)
+
     def _forward(self, x, topk_ids, topk_weights, router_logits, out, stream):
         shp = A.shape(x)
         if len(shp) != 2 or shp[1] != self.hidden:

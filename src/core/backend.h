@@ -162,6 +162,11 @@ typedef struct w4a8moe_prepfin_ops {
     w4a8moe_status (*finalize)(const w4a8moe_stage_ctx *ctx, void *state,
                                const w4a8moe_dispatch *dispatch, const w4a8moe_dispatch *shared,
                                void *out, void *stream, w4a8moe_err *err);
+    /* Optional (NULL: nothing deferred): w4a8moe_layer_check. Waits for the work queued on
+     * stream, then reports, once, an error the device recorded in earlier forwards (CUDA: bad
+     * caller-given ids, which a device cannot refuse without a host synchronisation). */
+    w4a8moe_status (*check)(const w4a8moe_stage_ctx *ctx, void *state, void *stream,
+                            w4a8moe_err *err);
 } w4a8moe_prepfin_ops;
 
 /* registry.c: the static tables, in priority order (fastest first, cpu_ref last). */

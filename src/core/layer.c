@@ -271,6 +271,19 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
     return w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
 }
 
+w4a8moe_status w4a8moe_layer_check(w4a8moe_layer *layer, void *stream)
+{
+    if (!layer) {
+        w4a8moe_err *err = w4a8moe_thread_err();
+        RETURN_ERR(err, W4A8MOE_STATUS_INVALID_ARGUMENT, "layer is NULL");
+    }
+    w4a8moe_err *err = &layer->err;
+    err->msg[0] = '\0';
+    FORWARD(w4a8moe_mk_check(&layer->mk, stream, err));
+    if (layer->shared) FORWARD(w4a8moe_mk_check(&layer->shared->mk, stream, err));
+    return W4A8MOE_STATUS_OK;
+}
+
 const char *w4a8moe_layer_backend(const w4a8moe_layer *layer)
 {
     return layer && layer->mk.experts ? layer->mk.experts->name : "";

@@ -51,6 +51,12 @@ w4a8moe_status w4a8moe_mk_forward_shared(w4a8moe_mk *mk, w4a8moe_mk *smk,
     return W4A8MOE_STATUS_OK;
 }
 
+w4a8moe_status w4a8moe_mk_check(w4a8moe_mk *mk, void *stream, w4a8moe_err *err)
+{
+    if (!mk->prepfin->check) return W4A8MOE_STATUS_OK;
+    return mk->prepfin->check(&mk->ctx, mk->prepfin_state, stream, err);
+}
+
 void w4a8moe_mk_release(w4a8moe_mk *mk)
 {
     if (mk->experts_state && mk->experts->free_state) mk->experts->free_state(mk->experts_state);

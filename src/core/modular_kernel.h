@@ -30,6 +30,8 @@ w4a8moe_status w4a8moe_mk_forward_shared(w4a8moe_mk *mk, w4a8moe_mk *smk,
                                          const w4a8moe_routing_input *shared_routing, int64_t T,
                                          const void *x, const w4a8moe_routing_input *routing,
                                          void *out, void *stream, w4a8moe_err *err);
+/* w4a8moe_layer_check for one pipeline: the prepare/finalize's check, OK when it has none. */
+w4a8moe_status w4a8moe_mk_check(w4a8moe_mk *mk, void *stream, w4a8moe_err *err);
 /* Releases what init acquired (safe on a partly initialised mk). */
 void w4a8moe_mk_release(w4a8moe_mk *mk);
 

@@ -1,19 +1,15 @@
 /*
  * router.c — host routing: softmax top-k, DeepSeek-V3 grouped sigmoid top-k, Llama-4 top-1.
- * Plain scalar code: routing is O(T*E) next to the O(T*k*H*I) experts.
+ * Plain scalar code: routing is O(T*E) next to the O(T*k*H*I) experts. The scalar rules (order,
+ * NaN, scores, weights) are src/common/route_rule.h, shared with the CUDA router; this file
+ * only scans. Ties are broken by the scan order (lower index first).
  */
 #include "router.h"
 
+#include "../common/route_rule.h"
+
 #include <math.h>
 #include <stdlib.h>
-
-/* a ranks above b: larger value, NaN lowest. Ties are broken by the callers' scan order. */
-static int ranks_above(float a, float b)
-{
-    if (a != a) return 0;
-    if (b != b) return 1;
-    return a > b;
-}
 
 /* Index of the best unchosen entry of v[0..n) among those with allowed[i] (NULL: all). */
 static int pick_best(const float *v, int n, const unsigned char *taken, const unsigned char *allowed)
@@ -21,7 +17,7 @@ static int pick_best(const float *v, int n, const unsigned char *taken, const un
     int best = -1;
     for (int i = 0; i < n; i++) {
         if (taken[i] || (allowed && !allowed[i])) continue;
-        if (best < 0 || ranks_above(v[i], v[best])) best = i;
+        if (best < 0 || w4a8moe_route_above(v[i], v[best])) best = i;
     }
     return best;
 }
@@ -64,13 +60,13 @@ static void route_softmax(const w4a8moe_layer_desc *d, const float *l, float *p,
     int E = d->num_experts, k = d->top_k;
     float mx = l[0];
     for (int e = 1; e < E; e++)
-        if (ranks_above(l[e], mx)) mx = l[e];
+        if (w4a8moe_route_above(l[e], mx)) mx = l[e];
     double sum = 0;
     for (int e = 0; e < E; e++) {
-        p[e] = l[e] == l[e] ? expf(l[e] - mx) : 0.0f; /* NaN ranks lowest: probability 0 */
+        p[e] = w4a8moe_route_softmax_num(l[e], mx); /* NaN ranks lowest: probability 0 */
         sum += p[e];
     }
-    for (int e = 0; e < E; e++) p[e] = (float)(p[e] / sum);
+    for (int e = 0; e < E; e++) p[e] = w4a8moe_route_softmax_prob(p[e], sum);
     float total = 0;
     for (int j = 0; j < k; j++) {
         int e = pick_best(p, E, taken, NULL);
@@ -79,8 +75,9 @@ static void route_softmax(const w4a8moe_layer_desc *d, const float *l, float *p,
         w[j] = p[e];
         total += p[e];
     }
-    if (d->routing.renormalize && total > 0)
-        for (int j = 0; j < k; j++) w[j] /= total;
+    for (int j = 0; j < k; j++)
+        w[j] = w4a8moe_route_weight(W4A8MOE_ROUTING_SOFTMAX_TOPK, w[j], total, d->routing.renormalize,
+                                    d->routing.routed_scaling_factor);
 }
 
 static void route_grouped(const w4a8moe_layer_desc *d, const float *bias, const float *l, float *s,
@@ -89,17 +86,14 @@ static void route_grouped(const w4a8moe_layer_desc *d, const float *bias, const 
 {
     int E = d->num_experts, k = d->top_k, G = d->routing.n_group, per = E / G;
     for (int e = 0; e < E; e++) {
-        s[e] = 1.0f / (1.0f + expf(-l[e]));
-        sb[e] = s[e] + (bias ? bias[e] : 0.0f);
+        s[e] = w4a8moe_route_sigmoid(l[e]);
+        sb[e] = w4a8moe_route_biased(l[e], bias ? bias[e] : 0.0f);
     }
     /* group score = sum of the two largest biased scores of the group; reuse s+E as scratch */
     float *gscore = sb + E;
     for (int g = 0; g < G; g++) {
         float a = -INFINITY, b = -INFINITY;
-        for (int e = g * per; e < (g + 1) * per; e++) {
-            if (ranks_above(sb[e], a)) { b = a; a = sb[e]; }
-            else if (ranks_above(sb[e], b)) b = sb[e];
-        }
+        for (int e = g * per; e < (g + 1) * per; e++) w4a8moe_route_top2_push(sb[e], &a, &b);
         gscore[g] = a + b;
     }
     unsigned char *gtaken = allowed + E;
@@ -118,10 +112,9 @@ static void route_grouped(const w4a8moe_layer_desc *d, const float *bias, const 
         w[j] = s[e];
         total += s[e];
     }
-    for (int j = 0; j < k; j++) {
-        if (d->routing.renormalize && total > 0) w[j] /= total;
-        w[j] *= d->routing.routed_scaling_factor;
-    }
+    for (int j = 0; j < k; j++)
+        w[j] = w4a8moe_route_weight(W4A8MOE_ROUTING_SIGMOID_GROUPED_TOPK, w[j], total,
+                                    d->routing.renormalize, d->routing.routed_scaling_factor);
 }
 
 static void route_top1(const w4a8moe_layer_desc *d, const float *l, unsigned char *taken, int32_t *ids,
@@ -129,7 +122,8 @@ static void route_top1(const w4a8moe_layer_desc *d, const float *l, unsigned cha
 {
     int e = pick_best(l, d->num_experts, taken, NULL);
     ids[0] = e;
-    w[0] = 1.0f / (1.0f + expf(-l[e]));
+    w[0] = w4a8moe_route_weight(W4A8MOE_ROUTING_SIGMOID_TOP1, w4a8moe_route_sigmoid(l[e]), 0.0f,
+                                d->routing.renormalize, d->routing.routed_scaling_factor);
 }
 
 w4a8moe_status w4a8moe_router_run(const w4a8moe_layer_desc *d, const float *score_bias, int64_t T,

@@ -10,9 +10,15 @@
  *
  * Caller-given routing lives on the device, so it cannot be checked without a sync: invalid ids
  * (outside [-1, E), or repeated within a token — the later slot) are treated as -1 (no expert)
- * and counted in a device error word. With W4A8MOE_CHECK_ROUTING=1 in the environment, prepare
- * synchronises the stream after the count (outside graph capture) and returns
- * INVALID_ARGUMENT naming the first bad token. A NaN weight gives that token a NaN output.
+ * in that forward and counted in the forward's error words (workspace: bad slots, first bad
+ * token). When there are any, the one-block kernel after the count (small or scan) adds them to
+ * the layer's report words, two int32 in mapped pinned host memory that only the device writes
+ * (bad slots so far, token of the latest faulty forward) — no copy and no sync on the clean path,
+ * and graph replays report too. The host remembers how many slots it has reported; the next
+ * prepare (without waiting) and cuda_local_check (w4a8moe_layer_check, after a stream sync)
+ * turn new ones into INVALID_ARGUMENT naming the token. With W4A8MOE_CHECK_ROUTING=1 in the
+ * environment, prepare synchronises the stream after the count (outside graph capture) and fails
+ * the forward itself. A NaN weight gives that token a NaN output.
  *
  * Workspace: the dispatch arrays (w4a8moe_dispatch_carve), then routed ids [R] and weights [R]
  * for the logits path, the chunk counts [ceil(R / 1024), E_local], and 2 error words.
@@ -30,6 +36,9 @@
 typedef struct local_state {
     float *bias;     /* device copy of routing.score_bias [E], or NULL */
     int check_routing;
+    volatile int32_t *report; /* mapped pinned [2]: bad slots so far, latest first bad token */
+    int32_t *report_dev;      /* the same words as the device addresses them */
+    int32_t reported;         /* report[0] when the host last reported */
 } local_state;
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -95,6 +104,12 @@ static w4a8moe_status cuda_local_create(const w4a8moe_stage_ctx *ctx, void **sta
         CUDA_TRY(err, cudaMalloc((void **)&s->bias, bytes));
         CUDA_TRY(err, cudaMemcpy(s->bias, d->routing.score_bias, bytes, cudaMemcpyHostToDevice));
     }
+    void *rep = NULL;
+    CUDA_TRY(err, cudaHostAlloc(&rep, 2 * sizeof(int32_t), cudaHostAllocMapped | cudaHostAllocPortable));
+    s->report = (volatile int32_t *)rep;
+    s->report[0] = 0;
+    s->report[1] = 0;
+    CUDA_TRY(err, cudaHostGetDevicePointer((void **)&s->report_dev, rep, 0));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -103,23 +118,60 @@ static void cuda_local_free(void *state)
     local_state *s = (local_state *)state;
     if (!s) return;
     if (s->bias) cudaFree(s->bias);
+    if (s->report) cudaFreeHost((void *)s->report);
     free(s);
 }
 
-/* W4A8MOE_CHECK_ROUTING=1: read the error words back (a sync) and name the first bad token. */
-static w4a8moe_status check_routing(const local_extra *x, cudaStream_t st, w4a8moe_err *err)
+/* Reports bad slots the device recorded since the last report, once; `when` says which call
+ * finds them. Reads the mapped report words without waiting: the count first, then the token
+ * (the device writes the token first, then fences, then the count). */
+static w4a8moe_status report_routing(local_state *s, const w4a8moe_layer_desc *d, const char *when,
+                                     w4a8moe_err *err)
+{
+    int32_t n = s->report[0];
+    if (n == s->reported) return W4A8MOE_STATUS_OK;
+    int32_t token = s->report[1];
+    int32_t slots = n - s->reported;
+    s->reported = n;
+    RETURN_ERR(err, W4A8MOE_STATUS_INVALID_ARGUMENT,
+               "token %d: topk_ids held an id outside [-1, E = %d) or an expert twice in %s (%d "
+               "bad slots since the last report, run as -1); hint: pass ids in [-1, E) without "
+               "repeats; w4a8moe_layer_check after a forward (or W4A8MOE_CHECK_ROUTING=1) "
+               "reports them at once",
+               token, d->num_experts, when, slots);
+}
+
+/* Whether st is capturing a CUDA graph (then nothing may wait on it). */
+static w4a8moe_status stream_capturing(cudaStream_t st, int *capturing, w4a8moe_err *err)
 {
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     CUDA_TRY(err, cudaStreamIsCapturing(st, &cs));
-    if (cs != cudaStreamCaptureStatusNone) return W4A8MOE_STATUS_OK; /* no sync inside a graph */
-    int32_t h[2];
-    CUDA_TRY(err, cudaMemcpyAsync(h, x->err, sizeof h, cudaMemcpyDeviceToHost, st));
-    CUDA_TRY(err, cudaStreamSynchronize(st));
-    RETURN_IF(err, h[0] > 0, W4A8MOE_STATUS_INVALID_ARGUMENT,
-              "token %d: topk_ids holds an id outside [-1, E) or an expert twice (%d bad slots "
-              "in this batch); hint: such slots count as -1 unless W4A8MOE_CHECK_ROUTING=1",
-              h[1], h[0]);
+    *capturing = cs != cudaStreamCaptureStatusNone;
     return W4A8MOE_STATUS_OK;
+}
+
+/* W4A8MOE_CHECK_ROUTING=1: wait for this forward's count (a sync) and fail it if it had bad ids. */
+static w4a8moe_status check_routing(local_state *s, const w4a8moe_layer_desc *d, cudaStream_t st,
+                                    w4a8moe_err *err)
+{
+    int capturing = 0;
+    FORWARD(stream_capturing(st, &capturing, err));
+    if (capturing) return W4A8MOE_STATUS_OK; /* no sync inside a graph */
+    CUDA_TRY(err, cudaStreamSynchronize(st));
+    return report_routing(s, d, "this forward (it stopped after routing)", err);
+}
+
+/* w4a8moe_layer_check: wait for the stream's work (unless it is capturing), then report. */
+static w4a8moe_status cuda_local_check(const w4a8moe_stage_ctx *ctx, void *state, void *stream,
+                                       w4a8moe_err *err)
+{
+    local_state *s = (local_state *)state;
+    cudaStream_t st = (cudaStream_t)stream;
+    int capturing = 0;
+    FORWARD(w4a8moe_cuda_use(ctx->dev, err));
+    FORWARD(stream_capturing(st, &capturing, err));
+    if (!capturing) CUDA_TRY(err, cudaStreamSynchronize(st));
+    return report_routing(s, ctx->desc, "a forward on this layer", err);
 }
 
 static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *state, int64_t T,
@@ -127,11 +179,12 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
                                          void *workspace, w4a8moe_dispatch *dp, void *stream,
                                          w4a8moe_err *err)
 {
-    const local_state *s = (const local_state *)state;
+    local_state *s = (local_state *)state;
     const w4a8moe_layer_desc *d = ctx->desc;
     cudaStream_t st = (cudaStream_t)stream;
     int k = d->top_k, nl = ctx->num_local;
     int64_t H = d->hidden, pairs = T * k, chunks = local_chunks(pairs);
+    FORWARD(report_routing(s, d, "an earlier forward on this layer; this forward did not run", err));
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     w4a8moe_dispatch_carve(d, nl, workspace, dp);
     dp->T = T;
@@ -152,20 +205,22 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
     }
     pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl};
     if (pairs <= DISPATCH_CHUNK) { /* decode: one kernel instead of three and three memsets */
-        dispatch_small_kernel<<<1, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err, dp->expert_offsets, wts,
+        dispatch_small_kernel<<<1, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err, s->report_dev,
+                                                            dp->expert_offsets, wts,
                                                             d->router_weight_on_input, dp->pair_row,
                                                             dp->row_token, dp->pair_weight);
         CUDA_LAUNCHED(err, "dispatch_small_kernel");
-        if (s->check_routing) FORWARD(check_routing(&ex, st, err));
+        if (s->check_routing && routing->topk_ids) FORWARD(check_routing(s, d, st, err));
     } else {
         CUDA_TRY(err, cudaMemsetAsync(ex.counts, 0, (size_t)chunks * nl * 4, st));
         CUDA_TRY(err, cudaMemsetAsync(ex.err, 0, 4, st));
         CUDA_TRY(err, cudaMemsetAsync(ex.err + 1, 0x7f, 4, st)); /* 0x7f7f7f7f: "no bad token" */
         dispatch_count_kernel<<<(unsigned)chunks, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err);
         CUDA_LAUNCHED(err, "dispatch_count_kernel");
-        if (s->check_routing) FORWARD(check_routing(&ex, st, err));
-        dispatch_scan_kernel<<<1, 1024, 0, st>>>(ex.counts, (int)chunks, nl, dp->expert_offsets);
+        dispatch_scan_kernel<<<1, 1024, 0, st>>>(ex.counts, (int)chunks, nl, dp->expert_offsets,
+                                                 ex.err, s->report_dev);
         CUDA_LAUNCHED(err, "dispatch_scan_kernel");
+        if (s->check_routing && routing->topk_ids) FORWARD(check_routing(s, d, st, err));
         dispatch_assign_kernel<<<(unsigned)chunks, DISPATCH_CHUNK, 0, st>>>(
             m, ex.counts, wts, d->router_weight_on_input, dp->pair_row, dp->row_token, dp->pair_weight);
         CUDA_LAUNCHED(err, "dispatch_assign_kernel");
@@ -205,4 +260,5 @@ extern "C" const w4a8moe_prepfin_ops w4a8moe_cuda_local_prepfin = {
     cuda_local_free,
     cuda_local_prepare,
     cuda_local_finalize,
+    cuda_local_check,
 };

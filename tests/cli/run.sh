@@ -74,6 +74,9 @@ expect explain_flags "sed -e '/^device: /d' -e '/^backends, in priority order:/q
     explain --hidden 320 --inter 160 --experts 8 --topk 2 --group 32 --act gelu_tanh \
     --dtype f16 --static-scales 0.01,0.02 --max-tokens 7
 
+# The checks below that read the host's formats and verdicts pin --device cpu: the default,
+# auto, picks cuda:0 on a machine with a GPU (checked at the end of this file).
+
 # ---- explain: every compiled-in backend appears, cpu_ref accepts, one is selected ----------
 run version --version
 backends=$(sed -n 's/^experts backends: //p' "$tmp/version.out")
@@ -82,7 +85,7 @@ if [ "$rc" -eq 0 ] && [ -n "$backends" ] && grep -qw cpu_ref <<<"$backends"; the
 else
     fail "--version (exit $rc) does not list cpu_ref among the experts backends" "$(cat "$tmp/version.out")"
 fi
-run explain explain --model deepseek-v3
+run explain explain --model deepseek-v3 --device cpu
 missing=""
 for b in $backends; do grep -Eq "^  $b +(selected|accepted|rejected)" "$tmp/explain.out" || missing="$missing $b"; done
 if [ "$rc" -eq 0 ] && [ -z "$missing" ]; then ok "explain lists every backend ($backends)"; else
@@ -92,7 +95,7 @@ if grep -Eq '^  cpu_ref +(selected|accepted \(not chosen: lower priority\))' "$t
 n=$(grep -c '^  [a-z0-9_]* *selected' "$tmp/explain.out")
 if [ "$n" -eq 1 ] && grep -q '^device: ' "$tmp/explain.out"; then ok "explain: exactly one backend selected, device named"; else
     fail "explain: $n backends selected (want 1), or no device line" "$(cat "$tmp/explain.out")"; fi
-run forced explain --model tiny --backend cpu_ref
+run forced explain --model tiny --backend cpu_ref --device cpu
 if [ "$rc" -eq 0 ] && grep -Eq '^  cpu_ref +selected, forced' "$tmp/forced.out"; then ok "explain --backend cpu_ref: selected, forced"; else
     fail "explain --backend cpu_ref (exit $rc)" "$(cat "$tmp/forced.out")"; fi
 
@@ -111,6 +114,11 @@ usage_error bench --model nosuchmodel
 usage_error bench --backend nosuchbackend
 usage_error bench --json=1
 usage_error bench --device tpu
+usage_error bench --device cuda:x
+usage_error bench --layer 1
+usage_error bench --model tiny --checkpoint "$here"
+usage_error run "$here" --layer 1 --input a --output b --device tpu
+usage_error verify --checkpoint "$here" --device gpu
 usage_error explain
 usage_error explain --hidden 256
 usage_error explain --model tiny --model tiny
@@ -130,20 +138,21 @@ if [ "$rc" -eq 2 ] && [ ! -s "$tmp/noargs.out" ] && grep -q '^usage: w4a8moe' "$
     ok "no arguments: usage on stderr, exit 2"; else fail "no arguments: exit $rc" "$(head -n 3 "$tmp/noargs.err")"; fi
 
 # ---- bench: structure and the check (not the timings) --------------------------------------
-run bench bench --model tiny --tokens 1,4 --iters 3
+run bench bench --model tiny --tokens 1,4 --iters 3 --device cpu
 num='[0-9]+(\.[0-9]+)?'
 row_re="^ +(1|4)  [a-z0-9_]+ +$num +$num +$num +$num[GT] +$num +$num  (mem|fma) +3 +[0-9]\.[0-9]e[-+][0-9]+$"
 rows=$(grep -Ec "$row_re" "$tmp/bench.out")
 header=$(grep -c '^      T  backend      us/layer   tokens/s     GB/s   FLOP/s   floor us x floor  bound  iters   rel-L2$' "$tmp/bench.out")
 if [ "$rc" -eq 0 ] && [ "$rows" -eq 2 ] && [ "$header" -eq 1 ] && grep -q '^model: tiny (H=256 I=128 E=8 k=2 g=64)' "$tmp/bench.out" &&
-    grep -Eq '^machine: .*copy [0-9.]+ GB/s' "$tmp/bench.out" && grep -q '^weights: ' "$tmp/bench.out"; then
+    grep -Eq '^machine: .*copy [0-9.]+ GB/s' "$tmp/bench.out" && grep -q '^weights: ' "$tmp/bench.out" &&
+    grep -q '^device: cpu (.*)$' "$tmp/bench.out"; then
     ok "bench --model tiny --tokens 1,4 --iters 3: preamble, header and 2 rows"
 else
     fail "bench table (exit $rc, $rows rows, $header header)" "$(cat "$tmp/bench.out")" "$(head -n 5 "$tmp/bench.err")"
 fi
 if grep -Eq '^check vs cpu_ref.*: max rel-L2 = [0-9.e+-]+ \(tolerance 2e-03\): ok$' "$tmp/bench.out"; then
     ok "bench: the check against cpu_ref passes"; else fail "bench: no passing check line" "$(tail -n 2 "$tmp/bench.out")"; fi
-run bench_json bench --model tiny --tokens 1,3 --iters 2 --json
+run bench_json bench --model tiny --tokens 1,3 --iters 2 --json --device cpu
 lines=$(grep -c '^{.*"T": [13],.*"iters": 2,.*"floor_us": .*"check_ok": true}$' "$tmp/bench_json.out")
 total=$(wc -l <"$tmp/bench_json.out")
 if [ "$rc" -eq 0 ] && [ "$lines" -eq 2 ] && [ "$total" -eq 2 ]; then ok "bench --json: one object per T, checks pass"; else
@@ -154,7 +163,7 @@ if command -v python3 >/dev/null; then
 fi
 
 # ---- verify: every case passes, and a seed replays exactly ---------------------------------
-run verify verify --model tiny --quick --seed 12345
+run verify verify --model tiny --quick --seed 12345 --device cpu
 cases=$(grep -c '^cpu_ref  ' "$tmp/verify.out")
 if [ "$rc" -eq 0 ] && grep -Eq '^verify: [0-9]+ ok, 0 failed, [0-9]+ skipped \(seed 12345\)$' "$tmp/verify.out" &&
     grep -q '^cpu_ref    tiny T=1 .* ok (reference' "$tmp/verify.out" && [ "$cases" -ge 15 ] &&
@@ -163,12 +172,28 @@ if [ "$rc" -eq 0 ] && grep -Eq '^verify: [0-9]+ ok, 0 failed, [0-9]+ skipped \(s
 else
     fail "verify --model tiny --quick (exit $rc, $cases cpu_ref lines)" "$(cat "$tmp/verify.out")"
 fi
-run verify2 verify --model tiny --quick --seed 12345
+run verify2 verify --model tiny --quick --seed 12345 --device cpu
 if cmp -s "$tmp/verify.out" "$tmp/verify2.out"; then ok "verify --seed replays bit for bit"; else
     fail "verify --seed 12345 twice gives different output" "$(diff "$tmp/verify.out" "$tmp/verify2.out" | head -n 10)"; fi
 
 # ---- checkpoints: inspect, run, verify --checkpoint (tests/cli/checkpoint.sh) --------------
 . "$here/checkpoint.sh"
+
+# ---- --device auto (the default): cuda:0 when the machine has one, else the host -----------
+# Every command says which device it used; on a machine without a CUDA device auto is the host.
+auto_re='^device: (cpu \(.*\)|cuda:0 \(.*\)), chosen by --device auto$'
+have_gpu=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU 0'; then have_gpu=1; fi
+run auto_explain explain --model tiny
+if [ "$rc" -eq 0 ] && grep -Eq "$auto_re" "$tmp/auto_explain.out"; then ok "explain: the device line says auto chose it"; else
+    fail "explain --model tiny (exit $rc)" "$(grep '^device' "$tmp/auto_explain.out")"; fi
+run auto_bench bench --model tiny --tokens 2 --iters 2
+if [ "$rc" -eq 0 ] && grep -Eq "$auto_re|^device: cuda:0 \(.*\), chosen by --device auto, " "$tmp/auto_bench.out"; then
+    ok "bench: the device line says auto chose it"; else fail "bench --model tiny (exit $rc)" "$(head -n 3 "$tmp/auto_bench.out")"; fi
+if [ "$have_gpu" -eq 0 ]; then
+    if grep -q '^device: cpu' "$tmp/auto_explain.out" "$tmp/auto_bench.out"; then ok "no GPU: auto is the host"; else
+        fail "no GPU, but auto did not choose the host" "$(grep -h '^device' "$tmp"/auto_*.out)"; fi
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -12,7 +12,8 @@
  *   3. assign: chunk c ranks its pairs warp by warp (match_any inside a warp, warps in order),
  *              so the rows of an expert follow the pairs' order.
  * Invalid ids (outside [-1, E), or an expert repeated in a token: the later slot) are treated
- * as -1 and counted in err[0]; err[1] keeps the lowest such token (see cuda_prepfin_local.cu).
+ * as -1 and counted in err[0]; err[1] keeps the lowest such token. The one-block kernel after
+ * the count adds them to the layer's report words (see cuda_prepfin_local.cu).
  */
 #ifndef W4A8MOE_LOCAL_DISPATCH_CUH
 #define W4A8MOE_LOCAL_DISPATCH_CUH
@@ -44,6 +45,21 @@ __device__ __forceinline__ int pair_local_expert(const pair_map &m, int64_t p, i
     return e >= 0 && e < m.nl ? e : -1;
 }
 
+/* One thread, once this forward's err [2] is final: adds its bad slots to the layer's report
+ * [2] (mapped host memory: bad slots so far, first bad token of the latest faulty forward).
+ * Only the device writes report, and one forward of a layer runs at a time, so a plain
+ * read-modify-write suffices; the token is written before the count (the host reads the count
+ * first). Nothing is written on the clean path. */
+__device__ __forceinline__ void dispatch_report_bad(const int32_t *err, int32_t *report)
+{
+    int32_t n = err[0];
+    if (n <= 0) return;
+    volatile int32_t *r = report;
+    r[1] = err[1];
+    __threadfence_system();
+    r[0] = r[0] + n;
+}
+
 /* counts [chunks, nl] (zeroed) += pairs per chunk and local expert; err [2] */
 __global__ void dispatch_count_kernel(pair_map m, int32_t *__restrict__ counts, int32_t *err)
 {
@@ -59,10 +75,13 @@ __global__ void dispatch_count_kernel(pair_map m, int32_t *__restrict__ counts, 
 }
 
 /* One block of 1024 threads. counts [chunks, nl] → first row per (chunk, expert);
- * offsets [nl + 1]. Thread i owns experts [i*per, (i+1)*per). */
+ * offsets [nl + 1]. Thread i owns experts [i*per, (i+1)*per). err [2]: the count's error
+ * words, reported into report [2] (dispatch_report_bad). */
 __global__ void dispatch_scan_kernel(int32_t *__restrict__ counts, int chunks, int nl,
-                                     int32_t *__restrict__ offsets)
+                                     int32_t *__restrict__ offsets, const int32_t *err,
+                                     int32_t *report)
 {
+    if (threadIdx.x == 0) dispatch_report_bad(err, report);
     __shared__ int32_t part[1024];
     int per = (nl + 1023) / 1024;
     int lo = threadIdx.x * per, hi = min(lo + per, nl);
@@ -112,9 +131,10 @@ __global__ void dispatch_assign_kernel(pair_map m, int32_t *__restrict__ base,
 
 /* Decode-sized batches (T*k <= DISPATCH_CHUNK): count, scan and assign in one block, no memsets
  * (a graph of a decode step is mostly launch latency). counts: one row [nl] of scratch;
- * err [2] is reset here. Same results as the three kernels above. */
+ * err [2] is reset here and reported into report [2]. Same results as the three kernels above. */
 __global__ void dispatch_small_kernel(pair_map m, int32_t *__restrict__ counts, int32_t *err,
-                                      int32_t *__restrict__ offsets, const float *__restrict__ weights,
+                                      int32_t *report, int32_t *__restrict__ offsets,
+                                      const float *__restrict__ weights,
                                       int on_input, int32_t *__restrict__ pair_row,
                                       int32_t *__restrict__ row_token, float *__restrict__ pair_weight)
 {
@@ -128,6 +148,7 @@ __global__ void dispatch_small_kernel(pair_map m, int32_t *__restrict__ counts, 
     if (bad) { atomicAdd(&err[0], 1); atomicMin(&err[1], (int32_t)(p / m.k)); }
     if (e >= 0) atomicAdd(&counts[e], 1);
     __syncthreads();
+    if (threadIdx.x == 0) dispatch_report_bad(err, report);
     /* exclusive scan of counts into offsets; thread i owns experts [i*per, (i+1)*per) */
     int per = (m.nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, m.nl);
     int32_t mine = 0;

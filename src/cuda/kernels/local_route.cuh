@@ -1,35 +1,31 @@
 /*
  * local_route.cuh — the router on the device (contract "Routing"): router logits f32 [T, E]
- * → ids int32 [T, k], weights f32 [T, k], one warp per token. The same rules as the host
- * router (src/core/router.c): NaN ranks lowest, ties go to the lower expert index, softmax sums
- * in f64, renormalisation and routed_scaling_factor as two separate f32 roundings.
+ * → ids int32 [T, k], weights f32 [T, k], one warp per token. The scalar rules (order with NaN
+ * lowest and ties to the lower index, softmax numerators, sigmoid scores, group scores, final
+ * weights) are src/common/route_rule.h, the same code the host router (src/core/router.c)
+ * compiles; this file only arranges the loops as warp reductions.
  *
  * Selection without scratch: the experts are totally ordered by (value descending, NaN last,
  * index ascending), and pick j is the best expert strictly after pick j-1 in that order, so no
  * per-expert "taken" flags are needed. Each pick is a warp argmax over E/32 candidates a lane.
  * Cost: O(k * E / 32) per lane; E = 256, k = 8 → 64 candidate tests a lane, a few µs at most.
+ * The softmax sum is f64 in a fixed shuffle tree (the host sums in index order: the two may
+ * differ in the last bit of the f64 sum, which the f32 probabilities almost never see).
+ *
+ * The kernel is `static` so that a test (tests/gpu/gpu_route_probe.cu) can compile its own copy.
  */
 #ifndef W4A8MOE_LOCAL_ROUTE_CUH
 #define W4A8MOE_LOCAL_ROUTE_CUH
+
+#include "../../common/route_rule.h"
 
 #include <stdint.h>
 
 #define ROUTE_MAX_GROUPS 64 /* grouped routing keeps its group set in a 64-bit mask */
 
-/* a ranks above b: larger value, NaN lowest (router.c's ranks_above) */
-__device__ __forceinline__ bool route_above(float a, float b)
-{
-    if (a != a) return false;
-    if (b != b) return true;
-    return a > b;
-}
-
-/* (a, ia) comes before (b, ib) in the selection order */
 __device__ __forceinline__ bool route_before(float a, int ia, float b, int ib)
 {
-    if (route_above(a, b)) return true;
-    if (route_above(b, a)) return false;
-    return ia < ib;
+    return w4a8moe_route_before(a, ia, b, ib) != 0;
 }
 
 /* Warp argmax in the selection order; idx < 0 means "no candidate". Every lane gets it. */
@@ -45,9 +41,7 @@ __device__ __forceinline__ void route_warp_best(float &v, int &idx)
     }
 }
 
-__device__ __forceinline__ float route_sigmoid(float l) { return __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-l))); }
-
-/* Score of expert e for each routing kind, as the host router ranks them. */
+/* The layer's routing description, as the kernel reads it. */
 struct route_params {
     int kind; /* w4a8moe_routing */
     int E, k, renormalize, n_group, topk_group;
@@ -56,8 +50,8 @@ struct route_params {
 };
 
 /* logits [T, E] → ids [T, k], weights [T, k]; blockDim.x = 128 (4 tokens a block). */
-__global__ void route_kernel(route_params p, int64_t T, const float *__restrict__ logits,
-                             int32_t *__restrict__ ids, float *__restrict__ weights)
+static __global__ void route_kernel(route_params p, int64_t T, const float *__restrict__ logits,
+                                    int32_t *__restrict__ ids, float *__restrict__ weights)
 {
     int lane = threadIdx.x & 31;
     int64_t t = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -73,7 +67,10 @@ __global__ void route_kernel(route_params p, int64_t T, const float *__restrict_
         for (int e = lane; e < E; e += 32)
             if (bi < 0 || route_before(l[e], e, bv, bi)) { bv = l[e]; bi = e; }
         route_warp_best(bv, bi);
-        if (lane == 0) { id[0] = bi; w[0] = route_sigmoid(bv); }
+        if (lane == 0) {
+            id[0] = bi;
+            w[0] = w4a8moe_route_weight(p.kind, w4a8moe_route_sigmoid(bv), 0.0f, p.renormalize, p.scale);
+        }
         return;
     }
 
@@ -87,7 +84,7 @@ __global__ void route_kernel(route_params p, int64_t T, const float *__restrict_
         for (int e = lane; e < E; e += 32)
             if (mi < 0 || route_before(l[e], e, mx, mi)) { mx = l[e]; mi = e; }
         route_warp_best(mx, mi);
-        for (int e = lane; e < E; e += 32) sum += (double)expf(l[e] - mx);
+        for (int e = lane; e < E; e += 32) sum += (double)w4a8moe_route_softmax_num(l[e], mx);
         for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     } else { /* grouped: group score = two best biased scores; keep topk_group groups */
         per = E / p.n_group;
@@ -95,11 +92,8 @@ __global__ void route_kernel(route_params p, int64_t T, const float *__restrict_
         float gs2 = 0.0f;
         for (int g = 0; g < p.n_group; g++) {
             float a = -INFINITY, b = -INFINITY;
-            for (int e = g * per; e < (g + 1) * per; e++) {
-                float sb = __fadd_rn(route_sigmoid(l[e]), p.bias ? p.bias[e] : 0.0f);
-                if (route_above(sb, a)) { b = a; a = sb; }
-                else if (route_above(sb, b)) b = sb;
-            }
+            for (int e = g * per; e < (g + 1) * per; e++)
+                w4a8moe_route_top2_push(w4a8moe_route_biased(l[e], p.bias ? p.bias[e] : 0.0f), &a, &b);
             if (g == lane) gs = __fadd_rn(a, b);
             if (g == lane + 32) gs2 = __fadd_rn(a, b);
         }
@@ -123,27 +117,21 @@ __global__ void route_kernel(route_params p, int64_t T, const float *__restrict_
         for (int e = lane; e < E; e += 32) {
             if (p.kind == 1 && !((allowed >> (e / per)) & 1)) continue;
             float v;
-            if (p.kind == 0) v = (float)((double)expf(l[e] - mx) / sum);
-            else v = __fadd_rn(route_sigmoid(l[e]), p.bias ? p.bias[e] : 0.0f);
+            if (p.kind == 0) v = w4a8moe_route_softmax_prob(w4a8moe_route_softmax_num(l[e], mx), sum);
+            else v = w4a8moe_route_biased(l[e], p.bias ? p.bias[e] : 0.0f);
             if (prev_i >= 0 && !route_before(prev_v, prev_i, v, e)) continue; /* picked already */
             if (bi < 0 || route_before(v, e, bv, bi)) { bv = v; bi = e; }
         }
         route_warp_best(bv, bi);
         prev_v = bv;
         prev_i = bi;
-        float wj = p.kind == 0 ? bv : route_sigmoid(l[bi]); /* grouped: the unbiased score */
+        float wj = p.kind == 0 ? bv : w4a8moe_route_sigmoid(l[bi]); /* grouped: the unbiased score */
         total = __fadd_rn(total, wj);
         if (lane == 0) { id[j] = bi; w[j] = wj; }
     }
     __syncwarp();
-    if (lane == 0) {
-        for (int j = 0; j < p.k; j++) {
-            float wj = w[j];
-            if (p.renormalize && total > 0) wj = __fdiv_rn(wj, total);
-            if (p.kind == 1) wj = __fmul_rn(wj, p.scale);
-            w[j] = wj;
-        }
-    }
+    if (lane == 0)
+        for (int j = 0; j < p.k; j++) w[j] = w4a8moe_route_weight(p.kind, w[j], total, p.renormalize, p.scale);
 }
 
 #endif /* W4A8MOE_LOCAL_ROUTE_CUH */
