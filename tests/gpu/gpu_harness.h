@@ -175,14 +175,14 @@ typedef struct gh_stats {
 
 /* 1 when the statistics meet the tolerance of `backend` (the contract's GPU tolerance, or
  * cuda_sm90's documented one); the mean bound applies from 64 rows on. */
-static int gh_within_tol(const gh_stats *s, const char *backend)
+static inline int gh_within_tol(const gh_stats *s, const char *backend)
 {
     int sm90 = backend && strcmp(backend, "cuda_sm90") == 0;
     double row = sm90 ? GH_TOL_SM90_ROW : GH_TOL_ROW, mean = sm90 ? GH_TOL_SM90_MEAN : GH_TOL_MEAN;
     return s->nan_bad == 0 && s->worst <= row && (s->rows < 64 || s->mean <= mean);
 }
 
-static gh_stats gh_compare_stats(const float *ref, const float *got, int64_t T, int64_t H)
+static inline gh_stats gh_compare_stats(const float *ref, const float *got, int64_t T, int64_t H)
 {
     gh_stats st;
     memset(&st, 0, sizeof st);
