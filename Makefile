@@ -160,16 +160,45 @@ test-san: $(SAN_TESTS)
 test-cli: $(CLI)
 	@tests/cli/run.sh $(CLI)
 
-# The Python binding's tests: the ctypes ABI check always (python3 + cc), the rest where python3
-# has numpy (torch and a GPU where present); what cannot run prints a SKIP line with the reason.
-test-python: $(SHARED_LIB)
-	@if command -v python3 >/dev/null 2>&1; then \
-	  PYTHONDONTWRITEBYTECODE=1 W4A8MOE_LIB=$(abspath $(SHARED_LIB)) CC="$(CC)" \
-	    python3 python/tests/run_all.py; \
-	else echo "test-python: SKIP (python3 not found)"; fi
+# ---- Python --------------------------------------------------------------------------------
+# The interpreter the binding's tests use, recorded in $(BUILD)/python: $(PYTHON) when given;
+# else the first of python3 and Debian's /usr/bin/python3 that has numpy, venv, pip, setuptools
+# and wheel (the last two build the package offline, python/tests/test_package.py); else
+# Debian's python3 after installing PY_DEB_PACKAGES like DEB_PACKAGES (root: apt-get; others:
+# the exact command). python3 on PATH may be a pyenv or conda one that Debian's packages do not
+# reach, hence the second candidate.
+PY_DEB_PACKAGES := python3 python3-numpy python3-venv python3-pip python3-setuptools python3-wheel
+PY_PROBE := import numpy, venv, ensurepip, setuptools, wheel
+$(BUILD)/python: | deps
+	@py="$(PYTHON)"; \
+	if [ -z "$$py" ]; then for c in python3 /usr/bin/python3; do \
+	  if command -v $$c >/dev/null 2>&1 && $$c -c '$(PY_PROBE)' >/dev/null 2>&1; then \
+	    py=$$(command -v $$c); break; fi; done; fi; \
+	if [ -z "$$py" ]; then $(MAKE) --no-print-directory $(BUILD)/.python-deps-ok && py=/usr/bin/python3; fi; \
+	$$py -c '$(PY_PROBE)' || { echo "$$py lacks numpy, venv, pip, setuptools or wheel"; exit 1; }; \
+	echo "python for the tests: $$py"; echo "$$py" > $@
 
+$(BUILD)/.python-deps-ok:
+	$(call apt_install,$(PY_DEB_PACKAGES))
+
+# The binding's CPU suite (python/tests): every test runs, none may skip (--strict); it ends
+# with "N passed, N failed". The torch suite (python/tests/with_torch) runs here only where
+# torch is installed; `make test-gpu` always runs it.
+PY_TEST_ENV = PYTHONDONTWRITEBYTECODE=1 W4A8MOE_LIB=$(abspath $(SHARED_LIB)) CC="$(CC)" \
+	W4A8MOE_BUILD=$(abspath $(BUILD))
+test-python: $(SHARED_LIB) $(BUILD)/python
+	@py=$$(cat $(BUILD)/python); \
+	$(PY_TEST_ENV) $$py python/tests/run_all.py --strict python/tests || exit 1; \
+	if $$py -c 'import torch' >/dev/null 2>&1; then \
+	  $(PY_TEST_ENV) $$py python/tests/run_all.py --strict python/tests/with_torch || exit 1; \
+	else echo "test-python: the torch suite (python/tests/with_torch) is not run: no torch here;" \
+	  "make test-gpu runs it"; fi
+
+# The GPU machine has torch and numpy in its own python (nothing can be installed there):
+# PYTHON names it when python3 is not that one.
 test-gpu: all $(TESTS) $(GPU_TESTS)
 	@tests/gpu/run.sh $(BUILD)
+	@$(PY_TEST_ENV) $${PYTHON:-python3} python/tests/run_all.py --strict python/tests/with_torch
 
 # ---- fuzzing (libFuzzer) -------------------------------------------------------------------
 # `make fuzz FUZZ_SECONDS=600` runs each target that long (clang's libFuzzer + ASan + UBSan)

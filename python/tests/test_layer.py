@@ -3,7 +3,8 @@ checked against the numpy reference of DESIGN.md §1 (python/w4a8moe/reference.p
 row within 2e-3 relative L2) over io dtypes, scale dtypes, channel scales, activations, the
 static scheme, router weight on input, "no expert" ids and router logits; errors raised as
 w4a8moe.Error carrying the library's message; explain; route against numpy routers; the
-built-in model table against the library's; torch CPU tensors where torch is installed.
+built-in model table against the library's.
+(Torch tensors: with_torch/test_torch_cpu.py.)
 """
 import ctypes
 import unittest
@@ -329,26 +330,6 @@ class TestModels(unittest.TestCase):
                     self.assertEqual(getattr(d, f), getattr(mine, f), f"{name}.{f}")
             for f, _t in L.RoutingDesc._fields_[:-1]:
                 self.assertEqual(getattr(d.routing, f), getattr(mine.routing, f), f"{name}.{f}")
-
-
-class TestTorchCPU(LayerCase):
-    def test_torch_tensors(self):
-        torch = _common.maybe_torch()
-        if torch is None:
-            self.skipTest("torch is not installed")
-        rng = rng_for(100)
-        w = make_weights(rng, 256, 128, 8, 64)
-        tw = {k: torch.from_numpy(v) for k, v in w.items()}
-        tw["w13_scale"] = tw["w13_scale"].view(torch.bfloat16)
-        tw["w2_scale"] = tw["w2_scale"].view(torch.bfloat16)
-        layer = w4a8moe.Layer(weights=tw, io_dtype=torch.bfloat16, max_tokens=8, **TINY)
-        x, xf = make_x(rng, 7, 256, "bf16")
-        ids, wts = make_routing(rng, 7, 8, 2)
-        out = layer.forward(torch.from_numpy(x.view(np.int16)).view(torch.bfloat16),
-                            torch.from_numpy(ids).long(), torch.from_numpy(wts))
-        self.assertEqual(out.dtype, torch.bfloat16)
-        got = out.view(torch.int16).numpy().view(np.uint16)
-        self.check_rows(got, "bf16", R.forward(xf, w, ids, wts, 64), "torch cpu")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def f32_to_bf16(x):
 def bf16_to_f32(b):
     """uint16 bf16 bit patterns → float32 (exact)."""
     np = _np()
-    return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    # np.uint32(16), not 16: numpy 1.x's value-based casting widens a 0-d uint32 shifted by a
+    # Python int to int64, whose view as float32 then fails (numpy 2 keeps uint32 either way)
+    u = np.asarray(b, dtype=np.uint16).astype(np.uint32) << np.uint32(16)
+    return np.asarray(u, dtype=np.uint32).view(np.float32)
 
 
 def round_bf16(x):
