@@ -20,7 +20,9 @@ VERSION  := 0.1.0
 DEB_PACKAGES := libjansson-dev pkg-config
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Iinclude -pthread -fPIC $(WARN)
+# -fvisibility=hidden: only what include/w4a8moe.h declares is exported (it marks itself
+# visible), so internal functions never become ABI; src/exports.map is the export list.
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Iinclude -pthread -fPIC -fvisibility=hidden $(WARN)
 OPT      ?= -O2 -g
 CFLAGS   ?=
 ALL_CFLAGS := $(CFLAGS_COMMON) $(OPT) $(CFLAGS)
@@ -44,7 +46,7 @@ endif
 ifdef WITH_CUDA
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCHS ?= -gencode=arch=compute_89,code=sm_89 -gencode=arch=compute_90a,code=sm_90a
-NVCC_FLAGS := -std=c++17 -O3 -lineinfo -Xptxas=--warn-on-spills -Xcompiler=-fPIC,-Wall \
+NVCC_FLAGS := -std=c++17 -O3 -lineinfo -Xptxas=--warn-on-spills -Xcompiler=-fPIC,-Wall,-fvisibility=hidden \
               -Iinclude $(CUDA_ARCHS) -DW4A8MOE_WITH_CUDA=1
 ALL_CFLAGS += -DW4A8MOE_WITH_CUDA=1 -I$(CUDA_HOME)/include
 CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib))
@@ -123,9 +125,12 @@ $(SAN_LIB): $(SAN_OBJS)
 # A copy of the system's libjansson.so.4 goes beside it and the library looks in its own folder
 # first ($ORIGIN), so build/ can be carried to a machine without libjansson (the GPU machine)
 # and used there by the Python binding. `make install` relies on the system's copy instead.
+# (Linking it in fails: ld refuses load.o's PC32 reference to libc's `stdin` in a shared object.)
+# Exports: src/exports.map; --exclude-libs keeps the static CUDA runtime's symbols local too.
 JANSSON_SO := $(shell $(CC) -print-file-name=libjansson.so.4)
-$(SHARED_LIB): $(LIB_OBJS)
-	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -Wl,-rpath,'$$ORIGIN' -o $@ $^ \
+$(SHARED_LIB): $(LIB_OBJS) src/exports.map
+	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -Wl,-rpath,'$$ORIGIN' \
+	  -Wl,--version-script=src/exports.map -Wl,--exclude-libs,ALL -o $@ $(LIB_OBJS) \
 	  $(patsubst $(JANSSON_LIB),-ljansson,$(LDLIBS))
 	@if [ -f "$(JANSSON_SO)" ]; then cp -L "$(JANSSON_SO)" $(BUILD)/libjansson.so.4; fi
 

@@ -43,6 +43,13 @@
 extern "C" {
 #endif
 
+/* Only what this header declares leaves libw4a8moe.so: the library is compiled with
+ * -fvisibility=hidden and linked with an export list (src/exports.map), so internal functions
+ * can change freely; this pragma marks the declarations below as the visible ones. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define W4A8MOE_API_VERSION 2
 #define W4A8MOE_VERSION_STRING "0.1.0"
 
@@ -292,6 +299,16 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
 w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float *logits,
                              int32_t *topk_ids, float *topk_weights);
 
+/* Built-in model shapes (the CLI's `models`; routed experts only, synthetic weights): the
+ * name of model i (0, 1, ...), a static string, or NULL when i is past the last one. */
+const char *w4a8moe_model_name(int32_t i);
+
+/* The layer description of built-in model `name` for max_tokens tokens: the defaults of
+ * w4a8moe_layer_desc_init with the model's dimensions and routing. NOT_FOUND for an unknown
+ * name (the message lists the known ones). API version 3. */
+w4a8moe_status w4a8moe_model_layer_desc(const char *name, int64_t max_tokens,
+                                        w4a8moe_layer_desc *d);
+
 /* =============================================================================================
  * Checkpoints (API version 2): Hugging Face checkpoint directories on disk.
  *
@@ -384,6 +401,10 @@ w4a8moe_status w4a8moe_checkpoint_router_logits(const w4a8moe_checkpoint *ckpt, 
  * else the status of the first one (its message in w4a8moe_last_error()). */
 w4a8moe_status w4a8moe_checkpoint_check(const w4a8moe_checkpoint *ckpt, char *buf, size_t cap,
                                         size_t *needed);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -312,24 +312,23 @@ class TestExplainRoute(unittest.TestCase):
 class TestModels(unittest.TestCase):
     def test_table_matches_library(self):
         lib = L.load()
-        try:
-            find, desc_of = lib.w4a8moe_model_find, lib.w4a8moe_model_desc
-        except AttributeError:
-            self.skipTest("the library does not export its model table")
-        find.restype, find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
-        desc_of.restype = None
-        desc_of.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(L.LayerDesc)]
+        names = []
+        while lib.w4a8moe_model_name(len(names)) is not None:
+            names.append(lib.w4a8moe_model_name(len(names)).decode())
+        self.assertEqual(names, list(w4a8moe.MODELS), "the library's models vs models.py")
         for name, cfg in w4a8moe.MODELS.items():
-            m = find(name.encode())
-            self.assertTrue(m, f"{name} missing from the library's table")
             d = L.LayerDesc()
-            desc_of(m, 16, ctypes.byref(d))
+            st = lib.w4a8moe_model_layer_desc(name.encode(), 16, ctypes.byref(d))
+            self.assertEqual(st, L.STATUS_OK, name)
             mine, _ = w4a8moe.layer._make_desc(max_tokens=16, **cfg)
             for f, _t in L.LayerDesc._fields_:
                 if f != "routing":
                     self.assertEqual(getattr(d, f), getattr(mine, f), f"{name}.{f}")
             for f, _t in L.RoutingDesc._fields_[:-1]:
                 self.assertEqual(getattr(d.routing, f), getattr(mine.routing, f), f"{name}.{f}")
+        d = L.LayerDesc()
+        self.assertEqual(lib.w4a8moe_model_layer_desc(b"no-such-model", 16, ctypes.byref(d)), 6)
+        self.assertIn("qwen3-30b-a3b", lib.w4a8moe_last_error().decode())
 
 
 if __name__ == "__main__":

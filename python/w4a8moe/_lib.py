@@ -260,6 +260,9 @@ OPTIONAL_PROTOS = {
                                                   _c.c_void_p, c_enum, _P(_c.c_float)]),
     "w4a8moe_checkpoint_check": (c_enum, [_c.c_void_p, _c.c_char_p, _c.c_size_t,
                                           _P(_c.c_size_t)]),
+    # API version 3
+    "w4a8moe_model_name": (_c.c_char_p, [_c.c_int32]),
+    "w4a8moe_model_layer_desc": (c_enum, [_c.c_char_p, _c.c_int64, _P(LayerDesc)]),
 }
 
 
