@@ -13,7 +13,9 @@
 CC       ?= cc
 BUILD    ?= build
 PREFIX   ?= /usr/local
-VERSION  := 0.1.0
+# versions live in include/w4a8moe.h (W4A8MOE_VERSION_STRING, W4A8MOE_SOVERSION)
+VERSION  := $(shell sed -n 's/^\#define W4A8MOE_VERSION_STRING "\(.*\)"/\1/p' include/w4a8moe.h)
+SOVERSION := $(shell sed -n 's/^\#define W4A8MOE_SOVERSION \([0-9]*\)/\1/p' include/w4a8moe.h)
 
 # Debian packages the build needs (libjansson-dev ships libjansson.a, linked statically so the
 # binaries run on machines without libjansson, such as the GPU machine).
@@ -129,7 +131,7 @@ $(SAN_LIB): $(SAN_OBJS)
 # Exports: src/exports.map; --exclude-libs keeps the static CUDA runtime's symbols local too.
 JANSSON_SO := $(shell $(CC) -print-file-name=libjansson.so.4)
 $(SHARED_LIB): $(LIB_OBJS) src/exports.map
-	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -Wl,-rpath,'$$ORIGIN' \
+	$(CC) -shared -Wl,-soname,libw4a8moe.so.$(SOVERSION) -Wl,-rpath,'$$ORIGIN' \
 	  -Wl,--version-script=src/exports.map -Wl,--exclude-libs,ALL -o $@ $(LIB_OBJS) \
 	  $(patsubst $(JANSSON_LIB),-ljansson,$(LDLIBS))
 	@if [ -f "$(JANSSON_SO)" ]; then cp -L "$(JANSSON_SO)" $(BUILD)/libjansson.so.4; fi
@@ -242,8 +244,8 @@ install: all
 	install -m 644 include/w4a8moe.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.$(VERSION)
-	ln -sf libw4a8moe.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.0
-	ln -sf libw4a8moe.so.0 $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so
+	ln -sf libw4a8moe.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.$(SOVERSION)
+	ln -sf libw4a8moe.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|g' w4a8moe.pc.in \

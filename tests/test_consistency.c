@@ -205,12 +205,12 @@ static void make_inputs(const tcase *c, case_data *cd, test_rng *r)
                 if (t == T - 1 || test_rng_next(r) % 3 == 0) id[j] = -1;
         }
     }
-    cd->routing = (w4a8moe_routing_input){cd->ids, cd->wts, NULL};
+    cd->routing = (w4a8moe_routing_input){.topk_ids = cd->ids, .topk_weights = cd->wts};
     cd->logits = NULL;
     if (c->route == ROUTE_LOGITS) {
         cd->logits = malloc((size_t)(T * E) * 4);
         for (int64_t i = 0; i < T * E; i++) cd->logits[i] = test_rng_uniform(r, -4.0f, 4.0f);
-        cd->routing = (w4a8moe_routing_input){NULL, NULL, cd->logits};
+        cd->routing = (w4a8moe_routing_input){.router_logits = cd->logits};
         /* the ids and weights the layer's router will produce, for the independent reference */
         w4a8moe_status st = w4a8moe_route(d, T, cd->logits, cd->ids, cd->wts);
         CHECK(st == W4A8MOE_STATUS_OK, "%s: route: %s", c->name, w4a8moe_last_error());

@@ -28,7 +28,7 @@ typedef struct case_ctx {
 static void *drive(void *arg)
 {
     case_ctx *c = arg;
-    w4a8moe_routing_input r = {c->ids, c->wts, NULL};
+    w4a8moe_routing_input r = {.topk_ids = c->ids, .topk_weights = c->wts};
     for (int it = 0; it < c->iters; it++) {
         memset(c->got, 0xff, (size_t)(T * c->H) * sizeof(float)); /* poison: NaN */
         if (w4a8moe_layer_forward(c->layer, T, c->x, &r, c->got, NULL) != W4A8MOE_STATUS_OK)
@@ -74,7 +74,7 @@ int main(void)
         c->wts = malloc(T * 2 * sizeof(float));
         w4a8moe_synth_input(c->x, W4A8MOE_DTYPE_F32, T, d.hidden, 2.0f, &rng);
         w4a8moe_synth_routing(c->ids, c->wts, T, d.num_experts, 2, &rng);
-        w4a8moe_routing_input r = {c->ids, c->wts, NULL};
+        w4a8moe_routing_input r = {.topk_ids = c->ids, .topk_weights = c->wts};
         memset(c->want, 0xff, (size_t)(T * d.hidden) * sizeof(float));
         CHECK(w4a8moe_layer_forward(c->layer, T, c->x, &r, c->want, NULL) == W4A8MOE_STATUS_OK,
               "serial forward %d", i);

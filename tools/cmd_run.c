@@ -103,7 +103,7 @@ static int run_layer(const run_args *a, w4a8moe_checkpoint *ck, const run_input 
     if (!rc && !in->ids &&
         w4a8moe_checkpoint_router_logits(ck, (int32_t)a->layer, T, x, in->dtype, logits) != W4A8MOE_STATUS_OK)
         rc = cli_fail("run", "%s", w4a8moe_last_error());
-    w4a8moe_routing_input r = {ids, wts, logits};
+    w4a8moe_routing_input r = {.topk_ids = ids, .topk_weights = wts, .router_logits = logits};
     if (!rc && w4a8moe_layer_forward(L, T, x, &r, out, NULL) != W4A8MOE_STATUS_OK)
         rc = cli_fail("run", "%s", w4a8moe_layer_error(L));
     if (!rc) rc = write_output(a->output, in->dtype, T, H, out);

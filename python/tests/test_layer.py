@@ -318,7 +318,8 @@ class TestModels(unittest.TestCase):
         self.assertEqual(names, list(w4a8moe.MODELS), "the library's models vs models.py")
         for name, cfg in w4a8moe.MODELS.items():
             d = L.LayerDesc()
-            st = lib.w4a8moe_model_layer_desc(name.encode(), 16, ctypes.byref(d))
+            st = lib.w4a8moe_model_layer_desc_sized(name.encode(), 16, ctypes.byref(d),
+                                                    ctypes.sizeof(d))
             self.assertEqual(st, L.STATUS_OK, name)
             mine, _ = w4a8moe.layer._make_desc(max_tokens=16, **cfg)
             for f, _t in L.LayerDesc._fields_:
@@ -327,7 +328,8 @@ class TestModels(unittest.TestCase):
             for f, _t in L.RoutingDesc._fields_[:-1]:
                 self.assertEqual(getattr(d.routing, f), getattr(mine.routing, f), f"{name}.{f}")
         d = L.LayerDesc()
-        self.assertEqual(lib.w4a8moe_model_layer_desc(b"no-such-model", 16, ctypes.byref(d)), 6)
+        self.assertEqual(lib.w4a8moe_model_layer_desc_sized(b"no-such-model", 16, ctypes.byref(d),
+                                                            ctypes.sizeof(d)), 6)
         self.assertIn("qwen3-30b-a3b", lib.w4a8moe_last_error().decode())
 
 

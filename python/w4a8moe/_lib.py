@@ -46,6 +46,16 @@ DEVICE_KINDS = {"cpu": 0, "cuda": 1}
 c_enum = ctypes.c_int
 
 
+class Sized(ctypes.Structure):
+    """A growable struct of the header: its first member, struct_size, is set to this mirror's
+    sizeof at construction, so a library newer than this binding reads only what the binding
+    knows, and an older one refuses members it does not know that are set (header: "ABI")."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.struct_size = ctypes.sizeof(self)
+
+
 class RoutingDesc(ctypes.Structure):
     """w4a8moe_routing_desc"""
     _fields_ = [
@@ -58,9 +68,10 @@ class RoutingDesc(ctypes.Structure):
     ]
 
 
-class LayerDesc(ctypes.Structure):
+class LayerDesc(Sized):
     """w4a8moe_layer_desc"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("max_tokens", ctypes.c_int64),
         ("hidden", ctypes.c_int64),
         ("inter", ctypes.c_int64),
@@ -110,9 +121,10 @@ class DenseMatrix(ctypes.Structure):
     ]
 
 
-class SharedExpert(ctypes.Structure):
+class SharedExpert(Sized):
     """w4a8moe_shared_expert"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("inter", ctypes.c_int64),
         ("weight_scheme", c_enum),
         ("act_scheme", c_enum),
@@ -129,9 +141,10 @@ class SharedExpert(ctypes.Structure):
     ]
 
 
-class Weights(ctypes.Structure):
+class Weights(Sized):
     """w4a8moe_weights"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("scale_dtype", c_enum),
         ("experts", ctypes.POINTER(ExpertWeights)),
         ("w13_stacked", Int4Matrix),
@@ -140,9 +153,10 @@ class Weights(ctypes.Structure):
     ]
 
 
-class LayerOptions(ctypes.Structure):
+class LayerOptions(Sized):
     """w4a8moe_layer_options"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("backend", ctypes.c_char_p),
         ("device_kind", c_enum),
         ("device_ordinal", ctypes.c_int32),
@@ -151,18 +165,20 @@ class LayerOptions(ctypes.Structure):
     ]
 
 
-class RoutingInput(ctypes.Structure):
+class RoutingInput(Sized):
     """w4a8moe_routing_input"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("topk_ids", ctypes.POINTER(ctypes.c_int32)),
         ("topk_weights", ctypes.POINTER(ctypes.c_float)),
         ("router_logits", ctypes.POINTER(ctypes.c_float)),
     ]
 
 
-class CheckpointInfo(ctypes.Structure):
+class CheckpointInfo(Sized):
     """w4a8moe_checkpoint_info (API version 2)"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("architecture", ctypes.c_char_p),
         ("format", ctypes.c_char_p),
         ("quant_method", ctypes.c_char_p),
@@ -213,7 +229,7 @@ def candidate_paths():
         paths.append(env)
     paths.append(_REPO_BUILD_LIB)
     found = ctypes.util.find_library("w4a8moe")
-    paths.extend([p for p in (found, "libw4a8moe.so", "libw4a8moe.so.0") if p])
+    paths.extend([p for p in (found, "libw4a8moe.so", "libw4a8moe.so.1") if p])
     return paths
 
 
@@ -226,7 +242,7 @@ PROTOS = {
     "w4a8moe_status_str": (_c.c_char_p, [c_enum]),
     "w4a8moe_last_error": (_c.c_char_p, []),
     "w4a8moe_version": (_c.c_char_p, []),
-    "w4a8moe_layer_desc_init": (None, [_P(LayerDesc)]),
+    "w4a8moe_layer_desc_init_sized": (None, [_P(LayerDesc), _c.c_size_t]),
     "w4a8moe_layer_create": (c_enum, [_P(LayerDesc), _P(Weights), _P(LayerOptions),
                                       _P(_c.c_void_p)]),
     "w4a8moe_layer_forward": (c_enum, [_c.c_void_p, _c.c_int64, _c.c_void_p, _P(RoutingInput),
@@ -246,10 +262,11 @@ OPTIONAL_PROTOS = {
     "w4a8moe_layer_shared_backend": (_c.c_char_p, [_c.c_void_p]),
     "w4a8moe_checkpoint_open": (c_enum, [_c.c_char_p, _P(_c.c_void_p)]),
     "w4a8moe_checkpoint_close": (None, [_c.c_void_p]),
-    "w4a8moe_checkpoint_get_info": (c_enum, [_c.c_void_p, _P(CheckpointInfo)]),
+    "w4a8moe_checkpoint_get_info_sized": (c_enum, [_c.c_void_p, _P(CheckpointInfo),
+                                                   _c.c_size_t]),
     "w4a8moe_checkpoint_set_routed_only": (None, [_c.c_void_p, _c.c_int]),
-    "w4a8moe_checkpoint_layer_desc": (c_enum, [_c.c_void_p, _c.c_int32, _c.c_int64,
-                                               _P(LayerDesc)]),
+    "w4a8moe_checkpoint_layer_desc_sized": (c_enum, [_c.c_void_p, _c.c_int32, _c.c_int64,
+                                                     _P(LayerDesc), _c.c_size_t]),
     "w4a8moe_checkpoint_layer_create": (c_enum, [_c.c_void_p, _c.c_int32, _P(LayerOptions),
                                                  _I32P, _c.c_int32, _c.c_int64,
                                                  _P(_c.c_void_p)]),
@@ -262,7 +279,8 @@ OPTIONAL_PROTOS = {
                                           _P(_c.c_size_t)]),
     # API version 3
     "w4a8moe_model_name": (_c.c_char_p, [_c.c_int32]),
-    "w4a8moe_model_layer_desc": (c_enum, [_c.c_char_p, _c.c_int64, _P(LayerDesc)]),
+    "w4a8moe_model_layer_desc_sized": (c_enum, [_c.c_char_p, _c.c_int64, _P(LayerDesc),
+                                                _c.c_size_t]),
 }
 
 

@@ -8,6 +8,7 @@
 #include "oracle.h"
 #include "router.h"
 #include "shared_expert.h"
+#include "struct_abi.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,8 +24,10 @@ struct w4a8moe_layer {
     void *owner;
 };
 
-void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d)
+void w4a8moe_layer_desc_init_sized(w4a8moe_layer_desc *caller, size_t size)
 {
+    if (!caller) return;
+    w4a8moe_layer_desc dd, *d = &dd;
     memset(d, 0, sizeof *d);
     d->activation = W4A8MOE_ACTIVATION_SILU;
     d->weight_scheme = W4A8MOE_WEIGHT_INT4_GROUP;
@@ -33,6 +36,7 @@ void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d)
     d->routing.kind = W4A8MOE_ROUTING_SOFTMAX_TOPK;
     d->routing.routed_scaling_factor = 1.0f;
     d->ep_size = 1;
+    w4a8moe_struct_out(caller, size, d, sizeof *d, W4A8MOE_V3_LAYER_DESC);
 }
 
 /* Limits that keep every size product far from overflow (T*k*H*4 < 2^50). */
@@ -227,6 +231,41 @@ static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
     return W4A8MOE_STATUS_OK;
 }
 
+/* The caller's description, weights (with their shared expert) and options in this library's
+ * layouts (struct_abi.h); the NULL ones stay NULL. */
+typedef struct caller_structs {
+    w4a8moe_layer_desc d;
+    w4a8moe_weights w;
+    w4a8moe_shared_expert se;
+    w4a8moe_layer_options o;
+} caller_structs;
+
+static w4a8moe_status read_desc_opts(const w4a8moe_layer_desc **d, const w4a8moe_layer_options **o,
+                                     caller_structs *c, w4a8moe_err *err)
+{
+    RETURN_IF(err, !*d, W4A8MOE_STATUS_INVALID_ARGUMENT, "layer description is NULL");
+    FORWARD(STRUCT_IN(err, &c->d, *d, w4a8moe_layer_desc, W4A8MOE_V3_LAYER_DESC));
+    *d = &c->d;
+    if (*o) {
+        FORWARD(STRUCT_IN(err, &c->o, *o, w4a8moe_layer_options, W4A8MOE_V3_LAYER_OPTIONS));
+        *o = &c->o;
+    }
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status read_weights(const w4a8moe_weights **w, caller_structs *c, w4a8moe_err *err)
+{
+    RETURN_IF(err, !*w, W4A8MOE_STATUS_INVALID_ARGUMENT, "weights are NULL");
+    FORWARD(STRUCT_IN(err, &c->w, *w, w4a8moe_weights, W4A8MOE_V3_WEIGHTS));
+    if (c->w.shared) {
+        FORWARD(STRUCT_IN(err, &c->se, c->w.shared, w4a8moe_shared_expert,
+                          W4A8MOE_V3_SHARED_EXPERT));
+        c->w.shared = &c->se;
+    }
+    *w = &c->w;
+    return W4A8MOE_STATUS_OK;
+}
+
 w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
                                     const w4a8moe_layer_options *opts, w4a8moe_layer **out)
 {
@@ -234,6 +273,9 @@ w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_w
     err->msg[0] = '\0';
     RETURN_IF(err, !out, W4A8MOE_STATUS_INVALID_ARGUMENT, "out (the layer handle) is NULL");
     *out = NULL;
+    caller_structs c;
+    FORWARD(read_desc_opts(&d, &opts, &c, err));
+    FORWARD(read_weights(&w, &c, err));
     w4a8moe_layer *L = calloc(1, sizeof *L);
     RETURN_IF(err, !L, W4A8MOE_STATUS_OUT_OF_MEMORY, "layer handle");
     w4a8moe_status st = layer_build(L, d, w, opts, err);
@@ -263,6 +305,9 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
     if (T == 0) return W4A8MOE_STATUS_OK;
     RETURN_IF(err, !x || !out || !routing, W4A8MOE_STATUS_INVALID_ARGUMENT,
               "x, out and routing must not be NULL");
+    w4a8moe_routing_input ri;
+    FORWARD(STRUCT_IN(err, &ri, routing, w4a8moe_routing_input, W4A8MOE_V3_ROUTING_INPUT));
+    routing = &ri;
     RETURN_IF(err, !routing->router_logits && (!routing->topk_ids || !routing->topk_weights),
               W4A8MOE_STATUS_INVALID_ARGUMENT,
               "routing needs topk_ids and topk_weights, or router_logits");
@@ -313,6 +358,8 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
     w4a8moe_err *err = w4a8moe_thread_err();
     err->msg[0] = '\0';
     RETURN_IF(err, !buf && cap, W4A8MOE_STATUS_INVALID_ARGUMENT, "buf is NULL but cap is %zu", cap);
+    caller_structs c;
+    FORWARD(read_desc_opts(&d, &opts, &c, err));
     FORWARD(validate_desc(d, err));
     FORWARD(w4a8moe_shared_check_routed(d, err)); /* what create refuses, explain refuses too */
     const w4a8moe_device_ops *ops;
@@ -328,6 +375,9 @@ w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float
 {
     w4a8moe_err *err = w4a8moe_thread_err();
     err->msg[0] = '\0';
+    const w4a8moe_layer_options *no_opts = NULL;
+    caller_structs c;
+    FORWARD(read_desc_opts(&d, &no_opts, &c, err));
     FORWARD(validate_desc(d, err));
     RETURN_IF(err, T < 0, W4A8MOE_STATUS_INVALID_ARGUMENT, "T = %lld is negative", (long long)T);
     RETURN_IF(err, T > 0 && (!logits || !topk_ids || !topk_weights), W4A8MOE_STATUS_INVALID_ARGUMENT,

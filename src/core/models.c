@@ -4,6 +4,7 @@
 #include "models.h"
 
 #include "../common/error.h"
+#include "struct_abi.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -56,8 +57,8 @@ const char *w4a8moe_model_name(int32_t i)
     return NULL;
 }
 
-w4a8moe_status w4a8moe_model_layer_desc(const char *name, int64_t max_tokens,
-                                        w4a8moe_layer_desc *d)
+w4a8moe_status w4a8moe_model_layer_desc_sized(const char *name, int64_t max_tokens,
+                                              w4a8moe_layer_desc *d, size_t size)
 {
     w4a8moe_err *err = w4a8moe_thread_err();
     err->msg[0] = '\0';
@@ -71,6 +72,8 @@ w4a8moe_status w4a8moe_model_layer_desc(const char *name, int64_t max_tokens,
         RETURN_ERR(err, W4A8MOE_STATUS_NOT_FOUND, "no built-in model \"%s\"; hint: one of %s",
                    name, known);
     }
-    w4a8moe_model_desc(m, max_tokens, d);
+    w4a8moe_layer_desc out;
+    w4a8moe_model_desc(m, max_tokens, &out);
+    w4a8moe_struct_out(d, size, &out, sizeof out, W4A8MOE_V3_LAYER_DESC);
     return W4A8MOE_STATUS_OK;
 }

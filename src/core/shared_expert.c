@@ -210,7 +210,7 @@ w4a8moe_status w4a8moe_shared_forward(w4a8moe_mk *routed, w4a8moe_shared_rt *s, 
             s->weights[t] = w == w ? w : 1.0f;
         }
     }
-    w4a8moe_routing_input sr = {s->ids, s->weights, NULL};
+    w4a8moe_routing_input sr = {.topk_ids = s->ids, .topk_weights = s->weights};
     return w4a8moe_mk_forward_shared(routed, &s->mk, &sr, T, x, routing, out, stream, err);
 }
 
