@@ -153,6 +153,8 @@ static void e_route_kind(w4a8moe_layer_desc *d) { d->routing.kind = (w4a8moe_rou
 static void e_route_group(w4a8moe_layer_desc *d) { d->routing.kind = W4A8MOE_ROUTING_SIGMOID_GROUPED_TOPK, d->routing.n_group = 4, d->routing.topk_group = 1; }
 static void e_route_scale(w4a8moe_layer_desc *d) { d->routing.routed_scaling_factor = -1.0f; }
 static void e_top1_k(w4a8moe_layer_desc *d) { d->routing.kind = W4A8MOE_ROUTING_SIGMOID_TOP1; }
+/* 2^24 tokens x 200 slots = 3.4e9 routed rows: past the int32 row indices */
+static void e_rows(w4a8moe_layer_desc *d) { d->max_tokens = 1 << 24, d->num_experts = 256, d->top_k = 200; }
 
 static void test_invalid_desc(test_rng *r)
 {
@@ -166,6 +168,7 @@ static void test_invalid_desc(test_rng *r)
         {e_io, "io_dtype"}, {e_rwoi, "router_weight_on_input"}, {e_ep_rank, "rank"},
         {e_ep_size, "size"}, {e_ep_split, "ep_size"}, {e_route_kind, "routing.kind"},
         {e_route_group, "n_group"}, {e_route_scale, "routed_scaling_factor"}, {e_top1_k, "k = 1"},
+        {e_rows, "int32"},
     };
     w4a8moe_layer_desc ok;
     small_desc(&ok);

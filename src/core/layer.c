@@ -11,6 +11,7 @@
 #include "struct_abi.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,6 +68,13 @@ static w4a8moe_status validate_desc(const w4a8moe_layer_desc *d, w4a8moe_err *er
               d->num_experts, MAX_EXPERTS);
     RETURN_IF(err, d->top_k < 1 || d->top_k > d->num_experts, W4A8MOE_STATUS_INVALID_ARGUMENT,
               "top_k k = %d must be in [1, E = %d]", d->top_k, d->num_experts);
+    /* the dispatch numbers the routed (token, slot) pairs with int32 row indices
+     * (expert_offsets, pair_row: backend.h), on the host and on the GPU alike */
+    RETURN_IF(err, d->max_tokens * d->top_k > INT32_MAX, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "max_tokens * top_k = %lld * %d = %lld routed rows exceed the int32 row indices "
+              "(2^31 - 1); hint: max_tokens <= %lld for k = %d, or split the batch",
+              (long long)d->max_tokens, d->top_k, (long long)(d->max_tokens * d->top_k),
+              (long long)(INT32_MAX / d->top_k), d->top_k);
     RETURN_IF(err, (unsigned)d->activation >= W4A8MOE_ACTIVATION_COUNT_,
               W4A8MOE_STATUS_INVALID_ARGUMENT, "activation = %d is not a w4a8moe_activation",
               (int)d->activation);
@@ -186,6 +194,24 @@ static w4a8moe_status query_device(const w4a8moe_layer_options *o, const w4a8moe
     return W4A8MOE_STATUS_OK;
 }
 
+/* The caller's current device, saved by the public entry points before anything may switch it
+ * (the CUDA backends make the layer's device current) and restored on the way out. */
+static int device_save(const w4a8moe_device_ops *ops)
+{
+    return ops && ops->current ? ops->current() : -1;
+}
+
+static void device_restore(const w4a8moe_device_ops *ops, int saved)
+{
+    if (ops && ops->make_current && saved >= 0) ops->make_current(saved);
+}
+
+static const w4a8moe_device_ops *ops_of(const w4a8moe_layer_options *o)
+{
+    w4a8moe_device_kind kind = o ? o->device_kind : W4A8MOE_DEVICE_CPU;
+    return (unsigned)kind < W4A8MOE_DEVICE_KIND_COUNT_ ? w4a8moe_registry_device(kind) : NULL;
+}
+
 static const char *forced_backend(const w4a8moe_layer_options *o)
 {
     if (o && o->backend && o->backend[0]) return o->backend;
@@ -278,13 +304,16 @@ w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_w
     FORWARD(read_weights(&w, &c, err));
     w4a8moe_layer *L = calloc(1, sizeof *L);
     RETURN_IF(err, !L, W4A8MOE_STATUS_OUT_OF_MEMORY, "layer handle");
+    const w4a8moe_device_ops *ops = ops_of(opts);
+    int saved = device_save(ops);
     w4a8moe_status st = layer_build(L, d, w, opts, err);
     if (st != W4A8MOE_STATUS_OK) {
         w4a8moe_layer_free(L);
-        return st;
+        L = NULL;
     }
+    device_restore(ops, saved);
     *out = L;
-    return W4A8MOE_STATUS_OK;
+    return st;
 }
 
 w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void *x,
@@ -311,9 +340,13 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
     RETURN_IF(err, !routing->router_logits && (!routing->topk_ids || !routing->topk_weights),
               W4A8MOE_STATUS_INVALID_ARGUMENT,
               "routing needs topk_ids and topk_weights, or router_logits");
-    if (layer->shared)
-        return w4a8moe_shared_forward(&layer->mk, layer->shared, T, x, routing, out, stream, err);
-    return w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
+    int saved = device_save(layer->mk.devops);
+    w4a8moe_status st =
+        layer->shared
+            ? w4a8moe_shared_forward(&layer->mk, layer->shared, T, x, routing, out, stream, err)
+            : w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
+    device_restore(layer->mk.devops, saved);
+    return st;
 }
 
 const char *w4a8moe_layer_backend(const w4a8moe_layer *layer)
@@ -344,12 +377,15 @@ const char *w4a8moe_layer_error(const w4a8moe_layer *layer) { return layer ? lay
 void w4a8moe_layer_free(w4a8moe_layer *layer)
 {
     if (!layer) return;
-    if (layer->mk.devops) w4a8moe_mk_release(&layer->mk);
+    const w4a8moe_device_ops *ops = layer->mk.devops;
+    int saved = device_save(ops);
+    if (ops) w4a8moe_mk_release(&layer->mk);
     w4a8moe_shared_free(layer->shared);
     free(layer->mk.score_bias);
     free(layer->experts);
     if (layer->owner_release) layer->owner_release(layer->owner);
     free(layer);
+    device_restore(ops, saved);
 }
 
 w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_options *opts,
@@ -365,7 +401,9 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
     const w4a8moe_device_ops *ops;
     w4a8moe_device_info dev;
     FORWARD(query_device(opts, &ops, &dev, err));
+    int saved = device_save(ops);
     size_t n = w4a8moe_oracle_report(&dev, d, forced_backend(opts), buf, cap);
+    device_restore(ops, saved);
     if (needed) *needed = n + 1;
     return W4A8MOE_STATUS_OK;
 }
