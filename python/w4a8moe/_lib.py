@@ -6,8 +6,9 @@ checks every member's offset and every struct's size against a C program compile
 header, and checks that no member of the header is missing here. New members are only ever
 appended to the C structs (the header's ABI rule), so keeping up means appending here too.
 
-Library search order: $W4A8MOE_LIB, then ../../build/libw4a8moe.so relative to this package
-(the repository's default build), then the system's libw4a8moe.so(.0).
+Library search order: $W4A8MOE_LIB, then libw4a8moe.so inside this package (what `pip install .`
+puts there), then ../../build/libw4a8moe.so relative to this package (the repository's default
+build), then the system's libw4a8moe.so(.1).
 """
 import ctypes
 import ctypes.util
@@ -218,6 +219,7 @@ STRUCTS = {
 # ---- loading ------------------------------------------------------------------------------------
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_PKG_LIB = os.path.join(_PKG_DIR, "libw4a8moe.so")
 _REPO_BUILD_LIB = os.path.normpath(os.path.join(_PKG_DIR, "..", "..", "build", "libw4a8moe.so"))
 
 
@@ -227,6 +229,8 @@ def candidate_paths():
     env = os.environ.get("W4A8MOE_LIB")
     if env:
         paths.append(env)
+    if os.path.exists(_PKG_LIB):
+        paths.append(_PKG_LIB)
     paths.append(_REPO_BUILD_LIB)
     found = ctypes.util.find_library("w4a8moe")
     paths.extend([p for p in (found, "libw4a8moe.so", "libw4a8moe.so.1") if p])
