@@ -52,6 +52,9 @@ class NativeDistribution(Distribution):
         return True
 
 
+# egg_info refuses an egg_base that does not exist yet (a fresh clone has no build/)
+os.makedirs(os.path.join(ROOT, "build", "pip"), exist_ok=True)
+
 setup(
     version=header_version(),
     cmdclass={"build_py": BuildWithLibrary},
