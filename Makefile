@@ -8,7 +8,8 @@
 #   make test-gpu the GPU test suite (needs a CUDA device; see docs/PERFORMANCE.md)
 #   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS per target
 #
-# CUDA sources (src/cuda/*.cu) are compiled whenever nvcc is found; NCCL is loaded at run time.
+# CUDA sources (src/cuda/*.cu) are compiled whenever nvcc is found. (Expert parallelism over
+# NCCL, src/nccl/, is planned and not built yet.)
 
 CC       ?= cc
 BUILD    ?= build

@@ -93,7 +93,7 @@ typedef enum w4a8moe_status {
     W4A8MOE_STATUS_IO_ERROR = 4,         /* a file could not be opened, read, mapped or written */
     W4A8MOE_STATUS_FORMAT_ERROR = 5,     /* a file's content breaks its format's rules */
     W4A8MOE_STATUS_NOT_FOUND = 6,        /* a named tensor, layer, backend or file is absent */
-    W4A8MOE_STATUS_DEVICE_ERROR = 7,     /* the CUDA runtime or NCCL reported an error */
+    W4A8MOE_STATUS_DEVICE_ERROR = 7,     /* the CUDA runtime reported an error */
     W4A8MOE_STATUS_INTERNAL = 8,         /* a bug in w4a8moe: please report it */
     W4A8MOE_STATUS_COUNT_
 } w4a8moe_status;
@@ -187,7 +187,10 @@ typedef struct w4a8moe_layer_desc {
     w4a8moe_routing_desc routing;      /* used when forward is given router logits */
     int32_t router_weight_on_input;    /* k == 1 only: x *= w_0 before quantising (Llama-4) */
     int32_t ep_rank;                   /* expert parallelism: this rank, 0 <= rank < size */
-    int32_t ep_size;                   /* ranks; experts [rank*E/size, (rank+1)*E/size) owned */
+    int32_t ep_size;                   /* ranks; experts [rank*E/size, (rank+1)*E/size) owned.
+                                          No backend of this version runs ep_size > 1 (the
+                                          expert-parallel prepare/finalize is not built yet):
+                                          create says UNSUPPORTED, explain says why. */
 } w4a8moe_layer_desc;
 
 /* Fills d with defaults: silu, int4-group × fp8-token-dynamic, bf16 I/O, softmax top-k without

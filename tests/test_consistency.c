@@ -9,7 +9,7 @@
  *    `cpu` claims more (docs/numerics.md: its group sums are exact integers summed in f64 in
  *    the reference's order): its output bytes must equal cpu_ref's (memcmp).
  * 2. `cpu_ref` itself is checked against a slow reference written here straight from the
- *    contract (DESIGN §1): weights dequantised as w = C*S*q in double, the quantisation steps
+ *    contract (docs/numerics.md): weights dequantised as w = C*S*q in double, the quantisation steps
  *    with quant.h's e4m3 rounding, e4m3 decoded from the format definition. Both compute the
  *    same f32 roundings, so they must agree to 1e-5 (in practice bit for bit).
  *

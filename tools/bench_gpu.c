@@ -1,7 +1,7 @@
 /*
  * bench_gpu.c — see bench_gpu.h.
  *
- * Ceilings, measured in the same run (DESIGN §5): the copy bandwidth is the best of 10
+ * Ceilings, measured in the same run (docs/PERFORMANCE.md, how we measure): the copy bandwidth is the best of 10
  * device-to-device copies of 1 GiB (bytes read + written); the FP8 rate is the best of 10
  * cuBLASLt e4m3 GEMMs of 8192^3 (bf16 out, f32 accumulate) on random finite bytes. cuBLASLt is
  * loaded with dlopen("libcublasLt.so.13"), so neither the library nor the CLI links cuBLAS;

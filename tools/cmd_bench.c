@@ -1,6 +1,6 @@
 /*
  * cmd_bench.c — `w4a8moe bench`: times whole layers (quantise + dispatch + both GEMMs +
- * activation + combine) on synthetic weights for each T, against the floor of DESIGN §5 with
+ * activation + combine) on synthetic weights for each T, against the floor of docs/PERFORMANCE.md with
  * the memory bandwidth and FMA rate measured in the same run, and checks sampled tokens of
  * every T against cpu_ref.
  *

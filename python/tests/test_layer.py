@@ -1,5 +1,5 @@
 """test_layer.py — the binding against the library on the CPU: Layer creation and forward
-checked against the numpy reference of DESIGN.md §1 (python/w4a8moe/reference.py; each output
+checked against the numpy reference of docs/numerics.md (python/w4a8moe/reference.py; each output
 row within 2e-3 relative L2) over io dtypes, scale dtypes, channel scales, activations, the
 static scheme, router weight on input, "no expert" ids and router logits; errors raised as
 w4a8moe.Error carrying the library's message; explain; route against numpy routers; the

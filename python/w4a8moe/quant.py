@@ -1,6 +1,6 @@
 """quant.py — number formats and the int4 quantiser, in numpy (and torch where noted), for
 examples and tests: bf16 bits <-> float32, e4m3 rounding, int4 packing, and the
-compressed-tensors round-to-nearest min-max quantiser of DESIGN.md §3.
+compressed-tensors round-to-nearest min-max quantiser (docs/quantize.md).
 
 Packed int4 (the checkpoint's pack-quantized form and the library's logical form): int32
 [N, K/8], element i of a row at bits 4*(i%8) of word i/8, stored as q + 8, q in [-8, 7].

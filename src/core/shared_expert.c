@@ -2,7 +2,7 @@
  * shared_expert.c — see shared_expert.h. The shared pipeline is an ordinary modular kernel
  * (E = 1, k = 1) chosen by the oracle; only the combine is shared with the routed pipeline,
  * through the `shared` argument of finalize, so the output is still one f32 sum and one
- * rounding (DESIGN §1 step 7).
+ * rounding (docs/numerics.md, step 7).
  */
 #include "shared_expert.h"
 
