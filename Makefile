@@ -8,19 +8,24 @@
 #   make test-gpu the GPU test suite (needs a CUDA device; see docs/PERFORMANCE.md)
 #   make fuzz     libFuzzer targets (clang), FUZZ_SECONDS per target
 #
-# CUDA sources (src/cuda/*.cu) are compiled whenever nvcc is found; NCCL is loaded at run time.
+# CUDA sources (src/cuda/*.cu) are compiled whenever nvcc is found. (Expert parallelism over
+# NCCL, src/nccl/, is planned and not built yet.)
 
 CC       ?= cc
 BUILD    ?= build
 PREFIX   ?= /usr/local
-VERSION  := 0.1.0
+# versions live in include/w4a8moe.h (W4A8MOE_VERSION_STRING, W4A8MOE_SOVERSION)
+VERSION  := $(shell sed -n 's/^\#define W4A8MOE_VERSION_STRING "\(.*\)"/\1/p' include/w4a8moe.h)
+SOVERSION := $(shell sed -n 's/^\#define W4A8MOE_SOVERSION \([0-9]*\)/\1/p' include/w4a8moe.h)
 
 # Debian packages the build needs (libjansson-dev ships libjansson.a, linked statically so the
 # binaries run on machines without libjansson, such as the GPU machine).
 DEB_PACKAGES := libjansson-dev pkg-config
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Iinclude -pthread -fPIC $(WARN)
+# -fvisibility=hidden: only what include/w4a8moe.h declares is exported (it marks itself
+# visible), so internal functions never become ABI; src/exports.map is the export list.
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Iinclude -pthread -fPIC -fvisibility=hidden $(WARN)
 OPT      ?= -O2 -g
 CFLAGS   ?=
 ALL_CFLAGS := $(CFLAGS_COMMON) $(OPT) $(CFLAGS)
@@ -44,7 +49,7 @@ endif
 ifdef WITH_CUDA
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCHS ?= -gencode=arch=compute_89,code=sm_89 -gencode=arch=compute_90a,code=sm_90a
-NVCC_FLAGS := -std=c++17 -O3 -lineinfo -Xptxas=--warn-on-spills -Xcompiler=-fPIC,-Wall \
+NVCC_FLAGS := -std=c++17 -O3 -lineinfo -Xptxas=--warn-on-spills -Xcompiler=-fPIC,-Wall,-fvisibility=hidden \
               -Iinclude $(CUDA_ARCHS) -DW4A8MOE_WITH_CUDA=1
 ALL_CFLAGS += -DW4A8MOE_WITH_CUDA=1 -I$(CUDA_HOME)/include
 CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib))
@@ -123,9 +128,12 @@ $(SAN_LIB): $(SAN_OBJS)
 # A copy of the system's libjansson.so.4 goes beside it and the library looks in its own folder
 # first ($ORIGIN), so build/ can be carried to a machine without libjansson (the GPU machine)
 # and used there by the Python binding. `make install` relies on the system's copy instead.
+# (Linking it in fails: ld refuses load.o's PC32 reference to libc's `stdin` in a shared object.)
+# Exports: src/exports.map; --exclude-libs keeps the static CUDA runtime's symbols local too.
 JANSSON_SO := $(shell $(CC) -print-file-name=libjansson.so.4)
-$(SHARED_LIB): $(LIB_OBJS)
-	$(CC) -shared -Wl,-soname,libw4a8moe.so.0 -Wl,-rpath,'$$ORIGIN' -o $@ $^ \
+$(SHARED_LIB): $(LIB_OBJS) src/exports.map
+	$(CC) -shared -Wl,-soname,libw4a8moe.so.$(SOVERSION) -Wl,-rpath,'$$ORIGIN' \
+	  -Wl,--version-script=src/exports.map -Wl,--exclude-libs,ALL -o $@ $(LIB_OBJS) \
 	  $(patsubst $(JANSSON_LIB),-ljansson,$(LDLIBS))
 	@if [ -f "$(JANSSON_SO)" ]; then cp -L "$(JANSSON_SO)" $(BUILD)/libjansson.so.4; fi
 
@@ -160,16 +168,45 @@ test-san: $(SAN_TESTS)
 test-cli: $(CLI)
 	@tests/cli/run.sh $(CLI)
 
-# The Python binding's tests: the ctypes ABI check always (python3 + cc), the rest where python3
-# has numpy (torch and a GPU where present); what cannot run prints a SKIP line with the reason.
-test-python: $(SHARED_LIB)
-	@if command -v python3 >/dev/null 2>&1; then \
-	  PYTHONDONTWRITEBYTECODE=1 W4A8MOE_LIB=$(abspath $(SHARED_LIB)) CC="$(CC)" \
-	    python3 python/tests/run_all.py; \
-	else echo "test-python: SKIP (python3 not found)"; fi
+# ---- Python --------------------------------------------------------------------------------
+# The interpreter the binding's tests use, recorded in $(BUILD)/python: $(PYTHON) when given;
+# else the first of python3 and Debian's /usr/bin/python3 that has numpy, venv, pip, setuptools
+# and wheel (the last two build the package offline, python/tests/test_package.py); else
+# Debian's python3 after installing PY_DEB_PACKAGES like DEB_PACKAGES (root: apt-get; others:
+# the exact command). python3 on PATH may be a pyenv or conda one that Debian's packages do not
+# reach, hence the second candidate.
+PY_DEB_PACKAGES := python3 python3-numpy python3-venv python3-pip python3-setuptools python3-wheel
+PY_PROBE := import numpy, venv, ensurepip, setuptools, wheel
+$(BUILD)/python: | deps
+	@py="$(PYTHON)"; \
+	if [ -z "$$py" ]; then for c in python3 /usr/bin/python3; do \
+	  if command -v $$c >/dev/null 2>&1 && $$c -c '$(PY_PROBE)' >/dev/null 2>&1; then \
+	    py=$$(command -v $$c); break; fi; done; fi; \
+	if [ -z "$$py" ]; then $(MAKE) --no-print-directory $(BUILD)/.python-deps-ok && py=/usr/bin/python3; fi; \
+	$$py -c '$(PY_PROBE)' || { echo "$$py lacks numpy, venv, pip, setuptools or wheel"; exit 1; }; \
+	echo "python for the tests: $$py"; echo "$$py" > $@
 
+$(BUILD)/.python-deps-ok:
+	$(call apt_install,$(PY_DEB_PACKAGES))
+
+# The binding's CPU suite (python/tests): every test runs, none may skip (--strict); it ends
+# with "N passed, N failed". The torch suite (python/tests/with_torch) runs here only where
+# torch is installed; `make test-gpu` always runs it.
+PY_TEST_ENV = PYTHONDONTWRITEBYTECODE=1 W4A8MOE_LIB=$(abspath $(SHARED_LIB)) CC="$(CC)" \
+	W4A8MOE_BUILD=$(abspath $(BUILD))
+test-python: $(SHARED_LIB) $(BUILD)/python
+	@py=$$(cat $(BUILD)/python); \
+	$(PY_TEST_ENV) $$py python/tests/run_all.py --strict python/tests || exit 1; \
+	if $$py -c 'import torch' >/dev/null 2>&1; then \
+	  $(PY_TEST_ENV) $$py python/tests/run_all.py --strict python/tests/with_torch || exit 1; \
+	else echo "test-python: the torch suite (python/tests/with_torch) is not run: no torch here;" \
+	  "make test-gpu runs it"; fi
+
+# The GPU machine has torch and numpy in its own python (nothing can be installed there):
+# PYTHON names it when python3 is not that one.
 test-gpu: all $(TESTS) $(GPU_TESTS)
 	@tests/gpu/run.sh $(BUILD)
+	@$(PY_TEST_ENV) $${PYTHON:-python3} python/tests/run_all.py --strict python/tests/with_torch
 
 # ---- fuzzing (libFuzzer) -------------------------------------------------------------------
 # `make fuzz FUZZ_SECONDS=600` runs each target that long (clang's libFuzzer + ASan + UBSan)
@@ -208,8 +245,8 @@ install: all
 	install -m 644 include/w4a8moe.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.$(VERSION)
-	ln -sf libw4a8moe.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.0
-	ln -sf libw4a8moe.so.0 $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so
+	ln -sf libw4a8moe.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so.$(SOVERSION)
+	ln -sf libw4a8moe.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libw4a8moe.so
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|g' w4a8moe.pc.in \

@@ -2,7 +2,7 @@
 """bench/peers.py — our whole W4A8 MoE layer against PyTorch's grouped GEMMs, side by side on one
 GPU, on the same routing, every contender with a cold L2; one table with the floor and ratios.
 
-Contenders, per built-in model (DESIGN.md §4) and token count T:
+Contenders, per built-in model (`w4a8moe models`) and token count T:
   ours  the whole layer through the Python binding (device="cuda"): quantise, dispatch, GEMM1,
         activation, requantise, GEMM2, combine; int4 weights with bf16 group scales.
   fp8   torch._scaled_grouped_mm, W8A8: e4m3 weights with per-row f32 scales, e4m3 activations
@@ -12,12 +12,12 @@ Contenders, per built-in model (DESIGN.md §4) and token count T:
 Routing: the model's router (w4a8moe.route) on random logits from a fixed seed; every contender
 sees the same expert ids; the peers get the rows already grouped by expert (offs, int32).
 
-Floor (DESIGN.md §5): max(bytes / BW, flops / F8), bytes = experts hit * 3HI * (0.5 + 2/g) +
+Floor (docs/PERFORMANCE.md): max(bytes / BW, flops / F8), bytes = experts hit * 3HI * (0.5 + 2/g) +
 T*H*2*2 (bf16 in and out), flops = 2 * T * k * 3HI; BW = a 1 GiB device copy (read + write)
 and F8 = torch._scaled_mm on e4m3 8192^3 (cuBLASLt), both measured in the same run. The peers'
 time/floor is against the same W4A8 floor (what the layer could take at best).
 
-Cold L2 (DESIGN.md §5): each contender rotates over copies of its weights so that the bytes
+Cold L2 (docs/PERFORMANCE.md): each contender rotates over copies of its weights so that the bytes
 touched between two uses of one copy exceed twice the L2 (50 MB on the H100); copies are capped by
 free memory, and a cell says so when the cap bites. Timing: CUDA events around each call, the
 median of N calls; a GPU sleep is queued first so the host's launch overhead stays hidden.
@@ -32,7 +32,7 @@ Usage:
                          [--out docs/peers] [--budget S] [--contenders ours,fp8,bf16]
                          [--backend NAME] [--dry-run]
   --dry-run needs neither torch nor numpy: it prints the plan (memory, copies, iterations,
-  estimated floors with DESIGN.md's H100 figures) and the table skeleton.
+  estimated floors with an H100's figures (docs/PERFORMANCE.md)) and the table skeleton.
 Outputs: a markdown table on stdout and, with --out P, P.md and P.json.
 """
 import argparse
@@ -53,8 +53,8 @@ from w4a8moe.models import MODELS  # noqa: E402  (pure Python: no numpy, torch o
 DEFAULT_TOKENS = [1, 16, 64, 256, 1024, 4096, 16384]
 DEFAULT_MODELS = [m for m in MODELS if m != "tiny"]
 CONTENDERS = ["ours", "fp8", "bf16"]
-L2_BYTES = 50e6                      # H100 L2 (DESIGN.md §6)
-ASSUMED_BW, ASSUMED_F8 = 2.94e12, 1316e12   # DESIGN.md §5, H100: only for --dry-run
+L2_BYTES = 50e6                      # H100 L2 (docs/PERFORMANCE.md)
+ASSUMED_BW, ASSUMED_F8 = 2.94e12, 1316e12   # an H100 (docs/PERFORMANCE.md): only for --dry-run
 MEM_MARGIN = 3 << 30                 # bytes kept free for the allocator, cuBLAS workspaces, ...
 SLEEP_CYCLES_PER_ITER = 200_000      # at least ~100 us of GPU sleep queued per timed call
 CLOCK_GHZ = 1.98                     # H100 SXM boost clock, to turn host microseconds into cycles
@@ -79,7 +79,7 @@ def bytes_per_expert(m, kind):
 
 
 def floor_of(m, T, hit, bw, f8):
-    """(floor in us, 'mem' or 'compute', bytes, flops) of the whole layer (DESIGN.md §5)."""
+    """(floor in us, 'mem' or 'compute', bytes, flops) of the whole layer (docs/PERFORMANCE.md)."""
     H, I, k = m["hidden"], m["inter"], m["top_k"]
     nbytes = hit * bytes_per_expert(m, "ours") + T * H * 2 * 2
     flops = 2.0 * T * k * 3 * H * I
@@ -130,7 +130,7 @@ def plan_model(name, tokens, base_iters):
 
 
 def print_plan(args):
-    print(f"plan (dry run; floors use DESIGN.md's H100 figures BW {ASSUMED_BW / 1e12:.2f} TB/s, "
+    print(f"plan (dry run; floors use an H100's figures BW {ASSUMED_BW / 1e12:.2f} TB/s, "
           f"F8 {ASSUMED_F8 / 1e12:.0f} TFLOP/s; L2 rotation >= {2 * L2_BYTES / 1e6:.0f} MB)")
     total_calls = 0
     for name in args.models:
@@ -442,7 +442,7 @@ def child_calibrate():
     except Exception as e:  # noqa: BLE001
         out["f8"] = ASSUMED_F8
         out["f8_note"] = (f"F8 NOT measured ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                          f"DESIGN.md's {ASSUMED_F8 / 1e12:.0f} TFLOP/s used")
+                          f"the H100's {ASSUMED_F8 / 1e12:.0f} TFLOP/s used")
     torch.cuda.empty_cache()
     out["free"], out["total"] = torch.cuda.mem_get_info()
     emit("calib", out)

@@ -31,7 +31,23 @@
  *
  * ABI: structs passed in are read at the call and never kept (create copies what it needs, the
  * weights included, unless a function says otherwise). New members are only ever appended, and
- * W4A8MOE_API_VERSION grows when they are.
+ * W4A8MOE_API_VERSION grows when they are. So that a program and a library built from different
+ * versions of this header agree, every struct that can grow (w4a8moe_layer_desc,
+ * w4a8moe_weights, w4a8moe_shared_expert, w4a8moe_layer_options, w4a8moe_routing_input,
+ * w4a8moe_checkpoint_info) begins with `size_t struct_size`, the sizeof the caller compiled:
+ *   - struct_size 0 means the layout of API version 3 (the first with this member), so `= {0}`
+ *     and designated initialisers keep working; set it (sizeof, or W4A8MOE_INIT) to use a
+ *     member added later;
+ *   - a library newer than the caller reads only the caller's bytes; the members it has beyond
+ *     them read as 0, and a member's 0 always means the behaviour from before it existed;
+ *   - a library older than the caller accepts members it does not know only when they are 0,
+ *     and returns UNSUPPORTED naming the struct otherwise.
+ * Functions that fill a struct (w4a8moe_layer_desc_init, w4a8moe_model_layer_desc,
+ * w4a8moe_checkpoint_get_info, w4a8moe_checkpoint_layer_desc) are inline wrappers here that
+ * pass the caller's sizeof to a *_sized entry point, which writes no more than that and sets
+ * struct_size. Structs held by value or in
+ * arrays (w4a8moe_routing_desc, w4a8moe_int4_matrix, w4a8moe_expert_weights,
+ * w4a8moe_dense_matrix) never change; what they would need goes into the struct holding them.
  */
 #ifndef W4A8MOE_H
 #define W4A8MOE_H
@@ -43,8 +59,28 @@
 extern "C" {
 #endif
 
-#define W4A8MOE_API_VERSION 2
-#define W4A8MOE_VERSION_STRING "0.1.0"
+/* Only what this header declares leaves libw4a8moe.so: the library is compiled with
+ * -fvisibility=hidden and linked with an export list (src/exports.map), so internal functions
+ * can change freely; this pragma marks the declarations below as the visible ones. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+/* The one place versions live: the Makefile (library file names, w4a8moe.pc) and the Python
+ * package (pyproject.toml, through setup.py) read them from here. W4A8MOE_SOVERSION, the
+ * shared library's soname number (libw4a8moe.so.N), grows when a change breaks programs built
+ * against an earlier header: 1 since API version 3 put struct_size in front of the structs. */
+#define W4A8MOE_API_VERSION 3
+#define W4A8MOE_SOVERSION 1
+#define W4A8MOE_VERSION_STRING "0.2.0"
+
+/* `T x = W4A8MOE_INIT(T);` for a growable struct: zero but for struct_size = sizeof(T)
+ * (designated in C, which -Wmissing-field-initializers accepts; positional in C++ < 20). */
+#ifdef __cplusplus
+#define W4A8MOE_INIT(T) {sizeof(T)}
+#else
+#define W4A8MOE_INIT(T) {.struct_size = sizeof(T)}
+#endif
 
 /* ---------------------------------------------------------------------------------------------
  * Status codes. The numbers are stable: never renumber, only append.
@@ -57,7 +93,7 @@ typedef enum w4a8moe_status {
     W4A8MOE_STATUS_IO_ERROR = 4,         /* a file could not be opened, read, mapped or written */
     W4A8MOE_STATUS_FORMAT_ERROR = 5,     /* a file's content breaks its format's rules */
     W4A8MOE_STATUS_NOT_FOUND = 6,        /* a named tensor, layer, backend or file is absent */
-    W4A8MOE_STATUS_DEVICE_ERROR = 7,     /* the CUDA runtime or NCCL reported an error */
+    W4A8MOE_STATUS_DEVICE_ERROR = 7,     /* the CUDA runtime reported an error */
     W4A8MOE_STATUS_INTERNAL = 8,         /* a bug in w4a8moe: please report it */
     W4A8MOE_STATUS_COUNT_
 } w4a8moe_status;
@@ -70,7 +106,7 @@ const char *w4a8moe_status_str(w4a8moe_status status);
  * call into w4a8moe. */
 const char *w4a8moe_last_error(void);
 
-/* The library's version string, e.g. "0.1.0". */
+/* The library's version string, e.g. "0.2.0". */
 const char *w4a8moe_version(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -135,6 +171,7 @@ typedef struct w4a8moe_routing_desc {
 } w4a8moe_routing_desc;
 
 typedef struct w4a8moe_layer_desc {
+    size_t struct_size;                /* sizeof(w4a8moe_layer_desc), or 0 (see "ABI" above) */
     int64_t max_tokens;                /* T max per forward (sizes the workspace) */
     int64_t hidden;                    /* H: multiple of g */
     int64_t inter;                     /* I: multiple of g */
@@ -150,12 +187,20 @@ typedef struct w4a8moe_layer_desc {
     w4a8moe_routing_desc routing;      /* used when forward is given router logits */
     int32_t router_weight_on_input;    /* k == 1 only: x *= w_0 before quantising (Llama-4) */
     int32_t ep_rank;                   /* expert parallelism: this rank, 0 <= rank < size */
-    int32_t ep_size;                   /* ranks; experts [rank*E/size, (rank+1)*E/size) owned */
+    int32_t ep_size;                   /* ranks; experts [rank*E/size, (rank+1)*E/size) owned.
+                                          No backend of this version runs ep_size > 1 (the
+                                          expert-parallel prepare/finalize is not built yet):
+                                          create says UNSUPPORTED, explain says why. */
 } w4a8moe_layer_desc;
 
 /* Fills d with defaults: silu, int4-group × fp8-token-dynamic, bf16 I/O, softmax top-k without
- * renormalisation, routed_scaling_factor 1, ep 0/1; all sizes 0 (the caller must set them). */
-void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d);
+ * renormalisation, routed_scaling_factor 1, ep 0/1; all sizes 0 (the caller must set them);
+ * struct_size = sizeof. The library writes size bytes of d (the caller's sizeof). */
+void w4a8moe_layer_desc_init_sized(w4a8moe_layer_desc *d, size_t size);
+static inline void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d)
+{
+    w4a8moe_layer_desc_init_sized(d, sizeof *d);
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Weights, in checkpoint form (host pointers; create copies or repacks them).
@@ -197,6 +242,7 @@ typedef struct w4a8moe_dense_matrix {
  * sigmoid(x . gate_weight) (Qwen2-MoE; dot product accumulated in f32). The routed and shared
  * outputs are summed in f32 and rounded once. CPU layers with ep_size 1 only, for now. */
 typedef struct w4a8moe_shared_expert {
+    size_t struct_size;                  /* sizeof(w4a8moe_shared_expert), or 0 (see "ABI") */
     int64_t inter;                       /* its I */
     w4a8moe_weight_scheme weight_scheme; /* INT4_GROUP, or BF16 (unquantised) */
     w4a8moe_act_scheme act_scheme;       /* INT4_GROUP: FP8_TOKEN_DYNAMIC or FP8_TENSOR_STATIC;
@@ -211,6 +257,7 @@ typedef struct w4a8moe_shared_expert {
 } w4a8moe_shared_expert;
 
 typedef struct w4a8moe_weights {
+    size_t struct_size; /* sizeof(w4a8moe_weights), or 0 (see "ABI" above) */
     w4a8moe_dtype scale_dtype;
     /* Per expert: [E] entries (global ids). Under expert parallelism the entries of experts this
      * rank does not own are ignored and may be zeroed. NULL: use the stacked form below. */
@@ -230,6 +277,7 @@ typedef struct w4a8moe_weights {
 typedef struct w4a8moe_layer w4a8moe_layer;
 
 typedef struct w4a8moe_layer_options {
+    size_t struct_size;              /* sizeof(w4a8moe_layer_options), or 0 (see "ABI" above) */
     const char *backend;             /* force an experts backend by name; NULL: the oracle picks,
                                         or the W4A8MOE_BACKEND environment variable forces */
     w4a8moe_device_kind device_kind; /* where x/out/routing live (default CPU) */
@@ -256,6 +304,7 @@ w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_w
  * the token: at once on the CPU; on a CUDA device, whose ids cannot be read without a host
  * synchronisation, see w4a8moe_layer_check. */
 typedef struct w4a8moe_routing_input {
+    size_t struct_size; /* sizeof(w4a8moe_routing_input), or 0 (see "ABI" above) */
     const int32_t *topk_ids;
     const float *topk_weights;
     const float *router_logits;
@@ -314,6 +363,22 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
 w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float *logits,
                              int32_t *topk_ids, float *topk_weights);
 
+/* Built-in model shapes (the CLI's `models`; routed experts only, synthetic weights): the
+ * name of model i (0, 1, ...), a static string, or NULL when i is past the last one. These two
+ * are API version 3. */
+const char *w4a8moe_model_name(int32_t i);
+
+/* The layer description of built-in model `name` for max_tokens tokens: the defaults of
+ * w4a8moe_layer_desc_init with the model's dimensions and routing. NOT_FOUND for an unknown
+ * name (the message lists the known ones). Writes size bytes of d (the caller's sizeof). */
+w4a8moe_status w4a8moe_model_layer_desc_sized(const char *name, int64_t max_tokens,
+                                              w4a8moe_layer_desc *d, size_t size);
+static inline w4a8moe_status w4a8moe_model_layer_desc(const char *name, int64_t max_tokens,
+                                                      w4a8moe_layer_desc *d)
+{
+    return w4a8moe_model_layer_desc_sized(name, max_tokens, d, sizeof *d);
+}
+
 /* =============================================================================================
  * Checkpoints (API version 2): Hugging Face checkpoint directories on disk.
  *
@@ -337,6 +402,7 @@ w4a8moe_status w4a8moe_checkpoint_open(const char *dir, w4a8moe_checkpoint **out
 void w4a8moe_checkpoint_close(w4a8moe_checkpoint *ckpt);
 
 typedef struct w4a8moe_checkpoint_info {
+    size_t struct_size;                 /* set by w4a8moe_checkpoint_get_info */
     const char *architecture;           /* "qwen3_moe", "deepseek_v3", ... */
     const char *format;                 /* "pack-quantized", "int-quantized", "sglang-w4afp8" */
     const char *quant_method;           /* "compressed-tensors", "w4afp8" */
@@ -358,9 +424,15 @@ typedef struct w4a8moe_checkpoint_info {
     int32_t shared_gated;               /* 1: weighted by sigmoid(x . shared_expert_gate) */
 } w4a8moe_checkpoint_info;
 
-/* What the checkpoint holds; pointers stay valid until the handle is closed. */
-w4a8moe_status w4a8moe_checkpoint_get_info(const w4a8moe_checkpoint *ckpt,
-                                           w4a8moe_checkpoint_info *info);
+/* What the checkpoint holds; pointers stay valid until the handle is closed. Writes size bytes
+ * of info (the caller's sizeof, passed by the inline wrapper). */
+w4a8moe_status w4a8moe_checkpoint_get_info_sized(const w4a8moe_checkpoint *ckpt,
+                                                 w4a8moe_checkpoint_info *info, size_t size);
+static inline w4a8moe_status w4a8moe_checkpoint_get_info(const w4a8moe_checkpoint *ckpt,
+                                                         w4a8moe_checkpoint_info *info)
+{
+    return w4a8moe_checkpoint_get_info_sized(ckpt, info, sizeof *info);
+}
 
 /* routed_only = 1: layers created from this handle afterwards leave out the shared expert
  * (what `run --routed-only` does: an explicit omission, never a silent one). Default 0. */
@@ -368,9 +440,16 @@ void w4a8moe_checkpoint_set_routed_only(w4a8moe_checkpoint *ckpt, int routed_onl
 
 /* The layer description of MoE layer `layer` (a decoder layer index) for max_tokens tokens,
  * e.g. for w4a8moe_explain. Static activation scales are the max over the layer's experts;
- * routing.score_bias points into the handle. */
-w4a8moe_status w4a8moe_checkpoint_layer_desc(const w4a8moe_checkpoint *ckpt, int32_t layer,
-                                             int64_t max_tokens, w4a8moe_layer_desc *d);
+ * routing.score_bias points into the handle. Writes size bytes of d (the caller's sizeof). */
+w4a8moe_status w4a8moe_checkpoint_layer_desc_sized(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                                   int64_t max_tokens, w4a8moe_layer_desc *d,
+                                                   size_t size);
+static inline w4a8moe_status w4a8moe_checkpoint_layer_desc(const w4a8moe_checkpoint *ckpt,
+                                                           int32_t layer, int64_t max_tokens,
+                                                           w4a8moe_layer_desc *d)
+{
+    return w4a8moe_checkpoint_layer_desc_sized(ckpt, layer, max_tokens, d, sizeof *d);
+}
 
 /* Creates a layer from decoder layer `layer` (must be an MoE layer), its shared expert
  * included. opts as for w4a8moe_layer_create (may be NULL). experts_subset (nullable) lists
@@ -406,6 +485,10 @@ w4a8moe_status w4a8moe_checkpoint_router_logits(const w4a8moe_checkpoint *ckpt, 
  * else the status of the first one (its message in w4a8moe_last_error()). */
 w4a8moe_status w4a8moe_checkpoint_check(const w4a8moe_checkpoint *ckpt, char *buf, size_t cap,
                                         size_t *needed);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

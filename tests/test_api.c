@@ -97,7 +97,7 @@ static void test_nulls(test_rng *r)
     int32_t ids[2] = {0, 1};
     float wts[2] = {0.5f, 0.5f};
     uint16_t x[128], out[128];
-    w4a8moe_routing_input ri = {ids, wts, NULL};
+    w4a8moe_routing_input ri = {.topk_ids = ids, .topk_weights = wts};
     CHECK(w4a8moe_layer_forward(NULL, 1, x, &ri, out, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT &&
               has(w4a8moe_last_error(), "layer"),
           "forward on a NULL layer");
@@ -111,7 +111,7 @@ static void test_nulls(test_rng *r)
     CHECK(w4a8moe_layer_forward(L, 1, x, NULL, out, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT,
           "NULL routing");
     CHECK(w4a8moe_layer_forward(L, 1, x, &ri, NULL, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT, "NULL out");
-    w4a8moe_routing_input none = {NULL, NULL, NULL}, half = {ids, NULL, NULL};
+    w4a8moe_routing_input none = {0}, half = {.topk_ids = ids, .topk_weights = NULL};
     CHECK(w4a8moe_layer_forward(L, 1, x, &none, out, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT &&
               has(w4a8moe_layer_error(L), "routing"),
           "routing without ids or logits: '%s'", w4a8moe_layer_error(L));
@@ -122,7 +122,7 @@ static void test_nulls(test_rng *r)
           "a successful forward clears the layer error: '%s'", w4a8moe_layer_error(L));
     /* layer_check: CPU layers refuse bad ids at once, so there is never anything deferred */
     int32_t bad[2] = {0, 0};
-    w4a8moe_routing_input rb = {bad, wts, NULL};
+    w4a8moe_routing_input rb = {.topk_ids = bad, .topk_weights = wts};
     CHECK(w4a8moe_layer_forward(L, 1, x, &rb, out, NULL) == W4A8MOE_STATUS_INVALID_ARGUMENT &&
               has(w4a8moe_layer_error(L), "token 0"),
           "CPU forward with a repeated id: '%s'", w4a8moe_layer_error(L));
@@ -164,6 +164,8 @@ static void e_route_kind(w4a8moe_layer_desc *d) { d->routing.kind = (w4a8moe_rou
 static void e_route_group(w4a8moe_layer_desc *d) { d->routing.kind = W4A8MOE_ROUTING_SIGMOID_GROUPED_TOPK, d->routing.n_group = 4, d->routing.topk_group = 1; }
 static void e_route_scale(w4a8moe_layer_desc *d) { d->routing.routed_scaling_factor = -1.0f; }
 static void e_top1_k(w4a8moe_layer_desc *d) { d->routing.kind = W4A8MOE_ROUTING_SIGMOID_TOP1; }
+/* 2^24 tokens x 200 slots = 3.4e9 routed rows: past the int32 row indices */
+static void e_rows(w4a8moe_layer_desc *d) { d->max_tokens = 1 << 24, d->num_experts = 256, d->top_k = 200; }
 
 static void test_invalid_desc(test_rng *r)
 {
@@ -177,6 +179,7 @@ static void test_invalid_desc(test_rng *r)
         {e_io, "io_dtype"}, {e_rwoi, "router_weight_on_input"}, {e_ep_rank, "rank"},
         {e_ep_size, "size"}, {e_ep_split, "ep_size"}, {e_route_kind, "routing.kind"},
         {e_route_group, "n_group"}, {e_route_scale, "routed_scaling_factor"}, {e_top1_k, "k = 1"},
+        {e_rows, "int32"},
     };
     w4a8moe_layer_desc ok;
     small_desc(&ok);
@@ -349,7 +352,7 @@ static void test_routing_errors(test_rng *r)
         {{0, 1, 2, 3, 99, 5, 1, 2}, "token 2"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        w4a8moe_routing_input ri = {cases[i].ids, wts, NULL};
+        w4a8moe_routing_input ri = {.topk_ids = cases[i].ids, .topk_weights = wts};
         w4a8moe_status st = w4a8moe_layer_forward(L, T, x, &ri, out, NULL);
         CHECK(st == W4A8MOE_STATUS_INVALID_ARGUMENT && has(w4a8moe_layer_error(L), cases[i].needle),
               "bad ids case %zu: status %s, '%s' should name '%s'", i, w4a8moe_status_str(st),
@@ -358,7 +361,7 @@ static void test_routing_errors(test_rng *r)
     /* -1 twice in a token is fine (no expert, twice), and a NaN weight on a -1 slot is unused */
     int32_t ids_ok[T * 2] = {-1, -1, 2, -1, 4, 5, 0, 1};
     wts[0] = NAN;
-    w4a8moe_routing_input ri = {ids_ok, wts, NULL};
+    w4a8moe_routing_input ri = {.topk_ids = ids_ok, .topk_weights = wts};
     memset(out, 0xff, sizeof out);
     CHECK(w4a8moe_layer_forward(L, T, x, &ri, out, NULL) == W4A8MOE_STATUS_OK, "-1 slots: %s",
           w4a8moe_layer_error(L));
@@ -432,7 +435,7 @@ static void nonfinite_case(const char *backend, w4a8moe_dtype io, int static_sca
     }
     int32_t ids[T * 2] = {0, 1, 0, 1, 2, 3, 2, 3, 5, 4};
     float wts[T * 2] = {0.6f, 0.4f, 0.6f, 0.4f, 0.3f, 0.7f, 0.3f, 0.7f, 0.5f, 0.5f};
-    w4a8moe_routing_input ri = {ids, wts, NULL};
+    w4a8moe_routing_input ri = {.topk_ids = ids, .topk_weights = wts};
     memset(out, 0, sizeof out);
     st = w4a8moe_layer_forward(L, T, x, &ri, out, NULL);
     CHECK(st == W4A8MOE_STATUS_OK, "%s: forward with NaN/Inf: %s", backend, w4a8moe_layer_error(L));
@@ -456,7 +459,7 @@ static void nonfinite_case(const char *backend, w4a8moe_dtype io, int static_sca
     memcpy(x2 + H * esz, x + 2 * H * esz, H * esz);
     int32_t ids2[4] = {0, 1, 2, 3};
     float wts2[4] = {0.6f, 0.4f, 0.3f, 0.7f};
-    w4a8moe_routing_input ri2 = {ids2, wts2, NULL};
+    w4a8moe_routing_input ri2 = {.topk_ids = ids2, .topk_weights = wts2};
     CHECK(w4a8moe_layer_forward(L, 2, x2, &ri2, out2, NULL) == W4A8MOE_STATUS_OK, "forward");
     CHECK(memcmp(out2, out, H * esz) == 0 && memcmp(out2 + H * esz, out + 2 * H * esz, H * esz) == 0,
           "%s io %d: finite tokens must not be affected by a NaN/Inf token", backend, (int)io);
@@ -491,7 +494,7 @@ static void test_weight_forms(test_rng *r)
     fill_x(x, T * H, r);
     w4a8moe_synth_rng sr = {test_rng_next(r)};
     w4a8moe_synth_routing(ids, wts, T, d.num_experts, d.top_k, &sr);
-    w4a8moe_routing_input ri = {ids, wts, NULL};
+    w4a8moe_routing_input ri = {.topk_ids = ids, .topk_weights = wts};
     for (int channel = 0; channel < 2; channel++) {
         w4a8moe_synth_weights sw;
         CHECK(w4a8moe_synth_weights_make(&sw, &d, channel ? W4A8MOE_DTYPE_F32 : W4A8MOE_DTYPE_BF16,
@@ -550,7 +553,8 @@ static void test_logits_and_bias(test_rng *r)
     fill_x(x, T * H, r);
     for (int i = 0; i < T * 8; i++) logits[i] = test_rng_uniform(r, -3, 3);
     CHECK(w4a8moe_route(&d, T, logits, ids, wts) == W4A8MOE_STATUS_OK, "route");
-    w4a8moe_routing_input by_logits = {NULL, NULL, logits}, by_ids = {ids, wts, NULL};
+    w4a8moe_routing_input by_logits = {.router_logits = logits},
+                          by_ids = {.topk_ids = ids, .topk_weights = wts};
     CHECK(w4a8moe_layer_forward(L, T, x, &by_logits, o1, NULL) == W4A8MOE_STATUS_OK &&
               w4a8moe_layer_forward(L, T, x, &by_ids, o2, NULL) == W4A8MOE_STATUS_OK,
           "forwards: %s", w4a8moe_layer_error(L));

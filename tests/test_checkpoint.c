@@ -306,9 +306,26 @@ static void check_zero_copy_and_subsets(void)
     CHECK(w4a8moe_checkpoint_layer_create(ck, 1, NULL, bad, 2, 4, &L) == W4A8MOE_STATUS_INVALID_ARGUMENT,
           "a non-contiguous subset must be refused");
     CHECK(strstr(w4a8moe_last_error(), "contiguous") != NULL, "message: %s", w4a8moe_last_error());
+    /* rank 1 of 2 needs an expert-parallel prepare/finalize: the oracle decides whether this
+     * build has one (none does today: NCCL is not built), and create must agree with it */
+    w4a8moe_layer_desc ep;
+    CHECK(w4a8moe_checkpoint_layer_desc(ck, 1, 4, &ep) == W4A8MOE_STATUS_OK, "desc: %s",
+          w4a8moe_last_error());
+    ep.ep_rank = 1;
+    ep.ep_size = 2;
+    char report[4096] = "";
+    CHECK(w4a8moe_explain(&ep, NULL, report, sizeof report, NULL) == W4A8MOE_STATUS_OK,
+          "explain rank 1 of 2: %s", w4a8moe_last_error());
+    int runnable = strstr(report, " selected") != NULL && !strstr(report, "no backend selected");
     w4a8moe_status st = w4a8moe_checkpoint_layer_create(ck, 1, NULL, half, 4, 4, &L);
-    /* rank 1 of 2: needs an expert-parallel prepare/finalize, which CPU builds do not have */
-    CHECK(st == W4A8MOE_STATUS_OK || st == W4A8MOE_STATUS_UNSUPPORTED, "half subset: %s", w4a8moe_last_error());
+    if (runnable)
+        CHECK(st == W4A8MOE_STATUS_OK, "half subset: the oracle selects a backend, create "
+              "fails: %s", w4a8moe_last_error());
+    else
+        CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && L == NULL &&
+                  strstr(report, "rejected (parallel)") != NULL,
+              "half subset: no backend runs rank 1 of 2 (explain names the parallel axis), so "
+              "UNSUPPORTED; got %s: %s", w4a8moe_status_str(st), w4a8moe_last_error());
     w4a8moe_layer_free(L);
     L = NULL;
     CHECK(w4a8moe_checkpoint_layer_create(ck, 1, NULL, all, 8, 4, &L) == W4A8MOE_STATUS_OK,

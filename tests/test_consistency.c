@@ -6,8 +6,10 @@
  *    output must match `cpu_ref` on the same inputs: relative L2 error of every output row
  *    <= 2e-3 (docs/numerics.md), no NaN/Inf where the reference has none, rows that must be
  *    zero exactly zero, nothing written past row T, and a second forward bit-identical.
+ *    `cpu` claims more (docs/numerics.md: its group sums are exact integers summed in f64 in
+ *    the reference's order): its output bytes must equal cpu_ref's (memcmp).
  * 2. `cpu_ref` itself is checked against a slow reference written here straight from the
- *    contract (DESIGN §1): weights dequantised as w = C*S*q in double, the quantisation steps
+ *    contract (docs/numerics.md): weights dequantised as w = C*S*q in double, the quantisation steps
  *    with quant.h's e4m3 rounding, e4m3 decoded from the format definition. Both compute the
  *    same f32 roundings, so they must agree to 1e-5 (in practice bit for bit).
  *
@@ -205,12 +207,12 @@ static void make_inputs(const tcase *c, case_data *cd, test_rng *r)
                 if (t == T - 1 || test_rng_next(r) % 3 == 0) id[j] = -1;
         }
     }
-    cd->routing = (w4a8moe_routing_input){cd->ids, cd->wts, NULL};
+    cd->routing = (w4a8moe_routing_input){.topk_ids = cd->ids, .topk_weights = cd->wts};
     cd->logits = NULL;
     if (c->route == ROUTE_LOGITS) {
         cd->logits = malloc((size_t)(T * E) * 4);
         for (int64_t i = 0; i < T * E; i++) cd->logits[i] = test_rng_uniform(r, -4.0f, 4.0f);
-        cd->routing = (w4a8moe_routing_input){NULL, NULL, cd->logits};
+        cd->routing = (w4a8moe_routing_input){.router_logits = cd->logits};
         /* the ids and weights the layer's router will produce, for the independent reference */
         w4a8moe_status st = w4a8moe_route(d, T, cd->logits, cd->ids, cd->wts);
         CHECK(st == W4A8MOE_STATUS_OK, "%s: route: %s", c->name, w4a8moe_last_error());
@@ -293,9 +295,10 @@ static size_t raw_bytes(const tcase *c)
     return (size_t)((c->T + 1) * c->d.hidden) * w4a8moe_dtype_size(c->d.io_dtype);
 }
 
-/* Runs backend b on the case and compares with ref; checks a second forward is identical. */
+/* Runs backend b on the case and compares with ref (ref_raw: cpu_ref's output bytes); checks
+ * a second forward is identical. */
 static void check_backend(const tcase *c, const case_data *cd, const w4a8moe_experts_ops *b,
-                          const float *ref)
+                          const float *ref, const void *ref_raw)
 {
     int64_t n = c->T * c->d.hidden;
     float *got = malloc((size_t)n * 4);
@@ -304,6 +307,10 @@ static void check_backend(const tcase *c, const case_data *cd, const w4a8moe_exp
     if (run_layer(c, cd, b->name, 0, &L, got, raw) == 0) {
         double worst = compare_rows(c, b->name, got, ref, TOL_BACKEND);
         printf("ok %s: %s vs cpu_ref worst row rel-L2 %.3g\n", c->name, b->name, worst);
+        if (strcmp(b->name, "cpu") == 0)
+            CHECK(memcmp(raw, ref_raw, (size_t)n * w4a8moe_dtype_size(c->d.io_dtype)) == 0,
+                  "%s: cpu is not bit-identical to cpu_ref (worst row rel-L2 %.3g)", c->name,
+                  worst);
         float *again = malloc((size_t)n * 4);
         if (run_layer(c, cd, b->name, 0, &L, again, raw2) == 0)
             CHECK(memcmp(raw, raw2, (size_t)n * w4a8moe_dtype_size(c->d.io_dtype)) == 0,
@@ -364,7 +371,7 @@ static void run_case(tcase *c, test_rng *r, const w4a8moe_device_info *dev)
                 printf("skip %s: %s rejected (%s): %s\n", c->name, ex[i]->name, w4a8moe_axis_name(v.axis), v.why);
                 continue;
             }
-            check_backend(c, &cd, ex[i], ref);
+            check_backend(c, &cd, ex[i], ref, raw);
         }
     } else {
         w4a8moe_layer_free(L);

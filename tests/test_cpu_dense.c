@@ -175,7 +175,7 @@ static int forward(const dcase *c, w4a8moe_layer *L, int64_t T, const void *x, c
     size_t bytes = (size_t)(T * c->H) * dsize(c->io);
     void *out = malloc(bytes);
     memset(out, 0xff, bytes);
-    w4a8moe_routing_input ri = {ids, wts, NULL};
+    w4a8moe_routing_input ri = {.topk_ids = ids, .topk_weights = wts};
     w4a8moe_status st = w4a8moe_layer_forward(L, T, x, &ri, out, NULL);
     CHECK(st == W4A8MOE_STATUS_OK, "%s: forward T = %lld: %s", c->name, (long long)T,
           w4a8moe_layer_error(L));

@@ -1,7 +1,7 @@
 /*
  * test_golden.c — the external check of the whole pipeline: two tiny compressed-tensors W4AFP8
  * checkpoints (tests/data/golden-*, copied from the team's shared test data) with the output
- * of layer 1 for a given input, computed by an implementation of DESIGN §1 written apart from
+ * of layer 1 for a given input, computed by an implementation of the contract (docs/numerics.md) written apart from
  * ours and checked against PyTorch. We load the checkpoint, run its router on the input
  * (logits x . Wg^T in f32), run the layer on every CPU backend, and compare every output row
  * within 2e-3 relative L2. qwen3: softmax top-2 renormalised, g = 64; deepseek: sigmoid

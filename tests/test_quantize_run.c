@@ -213,7 +213,7 @@ static void run_layer(const spec *s, const model *m, w4a8moe_expert_weights *ex,
     CHECK(w4a8moe_layer_create(&d, &w, NULL, &ls) == W4A8MOE_STATUS_OK, "layer %d: %s", L,
           w4a8moe_last_error());
     if (lr && ls) {
-        w4a8moe_routing_input ri = {ids, wts, NULL};
+        w4a8moe_routing_input ri = {.topk_ids = ids, .topk_weights = wts};
         memset(out_ref, 0xff, sizeof out_ref);
         memset(out_sel, 0xff, sizeof out_sel);
         CHECK(w4a8moe_layer_forward(lr, T, x, &ri, out_ref, NULL) == W4A8MOE_STATUS_OK, "forward ref");
@@ -481,7 +481,7 @@ static void fixture_variant(const model *m, const char *variant, int pack, int i
         uint16_t oh[T * 64], ol[T * 64];
         memset(oh, 0xff, sizeof oh);
         memset(ol, 0xff, sizeof ol);
-        w4a8moe_routing_input ri = {ids, wts, NULL};
+        w4a8moe_routing_input ri = {.topk_ids = ids, .topk_weights = wts};
         w4a8moe_layer_forward(lh, T, x, &ri, oh, NULL);
         w4a8moe_layer_forward(ll, T, x, &ri, ol, NULL);
         CHECK(memcmp(oh, ol, sizeof oh) == 0, "%s: the loader's layer differs from the package's "

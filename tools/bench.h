@@ -1,7 +1,7 @@
 /*
  * bench.h — measuring tools shared by `w4a8moe bench` and `w4a8moe verify`: the machine's
  * memory bandwidth and FMA rate measured in the same run, the last-level cache size, a clock,
- * the floor of DESIGN §5, and the row-wise comparison against cpu_ref (rel-L2 per row).
+ * the floor of docs/PERFORMANCE.md, and the row-wise comparison against cpu_ref (rel-L2 per row).
  */
 #ifndef W4A8MOE_BENCH_H
 #define W4A8MOE_BENCH_H
@@ -36,7 +36,7 @@ double bench_now(void);
 /* Median of v[0..n-1] (sorts v). */
 double bench_median(double *v, int n);
 
-/* The floor of DESIGN §5 for one forward of T tokens with routing ids [T, k] (-1 = none). */
+/* The floor (docs/PERFORMANCE.md) for one forward of T tokens with routing ids [T, k] (-1 = none). */
 typedef struct bench_floor {
     int32_t experts_hit;
     double bytes;   /* unique weight bytes touched + activations in and out */

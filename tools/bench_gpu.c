@@ -1,7 +1,7 @@
 /*
  * bench_gpu.c — see bench_gpu.h.
  *
- * Ceilings, measured in the same run (DESIGN §5): the copy bandwidth is the best of 10
+ * Ceilings, measured in the same run (docs/PERFORMANCE.md, how we measure): the copy bandwidth is the best of 10
  * device-to-device copies of 1 GiB (bytes read + written); the FP8 rate is the best of 10
  * cuBLASLt e4m3 GEMMs of 8192^3 (bf16 out, f32 accumulate) on random finite bytes. cuBLASLt is
  * loaded with dlopen("libcublasLt.so.13"), so neither the library nor the CLI links cuBLAS;
@@ -226,7 +226,7 @@ w4a8moe_status bench_gpu_forward_staged(w4a8moe_layer *L, w4a8moe_device_kind ki
     size_t kb = (size_t)(T * d->top_k) * 4, lb = (size_t)(T * d->num_experts) * 4;
     void *dx = NULL, *dout = NULL, *dids = NULL, *dw = NULL, *dl = NULL;
     w4a8moe_status st = W4A8MOE_STATUS_DEVICE_ERROR;
-    w4a8moe_routing_input dr = {NULL, NULL, NULL};
+    w4a8moe_routing_input dr = {0};
     if (cudaMalloc(&dx, xb) || cudaMalloc(&dout, xb) || cudaMemcpy(dx, x, xb, cudaMemcpyHostToDevice))
         goto out;
     if (r->router_logits && !r->topk_ids) {
@@ -275,7 +275,7 @@ typedef struct gpu_bench {
  * graph = 1 replays each copy's forward captured in a CUDA graph instead. */
 static int time_layer(gpu_bench *b, int64_t T, int graph, double *ms_out)
 {
-    w4a8moe_routing_input r = {b->dids, b->dwts, NULL};
+    w4a8moe_routing_input r = {.topk_ids = b->dids, .topk_weights = b->dwts};
     cudaGraphExec_t exec[GPU_MAX_COPIES] = {0};
     int n = b->ncopies, iters = b->a->iters ? (int)b->a->iters : 0, rc = 0;
     for (int c = 0; c < n && graph; c++) {
@@ -326,7 +326,8 @@ static int check_layer(gpu_bench *b, int64_t T, bench_cmp *cmp)
     const w4a8moe_layer_desc *d = &b->d;
     int64_t n = T < GPU_CHECK_TOKENS ? T : GPU_CHECK_TOKENS, H = d->hidden;
     size_t row = (size_t)H * w4a8moe_dtype_size(d->io_dtype);
-    w4a8moe_routing_input r = {b->dids, b->dwts, NULL}, rh = {b->ids, b->wts, NULL};
+    w4a8moe_routing_input r = {.topk_ids = b->dids, .topk_weights = b->dwts},
+                          rh = {.topk_ids = b->ids, .topk_weights = b->wts};
     cudaMemsetAsync(b->dout, 0xff, (size_t)T * row, b->s);
     if (w4a8moe_layer_forward(b->layers[0], T, b->dx, &r, b->dout, b->s) ||
         cudaMemcpyAsync(b->hout, b->dout, (size_t)n * row, cudaMemcpyDeviceToHost, b->s) ||

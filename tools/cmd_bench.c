@@ -1,6 +1,6 @@
 /*
  * cmd_bench.c — `w4a8moe bench`: times whole layers (quantise + dispatch + both GEMMs +
- * activation + combine) on synthetic weights for each T, against the floor of DESIGN §5 with
+ * activation + combine) on synthetic weights for each T, against the floor of docs/PERFORMANCE.md with
  * the memory bandwidth and FMA rate measured in the same run, and checks sampled tokens of
  * every T against cpu_ref.
  *
@@ -252,7 +252,7 @@ static int make_inputs(bench_ctx *c)
 static int forward(w4a8moe_layer *L, int64_t T, const void *x, const int32_t *ids,
                    const float *wts, void *out)
 {
-    w4a8moe_routing_input ri = {ids, wts, NULL};
+    w4a8moe_routing_input ri = {.topk_ids = ids, .topk_weights = wts};
     if (w4a8moe_layer_forward(L, T, x, &ri, out, NULL) == W4A8MOE_STATUS_OK) return 0;
     return cli_fail("bench", "%s forward of %lld tokens: %s", w4a8moe_layer_backend(L), (long long)T,
                     w4a8moe_layer_error(L));

@@ -120,7 +120,7 @@ static int run_layer(run_args *a, w4a8moe_checkpoint *ck, const run_input *in)
     if (!rc && !in->ids &&
         w4a8moe_checkpoint_router_logits(ck, (int32_t)a->layer, T, x, in->dtype, logits) != W4A8MOE_STATUS_OK)
         rc = cli_fail("run", "%s", w4a8moe_last_error());
-    w4a8moe_routing_input r = {ids, wts, logits};
+    w4a8moe_routing_input r = {.topk_ids = ids, .topk_weights = wts, .router_logits = logits};
     w4a8moe_status st = rc ? W4A8MOE_STATUS_OK : bench_gpu_forward_staged(L, a->device.kind, &d, T, x, &r, out);
     if (st != W4A8MOE_STATUS_OK) /* the layer's message, or a staging copy that failed */
         rc = cli_fail("run", "%s", w4a8moe_layer_error(L)[0] ? w4a8moe_layer_error(L)

@@ -257,7 +257,7 @@ static int case_make(const verify_args *a, const verify_case *c, case_data *cd)
         w4a8moe_synth_input(r->x, d->io_dtype, run->T, d->hidden, 1.0f, &rng);
         make_routing(c, run, r->ids, r->wts, r->logits, &rng);
         if (run->route == ROUTE_LOGITS) r->ri.router_logits = r->logits;
-        else r->ri = (w4a8moe_routing_input){r->ids, r->wts, NULL};
+        else r->ri = (w4a8moe_routing_input){.topk_ids = r->ids, .topk_weights = r->wts};
     }
     return 0;
 }

@@ -39,7 +39,7 @@ static void print_usage(FILE *f)
            "exit codes: 0 success, 1 failure (a check or the library), 2 usage error.\n");
 }
 
-/* "w4a8moe 0.1.0" and the registry's tables, in priority order */
+/* "w4a8moe 0.2.0" and the registry's tables, in priority order */
 static void print_version(void)
 {
     size_t n;

@@ -1,8 +1,11 @@
 """_common.py — what the binding's tests share: the import path, the repository root, optional
 modules (numpy, torch) with skip helpers, and the random seed.
 
-The tests are plain unittest modules, run by run_all.py (`make test-python`). A module that needs
-numpy raises unittest.SkipTest at import when it is missing, so a bare python3 runs the rest.
+The tests are plain unittest modules in two suites, run by run_all.py: python/tests (numpy, the
+library and a C compiler: `make test-python`, which sets all three up) and python/tests/with_torch
+(torch, and a GPU for test_cuda.py: `make test-gpu`). A module raises unittest.SkipTest at import
+when what it needs is missing, so a bare python3 can still run the rest; run_all.py --strict
+(CI=true, and the make targets) counts every skip as a failure.
 Random tests print their seed; replay with W4A8MOE_TEST_SEED.
 """
 import os
@@ -22,8 +25,17 @@ def need_numpy():
     try:
         import numpy
     except ImportError:
-        raise unittest.SkipTest("numpy is not installed (pip install numpy to run this test)")
+        raise unittest.SkipTest("numpy is not installed (`make test-python` installs Debian's "
+                                "python3-numpy, or pip install numpy)")
     return numpy
+
+
+def need_torch():
+    """torch, or raise SkipTest (usable at module import)."""
+    torch = maybe_torch()
+    if torch is None:
+        raise unittest.SkipTest("torch is not installed (the torch suite needs it)")
+    return torch
 
 
 def maybe_torch():

@@ -1,16 +1,26 @@
 #!/usr/bin/env python3
-"""run_all.py — runs every python/tests/test_*.py (unittest) and prints one summary line,
-"python: N passed, N failed, N skipped", like the C tests' last line. Exit status 1 on any
-failure or error. Modules that need numpy or torch skip themselves (with the reason) where
-those are missing. Used by `make test-python`.
+"""run_all.py — runs the binding's unittest modules of one suite and ends, like the C test
+binaries, with a "N passed, N failed" line (tests/run_suite.sh reads the same format).
+
+    run_all.py [--strict] [DIR]     DIR: python/tests (the CPU suite, default) or
+                                    python/tests/torch (torch on the CPU and the GPU)
+
+Counting is per test method (a module that cannot be imported counts as one failure, a module
+that skips at import counts as one skip and is named). A skip hides what it skipped, so under
+--strict (the default when CI=true, and what `make test-python` and `make test-gpu` ask for)
+every skip is a failure: the suite a machine runs must run whole there, and what only another
+machine can run lives in another suite (the torch suite runs in `make test-gpu`).
 """
+import argparse
 import os
 import sys
 import unittest
 
-import _common
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)  # _common and the shared makers, for suites in sub-folders
 
-_common.seed()
+import _common  # noqa: E402
 
 
 class _Result(unittest.TextTestResult):
@@ -19,20 +29,41 @@ class _Result(unittest.TextTestResult):
         self.stream.writeln(f"SKIP {test.id()}: {reason}")
 
 
-def main():
-    import importlib.util
-    if importlib.util.find_spec("numpy") is None:
-        print("python: numpy is not installed: the tests that need it skip (pip install numpy "
-              "to run them); the ABI and bench/peers.py plan checks still run")
-    loader = unittest.TestLoader()
-    suite = loader.discover(_common.TESTS_DIR, pattern="test_*.py", top_level_dir=_common.TESTS_DIR)
+def _module_skips(res):
+    """The skips that stand for a whole module (unittest's ModuleSkipped placeholder)."""
+    return [(t, r) for t, r in res.skipped if t.id().startswith("unittest.loader.ModuleSkipped")]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir", nargs="?", default=TESTS_DIR)
+    ap.add_argument("--strict", action="store_true",
+                    default=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
+                    help="count every skip as a failure (default when CI=true)")
+    args = ap.parse_args(argv)
+    suite_dir = os.path.abspath(args.dir)
+    if suite_dir not in sys.path:
+        sys.path.insert(0, suite_dir)
+    _common.seed()
+    print(f"python {sys.version.split()[0]} ({sys.executable}); suite {suite_dir}"
+          f"{'; strict: a skip is a failure' if args.strict else ''}", flush=True)
+    # the top level is the suite's own folder, so modules of the two suites never share a name
+    suite = unittest.TestLoader().discover(suite_dir, pattern="test_*.py",
+                                           top_level_dir=suite_dir)
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=int(os.environ.get("V", "1")),
                                      resultclass=_Result)
     res = runner.run(suite)
     failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
     skipped = len(res.skipped)
     passed = res.testsRun - failed - skipped
+    for t, reason in _module_skips(res):
+        print(f"!! a whole module skipped at import: {reason}")
+    if args.strict and skipped:
+        print(f"!! strict: {skipped} skipped test(s) count as failures")
+        failed += skipped
+        skipped = 0
     print(f"python: {passed} passed, {failed} failed, {skipped} skipped")
+    print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
 

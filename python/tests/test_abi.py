@@ -5,7 +5,8 @@
 2. sizeof, _Alignof and every offsetof, from a C program compiled from the header with $CC
    (skipped when no C compiler is found).
 3. The enum values the binding names, against the header's.
-Needs neither numpy nor the shared library.
+4. What libw4a8moe.so exports (`nm -D --defined-only`): exactly the header's functions.
+Needs no numpy; only 4 needs the shared library.
 """
 import ctypes
 import os
@@ -169,6 +170,29 @@ class TestLayoutAgainstC(unittest.TestCase):
                                  f"{cname}.{name}: C (offset, size) vs ctypes")
                 n += 1
         self.assertGreaterEqual(n, 30)
+
+
+class TestExports(unittest.TestCase):
+    """The shared library exports exactly the header's functions: internal ones (even those
+    named w4a8moe_*) are compiled hidden, and src/exports.map keeps the rest local."""
+
+    def test_nm(self):
+        nm = shutil.which("nm")
+        if not nm:
+            self.skipTest("nm (binutils) not found")
+        _common.need_library()
+        path = L.lib_path()
+        if os.sep not in path:
+            self.skipTest(f"the library was found by the loader as {path}; no file to read")
+        r = subprocess.run([nm, "-D", "--defined-only", path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        syms = {line.split()[-1].split("@")[0] for line in r.stdout.splitlines() if line.strip()}
+        self.assertTrue(syms, f"nm found no symbols in {path}")
+        outside = sorted(s for s in syms if not s.startswith("w4a8moe_"))
+        self.assertEqual(outside, [], f"{path} exports symbols outside w4a8moe_*")
+        funcs = set(header_functions(header_text()))
+        self.assertEqual(sorted(syms - funcs), [], "exported but not in include/w4a8moe.h")
+        self.assertEqual(sorted(funcs - syms), [], "in include/w4a8moe.h but not exported")
 
 
 if __name__ == "__main__":

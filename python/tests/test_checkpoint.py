@@ -38,6 +38,29 @@ def read_safetensors(path):
     return out
 
 
+class TestDataProvenance(unittest.TestCase):
+    """tests/data/SHA256SUMS pins every data file (tests/data/README.md says where each came
+    from): a changed or missing file fails here, an unlisted one too."""
+
+    def test_sha256sums(self):
+        import hashlib
+        with open(os.path.join(DATA, "SHA256SUMS")) as f:
+            sums = dict(reversed(line.split(None, 1)) for line in f if line.strip())
+        sums = {k.strip(): v for k, v in sums.items()}
+        for rel, want in sorted(sums.items()):
+            with self.subTest(file=rel), open(os.path.join(DATA, rel), "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).hexdigest(), want, rel)
+        present = set()
+        for root, _dirs, files in os.walk(DATA):
+            for name in files:
+                rel = os.path.relpath(os.path.join(root, name), DATA)
+                if rel not in ("SHA256SUMS", "README.md"):
+                    present.add(rel)
+        self.assertEqual(sorted(present - set(sums)), [],
+                         "files in tests/data without a line in SHA256SUMS (and README.md)")
+        self.assertGreaterEqual(len(sums), 10)
+
+
 class TestGolden(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -1,9 +1,10 @@
 """test_layer.py — the binding against the library on the CPU: Layer creation and forward
-checked against the numpy reference of DESIGN.md §1 (python/w4a8moe/reference.py; each output
+checked against the numpy reference of docs/numerics.md (python/w4a8moe/reference.py; each output
 row within 2e-3 relative L2) over io dtypes, scale dtypes, channel scales, activations, the
 static scheme, router weight on input, "no expert" ids and router logits; errors raised as
 w4a8moe.Error carrying the library's message; explain; route against numpy routers; the
-built-in model table against the library's; torch CPU tensors where torch is installed.
+built-in model table against the library's.
+(Torch tensors: with_torch/test_torch_cpu.py.)
 """
 import ctypes
 import unittest
@@ -319,44 +320,25 @@ class TestExplainRoute(unittest.TestCase):
 class TestModels(unittest.TestCase):
     def test_table_matches_library(self):
         lib = L.load()
-        try:
-            find, desc_of = lib.w4a8moe_model_find, lib.w4a8moe_model_desc
-        except AttributeError:
-            self.skipTest("the library does not export its model table")
-        find.restype, find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
-        desc_of.restype = None
-        desc_of.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(L.LayerDesc)]
+        names = []
+        while lib.w4a8moe_model_name(len(names)) is not None:
+            names.append(lib.w4a8moe_model_name(len(names)).decode())
+        self.assertEqual(names, list(w4a8moe.MODELS), "the library's models vs models.py")
         for name, cfg in w4a8moe.MODELS.items():
-            m = find(name.encode())
-            self.assertTrue(m, f"{name} missing from the library's table")
             d = L.LayerDesc()
-            desc_of(m, 16, ctypes.byref(d))
+            st = lib.w4a8moe_model_layer_desc_sized(name.encode(), 16, ctypes.byref(d),
+                                                    ctypes.sizeof(d))
+            self.assertEqual(st, L.STATUS_OK, name)
             mine, _ = w4a8moe.layer._make_desc(max_tokens=16, **cfg)
             for f, _t in L.LayerDesc._fields_:
                 if f != "routing":
                     self.assertEqual(getattr(d, f), getattr(mine, f), f"{name}.{f}")
             for f, _t in L.RoutingDesc._fields_[:-1]:
                 self.assertEqual(getattr(d.routing, f), getattr(mine.routing, f), f"{name}.{f}")
-
-
-class TestTorchCPU(LayerCase):
-    def test_torch_tensors(self):
-        torch = _common.maybe_torch()
-        if torch is None:
-            self.skipTest("torch is not installed")
-        rng = rng_for(100)
-        w = make_weights(rng, 256, 128, 8, 64)
-        tw = {k: torch.from_numpy(v) for k, v in w.items()}
-        tw["w13_scale"] = tw["w13_scale"].view(torch.bfloat16)
-        tw["w2_scale"] = tw["w2_scale"].view(torch.bfloat16)
-        layer = w4a8moe.Layer(weights=tw, io_dtype=torch.bfloat16, max_tokens=8, **TINY)
-        x, xf = make_x(rng, 7, 256, "bf16")
-        ids, wts = make_routing(rng, 7, 8, 2)
-        out = layer.forward(torch.from_numpy(x.view(np.int16)).view(torch.bfloat16),
-                            torch.from_numpy(ids).long(), torch.from_numpy(wts))
-        self.assertEqual(out.dtype, torch.bfloat16)
-        got = out.view(torch.int16).numpy().view(np.uint16)
-        self.check_rows(got, "bf16", R.forward(xf, w, ids, wts, 64), "torch cpu")
+        d = L.LayerDesc()
+        self.assertEqual(lib.w4a8moe_model_layer_desc_sized(b"no-such-model", 16, ctypes.byref(d),
+                                                            ctypes.sizeof(d)), 6)
+        self.assertIn("qwen3-30b-a3b", lib.w4a8moe_last_error().decode())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """test_quant.py — the numpy helpers the examples and the reference rely on: e4m3 rounding
 against PyTorch-made vectors (tests/data/e4m3_rne_vectors.csv), bf16 rounding, int4 packing
-bit layout, the min-max quantiser, and (where torch is installed) the torch quantiser giving the
-same bits as the numpy one.
+bit layout and the min-max quantiser. (The torch quantiser: with_torch/test_torch_cpu.py.)
 """
 import os
 import unittest
@@ -104,19 +103,6 @@ class TestInt4(unittest.TestCase):
         deq = w4a8moe.dequantize_int4(packed, scale, g).reshape(6, 4, g)
         err = np.abs(deq - wb)
         self.assertTrue((err <= 0.53 * s[..., None]).all(), f"max err {err.max()}")
-
-    def test_torch_quantiser_matches(self):
-        torch = _common.maybe_torch()
-        if torch is None:
-            self.skipTest("torch is not installed")
-        rng = np.random.default_rng(_common.seed() + 3)
-        w = rng.standard_normal((2, 8, 256)).astype(np.float32) * 0.05
-        p_np, s_np = w4a8moe.quantize_int4(w, 128)
-        p_t, s_t = w4a8moe.quantize_int4_torch(torch.from_numpy(w), 128)
-        self.assertEqual(p_t.dtype, torch.int32)
-        self.assertEqual(s_t.dtype, torch.bfloat16)
-        self.assertTrue(np.array_equal(p_t.numpy(), p_np))
-        self.assertTrue(np.array_equal(s_t.view(torch.int16).numpy().view(np.uint16), s_np))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ checks every member's offset and every struct's size against a C program compile
 header, and checks that no member of the header is missing here. New members are only ever
 appended to the C structs (the header's ABI rule), so keeping up means appending here too.
 
-Library search order: $W4A8MOE_LIB, then ../../build/libw4a8moe.so relative to this package
-(the repository's default build), then the system's libw4a8moe.so(.0).
+Library search order: $W4A8MOE_LIB, then libw4a8moe.so inside this package (what `pip install .`
+puts there), then ../../build/libw4a8moe.so relative to this package (the repository's default
+build), then the system's libw4a8moe.so(.1).
 """
 import ctypes
 import ctypes.util
@@ -46,6 +47,16 @@ DEVICE_KINDS = {"cpu": 0, "cuda": 1}
 c_enum = ctypes.c_int
 
 
+class Sized(ctypes.Structure):
+    """A growable struct of the header: its first member, struct_size, is set to this mirror's
+    sizeof at construction, so a library newer than this binding reads only what the binding
+    knows, and an older one refuses members it does not know that are set (header: "ABI")."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.struct_size = ctypes.sizeof(self)
+
+
 class RoutingDesc(ctypes.Structure):
     """w4a8moe_routing_desc"""
     _fields_ = [
@@ -58,9 +69,10 @@ class RoutingDesc(ctypes.Structure):
     ]
 
 
-class LayerDesc(ctypes.Structure):
+class LayerDesc(Sized):
     """w4a8moe_layer_desc"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("max_tokens", ctypes.c_int64),
         ("hidden", ctypes.c_int64),
         ("inter", ctypes.c_int64),
@@ -110,9 +122,10 @@ class DenseMatrix(ctypes.Structure):
     ]
 
 
-class SharedExpert(ctypes.Structure):
+class SharedExpert(Sized):
     """w4a8moe_shared_expert"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("inter", ctypes.c_int64),
         ("weight_scheme", c_enum),
         ("act_scheme", c_enum),
@@ -129,9 +142,10 @@ class SharedExpert(ctypes.Structure):
     ]
 
 
-class Weights(ctypes.Structure):
+class Weights(Sized):
     """w4a8moe_weights"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("scale_dtype", c_enum),
         ("experts", ctypes.POINTER(ExpertWeights)),
         ("w13_stacked", Int4Matrix),
@@ -140,9 +154,10 @@ class Weights(ctypes.Structure):
     ]
 
 
-class LayerOptions(ctypes.Structure):
+class LayerOptions(Sized):
     """w4a8moe_layer_options"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("backend", ctypes.c_char_p),
         ("device_kind", c_enum),
         ("device_ordinal", ctypes.c_int32),
@@ -151,18 +166,20 @@ class LayerOptions(ctypes.Structure):
     ]
 
 
-class RoutingInput(ctypes.Structure):
+class RoutingInput(Sized):
     """w4a8moe_routing_input"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("topk_ids", ctypes.POINTER(ctypes.c_int32)),
         ("topk_weights", ctypes.POINTER(ctypes.c_float)),
         ("router_logits", ctypes.POINTER(ctypes.c_float)),
     ]
 
 
-class CheckpointInfo(ctypes.Structure):
+class CheckpointInfo(Sized):
     """w4a8moe_checkpoint_info (API version 2)"""
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("architecture", ctypes.c_char_p),
         ("format", ctypes.c_char_p),
         ("quant_method", ctypes.c_char_p),
@@ -202,6 +219,7 @@ STRUCTS = {
 # ---- loading ------------------------------------------------------------------------------------
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_PKG_LIB = os.path.join(_PKG_DIR, "libw4a8moe.so")
 _REPO_BUILD_LIB = os.path.normpath(os.path.join(_PKG_DIR, "..", "..", "build", "libw4a8moe.so"))
 
 
@@ -211,9 +229,11 @@ def candidate_paths():
     env = os.environ.get("W4A8MOE_LIB")
     if env:
         paths.append(env)
+    if os.path.exists(_PKG_LIB):
+        paths.append(_PKG_LIB)
     paths.append(_REPO_BUILD_LIB)
     found = ctypes.util.find_library("w4a8moe")
-    paths.extend([p for p in (found, "libw4a8moe.so", "libw4a8moe.so.0") if p])
+    paths.extend([p for p in (found, "libw4a8moe.so", "libw4a8moe.so.1") if p])
     return paths
 
 
@@ -226,7 +246,7 @@ PROTOS = {
     "w4a8moe_status_str": (_c.c_char_p, [c_enum]),
     "w4a8moe_last_error": (_c.c_char_p, []),
     "w4a8moe_version": (_c.c_char_p, []),
-    "w4a8moe_layer_desc_init": (None, [_P(LayerDesc)]),
+    "w4a8moe_layer_desc_init_sized": (None, [_P(LayerDesc), _c.c_size_t]),
     "w4a8moe_layer_create": (c_enum, [_P(LayerDesc), _P(Weights), _P(LayerOptions),
                                       _P(_c.c_void_p)]),
     "w4a8moe_layer_forward": (c_enum, [_c.c_void_p, _c.c_int64, _c.c_void_p, _P(RoutingInput),
@@ -247,10 +267,11 @@ OPTIONAL_PROTOS = {
     "w4a8moe_layer_check": (c_enum, [_c.c_void_p, _c.c_void_p]),
     "w4a8moe_checkpoint_open": (c_enum, [_c.c_char_p, _P(_c.c_void_p)]),
     "w4a8moe_checkpoint_close": (None, [_c.c_void_p]),
-    "w4a8moe_checkpoint_get_info": (c_enum, [_c.c_void_p, _P(CheckpointInfo)]),
+    "w4a8moe_checkpoint_get_info_sized": (c_enum, [_c.c_void_p, _P(CheckpointInfo),
+                                                   _c.c_size_t]),
     "w4a8moe_checkpoint_set_routed_only": (None, [_c.c_void_p, _c.c_int]),
-    "w4a8moe_checkpoint_layer_desc": (c_enum, [_c.c_void_p, _c.c_int32, _c.c_int64,
-                                               _P(LayerDesc)]),
+    "w4a8moe_checkpoint_layer_desc_sized": (c_enum, [_c.c_void_p, _c.c_int32, _c.c_int64,
+                                                     _P(LayerDesc), _c.c_size_t]),
     "w4a8moe_checkpoint_layer_create": (c_enum, [_c.c_void_p, _c.c_int32, _P(LayerOptions),
                                                  _I32P, _c.c_int32, _c.c_int64,
                                                  _P(_c.c_void_p)]),
@@ -261,6 +282,10 @@ OPTIONAL_PROTOS = {
                                                   _c.c_void_p, c_enum, _P(_c.c_float)]),
     "w4a8moe_checkpoint_check": (c_enum, [_c.c_void_p, _c.c_char_p, _c.c_size_t,
                                           _P(_c.c_size_t)]),
+    # API version 3
+    "w4a8moe_model_name": (_c.c_char_p, [_c.c_int32]),
+    "w4a8moe_model_layer_desc_sized": (c_enum, [_c.c_char_p, _c.c_int64, _P(LayerDesc),
+                                                _c.c_size_t]),
 }
 
 

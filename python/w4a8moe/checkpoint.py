@@ -50,11 +50,14 @@ class Checkpoint:
         """What the checkpoint holds, as a dict (architecture, format, quant_method, schemes,
         layer counts and MoE layer indices, H, I, E, k, g, activation, routing, shared expert)."""
         i = _lib.CheckpointInfo()
-        st = self._lib.w4a8moe_checkpoint_get_info(self._live(), ctypes.byref(i))
+        st = self._lib.w4a8moe_checkpoint_get_info_sized(self._live(), ctypes.byref(i),
+                                                         ctypes.sizeof(i))
         if st != _lib.STATUS_OK:
             _raise_last(st)
         out = {}
         for name, _t in _lib.CheckpointInfo._fields_:
+            if name == "struct_size":
+                continue
             v = getattr(i, name)
             if isinstance(v, bytes):
                 v = v.decode()
@@ -73,10 +76,11 @@ class Checkpoint:
     def layer_desc(self, layer, max_tokens=1024):
         """The C layer description of MoE layer `layer` (a _lib.LayerDesc; score_bias points
         into this checkpoint)."""
-        _need(self._lib, "w4a8moe_checkpoint_layer_desc")
+        _need(self._lib, "w4a8moe_checkpoint_layer_desc_sized")
         d = _lib.LayerDesc()
-        st = self._lib.w4a8moe_checkpoint_layer_desc(self._live(), int(layer), int(max_tokens),
-                                                     ctypes.byref(d))
+        st = self._lib.w4a8moe_checkpoint_layer_desc_sized(self._live(), int(layer),
+                                                           int(max_tokens), ctypes.byref(d),
+                                                           ctypes.sizeof(d))
         if st != _lib.STATUS_OK:
             _raise_last(st)
         return d

@@ -67,7 +67,7 @@ def _make_desc(hidden, inter, experts, top_k, group_size=128, *, max_tokens=1024
     """A LayerDesc, and the objects it points into (keep them alive for the call)."""
     lib = _lib.load()
     d = _lib.LayerDesc()
-    lib.w4a8moe_layer_desc_init(ctypes.byref(d))
+    lib.w4a8moe_layer_desc_init_sized(ctypes.byref(d), ctypes.sizeof(d))
     d.max_tokens, d.hidden, d.inter = int(max_tokens), int(hidden), int(inter)
     d.num_experts, d.top_k, d.group_size = int(experts), int(top_k), int(group_size)
     d.activation = _enum(_lib.ACTIVATIONS, activation, "activation")

@@ -1,4 +1,4 @@
-"""models.py — the built-in model shapes of DESIGN.md §4 (src/core/models.c), as keyword
+"""models.py — the built-in model shapes (src/core/models.c; `w4a8moe models`), as keyword
 arguments for Layer, explain and route. Routed experts only, like the C table.
 
 python/tests/test_layer.py checks this table against the library's own (models.c) when the

@@ -1,6 +1,6 @@
 """quant.py — number formats and the int4 quantiser, in numpy (and torch where noted), for
 examples and tests: bf16 bits <-> float32, e4m3 rounding, int4 packing, and the
-compressed-tensors round-to-nearest min-max quantiser of DESIGN.md §3.
+compressed-tensors round-to-nearest min-max quantiser (docs/quantize.md).
 
 Packed int4 (the checkpoint's pack-quantized form and the library's logical form): int32
 [N, K/8], element i of a row at bits 4*(i%8) of word i/8, stored as q + 8, q in [-8, 7].
@@ -34,7 +34,10 @@ def f32_to_bf16(x):
 def bf16_to_f32(b):
     """uint16 bf16 bit patterns → float32 (exact)."""
     np = _np()
-    return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    # np.uint32(16), not 16: numpy 1.x's value-based casting widens a 0-d uint32 shifted by a
+    # Python int to int64, whose view as float32 then fails (numpy 2 keeps uint32 either way)
+    u = np.asarray(b, dtype=np.uint16).astype(np.uint32) << np.uint32(16)
+    return np.asarray(u, dtype=np.uint32).view(np.float32)
 
 
 def round_bf16(x):

@@ -1,4 +1,4 @@
-"""reference.py — DESIGN.md §1 (docs/numerics.md) in numpy, written apart from the C code, for
+"""reference.py — docs/numerics.md in numpy, written apart from the C code, for
 tests and examples: the whole forward of one layer on the host, from the stacked checkpoint-form
 weights the Layer takes. Slow and plain on purpose (f32 where the contract says f32, sums in
 f64 like cpu_ref); tiny layers only.

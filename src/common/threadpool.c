@@ -15,6 +15,12 @@
  * (bumping under the mutex means no wake-up is lost). Each worker of the run claims tasks with
  * one atomic add until they run out, then decrements `busy`; run() returns when `busy` reaches
  * zero, so the next run never overlaps a late worker.
+ *
+ * fork(): the child inherits the pools but not the workers (only the forking thread is copied),
+ * and could inherit a mutex held by a thread that is gone. pthread_atfork handlers take every
+ * lock of the team before the fork (so no run or membership change is in flight) and release
+ * them on both sides; in the child the team is emptied, and the first run there starts the
+ * workers again (or, if that fails, runs every task on the caller).
  */
 #include "threadpool.h"
 
@@ -57,9 +63,13 @@ typedef struct pool_team {
 #define GEN_ONE ((uint64_t)1 << 16)
 #define MAX_THREADS ((int32_t)GEN_ONE)
 
+/* Lock order: team_mu, then run_mu, then team.mu. */
 static pthread_mutex_t team_mu = PTHREAD_MUTEX_INITIALIZER; /* create/destroy */
 static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;  /* one run at a time */
 static pool_team team = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+/* Set in a forked child: its pools may expect workers the team no longer has. */
+static atomic_int team_forked;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static inline void cpu_relax(void)
 {
@@ -171,9 +181,48 @@ static int team_grow(pool_team *tp, int32_t want)
     return rc;
 }
 
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&team_mu);
+    pthread_mutex_lock(&run_mu);
+    pthread_mutex_lock(&team.mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&team.mu);
+    pthread_mutex_unlock(&run_mu);
+    pthread_mutex_unlock(&team_mu);
+}
+
+static void fork_child(void)
+{
+    /* the workers do not exist here: forget them (never join), keep the array for regrowth */
+    team.n_workers = 0;
+    atomic_store_explicit(&team.busy, 0, memory_order_relaxed);
+    atomic_store_explicit(&team.stop, 0, memory_order_relaxed);
+    pthread_cond_init(&team.cv, NULL); /* its waiters were the workers */
+    atomic_store_explicit(&team_forked, 1, memory_order_release);
+    pthread_mutex_unlock(&team.mu);
+    pthread_mutex_unlock(&run_mu);
+    pthread_mutex_unlock(&team_mu);
+}
+
+static void atfork_register(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
+/* In a forked child: starts the workers this pool's runs need; 0 when the team has them. */
+static int team_respawn(int32_t want)
+{
+    pthread_mutex_lock(&team_mu);
+    int rc = team_grow(&team, want);
+    pthread_mutex_unlock(&team_mu);
+    return rc;
+}
+
 w4a8moe_status w4a8moe_threadpool_create(int32_t n_threads, w4a8moe_threadpool **out,
                                          w4a8moe_err *err)
 {
+    pthread_once(&atfork_once, atfork_register);
     *out = NULL;
     RETURN_IF(err, n_threads < 1 || n_threads > MAX_THREADS, W4A8MOE_STATUS_INVALID_ARGUMENT,
               "thread pool of %d threads; hint: ask for 1 to %d", n_threads, MAX_THREADS);
@@ -201,7 +250,9 @@ void w4a8moe_threadpool_run(w4a8moe_threadpool *pool, w4a8moe_task_fn fn, void *
                             int64_t n_tasks)
 {
     if (n_tasks <= 0) return;
-    if (pool->n_threads == 1 || n_tasks == 1) {
+    if (pool->n_threads == 1 || n_tasks == 1 ||
+        (atomic_load_explicit(&team_forked, memory_order_acquire) &&
+         team_respawn(pool->n_threads - 1) != 0)) {
         for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
         return;
     }

@@ -49,6 +49,13 @@ typedef struct w4a8moe_device_ops {
     w4a8moe_status (*alloc)(const w4a8moe_device_info *dev, size_t bytes, void **ptr,
                             w4a8moe_err *err);
     void (*release)(const w4a8moe_device_info *dev, void *ptr);
+    /* Optional (NULL on devices without a per-thread current device): the calling thread's
+     * current device (-1 when unknown), and making one current again. The public entry points
+     * (src/core/layer.c) save it before and restore it after every call that may switch
+     * devices, so the backends may switch freely and the caller's current CUDA device never
+     * changes under it. */
+    int (*current)(void);
+    void (*make_current)(int ordinal);
 } w4a8moe_device_ops;
 
 /* Activation layouts between prepare and experts. */

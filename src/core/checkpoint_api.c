@@ -7,6 +7,7 @@
 #include "../loader/checkpoint.h"
 #include "../loader/names.h"
 #include "layer_internal.h"
+#include "struct_abi.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,12 +53,13 @@ void w4a8moe_checkpoint_close(w4a8moe_checkpoint *ckpt)
     free(ckpt);
 }
 
-w4a8moe_status w4a8moe_checkpoint_get_info(const w4a8moe_checkpoint *ckpt,
-                                           w4a8moe_checkpoint_info *info)
+w4a8moe_status w4a8moe_checkpoint_get_info_sized(const w4a8moe_checkpoint *ckpt,
+                                                 w4a8moe_checkpoint_info *caller, size_t size)
 {
     w4a8moe_err *err = fresh_err();
-    RETURN_IF(err, !ckpt || !info, W4A8MOE_STATUS_INVALID_ARGUMENT, "ckpt or info is NULL");
+    RETURN_IF(err, !ckpt || !caller, W4A8MOE_STATUS_INVALID_ARGUMENT, "ckpt or info is NULL");
     const w4a8moe_hf_config *cfg = w4a8moe_ckpt_config(ckpt->c);
+    w4a8moe_checkpoint_info ii, *info = &ii;
     memset(info, 0, sizeof *info);
     info->architecture = w4a8moe_arch_name(cfg->arch);
     info->format = w4a8moe_ckpt_format_name(cfg->quantized ? cfg->format : W4A8MOE_CKPT_FORMAT_DENSE);
@@ -78,11 +80,13 @@ w4a8moe_status w4a8moe_checkpoint_get_info(const w4a8moe_checkpoint *ckpt,
     info->has_shared_expert = cfg->has_shared;
     info->shared_inter = cfg->shared_inter;
     info->shared_gated = cfg->shared_gated;
+    w4a8moe_struct_out(caller, size, info, sizeof *info, W4A8MOE_V3_CHECKPOINT_INFO);
     return W4A8MOE_STATUS_OK;
 }
 
-w4a8moe_status w4a8moe_checkpoint_layer_desc(const w4a8moe_checkpoint *ckpt, int32_t layer,
-                                             int64_t max_tokens, w4a8moe_layer_desc *d)
+w4a8moe_status w4a8moe_checkpoint_layer_desc_sized(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                                   int64_t max_tokens, w4a8moe_layer_desc *d,
+                                                   size_t size)
 {
     w4a8moe_err *err = fresh_err();
     RETURN_IF(err, !ckpt || !d, W4A8MOE_STATUS_INVALID_ARGUMENT, "ckpt or d is NULL");
@@ -93,9 +97,10 @@ w4a8moe_status w4a8moe_checkpoint_layer_desc(const w4a8moe_checkpoint *ckpt, int
     w4a8moe_status st = w4a8moe_ckpt_layer_load(ckpt->c, layer, none, 0, &l, err);
     free(none);
     FORWARD(st);
-    *d = l->desc; /* score_bias points into the checkpoint's cache, which outlives l */
-    d->max_tokens = max_tokens;
+    w4a8moe_layer_desc out = l->desc; /* score_bias points into the checkpoint's cache */
+    out.max_tokens = max_tokens;
     w4a8moe_ckpt_layer_free(l);
+    w4a8moe_struct_out(d, size, &out, sizeof out, W4A8MOE_V3_LAYER_DESC);
     return W4A8MOE_STATUS_OK;
 }
 
@@ -159,6 +164,14 @@ static w4a8moe_status create(const w4a8moe_checkpoint *ckpt, int32_t layer,
 {
     RETURN_IF(err, !ckpt || !out, W4A8MOE_STATUS_INVALID_ARGUMENT, "ckpt or out is NULL");
     *out = NULL;
+    w4a8moe_layer_desc user_copy;
+    w4a8moe_layer_options o;
+    if (user) {
+        FORWARD(STRUCT_IN(err, &user_copy, user, w4a8moe_layer_desc, W4A8MOE_V3_LAYER_DESC));
+        user = &user_copy;
+    }
+    memset(&o, 0, sizeof o);
+    if (opts) FORWARD(STRUCT_IN(err, &o, opts, w4a8moe_layer_options, W4A8MOE_V3_LAYER_OPTIONS));
     int32_t E = w4a8moe_ckpt_config(ckpt->c)->num_experts, rank, size;
     uint8_t *want = malloc((size_t)E);
     RETURN_IF(err, !want, W4A8MOE_STATUS_OUT_OF_MEMORY, "expert flags");
@@ -178,9 +191,6 @@ static w4a8moe_status create(const w4a8moe_checkpoint *ckpt, int32_t layer,
         d.ep_rank = rank;
         d.ep_size = size;
     }
-    w4a8moe_layer_options o;
-    memset(&o, 0, sizeof o);
-    if (opts) o = *opts;
     /* the layer owns l, so CPU backends may keep pointers into it and into the mapping */
     if (o.device_kind == W4A8MOE_DEVICE_CPU) o.borrow_weights = 1;
     if (st == W4A8MOE_STATUS_OK) st = w4a8moe_layer_create(&d, &l->weights, &o, out);

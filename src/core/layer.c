@@ -8,8 +8,10 @@
 #include "oracle.h"
 #include "router.h"
 #include "shared_expert.h"
+#include "struct_abi.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,8 +25,10 @@ struct w4a8moe_layer {
     void *owner;
 };
 
-void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d)
+void w4a8moe_layer_desc_init_sized(w4a8moe_layer_desc *caller, size_t size)
 {
+    if (!caller) return;
+    w4a8moe_layer_desc dd, *d = &dd;
     memset(d, 0, sizeof *d);
     d->activation = W4A8MOE_ACTIVATION_SILU;
     d->weight_scheme = W4A8MOE_WEIGHT_INT4_GROUP;
@@ -33,6 +37,7 @@ void w4a8moe_layer_desc_init(w4a8moe_layer_desc *d)
     d->routing.kind = W4A8MOE_ROUTING_SOFTMAX_TOPK;
     d->routing.routed_scaling_factor = 1.0f;
     d->ep_size = 1;
+    w4a8moe_struct_out(caller, size, d, sizeof *d, W4A8MOE_V3_LAYER_DESC);
 }
 
 /* Limits that keep every size product far from overflow (T*k*H*4 < 2^50). */
@@ -63,6 +68,13 @@ static w4a8moe_status validate_desc(const w4a8moe_layer_desc *d, w4a8moe_err *er
               d->num_experts, MAX_EXPERTS);
     RETURN_IF(err, d->top_k < 1 || d->top_k > d->num_experts, W4A8MOE_STATUS_INVALID_ARGUMENT,
               "top_k k = %d must be in [1, E = %d]", d->top_k, d->num_experts);
+    /* the dispatch numbers the routed (token, slot) pairs with int32 row indices
+     * (expert_offsets, pair_row: backend.h), on the host and on the GPU alike */
+    RETURN_IF(err, d->max_tokens * d->top_k > INT32_MAX, W4A8MOE_STATUS_INVALID_ARGUMENT,
+              "max_tokens * top_k = %lld * %d = %lld routed rows exceed the int32 row indices "
+              "(2^31 - 1); hint: max_tokens <= %lld for k = %d, or split the batch",
+              (long long)d->max_tokens, d->top_k, (long long)(d->max_tokens * d->top_k),
+              (long long)(INT32_MAX / d->top_k), d->top_k);
     RETURN_IF(err, (unsigned)d->activation >= W4A8MOE_ACTIVATION_COUNT_,
               W4A8MOE_STATUS_INVALID_ARGUMENT, "activation = %d is not a w4a8moe_activation",
               (int)d->activation);
@@ -182,6 +194,24 @@ static w4a8moe_status query_device(const w4a8moe_layer_options *o, const w4a8moe
     return W4A8MOE_STATUS_OK;
 }
 
+/* The caller's current device, saved by the public entry points before anything may switch it
+ * (the CUDA backends make the layer's device current) and restored on the way out. */
+static int device_save(const w4a8moe_device_ops *ops)
+{
+    return ops && ops->current ? ops->current() : -1;
+}
+
+static void device_restore(const w4a8moe_device_ops *ops, int saved)
+{
+    if (ops && ops->make_current && saved >= 0) ops->make_current(saved);
+}
+
+static const w4a8moe_device_ops *ops_of(const w4a8moe_layer_options *o)
+{
+    w4a8moe_device_kind kind = o ? o->device_kind : W4A8MOE_DEVICE_CPU;
+    return (unsigned)kind < W4A8MOE_DEVICE_KIND_COUNT_ ? w4a8moe_registry_device(kind) : NULL;
+}
+
 static const char *forced_backend(const w4a8moe_layer_options *o)
 {
     if (o && o->backend && o->backend[0]) return o->backend;
@@ -227,6 +257,41 @@ static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
     return W4A8MOE_STATUS_OK;
 }
 
+/* The caller's description, weights (with their shared expert) and options in this library's
+ * layouts (struct_abi.h); the NULL ones stay NULL. */
+typedef struct caller_structs {
+    w4a8moe_layer_desc d;
+    w4a8moe_weights w;
+    w4a8moe_shared_expert se;
+    w4a8moe_layer_options o;
+} caller_structs;
+
+static w4a8moe_status read_desc_opts(const w4a8moe_layer_desc **d, const w4a8moe_layer_options **o,
+                                     caller_structs *c, w4a8moe_err *err)
+{
+    RETURN_IF(err, !*d, W4A8MOE_STATUS_INVALID_ARGUMENT, "layer description is NULL");
+    FORWARD(STRUCT_IN(err, &c->d, *d, w4a8moe_layer_desc, W4A8MOE_V3_LAYER_DESC));
+    *d = &c->d;
+    if (*o) {
+        FORWARD(STRUCT_IN(err, &c->o, *o, w4a8moe_layer_options, W4A8MOE_V3_LAYER_OPTIONS));
+        *o = &c->o;
+    }
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status read_weights(const w4a8moe_weights **w, caller_structs *c, w4a8moe_err *err)
+{
+    RETURN_IF(err, !*w, W4A8MOE_STATUS_INVALID_ARGUMENT, "weights are NULL");
+    FORWARD(STRUCT_IN(err, &c->w, *w, w4a8moe_weights, W4A8MOE_V3_WEIGHTS));
+    if (c->w.shared) {
+        FORWARD(STRUCT_IN(err, &c->se, c->w.shared, w4a8moe_shared_expert,
+                          W4A8MOE_V3_SHARED_EXPERT));
+        c->w.shared = &c->se;
+    }
+    *w = &c->w;
+    return W4A8MOE_STATUS_OK;
+}
+
 w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
                                     const w4a8moe_layer_options *opts, w4a8moe_layer **out)
 {
@@ -234,15 +299,21 @@ w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_w
     err->msg[0] = '\0';
     RETURN_IF(err, !out, W4A8MOE_STATUS_INVALID_ARGUMENT, "out (the layer handle) is NULL");
     *out = NULL;
+    caller_structs c;
+    FORWARD(read_desc_opts(&d, &opts, &c, err));
+    FORWARD(read_weights(&w, &c, err));
     w4a8moe_layer *L = calloc(1, sizeof *L);
     RETURN_IF(err, !L, W4A8MOE_STATUS_OUT_OF_MEMORY, "layer handle");
+    const w4a8moe_device_ops *ops = ops_of(opts);
+    int saved = device_save(ops);
     w4a8moe_status st = layer_build(L, d, w, opts, err);
     if (st != W4A8MOE_STATUS_OK) {
         w4a8moe_layer_free(L);
-        return st;
+        L = NULL;
     }
+    device_restore(ops, saved);
     *out = L;
-    return W4A8MOE_STATUS_OK;
+    return st;
 }
 
 w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void *x,
@@ -263,12 +334,19 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
     if (T == 0) return W4A8MOE_STATUS_OK;
     RETURN_IF(err, !x || !out || !routing, W4A8MOE_STATUS_INVALID_ARGUMENT,
               "x, out and routing must not be NULL");
+    w4a8moe_routing_input ri;
+    FORWARD(STRUCT_IN(err, &ri, routing, w4a8moe_routing_input, W4A8MOE_V3_ROUTING_INPUT));
+    routing = &ri;
     RETURN_IF(err, !routing->router_logits && (!routing->topk_ids || !routing->topk_weights),
               W4A8MOE_STATUS_INVALID_ARGUMENT,
               "routing needs topk_ids and topk_weights, or router_logits");
-    if (layer->shared)
-        return w4a8moe_shared_forward(&layer->mk, layer->shared, T, x, routing, out, stream, err);
-    return w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
+    int saved = device_save(layer->mk.devops);
+    w4a8moe_status st =
+        layer->shared
+            ? w4a8moe_shared_forward(&layer->mk, layer->shared, T, x, routing, out, stream, err)
+            : w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
+    device_restore(layer->mk.devops, saved);
+    return st;
 }
 
 w4a8moe_status w4a8moe_layer_check(w4a8moe_layer *layer, void *stream)
@@ -312,12 +390,15 @@ const char *w4a8moe_layer_error(const w4a8moe_layer *layer) { return layer ? lay
 void w4a8moe_layer_free(w4a8moe_layer *layer)
 {
     if (!layer) return;
-    if (layer->mk.devops) w4a8moe_mk_release(&layer->mk);
+    const w4a8moe_device_ops *ops = layer->mk.devops;
+    int saved = device_save(ops);
+    if (ops) w4a8moe_mk_release(&layer->mk);
     w4a8moe_shared_free(layer->shared);
     free(layer->mk.score_bias);
     free(layer->experts);
     if (layer->owner_release) layer->owner_release(layer->owner);
     free(layer);
+    device_restore(ops, saved);
 }
 
 w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_options *opts,
@@ -326,12 +407,16 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
     w4a8moe_err *err = w4a8moe_thread_err();
     err->msg[0] = '\0';
     RETURN_IF(err, !buf && cap, W4A8MOE_STATUS_INVALID_ARGUMENT, "buf is NULL but cap is %zu", cap);
+    caller_structs c;
+    FORWARD(read_desc_opts(&d, &opts, &c, err));
     FORWARD(validate_desc(d, err));
     FORWARD(w4a8moe_shared_check_routed(d, err)); /* what create refuses, explain refuses too */
     const w4a8moe_device_ops *ops;
     w4a8moe_device_info dev;
     FORWARD(query_device(opts, &ops, &dev, err));
+    int saved = device_save(ops);
     size_t n = w4a8moe_oracle_report(&dev, d, forced_backend(opts), buf, cap);
+    device_restore(ops, saved);
     if (needed) *needed = n + 1;
     return W4A8MOE_STATUS_OK;
 }
@@ -341,6 +426,9 @@ w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float
 {
     w4a8moe_err *err = w4a8moe_thread_err();
     err->msg[0] = '\0';
+    const w4a8moe_layer_options *no_opts = NULL;
+    caller_structs c;
+    FORWARD(read_desc_opts(&d, &no_opts, &c, err));
     FORWARD(validate_desc(d, err));
     RETURN_IF(err, T < 0, W4A8MOE_STATUS_INVALID_ARGUMENT, "T = %lld is negative", (long long)T);
     RETURN_IF(err, T > 0 && (!logits || !topk_ids || !topk_weights), W4A8MOE_STATUS_INVALID_ARGUMENT,

@@ -3,6 +3,10 @@
  */
 #include "models.h"
 
+#include "../common/error.h"
+#include "struct_abi.h"
+
+#include <stdio.h>
 #include <string.h>
 
 #define SOFTMAX_RENORM {W4A8MOE_ROUTING_SOFTMAX_TOPK, 1, 0, 0, 1.0f, NULL}
@@ -41,4 +45,35 @@ void w4a8moe_model_desc(const w4a8moe_model *m, int64_t max_tokens, w4a8moe_laye
     d->group_size = m->group_size;
     d->routing = m->routing;
     d->router_weight_on_input = m->router_weight_on_input;
+}
+
+/* ---- the public face of the table (include/w4a8moe.h) ---------------------------------- */
+
+const char *w4a8moe_model_name(int32_t i)
+{
+    if (i < 0) return NULL;
+    for (int32_t j = 0; models[j].name; j++)
+        if (j == i) return models[j].name;
+    return NULL;
+}
+
+w4a8moe_status w4a8moe_model_layer_desc_sized(const char *name, int64_t max_tokens,
+                                              w4a8moe_layer_desc *d, size_t size)
+{
+    w4a8moe_err *err = w4a8moe_thread_err();
+    err->msg[0] = '\0';
+    RETURN_IF(err, !name || !d, W4A8MOE_STATUS_INVALID_ARGUMENT, "name and d must not be NULL");
+    const w4a8moe_model *m = w4a8moe_model_find(name);
+    if (!m) {
+        char known[256] = "";
+        size_t n = 0;
+        for (const w4a8moe_model *k = models; k->name && n < sizeof known; k++)
+            n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", n ? ", " : "", k->name);
+        RETURN_ERR(err, W4A8MOE_STATUS_NOT_FOUND, "no built-in model \"%s\"; hint: one of %s",
+                   name, known);
+    }
+    w4a8moe_layer_desc out;
+    w4a8moe_model_desc(m, max_tokens, &out);
+    w4a8moe_struct_out(d, size, &out, sizeof out, W4A8MOE_V3_LAYER_DESC);
+    return W4A8MOE_STATUS_OK;
 }

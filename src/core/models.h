@@ -1,5 +1,5 @@
 /*
- * models.h — the built-in model shapes (DESIGN §4) used by the CLI (`models`, `bench`,
+ * models.h — the built-in model shapes (`w4a8moe models`, docs/cli.md) used by the CLI (`models`, `bench`,
  * `explain`, `verify`) and the tests. Routed experts only: shared experts come with real
  * checkpoints (src/loader).
  */

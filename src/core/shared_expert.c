@@ -2,7 +2,7 @@
  * shared_expert.c — see shared_expert.h. The shared pipeline is an ordinary modular kernel
  * (E = 1, k = 1) chosen by the oracle; only the combine is shared with the routed pipeline,
  * through the `shared` argument of finalize, so the output is still one f32 sum and one
- * rounding (DESIGN §1 step 7).
+ * rounding (docs/numerics.md, step 7).
  */
 #include "shared_expert.h"
 
@@ -210,7 +210,7 @@ w4a8moe_status w4a8moe_shared_forward(w4a8moe_mk *routed, w4a8moe_shared_rt *s, 
             s->weights[t] = w == w ? w : 1.0f;
         }
     }
-    w4a8moe_routing_input sr = {s->ids, s->weights, NULL};
+    w4a8moe_routing_input sr = {.topk_ids = s->ids, .topk_weights = s->weights};
     return w4a8moe_mk_forward_shared(routed, &s->mk, &sr, T, x, routing, out, stream, err);
 }
 

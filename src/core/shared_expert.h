@@ -1,5 +1,5 @@
 /*
- * shared_expert.h — a layer's shared-expert pipeline (DESIGN §1 step 7): a second modular
+ * shared_expert.h — a layer's shared-expert pipeline (docs/numerics.md, step 7): a second modular
  * kernel with E = 1, k = 1 and the shared expert's own I, g and schemes, run after the routed
  * experts; the routed finalize adds its rows (weight 1 or sigmoid(x . gate)) before the one
  * rounding to the output dtype.

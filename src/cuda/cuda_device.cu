@@ -1,7 +1,8 @@
 /*
  * cuda_device.cu — device services for CUDA layers (w4a8moe_device_ops): what the oracle's
  * device axis looks at (compute capability, SM count, memory) and the workspace allocations
- * the modular kernel makes once at create.
+ * the modular kernel makes once at create, and the caller's current device (saved and restored
+ * around every public call by src/core/layer.c).
  *
  * No CUDA device (no driver, no card, a bad ordinal) is not an error here: query reports
  * cuda_sm = 0 and the reason in the name, and the CUDA backends' device predicates reject the
@@ -67,6 +68,22 @@ static void cuda_release(const w4a8moe_device_info *dev, void *ptr)
     cudaFree(ptr);
 }
 
+static int cuda_current(void)
+{
+    int d = -1;
+    if (cudaGetDevice(&d) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    return d;
+}
+
+static void cuda_make_current(int ordinal)
+{
+    if (ordinal >= 0 && cuda_current() != ordinal && cudaSetDevice(ordinal) != cudaSuccess)
+        cudaGetLastError();
+}
+
 extern "C" const w4a8moe_device_ops w4a8moe_cuda_device = {
-    W4A8MOE_DEVICE_CUDA, cuda_query, cuda_alloc, cuda_release,
+    W4A8MOE_DEVICE_CUDA, cuda_query, cuda_alloc, cuda_release, cuda_current, cuda_make_current,
 };

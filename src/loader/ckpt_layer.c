@@ -231,7 +231,7 @@ static w4a8moe_status proj_input_scale(const w4a8moe_ckpt *c, int32_t layer, int
     return read_scalar(c, name, v, err);
 }
 
-/* DESIGN §1 step 2 (static): GEMM1 scale = max over every expert's gate and up scales, GEMM2
+/* docs/numerics.md step 2 (static): GEMM1 scale = max over every expert's gate and up scales, GEMM2
  * scale = max over their down scales. */
 static w4a8moe_status static_scales(const w4a8moe_ckpt *c, int32_t layer, float *in, float *mid,
                                     w4a8moe_err *err)

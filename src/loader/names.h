@@ -1,5 +1,5 @@
 /*
- * names.h — Hugging Face module names of an MoE block, per architecture (DESIGN §3).
+ * names.h — Hugging Face module names of an MoE block, per architecture (docs/formats.md).
  *
  * Module names carry no suffix ("model.layers.3.mlp.experts.5.gate_proj"); a tensor name is
  * the module name plus ".weight", ".weight_packed", ".weight_scale", ".weight_shape",

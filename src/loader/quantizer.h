@@ -18,7 +18,7 @@
  * where D(x) rounds an f32 value to D (round to nearest even). The scale is stored in D, as
  * compressed-tensors stores it in the weight's dtype.
  *
- * Output layouts (DESIGN §3): pack-quantized `weight_packed` I32 [N, K/8] (element i at bits
+ * Output layouts (docs/formats.md): pack-quantized `weight_packed` I32 [N, K/8] (element i at bits
  * 4*(i%8) of word i/8, stored q + 8), `weight_scale` D [N, K/g], `weight_shape` I64 [2];
  * int-quantized `weight` I8 [N, K], `weight_scale` as above.
  */

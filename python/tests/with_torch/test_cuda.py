@@ -17,7 +17,7 @@ import w4a8moe  # noqa: E402
 from w4a8moe import quant as Q  # noqa: E402
 from w4a8moe import reference as R  # noqa: E402
 
-import test_layer as TL  # noqa: E402  (shared makers)
+import test_layer as TL  # noqa: E402  (shared makers, python/tests)
 
 SHAPE = dict(hidden=512, inter=256, experts=16, top_k=4, group_size=128)
 
