@@ -7,10 +7,12 @@
  *   plain (GEMM2 form):  out[r, n] = s[r] * C[n] * sum_b S[n, b] * P_b
  *   gated (GEMM1 form):  N = 2I rows (gate, up), y[r, i] = silu(h[r, i]) * h[r, I + i]
  * CPU reference: f64 sums (cpu_ref's), on up to 24 sampled rows. Versions:
- *   sm89        the cuda_sm89 library kernel (mma.sync, f64 promotion) — the baseline
- *   sm90 bn64   wgmma m64n64k32, 2 consumer warpgroups, TMA ring of 6 stages
- *   sm90 bn128  wgmma m64n128k32, 5 stages
- *   sm90p ...   the same, promoting every k32 step ("precise", what the library runs)
+ *   sm89           the cuda_sm89 library kernel (mma.sync, f64 promotion) — the baseline
+ *   fp8grp bn128   e4m3 wgmma m64n128k32, 2 consumer warpgroups, TMA ring of 5 stages,
+ *                  promotion once per K group
+ *   fp8step bn128  the same, promoting every k32 step
+ *   bf16 bn64/128  bf16 wgmma m64nNk16 on the exactly widened values (the activations widened
+ *                  by sm90_widen_kernel, outside the timing), 10 / 8 stages of 64 K
  * Each run poisons the output first (NaN) and checks every sampled row; timing is the median
  * of 15 runs with the L2 flushed (256 MB memset) before each, TFLOP/s = 2*R*N*K / t.
  *
@@ -179,35 +181,46 @@ int main(int argc, char **argv)
             d_S + (size_t)e * P.N * G, 2, P.N, G, d_C + (size_t)e * P.N, s89 + (size_t)e * P.N * G,
             c89 + (size_t)e * P.N);
     }
-    /* sm90 packing */
+    /* sm90 packing: the e4m3 layout (128 K a stage) and the bf16 one (64 K a stage) */
     const int64_t nrb0 = P.gated ? (n_out + 31) / 32 : (n_out + 63) / 64, nrb = (nrb0 + 1) & ~1ll;
-    const int64_t KB = (P.K + 127) / 128, rows_pad = nrb * 64;
-    uint2 *q90;
+    const int64_t rows_pad = nrb * 64, per_e = nrb * ((P.K + 127) / 128) * 512 + nrb * 512;
+    uint2 *q90[2];
     float *s90, *c90;
-    CK(cudaMalloc((void **)&q90, (size_t)P.E * nrb * KB * 512 * 8));
+    uint16_t *a_wide;
+    CK(cudaMalloc((void **)&q90[0], (size_t)P.E * per_e * 8));
+    CK(cudaMalloc((void **)&q90[1], (size_t)P.E * per_e * 8));
     CK(cudaMalloc((void **)&s90, (size_t)P.E * rows_pad * G * 4));
     CK(cudaMalloc((void **)&c90, (size_t)P.E * rows_pad * 4));
+    CK(cudaMalloc((void **)&a_wide, (size_t)P.R * P.K * 2));
     for (int e = 0; e < P.E; e++) {
-        int64_t n1 = nrb * KB * 512;
-        sm90_pack_kernel<<<(unsigned)((n1 + 255) / 256), 256>>>(d_q + (size_t)e * P.N * (P.K / 8), n_out,
-                                                                 P.gated, P.K, rows_pad, q90 + e * n1);
+        for (int bf = 0; bf < 2; bf++) {
+            int64_t n1 = nrb * ((P.K + (bf ? 63 : 127)) / (bf ? 64 : 128)) * 128 * (bf ? 2 : 4);
+            sm90_pack_kernel<<<(unsigned)((n1 + 255) / 256), 256>>>(d_q + (size_t)e * P.N * (P.K / 8),
+                                                                     n_out, P.gated, P.K, rows_pad, bf,
+                                                                     q90[bf] + e * n1);
+        }
         int64_t n2 = rows_pad * G;
         sm90_pack_scales_kernel<<<(unsigned)((n2 + 255) / 256), 256>>>(
             d_S + (size_t)e * P.N * G, 2, n_out, P.gated, G, rows_pad, d_C + (size_t)e * P.N,
             s90 + e * n2, c90 + e * rows_pad);
     }
+    sm90_widen_kernel<<<P.R, 256>>>(d_a, d_off + P.E, P.K, a_wide);
     CK(cudaDeviceSynchronize());
 
     const double flops = 2.0 * P.R * P.N * P.K;
-    printf("%-12s %10s %10s %12s\n", "version", "us", "TFLOP/s", "worst relL2");
+    printf("%-14s %10s %10s %12s\n", "version", "us", "TFLOP/s", "worst relL2");
+    const char *names[] = {"sm89 nt4", "fp8grp bn128", "fp8step bn128", "bf16 bn64", "bf16 bn128"};
     for (int v = 0; v < 5; v++) {
-        const int bn = v == 0 ? 32 : v == 1 || v == 3 ? 64 : 128;
-        const bool precise = v >= 3;
-        const char *names[] = {"sm89 nt4", "sm90 bn64", "sm90 bn128", "sm90p bn64", "sm90p bn128"};
+        const int bn = v == 0 ? 32 : v == 3 ? 64 : 128;
+        const sm90_mode mode = v <= 1 ? SM90_FP8_GROUP : v == 2 ? SM90_FP8_STEP : SM90_BF16;
+        const bool bf = mode == SM90_BF16;
         const char *name = names[v];
         unsigned bound = (unsigned)((P.R + bn - 1) / bn + P.E);
         CUtensorMap tm;
-        if (v > 0 && sm90_tmap_act(&tm, d_a, P.R, P.K, bn)) { printf("%s: tensor map failed\n", name); continue; }
+        if (v > 0 && sm90_tmap_act(&tm, bf ? (const void *)a_wide : (const void *)d_a, P.R, P.K, bn, bf)) {
+            printf("%s: tensor map failed\n", name);
+            continue;
+        }
         auto run = [&]() -> cudaError_t {
             sm89_schedule_kernel<<<1, 1024>>>(d_off, P.E, bn, d_tiles, d_ntiles, d_rowmax, P.R);
             if (v == 0) {
@@ -218,12 +231,15 @@ int main(int argc, char **argv)
                 else sm89_gemm_kernel<4, 1, false><<<grid, 128>>>(a);
                 return cudaGetLastError();
             }
-            sm90_gemm_args a = {q90, s90, c90, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles, d_ntiles,
+            sm90_gemm_args a = {q90[bf], s90, c90, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles, d_ntiles,
                                 d_out, d_rowmax, 0};
-            if (bn == 64) return P.gated ? sm90_gemm_launch<64, 6, true>(tm, a, bound, 0, precise)
-                                         : sm90_gemm_launch<64, 6, false>(tm, a, bound, 0, precise);
-            return P.gated ? sm90_gemm_launch<128, 5, true>(tm, a, bound, 0, precise)
-                           : sm90_gemm_launch<128, 5, false>(tm, a, bound, 0, precise);
+            /* stages: the library's choice (cuda_sm90_experts.cu) for bf16, 5 for e4m3 */
+            if (bn == 64) return P.gated ? sm90_gemm_launch<64, 10, true>(tm, a, bound, 0, mode)
+                                         : sm90_gemm_launch<64, 10, false>(tm, a, bound, 0, mode);
+            if (bf) return P.gated ? sm90_gemm_launch<128, 8, true>(tm, a, bound, 0, mode)
+                                   : sm90_gemm_launch<128, 8, false>(tm, a, bound, 0, mode);
+            return P.gated ? sm90_gemm_launch<128, 5, true>(tm, a, bound, 0, mode)
+                           : sm90_gemm_launch<128, 5, false>(tm, a, bound, 0, mode);
         };
         CK(cudaMemset(d_out, 0xff, (size_t)P.R * n_out * 4));
         CK(run());
@@ -245,7 +261,7 @@ int main(int argc, char **argv)
         }
         std::sort(ts.begin(), ts.end());
         double us = ts[ts.size() / 2];
-        printf("%-12s %10.1f %10.1f %12.3g %s\n", name, us, flops / us * 1e-6, err,
+        printf("%-14s %10.1f %10.1f %12.3g %s\n", name, us, flops / us * 1e-6, err,
                err <= 2e-3 ? "ok" : err <= 1e-2 ? "ok (gpu tol)" : "FAIL");
     }
     return 0;

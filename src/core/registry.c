@@ -20,8 +20,10 @@ extern const w4a8moe_device_ops w4a8moe_cuda_device;
 
 static const w4a8moe_experts_ops *const experts_table[] = {
 #ifdef W4A8MOE_WITH_CUDA
-    /* cuda_sm89 before cuda_sm90 although slower at prefill: cuda_sm90's FP8 wgmma accumulation
-     * misses the GPU tolerance of docs/numerics.md, so it runs only when forced */
+    /* cuda_sm89 before cuda_sm90: cuda_sm90 is 2-4x faster at prefill but 1.3-2.6x slower at
+     * decode (one 128-row weight tile a CTA, no split-K; docs/PERFORMANCE.md), and the oracle
+     * decides once per layer, so it runs when forced (W4A8MOE_BACKEND=cuda_sm90) until it has
+     * a small-batch path */
     &w4a8moe_cuda_sm89_experts,
     &w4a8moe_cuda_sm90_experts,
 #endif

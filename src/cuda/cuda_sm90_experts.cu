@@ -1,21 +1,24 @@
 /*
  * cuda_sm90_experts.cu — `cuda_sm90`, the Hopper experts backend: contract steps 3-6 for the
  * rows of the contiguous dispatch on wgmma, with the activation tiles brought in by the tensor
- * copy engine (kernels/sm90_grouped_gemm.cuh).
+ * copy engine (kernels/sm90_grouped_gemm.cuh). It runs the bf16 wgmma on the exactly widened
+ * int4 and e4m3 values: the e4m3 wgmma's sums are not exact and flip requantised codes (docs/
+ * numerics.md, "Tolerance"); the bf16 products are exact and add up like f32 sums.
  *
  *   pack_weights (once): upload each expert's logical int4 words and scales and convert them on
  *       the device into the fragment-major layout of the wgmma kernel (GEMM1's gate and up rows
  *       interleaved so the SiLU·up epilogue is per thread).
  *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
- *       → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in its epilogue → requantisation to
- *       e4m3 → GEMM2. The schedule and requantisation kernels are cuda_sm89's.
+ *       → widen the e4m3 rows to bf16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
+ *       its epilogue → requantisation to e4m3 codes stored widened to bf16 → GEMM2. The
+ *       schedule kernel is cuda_sm89's.
  *
  * Tensor maps (the copy engine's view of the [R, H] and [R, I] e4m3 inputs) are encoded on the
  * host when run() first sees an input buffer and kept; the dispatch and workspace buffers of a
  * layer do not move, so a captured graph replays with the maps it was captured with.
  *
  * Workspace (for R = max_tokens * k rows): tiles [ceil(R/64) + E_local] int2, a tile count,
- * y [R, I] f32, row amax [R], b [R, I] e4m3, r [R] f32.
+ * y [R, I] f32, row amax [R], a_wide [R, H] bf16, b_wide [R, I] bf16, r [R] f32.
  */
 #include "configs/sm90_tiles.h"
 #include "cuda_util.h"
@@ -25,7 +28,7 @@
 #include <stdlib.h>
 
 typedef struct sm90_matrix {
-    uint2 *wq;   /* [nl, NRB, KB, 128, 4] */
+    uint2 *wq;   /* [nl, NRB, ceil(K/64), 128, 2]: the bf16 kernel's layout */
     float *ws;   /* [nl, NRB, K/g, 64] */
     float *wc;   /* [nl, NRB*64] */
     int64_t nrb; /* even */
@@ -53,7 +56,7 @@ static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_
     cudaGetDevice(&cur);
     if (cur != dev->ordinal) cudaSetDevice(dev->ordinal);
     cudaFuncAttributes attr;
-    cudaError_t e = cudaFuncGetAttributes(&attr, sm90_gemm_kernel<128, 5, 1, true>);
+    cudaError_t e = cudaFuncGetAttributes(&attr, sm90_gemm_kernel<128, 8, 4, true, true>);
     if (cur >= 0 && cur != dev->ordinal) cudaSetDevice(cur);
     if (e != cudaSuccess || attr.binaryVersion < 90) {
         cudaGetLastError();
@@ -120,7 +123,8 @@ typedef struct sm90_ws {
     int32_t *ntiles;
     float *y;
     uint32_t *rowmax;
-    uint8_t *b;
+    uint16_t *a_wide; /* [R, H] bf16: the e4m3 input rows widened, exactly */
+    uint16_t *b_wide; /* [R, I] bf16: the requantised e4m3 codes widened */
     float *r;
 } sm90_ws;
 
@@ -140,7 +144,8 @@ static size_t sm90_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm90_ws *
     SM90_CARVE(ntiles, int32_t *, 4);
     SM90_CARVE(y, float *, R * I * 4);
     SM90_CARVE(rowmax, uint32_t *, R * 4);
-    SM90_CARVE(b, uint8_t *, R * I);
+    SM90_CARVE(a_wide, uint16_t *, R * (size_t)d->hidden * 2);
+    SM90_CARVE(b_wide, uint16_t *, R * I * 2);
     SM90_CARVE(r, float *, R * 4);
 #undef SM90_CARVE
     return off;
@@ -175,8 +180,8 @@ static w4a8moe_status sm90_matrix_alloc(sm90_matrix *m, int64_t nl, int64_t n_ou
                                         int64_t K, int g, w4a8moe_err *err)
 {
     m->nrb = sm90_nrb(n_out, gated);
-    int64_t KB = w4a8moe_cdiv(K, SM90_BK), rows_pad = m->nrb * 64;
-    CUDA_TRY(err, cudaMalloc((void **)&m->wq, (size_t)(nl * m->nrb * KB * 512) * 8));
+    int64_t KB = w4a8moe_cdiv(K, 64), rows_pad = m->nrb * 64;
+    CUDA_TRY(err, cudaMalloc((void **)&m->wq, (size_t)(nl * m->nrb * KB * 256) * 8));
     CUDA_TRY(err, cudaMalloc((void **)&m->ws, (size_t)(nl * rows_pad * (K / g)) * 4));
     CUDA_TRY(err, cudaMalloc((void **)&m->wc, (size_t)(nl * rows_pad) * 4));
     return W4A8MOE_STATUS_OK;
@@ -202,10 +207,10 @@ static w4a8moe_status pack_staged(const sm90_matrix *m, int64_t e, int64_t n_out
                                   int g, w4a8moe_dtype sdt, const char *sq, const char *ss,
                                   const float *sc, w4a8moe_err *err)
 {
-    int64_t KB = w4a8moe_cdiv(K, SM90_BK), rows_pad = m->nrb * 64, groups = K / g;
-    int64_t n1 = m->nrb * KB * 512, n2 = rows_pad * groups;
+    int64_t KB = w4a8moe_cdiv(K, 64), rows_pad = m->nrb * 64, groups = K / g;
+    int64_t n1 = m->nrb * KB * 256, n2 = rows_pad * groups;
     sm90_pack_kernel<<<(unsigned)w4a8moe_cdiv(n1, 256), 256>>>((const int32_t *)sq, n_out, gated, K,
-                                                                rows_pad, m->wq + e * n1);
+                                                                rows_pad, 1, m->wq + e * n1);
     CUDA_LAUNCHED(err, "sm90_pack_kernel");
     int64_t n3 = n2 > rows_pad ? n2 : rows_pad;
     sm90_pack_scales_kernel<<<(unsigned)w4a8moe_cdiv(n3, 256), 256>>>(
@@ -260,8 +265,8 @@ static w4a8moe_status tmap_for(const void **src, CUtensorMap *map, const void *a
                                int64_t K, int bn, w4a8moe_err *err)
 {
     if (*src == a) return W4A8MOE_STATUS_OK;
-    RETURN_IF(err, sm90_tmap_act(map, a, rows, K, bn) != 0, W4A8MOE_STATUS_DEVICE_ERROR,
-              "cuTensorMapEncodeTiled failed for a [%lld, %lld] e4m3 input at %p",
+    RETURN_IF(err, sm90_tmap_act(map, a, rows, K, bn, true) != 0, W4A8MOE_STATUS_DEVICE_ERROR,
+              "cuTensorMapEncodeTiled failed for a [%lld, %lld] bf16 input at %p",
               (long long)rows, (long long)K, a);
     *src = a;
     return W4A8MOE_STATUS_OK;
@@ -282,10 +287,11 @@ static w4a8moe_status launch_pair(const CUtensorMap &ma, const CUtensorMap &mb, 
                                   int64_t I, int32_t *total, float r_static, int64_t R,
                                   cudaStream_t st, w4a8moe_err *err)
 {
-    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, true>(ma, a1, tiles_bound, st)));
-    sm89_requant_kernel<<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r);
-    CUDA_LAUNCHED(err, "sm89_requant_kernel");
-    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, false>(mb, a2, tiles_bound, st)));
+    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, true>(ma, a1, tiles_bound, st, SM90_BF16)));
+    sm90_requant_bf16_kernel<<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static,
+                                                          ws.b_wide, ws.r);
+    CUDA_LAUNCHED(err, "sm90_requant_bf16_kernel");
+    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, false>(mb, a2, tiles_bound, st, SM90_BF16)));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -303,24 +309,26 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     sm90_ws_layout(ctx, (char *)workspace, &ws);
     const sm90_tile_config *tc = pick_tiles(R, nl);
     const int bn = tc->bn, wide = bn == 128;
-    FORWARD(tmap_for(&s->a_src[wide], &s->a_map[wide], dp->a_q, R_max, H, bn, err));
-    FORWARD(tmap_for(&s->b_src[wide], &s->b_map[wide], ws.b, R_max, I, bn, err));
+    FORWARD(tmap_for(&s->a_src[wide], &s->a_map[wide], ws.a_wide, R_max, H, bn, err));
+    FORWARD(tmap_for(&s->b_src[wide], &s->b_map[wide], ws.b_wide, R_max, I, bn, err));
     int64_t bound = w4a8moe_cdiv(R, bn) + nl;
     unsigned tiles_bound = (unsigned)(bound < R ? bound : R);
     sm89_schedule_kernel<<<1, 1024, 0, st>>>(dp->expert_offsets, nl, bn, ws.tiles, ws.ntiles,
                                              ws.rowmax, R);
     CUDA_LAUNCHED(err, "sm89_schedule_kernel");
+    int32_t *total = dp->expert_offsets + nl;
+    sm90_widen_kernel<<<(unsigned)R, 256, 0, st>>>(dp->a_q, total, H, ws.a_wide);
+    CUDA_LAUNCHED(err, "sm90_widen_kernel");
     float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
     sm90_gemm_args a1 = {s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, d->group_size,
                          dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
                          (int)d->activation};
     sm90_gemm_args a2 = {s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, d->group_size, ws.r,
                          dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0};
-    int32_t *total = dp->expert_offsets + nl;
     if (wide)
-        return launch_pair<128, 5>(s->a_map[1], s->b_map[1], a1, a2, tiles_bound, ws, I, total,
+        return launch_pair<128, 8>(s->a_map[1], s->b_map[1], a1, a2, tiles_bound, ws, I, total,
                                    r_static, R, st, err);
-    return launch_pair<64, 6>(s->a_map[0], s->b_map[0], a1, a2, tiles_bound, ws, I, total, r_static,
+    return launch_pair<64, 10>(s->a_map[0], s->b_map[0], a1, a2, tiles_bound, ws, I, total, r_static,
                               R, st, err);
 }
 

@@ -10,6 +10,11 @@
  * contract's arithmetic, with P_b in the tensor core's FP8 accumulator (not exact) and the sum
  * over groups in f32 instead of f64 (docs/numerics.md, "Tolerance").
  *
+ * Two operand types (sm90_op): e4m3 wgmma (k32) on the e4m3 activations, and bf16 wgmma (k16)
+ * on the activations widened to bf16 with the weights widened in registers. The library runs
+ * bf16 (cuda_sm90_experts.cu): only its sums are exact enough for the requantisation of step 5;
+ * the e4m3 variant stays for the lab's comparison (docs/numerics.md, "Tolerance").
+ *
  * CTA: warpgroup 0 is the producer (one thread issues the copies; setmaxnreg gives its registers
  * to the others), warpgroups 1 and 2 the consumers (64 weight rows each, BN routed rows).
  * A STAGES-deep ring of (activation box BN x 128 bytes, 2 x 4 KB of packed weights) with a
@@ -59,27 +64,74 @@ __host__ __device__ __forceinline__ int64_t sm90_logical_row(int64_t p, int64_t 
 }
 
 /* packed [rows, K/8] int32 logical words → wq (see the header); one thread per uint2.
- * rows_pad = NRB*64, n_out = I (gated) or rows (plain). */
+ * rows_pad = NRB*64, n_out = I (gated) or rows (plain); bf16: the bf16 kernel's layout (64 K a
+ * stage, nibble pairs of a bf16x2 register in bits i and i + 4, sm90_consume_bf16). */
 static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int64_t n_out, int gated,
-                                 int64_t K, int64_t rows_pad, uint2 *__restrict__ wq)
+                                        int64_t K, int64_t rows_pad, int bf16, uint2 *__restrict__ wq)
 {
-    const int64_t KB = (K + SM90_BK - 1) / SM90_BK;
+    const int steps = bf16 ? 2 : 4, bk = 32 * steps;
+    const int64_t KB = (K + bk - 1) / bk;
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows_pad / 64 * KB * 512) return;
-    int s = (int)(i & 3), t = (int)((i >> 2) & 127);
-    int64_t kb = (i >> 9) % KB, rb = (i >> 9) / KB;
+    if (i >= rows_pad / 64 * KB * 128 * steps) return;
+    int s = (int)(i % steps), t = (int)((i / steps) & 127);
+    int64_t kb = (i / steps / 128) % KB, rb = (i / steps / 128) / KB;
     int w = t >> 5, gid = (t & 31) >> 2, tig = t & 3;
-    int64_t ks = kb * 4 + s, wpr = K / 8;
+    int64_t ks = kb * steps + s, wpr = K / 8;
     uint32_t v[2] = {0x88888888u, 0x88888888u};
     for (int h = 0; h < 2; h++) {
         int64_t row = sm90_logical_row(rb * 64 + w * 16 + gid + 8 * h, n_out, gated);
         if (row < 0 || ks >= K / 32) continue;
         const int32_t *src = packed + row * wpr + ks * 4;
-        uint32_t lo = (uint32_t)src[tig >> 1] >> (16 * (tig & 1));
-        uint32_t hi = (uint32_t)src[2 + (tig >> 1)] >> (16 * (tig & 1));
-        v[h] = (lo & 0xffffu) | (hi << 16);
+        uint32_t out = 0;
+        for (int nib = 0; nib < 8; nib++) {
+            /* column within the k32 step that nibble `nib` of the register word holds */
+            int col = bf16 ? (nib < 4 ? 8 * nib + 2 * tig : 8 * (nib - 4) + 2 * tig + 1)
+                           : (nib < 4 ? 4 * tig + nib : 16 + 4 * tig + nib - 4);
+            uint32_t q = ((uint32_t)src[col >> 3] >> (4 * (col & 7))) & 15u;
+            out |= q << (4 * nib);
+        }
+        v[h] = out;
     }
     wq[i] = make_uint2(v[0], v[1]);
+}
+
+/* e4m3 [R, K] → bf16 [R, K], exact (4 significant bits); rows at or past *total exit. Grid
+ * (R bound), block 256. */
+static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const int32_t *__restrict__ total,
+                                         int64_t K, uint16_t *__restrict__ out)
+{
+    int64_t row = blockIdx.x;
+    if (row >= *total) return;
+    for (int64_t i = (int64_t)threadIdx.x * 4; i < K; i += (int64_t)blockDim.x * 4) {
+        uint32_t q = *(const uint32_t *)(a + row * K + i);
+        uint2 o;
+        o.x = (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)q)) |
+              (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 8))) << 16;
+        o.y = (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 16))) |
+              (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 24))) << 16;
+        *(uint2 *)(out + row * K + i) = o;
+    }
+}
+
+/* Step 5 as sm89_requant_kernel, writing each e4m3 code widened to bf16 (GEMM2's input on the
+ * bf16 path). y [R, I] f32 → b [R, I] bf16, r [R]. */
+static __global__ void sm90_requant_bf16_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
+                                                const int32_t *__restrict__ total, int64_t I, float r_static,
+                                                uint16_t *__restrict__ b, float *__restrict__ r_out)
+{
+    int64_t row = blockIdx.x;
+    if (row >= *total) return;
+    float r = r_static > 0.0f ? r_static : w4a8moe_act_scale(w4a8moe_bits_f32(rowmax[row]));
+    const float *yr = y + row * I;
+    for (int64_t i = (int64_t)threadIdx.x * 4; i < I; i += (int64_t)blockDim.x * 4) {
+        float4 v = *(const float4 *)(yr + i);
+        float f[4] = {v.x, v.y, v.z, v.w};
+        uint16_t o[4];
+        for (int j = 0; j < 4; j++)
+            o[j] = w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32(w4a8moe_f32_to_e4m3(__fdiv_rn(f[j], r))));
+        *(uint2 *)(b + row * I + i) = make_uint2(o[0] | (uint32_t)o[1] << 16, o[2] | (uint32_t)o[3] << 16);
+    }
+    if (threadIdx.x == 0) r_out[row] = r;
 }
 
 /* scales [rows, K/g] (dt: 0 bf16, 1 f16, 2 f32) and channel [rows] (NULL: ones) →
@@ -126,11 +178,21 @@ struct sm90_gemm_args {
     int act_fn;
 };
 
+/* The two operand types of the kernel: e4m3 wgmma (k32 steps, 128 K a stage) and bf16 wgmma on
+ * the exactly widened values (k16 steps, 64 K a stage). A stage's activation row is 128 bytes
+ * either way (the swizzle span); a stage's packed int4 is 64 rows x BK / 2 bytes a warpgroup. */
+template <bool BF16>
+struct sm90_op {
+    static constexpr int bk = BF16 ? 64 : SM90_BK;           /* K per stage */
+    static constexpr int w_stage = SM90_WG_ROWS * bk / 2;    /* int4 bytes a warpgroup a stage */
+    static constexpr int steps = bk / 32;                    /* k32 steps a stage */
+};
+
 /* Dynamic shared memory: STAGES x (activation box, 2 weight blocks), then the barriers. */
-template <int BN, int STAGES>
+template <int BN, int STAGES, bool BF16 = false>
 struct sm90_smem_plan {
-    static constexpr int act_bytes = BN * SM90_BK;
-    static constexpr int stage_bytes = act_bytes + SM90_CONSUMERS * SM90_W_STAGE_BYTES;
+    static constexpr int act_bytes = BN * 128;
+    static constexpr int stage_bytes = act_bytes + SM90_CONSUMERS * sm90_op<BF16>::w_stage;
     static constexpr int bar_offset = STAGES * stage_bytes;
     static constexpr int bytes = bar_offset + 2 * STAGES * 8 + 1024; /* + alignment slack */
 };
@@ -206,6 +268,88 @@ __device__ __forceinline__ void sm90_consume(const sm90_gemm_args &p, char *smem
     }
 }
 
+/* int4 (q + 8) nibbles i and i + 4 of w → bf16x2 (q_i, q_{i+4}), exact: 0x4300 | n is the
+ * bf16 of 128 + n, and one bf16x2 fma subtracts 136. */
+__device__ __forceinline__ uint32_t sm90_int4x2_to_bf16x2(uint32_t w, int i)
+{
+    uint32_t r = ((w >> (4 * i)) & 0x000F000Fu) | 0x43004300u, out = r;
+#if SM90_ENABLED
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(0x3F803F80u), "r"(0xC308C308u));
+#endif
+    return out;
+}
+
+/* The bf16 consumer: GSTEPS = g/32 k32 steps a K group; chunks of CH = min(GSTEPS, 2) k32 steps
+ * (4 k16 wgmmas at most) end with a wait; the tensor core's bf16 products are exact and its
+ * f32 accumulation adds them like an f32 sum, so tmp accumulates a whole group before the
+ * promotion acc += S[n, b] * tmp. Packed layout: as the e4m3 one with 64 K a stage and, per
+ * k32 step, the nibbles of columns 2tig + {0, 8, 16, 24} in bits 0-15 and 2tig + 1 + {0, 8,
+ * 16, 24} in bits 16-31, so nibble pairs (i, i + 4) are the bf16x2 halves of one register. */
+template <int BN, int STAGES, int GSTEPS>
+__device__ __forceinline__ void sm90_consume_bf16(const sm90_gemm_args &p, char *smem, uint64_t *full,
+                                                  uint64_t *empty, int wg, int64_t e, int64_t rb,
+                                                  float (&acc)[BN / 2])
+{
+    using plan = sm90_smem_plan<BN, STAGES, true>;
+    using op = sm90_op<true>;
+    constexpr int CH = GSTEPS < 2 ? GSTEPS : 2;
+    const int t = threadIdx.x & 127, warp = t >> 5, lane = t & 31, gid = lane >> 2;
+    const int64_t nks = p.K / 32, KB = (p.K + op::bk - 1) / op::bk, groups = p.K / p.g;
+    const float *ws = p.ws + ((e * p.nrb + rb) * groups) * 64 + warp * 16 + gid;
+    float tmp[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
+    for (int64_t kb = 0; kb < KB; kb++) {
+        const int s = (int)(kb % STAGES);
+        sm90_bar_wait(&full[s], (uint32_t)((kb / STAGES) & 1));
+        char *stage = smem + s * plan::stage_bytes;
+        const uint2 *wsm = (const uint2 *)(stage + plan::act_bytes + wg * op::w_stage) + t * op::steps;
+        const uint64_t desc = sm90_desc_k128(stage);
+#pragma unroll
+        for (int c = 0; c < op::steps / CH; c++) {
+            const int64_t ks0 = kb * op::steps + c * CH;
+            if (ks0 >= nks) break;
+            const bool group_start = ks0 % GSTEPS == 0, group_end = (ks0 + CH) % GSTEPS == 0;
+            const int64_t b = ks0 / GSTEPS;
+            float s_lo = 0.0f, s_hi = 0.0f;
+            if (group_end) {
+                s_lo = __ldg(ws + b * 64);
+                s_hi = __ldg(ws + b * 64 + 8);
+            }
+            uint32_t a[CH][2][4];
+#pragma unroll
+            for (int j = 0; j < CH; j++) {
+                const uint2 v = wsm[c * CH + j];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    a[j][h][0] = sm90_int4x2_to_bf16x2(v.x, 2 * h);
+                    a[j][h][1] = sm90_int4x2_to_bf16x2(v.y, 2 * h);
+                    a[j][h][2] = sm90_int4x2_to_bf16x2(v.x, 2 * h + 1);
+                    a[j][h][3] = sm90_int4x2_to_bf16x2(v.y, 2 * h + 1);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) sm90_fence_reg(tmp[i]);
+            sm90_wgmma_fence();
+#pragma unroll
+            for (int j = 0; j < CH; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    sm90_wgmma_bf16<BN>(tmp, a[j][h], desc + (uint64_t)((((c * CH + j) * 2 + h) * 32) >> 4),
+                                        !(group_start && j == 0 && h == 0));
+            sm90_wgmma_commit();
+            sm90_wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) sm90_fence_reg(tmp[i]);
+            if (group_end) {
+#pragma unroll
+                for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
+            }
+        }
+        if (lane == 0) sm90_bar_arrive(&empty[s]);
+    }
+}
+
 /* Epilogue: h = s_t * (C * acc); gated: y = act(gate) * up and the row amax; plain: out = h. */
 template <int BN, bool GATED>
 __device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e, int64_t rb,
@@ -253,12 +397,13 @@ __device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e
  * SM90_THREADS; dynamic shared memory sm90_smem_plan::bytes. tmap_act: the [R, K] e4m3 input
  * as a 2-D tensor map with a (128, BN) box and the 128-byte swizzle.
  */
-template <int BN, int STAGES, int SPG, bool GATED>
+template <int BN, int STAGES, int SPG, bool GATED, bool BF16 = false>
 static __global__ void __launch_bounds__(SM90_THREADS, 1)
     sm90_gemm_kernel(const __grid_constant__ CUtensorMap tmap_act, sm90_gemm_args p)
 {
 #if SM90_ENABLED
-    using plan = sm90_smem_plan<BN, STAGES>;
+    using plan = sm90_smem_plan<BN, STAGES, BF16>;
+    using op = sm90_op<BF16>;
     extern __shared__ __align__(1024) char smem_raw[];
     char *smem = (char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     uint64_t *full = (uint64_t *)(smem + plan::bar_offset), *empty = full + STAGES;
@@ -280,23 +425,22 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
     }
     __syncthreads();
 
-    const int64_t KB = (p.K + SM90_BK - 1) / SM90_BK;
+    const int64_t KB = (p.K + op::bk - 1) / op::bk;
     if (wg == 0) { /* producer */
         sm90_reg_dealloc<40>();
         if (threadIdx.x == 0) {
             sm90_prefetch_tmap(&tmap_act);
-            const char *wbase = (const char *)p.wq + ((e * p.nrb + 2 * n) * KB) * SM90_W_STAGE_BYTES;
-            const int64_t wstride = KB * SM90_W_STAGE_BYTES; /* next 64-row block */
+            const char *wbase = (const char *)p.wq + ((e * p.nrb + 2 * n) * KB) * op::w_stage;
+            const int64_t wstride = KB * op::w_stage; /* next 64-row block */
             for (int64_t kb = 0; kb < KB; kb++) {
                 const int s = (int)(kb % STAGES);
                 sm90_bar_wait(&empty[s], (uint32_t)(((kb / STAGES) & 1) ^ 1));
                 char *stage = smem + s * plan::stage_bytes;
                 sm90_bar_expect_tx(&full[s], plan::stage_bytes);
-                sm90_tma_load_2d(stage, &tmap_act, (int32_t)(kb * SM90_BK), row0, &full[s]);
+                sm90_tma_load_2d(stage, &tmap_act, (int32_t)(kb * op::bk), row0, &full[s]);
                 for (int c = 0; c < SM90_CONSUMERS; c++)
-                    sm90_bulk_load(stage + plan::act_bytes + c * SM90_W_STAGE_BYTES,
-                                   wbase + c * wstride + kb * SM90_W_STAGE_BYTES,
-                                   SM90_W_STAGE_BYTES, &full[s]);
+                    sm90_bulk_load(stage + plan::act_bytes + c * op::w_stage,
+                                   wbase + c * wstride + kb * op::w_stage, op::w_stage, &full[s]);
             }
         }
     } else { /* consumers */
@@ -304,7 +448,8 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         const int c = wg - 1;
         const int64_t rb = 2 * n + c;
         float acc[BN / 2];
-        sm90_consume<BN, STAGES, SPG>(p, smem, full, empty, c, e, rb, acc);
+        if constexpr (BF16) sm90_consume_bf16<BN, STAGES, SPG>(p, smem, full, empty, c, e, rb, acc);
+        else sm90_consume<BN, STAGES, SPG>(p, smem, full, empty, c, e, rb, acc);
         sm90_epilogue<BN, GATED>(p, e, rb, row0, row_end, acc);
     }
 #endif
@@ -336,25 +481,27 @@ static inline sm90_encode_tiled_fn sm90_encode_fn(void)
 
 /* The [rows, K] e4m3 matrix at a as a 2-D tensor map with a (128, bn) box, 128-byte swizzle;
  * rows past the end read as zeros. K must be a multiple of 16 (the row pitch), a 16-aligned. */
-static inline int sm90_tmap_act(CUtensorMap *m, const void *a, int64_t rows, int64_t K, int bn)
+static inline int sm90_tmap_act(CUtensorMap *m, const void *a, int64_t rows, int64_t K, int bn,
+                                bool bf16 = false)
 {
     sm90_encode_tiled_fn fn = sm90_encode_fn();
     if (!fn || K % 16 || ((uintptr_t)a & 15)) return -1;
     cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)(rows > 0 ? rows : 1)};
-    cuuint64_t strides[1] = {(cuuint64_t)K};
-    cuuint32_t box[2] = {SM90_BK, (cuuint32_t)bn}, el[2] = {1, 1};
-    CUresult r = fn(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)a, dims, strides, box, el,
+    cuuint64_t strides[1] = {(cuuint64_t)K * (bf16 ? 2 : 1)};
+    cuuint32_t box[2] = {(cuuint32_t)(bf16 ? 64 : SM90_BK), (cuuint32_t)bn}, el[2] = {1, 1};
+    CUresult r = fn(m, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8, 2,
+                    (void *)a, dims, strides, box, el,
                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     return r == CUDA_SUCCESS ? 0 : -1;
 }
 
-template <int BN, int STAGES, int SPG, bool GATED>
+template <int BN, int STAGES, int SPG, bool GATED, bool BF16>
 static cudaError_t sm90_gemm_launch_spg(const CUtensorMap &tm, const sm90_gemm_args &p,
                                         unsigned tiles_bound, cudaStream_t st)
 {
-    using plan = sm90_smem_plan<BN, STAGES>;
-    auto kern = sm90_gemm_kernel<BN, STAGES, SPG, GATED>;
+    using plan = sm90_smem_plan<BN, STAGES, BF16>;
+    auto kern = sm90_gemm_kernel<BN, STAGES, SPG, GATED, BF16>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, plan::bytes);
     if (e != cudaSuccess) return e;
     unsigned grid = tiles_bound * (unsigned)(p.nrb / 2);
@@ -362,19 +509,30 @@ static cudaError_t sm90_gemm_launch_spg(const CUtensorMap &tm, const sm90_gemm_a
     return cudaGetLastError();
 }
 
-/* One grouped GEMM over the tiles of p (tiles of BN rows). precise: promote every k32 step
- * (the library's choice); otherwise once per K group (g picks the step, DeepGEMM's way). */
+/* How a K group's sums are made: */
+enum sm90_mode {
+    SM90_BF16 = 0,        /* bf16 wgmma on the widened values: exact products, f32 sums */
+    SM90_FP8_STEP = 1,    /* e4m3 wgmma, promoted after every k32 step */
+    SM90_FP8_GROUP = 2,   /* e4m3 wgmma, promoted once per K group (DeepGEMM's way) */
+};
+
+/* One grouped GEMM over the tiles of p (tiles of BN rows); the tensor map is bf16 for
+ * SM90_BF16 and e4m3 otherwise; g picks the promotion step. */
 template <int BN, int STAGES, bool GATED>
 static cudaError_t sm90_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args &p,
-                                    unsigned tiles_bound, cudaStream_t st, bool precise = true)
+                                    unsigned tiles_bound, cudaStream_t st, sm90_mode mode)
 {
-    if (precise) return sm90_gemm_launch_spg<BN, STAGES, 1, GATED>(tm, p, tiles_bound, st);
-    switch (p.g) {
-    case 32: return sm90_gemm_launch_spg<BN, STAGES, 1, GATED>(tm, p, tiles_bound, st);
-    case 64: return sm90_gemm_launch_spg<BN, STAGES, 2, GATED>(tm, p, tiles_bound, st);
-    case 128: return sm90_gemm_launch_spg<BN, STAGES, 4, GATED>(tm, p, tiles_bound, st);
-    default: return cudaErrorInvalidValue;
+    const int gs = p.g / 32;
+    if (gs != 1 && gs != 2 && gs != 4) return cudaErrorInvalidValue;
+    if (mode == SM90_BF16) {
+        if (gs == 1) return sm90_gemm_launch_spg<BN, STAGES, 1, GATED, true>(tm, p, tiles_bound, st);
+        if (gs == 2) return sm90_gemm_launch_spg<BN, STAGES, 2, GATED, true>(tm, p, tiles_bound, st);
+        return sm90_gemm_launch_spg<BN, STAGES, 4, GATED, true>(tm, p, tiles_bound, st);
     }
+    if (mode == SM90_FP8_STEP || gs == 1)
+        return sm90_gemm_launch_spg<BN, STAGES, 1, GATED, false>(tm, p, tiles_bound, st);
+    if (gs == 2) return sm90_gemm_launch_spg<BN, STAGES, 2, GATED, false>(tm, p, tiles_bound, st);
+    return sm90_gemm_launch_spg<BN, STAGES, 4, GATED, false>(tm, p, tiles_bound, st);
 }
 
 #endif /* W4A8MOE_SM90_GROUPED_GEMM_CUH */

@@ -179,6 +179,47 @@ __device__ __forceinline__ void sm90_wgmma_n128(float (&d)[64], const uint32_t (
 #endif
 }
 
+/* The same with bf16 operands and k16 (A fragment: a0 (row gid, k 2tig..+1), a1 (row gid+8),
+ * a2 (row gid, k 8+2tig..+1), a3 (row gid+8, same), two bf16 a register, lower k low). */
+__device__ __forceinline__ void sm90_wgmma_bf16_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc,
+                                                    int scale_d)
+{
+#if SM90_ENABLED
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+                 "{%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+                 : SM90_R8(0), SM90_R8(8), SM90_R8(16), SM90_R8(24)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+#endif
+}
+
+__device__ __forceinline__ void sm90_wgmma_bf16_n128(float (&d)[64], const uint32_t (&a)[4], uint64_t desc,
+                                                     int scale_d)
+{
+#if SM90_ENABLED
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                 "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                 "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+                 "{%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"
+                 : SM90_R8(0), SM90_R8(8), SM90_R8(16), SM90_R8(24), SM90_R8(32), SM90_R8(40),
+                   SM90_R8(48), SM90_R8(56)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+#endif
+}
+
+template <int BN>
+__device__ __forceinline__ void sm90_wgmma_bf16(float (&d)[BN / 2], const uint32_t (&a)[4], uint64_t desc,
+                                                int scale_d)
+{
+    if constexpr (BN == 64) sm90_wgmma_bf16_n64(d, a, desc, scale_d);
+    else sm90_wgmma_bf16_n128(d, a, desc, scale_d);
+}
+
 template <int BN>
 __device__ __forceinline__ void sm90_wgmma(float (&d)[BN / 2], const uint32_t (&a)[4], uint64_t desc,
                                            int scale_d)
