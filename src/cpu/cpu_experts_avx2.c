@@ -205,6 +205,116 @@ AVX2_INLINE void tile_kernel(const cpu_gemm_args *ga, int r0, int q0, int ldo, c
         }                                                                                       \
     }
 
+/* ---- decode stream kernels ---------------------------------------------------------------
+ * One pass over the tile in address order: panel p, group b, then every row of the call in
+ * register blocks of up to 4 rows, re-reading the group's 1 KB from L1 for each block; the f64
+ * sums live in out (read, FMA, write once per group and row: 16 doubles per 2048 weights).
+ * Same per-group integer sums and the same FMA order over b as tile_kernel, so the results
+ * are bit-identical to it. A thread that runs consecutive tiles (cpu_experts.c) thus reads one
+ * linear stream: on the 2-core host a pure read of 17 KB blocks handed out round-robin tops at
+ * ~23 GB/s, one linear stream per thread with its prefetch running into the next block at
+ * ~29-31 GB/s (/tmp probes, 2026-12-05). */
+#define STREAM_PREFETCH 2048 /* bytes ahead of the read position on the thread's one stream */
+
+/* Group b of one panel (gp = its first chunk) for rows [r0, r0+MR): out[r][0..16) += S * 512 P.
+ * MR = 1 splits each accumulator by m parity: 4 chains of 4 dependent vpdpwssd per chunk would
+ * leave half the multiply ports idle. pf: where to prefetch this group's lines ahead, or NULL. */
+AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int r0,
+                              double *out, int ldo, const uint8_t *pf, const int MR,
+                              const int vnni)
+{
+    const int nchunk = ga->g / 8, SP = MR == 1 ? 2 : 1;
+    const int32_t *a[4];
+    __m256i big[4][2][2], small[4][2][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++) {
+        a[r] = (const int32_t *)(const void *)ga->a[r0 + r] + (size_t)b * nchunk * 8;
+        for (int h = 0; h < 2; h++)
+            for (int sp = 0; sp < SP; sp++) big[r][h][sp] = small[r][h][sp] = _mm256_setzero_si256();
+    }
+    for (int c = 0; c < nchunk; c++) {
+        __m256i W0 = _mm256_loadu_si256((const __m256i *)(const void *)(gp + (size_t)c * CPU_CHUNK));
+        __m256i W1 = _mm256_loadu_si256((const __m256i *)(const void *)(gp + (size_t)c * CPU_CHUNK + 32));
+        if (pf) _mm_prefetch((const char *)(pf + (size_t)c * CPU_CHUNK), _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            __m256i E0 = nibble_pair(W0, m), E1 = nibble_pair(W1, m);
+            const int sp = SP == 2 ? (m & 1) : 0;
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) {
+                __m256i xb = _mm256_set1_epi32(a[r][c * 8 + m]), xs = _mm256_set1_epi32(a[r][c * 8 + 4 + m]);
+                big[r][0][sp] = madd_acc(big[r][0][sp], E0, xb, vnni);
+                small[r][0][sp] = madd_acc(small[r][0][sp], E0, xs, vnni);
+                big[r][1][sp] = madd_acc(big[r][1][sp], E1, xb, vnni);
+                small[r][1][sp] = madd_acc(small[r][1][sp], E1, xs, vnni);
+            }
+        }
+    }
+    if (pf) _mm_prefetch((const char *)(pf + (size_t)nchunk * CPU_CHUNK), _MM_HINT_T0); /* scales */
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256d slo, shi;
+        load_scales(gp + (size_t)nchunk * CPU_CHUNK, ga->scale_bf16, h, &slo, &shi);
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) {
+            __m256i bg = big[r][h][0], sm = small[r][h][0];
+            if (SP == 2) {
+                bg = _mm256_add_epi32(bg, big[r][h][1]);
+                sm = _mm256_add_epi32(sm, small[r][h][1]);
+            }
+            __m256i p = _mm256_add_epi32(_mm256_slli_epi32(bg, 5), sm);
+            p = _mm256_sub_epi32(p, _mm256_set1_epi32(ga->corr[r0 + r][b]));
+            double *o = out + (size_t)(r0 + r) * ldo + 8 * h;
+            __m256d plo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(p));
+            __m256d phi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(p, 1));
+            _mm256_storeu_pd(o, _mm256_fmadd_pd(slo, plo, _mm256_loadu_pd(o)));
+            _mm256_storeu_pd(o + 4, _mm256_fmadd_pd(shi, phi, _mm256_loadu_pd(o + 4)));
+        }
+    }
+}
+
+/* Where to prefetch for the group at byte offset pos of the tile: pos + STREAM_PREFETCH, or
+ * past the tile's end the same distance into the caller's next tile (NULL when unknown). */
+static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size_t tile_bytes)
+{
+    size_t t = pos + STREAM_PREFETCH;
+    if (t < tile_bytes) return ga->w + t;
+    return ga->pf_next ? ga->pf_next + (t - tile_bytes) : NULL;
+}
+
+#define STREAM_DRIVER(V)                                                                        \
+    static __attribute__((noinline, target("avx2,fma"))) void stream_rows_##V(                  \
+        const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, double *out, int ldo,           \
+        const uint8_t *pf)                                                                      \
+    {                                                                                           \
+        int r = 0, nr = ga->nr;                                                                 \
+        for (; r + 4 <= nr; r += 4, pf = NULL) stream_group(ga, gp, b, r, out, ldo, pf, 4, V);  \
+        if (nr - r == 3) stream_group(ga, gp, b, r, out, ldo, pf, 3, V);                        \
+        if (nr - r == 2) stream_group(ga, gp, b, r, out, ldo, pf, 2, V);                        \
+        if (nr - r == 1) stream_group(ga, gp, b, r, out, ldo, pf, 1, V);                        \
+    }                                                                                           \
+    static void stream_driver_##V(const cpu_gemm_args *ga)                                      \
+    {                                                                                           \
+        int ldo = ga->np * CPU_PANEL;                                                           \
+        int64_t ngroups = ga->K / ga->g;                                                        \
+        size_t tile_bytes = (size_t)ga->np * ga->panel_bytes;                                   \
+        for (int r = 0; r < ga->nr; r++)                                                        \
+            for (int c = 0; c < ldo; c++) ga->out[(size_t)r * ldo + c] = 0.0;                   \
+        for (int p = 0; p < ga->np; p++)                                                        \
+            for (int64_t b = 0; b < ngroups; b++) {                                             \
+                size_t pos = (size_t)p * ga->panel_bytes + (size_t)b * ga->group_bytes;          \
+                stream_rows_##V(ga, ga->w + pos, b, ga->out + (size_t)p * CPU_PANEL, ldo,       \
+                                stream_pf(ga, pos, tile_bytes));                                \
+            }                                                                                   \
+    }
+
+STREAM_DRIVER(0)
+STREAM_DRIVER(1)
+
+void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *ga) { stream_driver_0(ga); }
+
+void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *ga) { stream_driver_1(ga); }
+
 /* Blocks outer, 4-row blocks inner: a block's weights (4*K bytes) stay in L1 while the row
  * blocks pass over them. */
 TILE_DRIVER(0)

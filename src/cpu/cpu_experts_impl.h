@@ -59,6 +59,8 @@ typedef struct cpu_gemm_args {
     const int16_t *const *a;   /* [nr] prepared rows, int16 [K/8][16] */
     const int32_t *const *corr; /* [nr] corrections, int32 [K/g + 1] */
     double *out;               /* [nr][np*16]: acc (above), no channel or row scale */
+    const uint8_t *pf_next;    /* stream kernels: where the caller's next tile starts (its
+                                * prefetch runs on into it past this tile's end), or NULL */
 } cpu_gemm_args;
 
 /* out = the tile's group-scaled dot products (contract steps 3 and 6 before C and s). */
@@ -71,6 +73,11 @@ void w4a8moe_cpu_tile_avx2(const cpu_gemm_args *args);
 /* The same with vpdpwssd (AVX-512 VNNI on 256-bit registers) fusing multiply and add; call
  * only where the CPU also has AVX512VNNI and AVX512VL. */
 void w4a8moe_cpu_tile_avx512vnni(const cpu_gemm_args *args);
+/* Decode variants, same results: one pass over the tile's bytes in address order (panel by
+ * panel, every row per group), software prefetch running ahead linearly and on into
+ * args->pf_next, for callers that hand one thread consecutive tiles (cpu_experts.c). */
+void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *args);
+void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *args);
 #endif
 
 /* ---- the unquantised path (weight scheme BF16), cpu_experts_dense.c ---------------------- */
