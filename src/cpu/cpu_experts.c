@@ -67,9 +67,8 @@ typedef struct cpu_state {
     size_t group13, panel13, group2, panel2, expert_bytes;
     cpu_expert *experts;
     uint8_t *blob;
-    int16_t lut_big[256];    /* e4m3 code -> v * 16 when |v| >= 1/2, else 0 */
-    int16_t lut_small[256];  /* e4m3 code -> v * 512 when |v| < 1/2, else 0 */
-    int32_t lut_a512[256];   /* e4m3 code -> v * 512 (0 for NaN) */
+    int8_t lut_digit[3][256]; /* e4m3 code -> digit p of A = v * 512 (cpu_experts_impl.h) */
+    int32_t lut_a512[256];    /* e4m3 code -> A = v * 512 (0 for NaN) */
 } cpu_state;
 
 /* Where each array lives in the workspace; rc = rows per chunk. */
@@ -233,10 +232,14 @@ static void init_luts(cpu_state *s)
     for (int c = 0; c < 256; c++) {
         float v = w4a8moe_e4m3_to_f32((uint8_t)c);
         int32_t a512 = v == v ? (int32_t)(v * 512.0f) : 0; /* exact: v is a multiple of 2^-9 */
-        int big = fabsf(v) >= 0.5f;
         s->lut_a512[c] = a512;
-        s->lut_big[c] = (int16_t)(big ? a512 / 32 : 0);
-        s->lut_small[c] = (int16_t)(big ? 0 : a512);
+        /* balanced base-256 digits: d0, d1 in [-128, 127], |d2| <= 4 (|A| <= 229376) */
+        int32_t rest = a512;
+        for (int p = 0; p < 3; p++) {
+            int32_t d = (int32_t)(int8_t)(uint8_t)(rest & 0xff);
+            s->lut_digit[p][c] = (int8_t)d;
+            rest = (rest - d) / 256;
+        }
     }
 }
 
@@ -301,7 +304,7 @@ typedef struct cpu_job {
     const w4a8moe_layer_desc *d;
     const w4a8moe_dispatch *dp;
     int64_t c0, c1;                /* the chunk's rows */
-    int16_t *ain;                  /* prepared GEMM1 rows [rc][2H], indexed by row - c0 */
+    int8_t *ain;                   /* prepared GEMM1 rows [rc][4H], indexed by row - c0 */
     int32_t *corr1, *corr2;        /* [rc][H/g + 1], [rc][I/g + 1] */
     int32_t *alias1;               /* [rc]: the row whose prepared GEMM1 input a row uses */
     float *ymid, *rmid;            /* y [rc][I] then prepared GEMM2 rows in place; r [rc] */
@@ -310,7 +313,6 @@ typedef struct cpu_job {
     double *scratch;               /* [threads][SCRATCH_DOUBLES] tile sums (off the stack) */
     int64_t tiles2;                /* decode: GEMM2 tiles per group */
     int64_t panels2;               /* panels per GEMM2 tile */
-    int stream;                    /* decode: stream kernels (one linear pass per tile) */
     atomic_int *pending, *ready;   /* decode: [groups] GEMM1 tiles left; requantised */
     atomic_int *next_tile;         /* decode: [groups] the next tile to claim of each group */
     atomic_int *next_group;        /* decode: the next group nobody owns yet */
@@ -318,17 +320,17 @@ typedef struct cpu_job {
 
 /* Prepared row (cpu_experts_impl.h) from e4m3 codes: exact integer pairs + corrections.
  * Writes corr[0, K/g) and ORs a NaN found into *nan. */
-static void prep_codes(const cpu_state *s, const uint8_t *q, int64_t K, int16_t *a, int32_t *corr,
+static void prep_codes(const cpu_state *s, const uint8_t *q, int64_t K, int8_t *a, int32_t *corr,
                        int32_t *nan)
 {
     int g = s->g;
     for (int64_t b = 0; b < K / g; b++) {
         int32_t sum = 0; /* |.| <= 128 * 229376 */
         for (int64_t k = b * g; k < (b + 1) * g; k++) {
-            int i = (int)(k & 7), m = i & 3, hi = i >> 2;
-            int16_t *chunk = a + (k >> 3) * 16;
-            chunk[2 * m + hi] = s->lut_big[q[k]];
-            chunk[8 + 2 * m + hi] = s->lut_small[q[k]];
+            int i = (int)(k & 7), at = 4 * (i & 1) + (i >> 1); /* even inputs, then odd */
+            int8_t *chunk = a + (k >> 3) * 32;
+            if (i == 0) memset(chunk + 24, 0, 8);
+            for (int p = 0; p < 3; p++) chunk[8 * p + at] = s->lut_digit[p][q[k]];
             sum += s->lut_a512[q[k]];
             *nan |= (q[k] & 0x7f) == 0x7f;
         }
@@ -365,7 +367,7 @@ static void prep_in_task(void *arg, int64_t t, int32_t thread)
         if (c != r) continue;
         int32_t *corr = job->corr1 + (r - job->c0) * (ng + 1);
         corr[ng] = 0;
-        prep_codes(job->s, job->dp->a_q + r * H, H, job->ain + (r - job->c0) * 2 * H, corr,
+        prep_codes(job->s, job->dp->a_q + r * H, H, job->ain + (r - job->c0) * 4 * H, corr,
                    &corr[ng]);
     }
 }
@@ -395,7 +397,7 @@ static void requant_rows(const cpu_job *job, int64_t r0, int64_t r1)
             /* group b's prepared values take exactly the bytes of its g floats of y */
             int g = s->g;
             for (int k = 0; k < g; k++) codes[k] = w4a8moe_f32_to_e4m3(y[b * g + k] / r);
-            prep_codes(s, codes, g, (int16_t *)(void *)(y + b * g), corr + b, &corr[ng]);
+            prep_codes(s, codes, g, (int8_t *)(void *)(y + b * g), corr + b, &corr[ng]);
         }
     }
 }
@@ -418,33 +420,29 @@ static int64_t build_groups(const cpu_job *job, int64_t rb, cpu_rowgroup *out)
 /* Runs the tile kernel for (row group, tile) of one GEMM; out gets [nr][np*16]. */
 static void run_tile(const cpu_job *job, const cpu_rowgroup *rg, const uint8_t *panels,
                      size_t panel_bytes, size_t group_bytes, int64_t K, int64_t p0, int np,
-                     const int16_t *a, const int32_t *corr, const int32_t *alias, double *out,
+                     const int8_t *a, const int32_t *corr, const int32_t *alias, double *out,
                      const uint8_t *pf_next)
 {
     const cpu_state *s = job->s;
-    const int16_t *ap[64];
+    const int8_t *ap[64];
     const int32_t *cp[64];
     int nr = rg->r1 - rg->r0;
     int64_t ng = K / s->g;
     for (int r = 0; r < nr; r++) {
         int64_t i = rg->r0 + r - job->c0;
         if (alias) i = alias[i];
-        ap[r] = a + i * 2 * K; /* 2 int16 per input */
+        ap[r] = a + i * 4 * K; /* 4 bytes per input */
         cp[r] = corr + i * (ng + 1);
     }
     cpu_gemm_args ga = {panels + (size_t)p0 * panel_bytes, panel_bytes, group_bytes, K, s->g,
                         s->scale_bf16, np, nr, ap, cp, out, pf_next};
 #if defined(W4A8MOE_CPU_HAVE_AVX2)
-    if (job->stream && s->use_avx2) {
-        (s->use_vnni ? w4a8moe_cpu_stream_avx512vnni : w4a8moe_cpu_stream_avx2)(&ga);
-        return;
-    }
     if (s->use_vnni) {
-        w4a8moe_cpu_tile_avx512vnni(&ga);
+        w4a8moe_cpu_stream_avx512vnni(&ga);
         return;
     }
     if (s->use_avx2) {
-        w4a8moe_cpu_tile_avx2(&ga);
+        w4a8moe_cpu_stream_avx2(&ga);
         return;
     }
 #endif
@@ -500,7 +498,7 @@ static void gemm2_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile,
     int np = (int)(npan - p0 < tp ? npan - p0 : tp);
     double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
     run_tile(job, rg, x->w2, s->panel2, s->group2, s->I, p0, np,
-             (const int16_t *)(const void *)job->ymid, job->corr2, NULL, out, pf_next);
+             (const int8_t *)(const void *)job->ymid, job->corr2, NULL, out, pf_next);
     int ldo = np * CPU_PANEL;
     int64_t ng = s->I / s->g;
     for (int r = 0; r < rg->r1 - rg->r0; r++) {
@@ -624,7 +622,6 @@ static void run_decode(cpu_job *job, int64_t rb, int64_t tiles1, int64_t prep_ta
     job->tiles = tiles1;
     job->tiles2 = tiles2;
     job->panels2 = TILE_PANELS2_FUSED;
-    job->stream = 1;
     for (int64_t i = 0; i < job->n_groups; i++) {
         atomic_store_explicit(&job->pending[i], (int)tiles1, memory_order_relaxed);
         atomic_store_explicit(&job->ready[i], 0, memory_order_relaxed);
@@ -633,7 +630,6 @@ static void run_decode(cpu_job *job, int64_t rb, int64_t tiles1, int64_t prep_ta
     atomic_store_explicit(job->next_group, 0, memory_order_relaxed);
     int32_t n = w4a8moe_threadpool_size(job->s->pool);
     w4a8moe_threadpool_run(job->s->pool, stream_task_fn, job, n);
-    job->stream = 0;
 }
 
 static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
@@ -650,11 +646,11 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
     cpu_ws_layout L;
     ws_layout(ctx->desc, ctx->num_local, ctx->num_threads, &L);
     char *ws = workspace;
-    cpu_job job = {s, ctx->desc, dp, 0, 0, (int16_t *)(void *)(ws + L.ain),
+    cpu_job job = {s, ctx->desc, dp, 0, 0, (int8_t *)(void *)(ws + L.ain),
                    (int32_t *)(void *)(ws + L.corr1), (int32_t *)(void *)(ws + L.corr2),
                    (int32_t *)(void *)(ws + L.alias1),
                    (float *)(void *)(ws + L.ymid), (float *)(void *)(ws + L.rmid), NULL, 0, 0,
-                   (double *)(void *)(ws + L.scratch), 0, 0, 0, NULL, NULL, NULL, NULL};
+                   (double *)(void *)(ws + L.scratch), 0, 0, NULL, NULL, NULL, NULL};
     job.pending = (atomic_int *)(void *)(ws + L.sync);
     job.ready = job.pending + L.max_groups1;
     job.next_tile = job.ready + L.max_groups1;
