@@ -324,6 +324,12 @@ static void prep_codes(const cpu_state *s, const uint8_t *q, int64_t K, int8_t *
                        int32_t *nan)
 {
     int g = s->g;
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+    if (s->use_avx2) {
+        w4a8moe_cpu_prep_codes_avx2(q, K, g, a, corr, nan);
+        return;
+    }
+#endif
     for (int64_t b = 0; b < K / g; b++) {
         int32_t sum = 0; /* |.| <= 128 * 229376 */
         for (int64_t k = b * g; k < (b + 1) * g; k++) {
@@ -384,6 +390,10 @@ static void requant_rows(const cpu_job *job, int64_t r0, int64_t r1)
             r = job->d->act_scale_mid;
         } else {
             float amax = 0.0f;
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+            if (s->use_avx2) amax = w4a8moe_cpu_amax_avx2(y, I);
+            else
+#endif
             for (int64_t i = 0; i < I; i++) {
                 float v = fabsf(y[i]);
                 if (amax == amax && !(v <= amax)) amax = v; /* a NaN sticks */
@@ -393,6 +403,12 @@ static void requant_rows(const cpu_job *job, int64_t r0, int64_t r1)
         job->rmid[row - job->c0] = r;
         int32_t *corr = job->corr2 + (row - job->c0) * (ng + 1);
         corr[ng] = 0;
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+        if (s->use_avx2) {
+            w4a8moe_cpu_requant_avx2(y, I, s->g, r, corr, &corr[ng]);
+            continue;
+        }
+#endif
         for (int64_t b = 0; b < ng; b++) {
             /* group b's prepared values take exactly the bytes of its g floats of y */
             int g = s->g;

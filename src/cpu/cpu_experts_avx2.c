@@ -173,4 +173,134 @@ void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *ga) { stream_driver_0(ga); }
 
 void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *ga) { stream_driver_1(ga); }
 
+/* ---- row preparation (cpu_experts_impl.h's format), 8 inputs per step ----------------------
+ * The scalar path (cpu_experts.c) takes ~8 us per 768-value row for requantisation, time in
+ * which the thread streams no weights (5-7% of a decode layer); these do the same integer
+ * arithmetic 8 lanes at a time. */
+
+/* A = v * 512 of 8 e4m3 codes (int32 lanes; 0 for NaN), NaN lanes set in *nan. */
+AVX2_INLINE __m256i e4m3_a512(__m256i c, __m256i *nan)
+{
+    const __m256i seven = _mm256_set1_epi32(7), one = _mm256_set1_epi32(1);
+    __m256i e = _mm256_and_si256(_mm256_srli_epi32(c, 3), _mm256_set1_epi32(15));
+    __m256i m = _mm256_and_si256(c, seven);
+    /* normal: (8 + m) << (e - 1); e = 0 (subnormal): m; the shift by 2^32 - 1 gives 0 */
+    __m256i a = _mm256_sllv_epi32(_mm256_or_si256(m, _mm256_set1_epi32(8)), _mm256_sub_epi32(e, one));
+    a = _mm256_blendv_epi8(a, m, _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+    __m256i isnan = _mm256_cmpeq_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x7f)), _mm256_set1_epi32(0x7f));
+    *nan = _mm256_or_si256(*nan, isnan);
+    a = _mm256_andnot_si256(isnan, a);
+    __m256i neg = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_srli_epi32(c, 7)); /* -1: sign */
+    return _mm256_sub_epi32(_mm256_xor_si256(a, neg), neg);
+}
+
+/* The 32-byte chunk of 8 inputs' A: three digit planes, even inputs then odd, 8 zero bytes. */
+AVX2_INLINE void store_digits(__m256i a, void *dst)
+{
+    a = _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    __m256i d0 = _mm256_srai_epi32(_mm256_slli_epi32(a, 24), 24);
+    __m256i r1 = _mm256_srai_epi32(_mm256_sub_epi32(a, d0), 8);
+    __m256i d1 = _mm256_srai_epi32(_mm256_slli_epi32(r1, 24), 24);
+    __m256i d2 = _mm256_srai_epi32(_mm256_sub_epi32(r1, d1), 8);
+    /* digits fit int8, so the saturating packs are plain narrowing */
+    __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(d0, d1), _mm256_packs_epi32(d2, _mm256_setzero_si256()));
+    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst, v);
+}
+
+AVX2_INLINE int32_t hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+__attribute__((target("avx2,fma"))) void w4a8moe_cpu_prep_codes_avx2(const uint8_t *q, int64_t K,
+                                                                    int g, int8_t *a,
+                                                                    int32_t *corr, int32_t *nan)
+{
+    __m256i nanv = _mm256_setzero_si256();
+    for (int64_t b = 0; b < K / g; b++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
+            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q + k)));
+            __m256i v = e4m3_a512(c, &nanv);
+            sum = _mm256_add_epi32(sum, v);
+            store_digits(v, a + k * 4);
+        }
+        corr[b] = 8 * hsum_epi32(sum);
+    }
+    *nan |= !_mm256_testz_si256(nanv, nanv);
+}
+
+/* shift_rne (common/quant.h) per lane: v >> s rounded to nearest even, 1 <= s <= 31. */
+AVX2_INLINE __m256i shift_rne_v(__m256i v, __m256i s)
+{
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i q = _mm256_srlv_epi32(v, s);
+    __m256i half_m1 = _mm256_sub_epi32(_mm256_sllv_epi32(one, _mm256_sub_epi32(s, one)), one);
+    return _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(v, half_m1), _mm256_and_si256(q, one)), s);
+}
+
+/* w4a8moe_f32_to_e4m3 (common/quant.h) on 8 lanes, the same cases and roundings. */
+AVX2_INLINE __m256i f32_to_e4m3_v(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
+    __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    /* signed compares are safe: a < 2^31 */
+    __m256i isnan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
+    __m256i sat = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x43e00000 - 1));
+    __m256i normal = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x3c800000 - 1));
+    __m256i cn = shift_rne_v(_mm256_sub_epi32(a, _mm256_set1_epi32(120 << 23)), _mm256_set1_epi32(20));
+    cn = _mm256_min_epu32(cn, _mm256_set1_epi32(0x7e));
+    __m256i e = _mm256_srli_epi32(a, 23);
+    __m256i full = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7fffff)), _mm256_set1_epi32(0x800000));
+    __m256i sh = _mm256_sub_epi32(_mm256_set1_epi32(141), e);
+    sh = _mm256_min_epu32(sh, _mm256_set1_epi32(31)); /* lanes e < 110 are zeroed below */
+    __m256i cs = shift_rne_v(full, sh);
+    cs = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(110), e), cs);
+    __m256i code = _mm256_blendv_epi8(cs, cn, normal);
+    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(0x7e), sat);
+    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(0x7f), isnan);
+    return _mm256_or_si256(code, sign);
+}
+
+__attribute__((target("avx2,fma"))) float w4a8moe_cpu_amax_avx2(const float *y, int64_t n)
+{
+    __m256 m = _mm256_setzero_ps(), abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 unord = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256 v = _mm256_and_ps(_mm256_loadu_ps(y + i), abs);
+        unord = _mm256_or_ps(unord, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        m = _mm256_max_ps(m, v);
+    }
+    if (!_mm256_testz_ps(unord, unord)) return __builtin_nanf("");
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+__attribute__((target("avx2,fma"))) void w4a8moe_cpu_requant_avx2(float *y, int64_t I, int g,
+                                                                  float r, int32_t *corr,
+                                                                  int32_t *nan)
+{
+    __m256i nanv = _mm256_setzero_si256();
+    const __m256 rv = _mm256_set1_ps(r);
+    for (int64_t b = 0; b < I / g; b++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
+            /* the chunk's prepared bytes take exactly its 8 floats' place */
+            __m256i c = f32_to_e4m3_v(_mm256_div_ps(_mm256_loadu_ps(y + k), rv));
+            __m256i v = e4m3_a512(c, &nanv);
+            sum = _mm256_add_epi32(sum, v);
+            store_digits(v, y + k);
+        }
+        corr[b] = 8 * hsum_epi32(sum);
+    }
+    *nan |= !_mm256_testz_si256(nanv, nanv);
+}
+
 #endif /* W4A8MOE_CPU_HAVE_AVX2 */

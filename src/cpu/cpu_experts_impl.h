@@ -77,6 +77,14 @@ void w4a8moe_cpu_tile_generic(const cpu_gemm_args *args);
  * tiles (cpu_experts.c's decode path) reads one linear stream. */
 void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *args);
 void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *args);
+/* Row preparation with AVX2, the same bytes as cpu_experts.c's scalar prep_codes: from e4m3
+ * codes q [K]; and requantisation in place (contract step 5 after r is known: y [I] f32 ->
+ * the prepared e4m3 values of y / r). Both write corr[0, K/g) and OR a NaN into *nan. */
+void w4a8moe_cpu_prep_codes_avx2(const uint8_t *q, int64_t K, int g, int8_t *a, int32_t *corr,
+                                 int32_t *nan);
+void w4a8moe_cpu_requant_avx2(float *y, int64_t I, int g, float r, int32_t *corr, int32_t *nan);
+/* max |y[i]| over n (a multiple of 8), NaN when any element is NaN. */
+float w4a8moe_cpu_amax_avx2(const float *y, int64_t n);
 #endif
 
 /* ---- the unquantised path (weight scheme BF16), cpu_experts_dense.c ---------------------- */
