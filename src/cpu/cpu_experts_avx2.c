@@ -12,8 +12,8 @@
  * bytes of the activations and adds the 4 products to the lane: per 8 inputs, row and block,
  * 6 vpdpbusd (3 digits x even/odd) and 3 mask/shift uops shared by the rows. The former format
  * (activations as two int16 halves by magnitude, vpdpwssd) took 8 + 6; measured on the 2-core
- * Zen 4 host with hot caches, one row: ~21.5 -> ~30 GB/s of weights per core; four rows: ~6.9
- * -> ~9 (the 4-row register block needs AVX512VL's 32 registers, see STREAM_DRIVER).
+ * Zen 4 host with hot caches, one row: ~22.5 -> ~27.5 GB/s of weights per core; four rows: ~6.9
+ * -> ~8.7 (the 4-row register block needs AVX512VL's 32 registers, see STREAM_DRIVER).
  * All integer, so exact: a lane gains at most 4 * 15 * 128 per instruction, a group of 128
  * inputs stays below 2^18 per digit; at the group end 512 P_b = S0 + 2^8 S1 + 2^16 S2 - corr[b]
  * in wrapping int32 (the true value is below 2^31, so the wrap-around cancels), widened to f64,
