@@ -16,20 +16,19 @@
  *   3. requantise per row: r = max(amax(y)/448, 1/(448*512)) (static: act_scale_mid),
  *      b = e4m3(y / r) exactly as the reference, then prepared like phase 1, in place;
  *   4. GEMM2: task = (row group, tile of 4 panels), y_rows = r * (C2[m] * sum_b S2 P_b).
- * Chunks of at most FUSED_ROWS rows (decode) run 2-4 as one pool run instead (fused_task): the
- * last GEMM1 tile of a row group requantises it and GEMM2 tasks wait per group, so there is no
- * barrier between the phases (at T = 1 the three barriers and the scalar phase 3 cost ~50 us
- * of a ~900 us layer, with one core idle).
+ * Chunks of at most FUSED_ROWS rows (decode, T * k <= 256) run 2-4 as one pool run instead
+ * (run_decode): each thread walks whole row groups, GEMM1 tiles then GEMM2 tiles, so it reads
+ * one linear stream of weights (an expert's w13 then w2), requantises the group itself and
+ * never waits at a barrier; threads share tiles only at the tail (see "decode" below).
  * Numerics: P_b is an exact integer and the group sum runs in f64 in the reference's order
  * (cpu_experts_impl.h), so h, y, r, b and y_rows are bit-identical to `cpu_ref`'s: no e4m3
  * rounding of y / r can flip between the two (one flip moves a row by ~1e-3 relative).
  * Determinism: every output element belongs to exactly one task and is summed in a fixed
  * order, so results do not depend on the thread count or on which thread ran what.
- * Decode balance: T = 1, k = 8 gives 8 row groups x 24 tiles (I = 768) = 192 GEMM1 tasks of
- * ~64 KB of weights each, ~3 us apiece: two threads stay within a task of each other. Decode
- * GEMM2 tiles are 8 panels (TILE_PANELS2_FUSED; 16 x 50 KB tasks per group at H = 2048): with
- * K = I short, 4-panel tasks were ~25 KB and each task start is a cold prefetch (T = 1 layer
- * ~800 against ~855 us median on the 2-core host, noisy; 16 panels measured no better).
+ * Decode balance: T = 1, k = 8 gives 8 row groups of 24 GEMM1 tiles (4 panels, ~68 KB) and 16
+ * GEMM2 tiles (8 panels, ~50 KB) at qwen3-30b-a3b's shape: four whole experts per thread, and
+ * at the tail the two threads split the last group's tiles, ~3 us apiece, so they finish
+ * within a tile of each other (measured: ~5 us of waiting per thread and forward).
  *
  * Unquantised shared experts (scheme pair BF16 x BF16) take their own path on the same pool
  * and ISA choice: cpu_experts_dense.c (bf16/f32 panels, f32 FMA blocks summed in f64).
@@ -47,11 +46,11 @@
 #include <sys/mman.h>
 
 #define TILE_PANELS 4         /* panels per task: 64 channels (GEMM2) or 32 i values (GEMM1) */
-#define TILE_PANELS2_FUSED 8  /* panels per GEMM2 task in decode (fused_task), see the top */
+#define TILE_PANELS2_FUSED 8  /* panels per GEMM2 task in decode (run_decode), see the top */
 #define ROW_BYTES_L2 (256u << 10) /* prepared rows one task may keep hot in L2 */
 #define CHUNK_BYTES (32u << 20)   /* workspace budget for the per-chunk row buffers */
 #define PREP_ROWS 4           /* rows per phase-1/3 task */
-#define FUSED_ROWS 32         /* chunks of at most this many rows run fused_task (decode) */
+#define FUSED_ROWS 256        /* chunks of at most this many rows run the decode streams */
 
 typedef struct cpu_expert {
     const uint8_t *w13, *w2; /* panels */
@@ -68,9 +67,8 @@ typedef struct cpu_state {
     size_t group13, panel13, group2, panel2, expert_bytes;
     cpu_expert *experts;
     uint8_t *blob;
-    int16_t lut_big[256];    /* e4m3 code -> v * 16 when |v| >= 1/2, else 0 */
-    int16_t lut_small[256];  /* e4m3 code -> v * 512 when |v| < 1/2, else 0 */
-    int32_t lut_a512[256];   /* e4m3 code -> v * 512 (0 for NaN) */
+    int8_t lut_digit[3][256]; /* e4m3 code -> digit p of A = v * 512 (cpu_experts_impl.h) */
+    int32_t lut_a512[256];    /* e4m3 code -> A = v * 512 (0 for NaN) */
 } cpu_state;
 
 /* Where each array lives in the workspace; rc = rows per chunk. */
@@ -110,7 +108,7 @@ static void ws_layout(const w4a8moe_layer_desc *d, int32_t num_local, int32_t th
     L->alias1 = off;  off += align64(rc * 4);
     L->groups1 = off; off += align64((size_t)L->max_groups1 * sizeof(cpu_rowgroup));
     L->groups2 = off; off += align64((size_t)L->max_groups2 * sizeof(cpu_rowgroup));
-    L->sync = off;    off += align64((size_t)L->max_groups1 * 2 * sizeof(atomic_int));
+    L->sync = off;    off += align64(((size_t)L->max_groups1 * 3 + 1) * sizeof(atomic_int));
     L->scratch = off; off += (size_t)(threads > 0 ? threads : 1) * SCRATCH_DOUBLES * 8;
     L->total = off;
 }
@@ -234,10 +232,14 @@ static void init_luts(cpu_state *s)
     for (int c = 0; c < 256; c++) {
         float v = w4a8moe_e4m3_to_f32((uint8_t)c);
         int32_t a512 = v == v ? (int32_t)(v * 512.0f) : 0; /* exact: v is a multiple of 2^-9 */
-        int big = fabsf(v) >= 0.5f;
         s->lut_a512[c] = a512;
-        s->lut_big[c] = (int16_t)(big ? a512 / 32 : 0);
-        s->lut_small[c] = (int16_t)(big ? 0 : a512);
+        /* balanced base-256 digits: d0, d1 in [-128, 127], |d2| <= 4 (|A| <= 229376) */
+        int32_t rest = a512;
+        for (int p = 0; p < 3; p++) {
+            int32_t d = (int32_t)(int8_t)(uint8_t)(rest & 0xff);
+            s->lut_digit[p][c] = (int8_t)d;
+            rest = (rest - d) / 256;
+        }
     }
 }
 
@@ -302,31 +304,39 @@ typedef struct cpu_job {
     const w4a8moe_layer_desc *d;
     const w4a8moe_dispatch *dp;
     int64_t c0, c1;                /* the chunk's rows */
-    int16_t *ain;                  /* prepared GEMM1 rows [rc][2H], indexed by row - c0 */
+    int8_t *ain;                   /* prepared GEMM1 rows [rc][4H], indexed by row - c0 */
     int32_t *corr1, *corr2;        /* [rc][H/g + 1], [rc][I/g + 1] */
     int32_t *alias1;               /* [rc]: the row whose prepared GEMM1 input a row uses */
     float *ymid, *rmid;            /* y [rc][I] then prepared GEMM2 rows in place; r [rc] */
     const cpu_rowgroup *groups;    /* of the phase running */
     int64_t n_groups, tiles;
     double *scratch;               /* [threads][SCRATCH_DOUBLES] tile sums (off the stack) */
-    int64_t tiles2;                /* fused_task: GEMM2 tiles per group */
+    int64_t tiles2;                /* decode: GEMM2 tiles per group */
     int64_t panels2;               /* panels per GEMM2 tile */
-    atomic_int *pending, *ready;   /* fused_task: [groups] GEMM1 tiles left; requantised */
+    atomic_int *pending, *ready;   /* decode: [groups] GEMM1 tiles left; requantised */
+    atomic_int *next_tile;         /* decode: [groups] the next tile to claim of each group */
+    atomic_int *next_group;        /* decode: the next group nobody owns yet */
 } cpu_job;
 
 /* Prepared row (cpu_experts_impl.h) from e4m3 codes: exact integer pairs + corrections.
  * Writes corr[0, K/g) and ORs a NaN found into *nan. */
-static void prep_codes(const cpu_state *s, const uint8_t *q, int64_t K, int16_t *a, int32_t *corr,
+static void prep_codes(const cpu_state *s, const uint8_t *q, int64_t K, int8_t *a, int32_t *corr,
                        int32_t *nan)
 {
     int g = s->g;
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+    if (s->use_avx2) {
+        w4a8moe_cpu_prep_codes_avx2(q, K, g, a, corr, nan);
+        return;
+    }
+#endif
     for (int64_t b = 0; b < K / g; b++) {
         int32_t sum = 0; /* |.| <= 128 * 229376 */
         for (int64_t k = b * g; k < (b + 1) * g; k++) {
-            int i = (int)(k & 7), m = i & 3, hi = i >> 2;
-            int16_t *chunk = a + (k >> 3) * 16;
-            chunk[2 * m + hi] = s->lut_big[q[k]];
-            chunk[8 + 2 * m + hi] = s->lut_small[q[k]];
+            int i = (int)(k & 7), at = 4 * (i & 1) + (i >> 1); /* even inputs, then odd */
+            int8_t *chunk = a + (k >> 3) * 32;
+            if (i == 0) memset(chunk + 24, 0, 8);
+            for (int p = 0; p < 3; p++) chunk[8 * p + at] = s->lut_digit[p][q[k]];
             sum += s->lut_a512[q[k]];
             *nan |= (q[k] & 0x7f) == 0x7f;
         }
@@ -363,7 +373,7 @@ static void prep_in_task(void *arg, int64_t t, int32_t thread)
         if (c != r) continue;
         int32_t *corr = job->corr1 + (r - job->c0) * (ng + 1);
         corr[ng] = 0;
-        prep_codes(job->s, job->dp->a_q + r * H, H, job->ain + (r - job->c0) * 2 * H, corr,
+        prep_codes(job->s, job->dp->a_q + r * H, H, job->ain + (r - job->c0) * 4 * H, corr,
                    &corr[ng]);
     }
 }
@@ -380,6 +390,10 @@ static void requant_rows(const cpu_job *job, int64_t r0, int64_t r1)
             r = job->d->act_scale_mid;
         } else {
             float amax = 0.0f;
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+            if (s->use_avx2) amax = w4a8moe_cpu_amax_avx2(y, I);
+            else
+#endif
             for (int64_t i = 0; i < I; i++) {
                 float v = fabsf(y[i]);
                 if (amax == amax && !(v <= amax)) amax = v; /* a NaN sticks */
@@ -389,11 +403,17 @@ static void requant_rows(const cpu_job *job, int64_t r0, int64_t r1)
         job->rmid[row - job->c0] = r;
         int32_t *corr = job->corr2 + (row - job->c0) * (ng + 1);
         corr[ng] = 0;
+#if defined(W4A8MOE_CPU_HAVE_AVX2)
+        if (s->use_avx2) {
+            w4a8moe_cpu_requant_avx2(y, I, s->g, r, corr, &corr[ng]);
+            continue;
+        }
+#endif
         for (int64_t b = 0; b < ng; b++) {
             /* group b's prepared values take exactly the bytes of its g floats of y */
             int g = s->g;
             for (int k = 0; k < g; k++) codes[k] = w4a8moe_f32_to_e4m3(y[b * g + k] / r);
-            prep_codes(s, codes, g, (int16_t *)(void *)(y + b * g), corr + b, &corr[ng]);
+            prep_codes(s, codes, g, (int8_t *)(void *)(y + b * g), corr + b, &corr[ng]);
         }
     }
 }
@@ -416,28 +436,29 @@ static int64_t build_groups(const cpu_job *job, int64_t rb, cpu_rowgroup *out)
 /* Runs the tile kernel for (row group, tile) of one GEMM; out gets [nr][np*16]. */
 static void run_tile(const cpu_job *job, const cpu_rowgroup *rg, const uint8_t *panels,
                      size_t panel_bytes, size_t group_bytes, int64_t K, int64_t p0, int np,
-                     const int16_t *a, const int32_t *corr, const int32_t *alias, double *out)
+                     const int8_t *a, const int32_t *corr, const int32_t *alias, double *out,
+                     const uint8_t *pf_next)
 {
     const cpu_state *s = job->s;
-    const int16_t *ap[64];
+    const int8_t *ap[64];
     const int32_t *cp[64];
     int nr = rg->r1 - rg->r0;
     int64_t ng = K / s->g;
     for (int r = 0; r < nr; r++) {
         int64_t i = rg->r0 + r - job->c0;
         if (alias) i = alias[i];
-        ap[r] = a + i * 2 * K; /* 2 int16 per input */
+        ap[r] = a + i * 4 * K; /* 4 bytes per input */
         cp[r] = corr + i * (ng + 1);
     }
     cpu_gemm_args ga = {panels + (size_t)p0 * panel_bytes, panel_bytes, group_bytes, K, s->g,
-                        s->scale_bf16, np, nr, ap, cp, out};
+                        s->scale_bf16, np, nr, ap, cp, out, pf_next};
 #if defined(W4A8MOE_CPU_HAVE_AVX2)
     if (s->use_vnni) {
-        w4a8moe_cpu_tile_avx512vnni(&ga);
+        w4a8moe_cpu_stream_avx512vnni(&ga);
         return;
     }
     if (s->use_avx2) {
-        w4a8moe_cpu_tile_avx2(&ga);
+        w4a8moe_cpu_stream_avx2(&ga);
         return;
     }
 #endif
@@ -451,7 +472,8 @@ static inline float finish(float scale, float c, double out)
 }
 
 /* GEMM1 + activation of row group rg, tile `tile` (TILE_PANELS panels). */
-static void gemm1_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile, int32_t thread)
+static void gemm1_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile, int32_t thread,
+                       const uint8_t *pf_next)
 {
     const cpu_state *s = job->s;
     const cpu_expert *x = &s->experts[rg->e];
@@ -459,7 +481,7 @@ static void gemm1_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile,
     int np = (int)(npan - p0 < TILE_PANELS ? npan - p0 : TILE_PANELS);
     double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
     run_tile(job, rg, x->w13, s->panel13, s->group13, s->H, p0, np, job->ain, job->corr1,
-             job->alias1, out);
+             job->alias1, out, pf_next);
     int ldo = np * CPU_PANEL;
     int64_t ng = s->H / s->g;
     for (int r = 0; r < rg->r1 - rg->r0; r++) {
@@ -479,11 +501,12 @@ static void gemm1_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile,
 static void gemm1_task(void *arg, int64_t t, int32_t thread)
 {
     const cpu_job *job = arg;
-    gemm1_tile(job, &job->groups[t / job->tiles], t % job->tiles, thread);
+    gemm1_tile(job, &job->groups[t / job->tiles], t % job->tiles, thread, NULL);
 }
 
 /* GEMM2 of row group rg, tile `tile`, into y_rows. */
-static void gemm2_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile, int32_t thread)
+static void gemm2_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile, int32_t thread,
+                       const uint8_t *pf_next)
 {
     const cpu_state *s = job->s;
     const cpu_expert *x = &s->experts[rg->e];
@@ -491,7 +514,7 @@ static void gemm2_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile,
     int np = (int)(npan - p0 < tp ? npan - p0 : tp);
     double *out = job->scratch + (size_t)thread * SCRATCH_DOUBLES;
     run_tile(job, rg, x->w2, s->panel2, s->group2, s->I, p0, np,
-             (const int16_t *)(const void *)job->ymid, job->corr2, NULL, out);
+             (const int8_t *)(const void *)job->ymid, job->corr2, NULL, out, pf_next);
     int ldo = np * CPU_PANEL;
     int64_t ng = s->I / s->g;
     for (int r = 0; r < rg->r1 - rg->r0; r++) {
@@ -506,46 +529,104 @@ static void gemm2_tile(const cpu_job *job, const cpu_rowgroup *rg, int64_t tile,
 static void gemm2_task(void *arg, int64_t t, int32_t thread)
 {
     const cpu_job *job = arg;
-    gemm2_tile(job, &job->groups[t / job->tiles], t % job->tiles, thread);
+    gemm2_tile(job, &job->groups[t / job->tiles], t % job->tiles, thread, NULL);
 }
 
-/* Decode: phases 2-4 as one pool run with no barrier between them. Tasks [0, n_groups *
- * tiles) are GEMM1 tiles, then GEMM2 tiles (job->tiles2 per group), one group list for both.
- * The thread finishing a group's last GEMM1 tile requantises its rows and marks it ready;
- * a GEMM2 task waits for its group. Tasks are claimed in increasing order, so every GEMM1
- * task is claimed (and never waits) before any GEMM2 task: no deadlock, and the wait is rare
- * (only the last groups' tails). Same arithmetic per element as the phased path. */
-static void fused_task(void *arg, int64_t t, int32_t thread)
+/* ---- decode: one linear weight stream per thread ------------------------------------------
+ * A group's tasks are its GEMM1 tiles then its GEMM2 tiles (job->tiles + job->tiles2): in that
+ * order they walk the expert's w13 then w2, which pack_expert lays out back to back, so a
+ * thread that runs a whole group reads one 2.4 MB stream (qwen3-30b-a3b) in address order.
+ * A thread owns the groups it claims from next_group and runs their tiles in order; only when
+ * no group is left unowned does it help others, taking their next tiles (the tail, where both
+ * threads must stay busy to the end). It claims each task before running the one in hand, so
+ * the kernel's prefetch runs on into the memory the thread reads next, across tiles and
+ * experts. The thread finishing a group's last GEMM1 tile requantises the group (the owner,
+ * unless helped), so GEMM2 tiles rarely wait, and there is no barrier between the phases.
+ * No deadlock: a GEMM2 task waits only for GEMM1 tiles claimed before it; a thread blocked in
+ * its task holds only a task it claimed later, so a cycle of waits would need claim times to
+ * decrease all the way round. Same arithmetic per element as the phased path. */
+
+typedef struct stream_task {
+    int64_t gi, t; /* group, tile (-1: none left) */
+} stream_task;
+
+/* The next task of group gi for this thread, or t = -1 when its tiles are all claimed. */
+static stream_task claim_in(const cpu_job *job, int64_t gi)
 {
-    const cpu_job *job = arg;
-    int64_t n1 = job->n_groups * job->tiles;
-    if (t < n1) {
-        int64_t gi = t / job->tiles;
-        const cpu_rowgroup *rg = &job->groups[gi];
-        gemm1_tile(job, rg, t % job->tiles, thread);
-        if (atomic_fetch_sub_explicit(&job->pending[gi], 1, memory_order_acq_rel) == 1) {
+    int t = atomic_fetch_add_explicit(&job->next_tile[gi], 1, memory_order_relaxed);
+    return (stream_task){gi, t < job->tiles + job->tiles2 ? t : -1};
+}
+
+/* The thread's next task: its group's next tile, else a group nobody owns, else a tile of
+ * anybody's group (help). *own is the group the thread walks. */
+static stream_task claim_next(const cpu_job *job, int64_t *own)
+{
+    stream_task k = {0, -1};
+    if (*own >= 0) k = claim_in(job, *own);
+    while (k.t < 0) {
+        int gi = atomic_fetch_add_explicit(job->next_group, 1, memory_order_relaxed);
+        if (gi >= job->n_groups) break;
+        *own = gi;
+        k = claim_in(job, gi);
+    }
+    for (int64_t gi = 0; k.t < 0 && gi < job->n_groups; gi++)
+        if (atomic_load_explicit(&job->next_tile[gi], memory_order_relaxed) < job->tiles + job->tiles2) {
+            k = claim_in(job, gi);
+            if (k.t >= 0) *own = gi;
+        }
+    return k;
+}
+
+/* The first byte task k reads (its tile's first panel), NULL for no task. */
+static const uint8_t *task_bytes(const cpu_job *job, stream_task k)
+{
+    if (k.t < 0) return NULL;
+    const cpu_state *s = job->s;
+    const cpu_expert *x = &s->experts[job->groups[k.gi].e];
+    if (k.t < job->tiles) return x->w13 + (size_t)(k.t * TILE_PANELS) * s->panel13;
+    return x->w2 + (size_t)((k.t - job->tiles) * job->panels2) * s->panel2;
+}
+
+static void stream_run(const cpu_job *job, stream_task k, const uint8_t *pf_next, int32_t thread)
+{
+    const cpu_rowgroup *rg = &job->groups[k.gi];
+    if (k.t < job->tiles) {
+        gemm1_tile(job, rg, k.t, thread, pf_next);
+        if (atomic_fetch_sub_explicit(&job->pending[k.gi], 1, memory_order_acq_rel) == 1) {
             requant_rows(job, rg->r0, rg->r1);
-            atomic_store_explicit(&job->ready[gi], 1, memory_order_release);
+            atomic_store_explicit(&job->ready[k.gi], 1, memory_order_release);
         }
         return;
     }
-    t -= n1;
-    int64_t gi = t / job->tiles2;
-    for (unsigned spins = 0; !atomic_load_explicit(&job->ready[gi], memory_order_acquire);
+    for (unsigned spins = 0; !atomic_load_explicit(&job->ready[k.gi], memory_order_acquire);
          spins++) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
         if (spins > 4096) sched_yield(); /* the group's last GEMM1 tile was descheduled */
     }
-    gemm2_tile(job, &job->groups[gi], t % job->tiles2, thread);
+    gemm2_tile(job, rg, k.t - job->tiles, thread, pf_next);
+}
+
+/* One pool task per thread; a thread that gets two just finds the second one's work gone. */
+static void stream_task_fn(void *arg, int64_t task, int32_t thread)
+{
+    (void)task;
+    const cpu_job *job = arg;
+    int64_t own = -1;
+    stream_task cur = claim_next(job, &own);
+    while (cur.t >= 0) {
+        stream_task nxt = claim_next(job, &own);
+        stream_run(job, cur, task_bytes(job, nxt), thread);
+        cur = nxt;
+    }
 }
 
 /* A decode-sized chunk: phase 1 (on the caller when it is a couple of tasks: a token's k rows
  * share one prepared row, so that is one row's work per token, less than a pool hand-off),
- * then fused_task. */
-static void run_fused(cpu_job *job, int64_t rb, int64_t tiles1, int64_t prep_tasks,
-                      cpu_rowgroup *groups)
+ * then the streams. */
+static void run_decode(cpu_job *job, int64_t rb, int64_t tiles1, int64_t prep_tasks,
+                       cpu_rowgroup *groups)
 {
     int64_t tiles2 = (job->s->H / CPU_PANEL + TILE_PANELS2_FUSED - 1) / TILE_PANELS2_FUSED;
     if (prep_tasks <= 2)
@@ -560,8 +641,11 @@ static void run_fused(cpu_job *job, int64_t rb, int64_t tiles1, int64_t prep_tas
     for (int64_t i = 0; i < job->n_groups; i++) {
         atomic_store_explicit(&job->pending[i], (int)tiles1, memory_order_relaxed);
         atomic_store_explicit(&job->ready[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&job->next_tile[i], 0, memory_order_relaxed);
     }
-    w4a8moe_threadpool_run(job->s->pool, fused_task, job, job->n_groups * (tiles1 + tiles2));
+    atomic_store_explicit(job->next_group, 0, memory_order_relaxed);
+    int32_t n = w4a8moe_threadpool_size(job->s->pool);
+    w4a8moe_threadpool_run(job->s->pool, stream_task_fn, job, n);
 }
 
 static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
@@ -578,13 +662,15 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
     cpu_ws_layout L;
     ws_layout(ctx->desc, ctx->num_local, ctx->num_threads, &L);
     char *ws = workspace;
-    cpu_job job = {s, ctx->desc, dp, 0, 0, (int16_t *)(void *)(ws + L.ain),
+    cpu_job job = {s, ctx->desc, dp, 0, 0, (int8_t *)(void *)(ws + L.ain),
                    (int32_t *)(void *)(ws + L.corr1), (int32_t *)(void *)(ws + L.corr2),
                    (int32_t *)(void *)(ws + L.alias1),
                    (float *)(void *)(ws + L.ymid), (float *)(void *)(ws + L.rmid), NULL, 0, 0,
-                   (double *)(void *)(ws + L.scratch), 0, 0, NULL, NULL};
+                   (double *)(void *)(ws + L.scratch), 0, 0, NULL, NULL, NULL, NULL};
     job.pending = (atomic_int *)(void *)(ws + L.sync);
     job.ready = job.pending + L.max_groups1;
+    job.next_tile = job.ready + L.max_groups1;
+    job.next_group = job.next_tile + L.max_groups1;
     cpu_rowgroup *g1 = (cpu_rowgroup *)(void *)(ws + L.groups1);
     cpu_rowgroup *g2 = (cpu_rowgroup *)(void *)(ws + L.groups2);
     int64_t begin = dp->expert_offsets[0], end = dp->expert_offsets[s->num_local];
@@ -595,7 +681,7 @@ static w4a8moe_status cpu_run(const w4a8moe_stage_ctx *ctx, void *state,
         job.c1 = c0 + L.rc < end ? c0 + L.rc : end;
         int64_t prep_tasks = (job.c1 - c0 + PREP_ROWS - 1) / PREP_ROWS;
         if (job.c1 - c0 <= FUSED_ROWS) {
-            run_fused(&job, L.rb1, tiles1, prep_tasks, g1);
+            run_decode(&job, L.rb1, tiles1, prep_tasks, g1);
             continue;
         }
         w4a8moe_threadpool_run(s->pool, prep_in_task, &job, prep_tasks);

@@ -1,42 +1,41 @@
 /*
- * cpu_experts_avx2.c — the `cpu` backend's x86 tile kernels (contract steps 3 and 6 up to the
- * channel and row scales): AVX2, and the same code with AVX-512 VNNI's vpdpwssd on 256-bit
- * registers. Compiled into every x86-64 build through target attributes (vpdpwssd through
+ * cpu_experts_avx2.c — the `cpu` backend's x86 kernels (contract steps 3 and 6 up to the
+ * channel and row scales): AVX2, and the same code with AVX-512 VNNI's vpdpbusd on 256-bit
+ * registers. Compiled into every x86-64 build through target attributes (vpdpbusd through
  * inline asm, so no -mavx512 flag is needed) and called only where the CPU has the ISA
  * (runtime detection in cpu_experts.c).
  *
  * Layout and row format: cpu_experts_impl.h. One ymm register holds 8 output channels as
- * 8 int32 lanes. A weight dword holds a channel's nibbles for inputs k0..k0+7; shifting it by
- * 4m and masking with 0x000F000F leaves nibble m in the low int16 and nibble m+4 in the high
- * one, so one vpmaddwd against the broadcast activation pair (A[k0+m], A[k0+m+4]) adds two
- * products per channel: per 64 weights and row 8 vpmaddwd + 8 vpaddd (or 8 vpdpwssd) for the
- * big and small halves of the activations, plus 6 shift/mask uops shared by the rows. All
- * integer, so exact: |nib * big| <= 15 * 7168 and a group of 128 inputs sums to < 2^24 per
- * half. At the group end 512 P_b = 32 * big + small - corr[b] (|.| < 2^30 on the way) is
- * widened to f64 and acc += S * 512 P_b with FMA (the product is exact, so FMA rounds like the
- * reference's separate multiply and add).
+ * 8 int32 lanes. A weight dword holds a channel's nibbles for inputs k0..k0+7 (nibble i at
+ * bits 4i), so masking it with 0x0F0F0F0F leaves the even inputs' nibbles as 4 unsigned bytes
+ * and a 4-bit shift first the odd ones'. vpdpbusd multiplies those bytes with 4 signed digit
+ * bytes of the activations and adds the 4 products to the lane: per 8 inputs, row and block,
+ * 6 vpdpbusd (3 digits x even/odd) and 3 mask/shift uops shared by the rows. The former format
+ * (activations as two int16 halves by magnitude, vpdpwssd) took 8 + 6; measured on the 2-core
+ * Zen 4 host with hot caches, one row: ~22.5 -> ~27.5 GB/s of weights per core; four rows: ~6.9
+ * -> ~8.7 (the 4-row register block needs AVX512VL's 32 registers, see STREAM_DRIVER).
+ * All integer, so exact: a lane gains at most 4 * 15 * 128 per instruction, a group of 128
+ * inputs stays below 2^18 per digit; at the group end 512 P_b = S0 + 2^8 S1 + 2^16 S2 - corr[b]
+ * in wrapping int32 (the true value is below 2^31, so the wrap-around cancels), widened to f64,
+ * and acc += S * 512 P_b with FMA (the product is exact, so FMA rounds like the reference's
+ * separate multiply and add). The AVX2-only variant does vpdpbusd as vpmaddubsw (pairs: at
+ * most 2 * 15 * 128, no saturation) + vpmaddwd by ones + vpaddd.
  *
- * Register tiles: MR rows x NB blocks of 8 channels, 2*MR*NB int32 accumulators (8 here;
- * integer adds have 1-cycle latency, so 8 chains are plenty). Decode (1 row) runs 1x4, ~88
- * FP-pipe uops per 256 weights (AVX2): measured on the 2-core Zen 4 host with hot caches,
- * ~37 G weights/s/core for the kernel alone, against ~21 G/s/core needed to stream 20 GB/s at
- * 0.52 bytes per weight, so decode is memory bound: software prefetch 1 KB ahead on each panel
- * stream took a cold single-thread decode layer from ~2.4 to ~2.0 ms, prefetching each stream's
- * first 1 KB at the call's start saved another ~4% (2 threads; 2 KB ahead measured no better).
- * Short panels (GEMM2, K = I = 768: 6 KB a stream) paid that cold start on every call: running
- * the prefetch on into the next call's stream heads instead (only a tile's first call
- * prefetches heads) took the qwen3-30b-a3b T = 1 layer from ~790 to ~730 us, together with
- * 8-panel GEMM2 decode tiles (cpu_experts.c); a single stream per call (1x2 tiles, panels in
- * turn) measured slower than two side by side.
- * Prefill runs 4x1 (4 rows share each unpacked weight vector): ~28 G MACs/s/core with AVX2,
- * ~34 with VNNI.
+ * One kernel for decode and prefill: a tile is read once, in address order (panel by panel,
+ * group by group), and every row of the call passes over each group in register blocks of up
+ * to 4 rows, re-reading the group's 1 KB from L1 per block; the f64 sums live in out (read,
+ * FMA, write once per group and row: 16 doubles per 2048 weights). A thread that runs
+ * consecutive tiles (the decode path in cpu_experts.c) thus reads one linear stream: on the
+ * 2-core host a pure read of 17 KB blocks handed out round-robin tops at ~23 GB/s, one linear
+ * stream per thread whose prefetch runs on into its next block at ~29-31 GB/s (2026-12-04).
  */
 #include "cpu_experts_impl.h"
 
 #if defined(W4A8MOE_CPU_HAVE_AVX2)
 
 #include <immintrin.h>
-#define PREFETCH_BYTES 1024 /* ahead on each panel stream, decode tiles only (see above) */
+
+#define STREAM_PREFETCH 2048 /* bytes ahead of the read position (1-8 KB measured alike) */
 
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
 
@@ -54,164 +53,254 @@ AVX2_INLINE void load_scales(const uint8_t *sp, int bf16, int h, __m256d *lo, __
     *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1));
 }
 
-/* acc += madd(e, x). The empty asm keeps the accumulation a linear chain: left alone, GCC 12
- * reassociates the four adds of a chunk into a tree whose temporaries spilled every
- * accumulator of the 4x1 tile to the stack. */
-AVX2_INLINE __m256i madd_acc(__m256i acc, __m256i e, __m256i x, const int vnni)
+/* acc += the 4 products of unsigned bytes u and signed bytes x, per int32 lane. "v": any
+ * vector register the caller's target allows (ymm16-31 in the VNNI variant). */
+AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x, const int vnni)
 {
     if (vnni) {
-        __asm__("vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(e), "x"(x));
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(x));
         return acc;
     }
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(e, x));
-    __asm__("" : "+x"(acc));
-    return acc;
+    __m256i pairs = _mm256_maddubs_epi16(u, x);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
-/* Nibbles m and m+4 of every dword as the low and high int16 of the lane: a mask (m = 0), a
- * 16-bit shift that drops everything else (m = 3), or both. */
-AVX2_INLINE __m256i nibble_pair(__m256i w, int m)
+/* Group b of one panel (gp = its first chunk) for rows [r0, r0+MR): out[r][0..16) += S * 512 P.
+ * One row splits each accumulator by input parity: 6 chains of 2 dependent vpdpbusd per chunk
+ * would leave the multiply ports idle half the time. pf: where to prefetch this group's lines
+ * ahead, or NULL. */
+AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int r0,
+                              double *out, int ldo, const uint8_t *pf, const int MR,
+                              const int vnni)
 {
-    const __m256i mask = _mm256_set1_epi32(0x000F000F);
-    if (m == 3) return _mm256_srli_epi16(w, 12);
-    return _mm256_and_si256(m ? _mm256_srli_epi32(w, 4 * m) : w, mask);
-}
-
-/* out rows [r0, r0+MR) x blocks [q0, q0+NB) (block q = panel q/2, half q%2); ldo = doubles per
- * out row. */
-AVX2_INLINE void tile_kernel(const cpu_gemm_args *ga, int r0, int q0, int ldo, const int MR,
-                             const int NB, const int vnni)
-{
-    const int64_t ngroups = ga->K / ga->g;
-    const int nchunk = ga->g / 8, bf16 = ga->scale_bf16;
+    const int nchunk = ga->g / 8, SP = MR == 1 ? 2 : 1;
+    const __m256i mask = _mm256_set1_epi8(0x0f);
     const int32_t *a[4];
-    const int32_t *corr[4];
-    const uint8_t *wq[4];
-    __m256d acc[4][4][2];
+    __m256i acc[4][2][3][2]; /* [row][block][digit][parity split] */
 #pragma GCC unroll 4
     for (int r = 0; r < MR; r++) {
-        a[r] = (const int32_t *)(const void *)ga->a[r0 + r];
-        corr[r] = ga->corr[r0 + r];
-#pragma GCC unroll 4
-        for (int q = 0; q < NB; q++) acc[r][q][0] = acc[r][q][1] = _mm256_setzero_pd();
+        a[r] = (const int32_t *)(const void *)ga->a[r0 + r] + (size_t)b * nchunk * 8;
+        for (int h = 0; h < 2; h++)
+            for (int d = 0; d < 3; d++)
+                for (int sp = 0; sp < SP; sp++) acc[r][h][d][sp] = _mm256_setzero_si256();
     }
-#pragma GCC unroll 4
-    for (int q = 0; q < NB; q++)
-        wq[q] = ga->w + (size_t)((q0 + q) >> 1) * ga->panel_bytes + 32 * ((q0 + q) & 1);
-    /* decode: a call streams NB/2 panels side by side and the tile's next call the NB/2 after
-     * them, so past its streams' ends the in-loop prefetch moves on to the next call's streams
-     * (skip the other NB/2 - 1 panels; panel padding, if any, just shifts it a few lines) and
-     * only the tile's first call starts cold */
-    const size_t stream_len = (size_t)ngroups * ga->group_bytes;
-    const size_t skip = q0 + NB < 2 * ga->np ? (size_t)(NB / 2 - 1) * ga->panel_bytes : 0;
-    if (MR == 1 && q0 == 0) /* the tile's head, which the in-loop prefetch never covers */
-#pragma GCC unroll 4
-        for (int q = 0; q < NB; q += 2)
-            for (int o = 0; o < PREFETCH_BYTES; o += CPU_CHUNK)
-                _mm_prefetch((const char *)(wq[q] + o), _MM_HINT_T0);
-    for (int64_t b = 0; b < ngroups; b++) {
-        __m256i big[4][4], small[4][4];
+    for (int c = 0; c < nchunk; c++) {
+        const uint8_t *cp = gp + (size_t)c * CPU_CHUNK;
+        __m256i W0 = _mm256_loadu_si256((const __m256i *)(const void *)cp);
+        __m256i W1 = _mm256_loadu_si256((const __m256i *)(const void *)(cp + 32));
+        if (pf) _mm_prefetch((const char *)(pf + (size_t)c * CPU_CHUNK), _MM_HINT_T0);
+        __m256i ev[2] = {_mm256_and_si256(W0, mask), _mm256_and_si256(W1, mask)};
+        __m256i od[2] = {_mm256_and_si256(_mm256_srli_epi32(W0, 4), mask),
+                         _mm256_and_si256(_mm256_srli_epi32(W1, 4), mask)};
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-            for (int q = 0; q < NB; q++) big[r][q] = small[r][q] = _mm256_setzero_si256();
-        for (int c = 0; c < nchunk; c++) {
-            __m256i W[4];
-            const int32_t *ac[4];
-#pragma GCC unroll 4
-            for (int q = 0; q < NB; q++)
-                W[q] = _mm256_loadu_si256((const __m256i *)(const void *)(
-                    wq[q] + (size_t)b * ga->group_bytes + (size_t)c * CPU_CHUNK));
-#pragma GCC unroll 4
-            for (int r = 0; r < MR; r++) ac[r] = a[r] + (b * nchunk + c) * 8;
-            if (MR == 1) { /* memory bound: one 64-byte chunk per panel and step */
-                size_t pf = (size_t)b * ga->group_bytes + (size_t)c * CPU_CHUNK + PREFETCH_BYTES;
-                if (pf >= stream_len) pf += skip;
-#pragma GCC unroll 4
-                for (int q = 0; q < NB; q += 2)
-                    _mm_prefetch((const char *)(wq[q] + pf), _MM_HINT_T0);
-            }
-#pragma GCC unroll 4
-            for (int m = 0; m < 4; m++) {
-                __m256i E[4];
-#pragma GCC unroll 4
-                for (int q = 0; q < NB; q++) E[q] = nibble_pair(W[q], m);
-#pragma GCC unroll 4
-                for (int r = 0; r < MR; r++) {
-                    __m256i xb = _mm256_set1_epi32(ac[r][m]), xs = _mm256_set1_epi32(ac[r][4 + m]);
-#pragma GCC unroll 4
-                    for (int q = 0; q < NB; q++) {
-                        big[r][q] = madd_acc(big[r][q], E[q], xb, vnni);
-                        small[r][q] = madd_acc(small[r][q], E[q], xs, vnni);
-                    }
+#pragma GCC unroll 3
+            for (int d = 0; d < 3; d++) {
+                __m256i xe = _mm256_set1_epi32(a[r][c * 8 + 2 * d]);
+                __m256i xo = _mm256_set1_epi32(a[r][c * 8 + 2 * d + 1]);
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    acc[r][h][d][0] = dot4(acc[r][h][d][0], ev[h], xe, vnni);
+                    acc[r][h][d][SP - 1] = dot4(acc[r][h][d][SP - 1], od[h], xo, vnni);
                 }
             }
-        }
-        /* group end: 512 P_b = 32 big + small - corr[b]; acc += S * 512 P_b in f64 */
+    }
+    if (pf) _mm_prefetch((const char *)(pf + (size_t)nchunk * CPU_CHUNK), _MM_HINT_T0); /* scales */
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256d slo, shi;
+        load_scales(gp + (size_t)nchunk * CPU_CHUNK, ga->scale_bf16, h, &slo, &shi);
 #pragma GCC unroll 4
-        for (int q = 0; q < NB; q++) {
-            __m256d slo, shi;
-            load_scales(wq[q] - 32 * ((q0 + q) & 1) + (size_t)b * ga->group_bytes +
-                            (size_t)nchunk * CPU_CHUNK,
-                        bf16, (q0 + q) & 1, &slo, &shi);
-#pragma GCC unroll 4
-            for (int r = 0; r < MR; r++) {
-                __m256i p = _mm256_add_epi32(_mm256_slli_epi32(big[r][q], 5), small[r][q]);
-                p = _mm256_sub_epi32(p, _mm256_set1_epi32(corr[r][b]));
-                __m256d plo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(p));
-                __m256d phi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(p, 1));
-                acc[r][q][0] = _mm256_fmadd_pd(slo, plo, acc[r][q][0]);
-                acc[r][q][1] = _mm256_fmadd_pd(shi, phi, acc[r][q][1]);
-            }
+        for (int r = 0; r < MR; r++) {
+            __m256i s[3];
+            for (int d = 0; d < 3; d++)
+                s[d] = SP == 2 ? _mm256_add_epi32(acc[r][h][d][0], acc[r][h][d][1]) : acc[r][h][d][0];
+            __m256i p = _mm256_add_epi32(s[0], _mm256_slli_epi32(s[1], 8));
+            p = _mm256_add_epi32(p, _mm256_slli_epi32(s[2], 16));
+            p = _mm256_sub_epi32(p, _mm256_set1_epi32(ga->corr[r0 + r][b]));
+            double *o = out + (size_t)(r0 + r) * ldo + 8 * h;
+            __m256d plo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(p));
+            __m256d phi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(p, 1));
+            _mm256_storeu_pd(o, _mm256_fmadd_pd(slo, plo, _mm256_loadu_pd(o)));
+            _mm256_storeu_pd(o + 4, _mm256_fmadd_pd(shi, phi, _mm256_loadu_pd(o + 4)));
         }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-        for (int q = 0; q < NB; q++) {
-            double *o = ga->out + (size_t)(r0 + r) * ldo + (size_t)(q0 + q) * 8;
-            _mm256_storeu_pd(o, acc[r][q][0]);
-            _mm256_storeu_pd(o + 4, acc[r][q][1]);
-        }
 }
 
-#define TILE_INSTANCE(MR, NB, V)                                                                \
-    static __attribute__((noinline, target("avx2,fma"))) void tile_##MR##x##NB##_##V(           \
-        const cpu_gemm_args *ga, int r0, int q0, int ldo)                                       \
+/* Where to prefetch for the group at byte offset pos of the tile: pos + STREAM_PREFETCH, or
+ * past the tile's end the same distance into the caller's next tile (NULL when unknown). */
+static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size_t tile_bytes)
+{
+    size_t t = pos + STREAM_PREFETCH;
+    if (t < tile_bytes) return ga->w + t;
+    return ga->pf_next ? ga->pf_next + (t - tile_bytes) : NULL;
+}
+
+/* stream_rows: every row of the call over one group, 4-row blocks then the rest (the prefetch
+ * goes with the first block only). stream_driver: the tile in address order. */
+#define STREAM_DRIVER(V, TARGET)                                                                \
+    static __attribute__((noinline, target(TARGET))) void stream_rows_##V(                      \
+        const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, double *out, int ldo,           \
+        const uint8_t *pf)                                                                      \
     {                                                                                           \
-        tile_kernel(ga, r0, q0, ldo, MR, NB, V);                                                \
+        int r = 0, nr = ga->nr;                                                                 \
+        for (; r + 4 <= nr; r += 4, pf = NULL) stream_group(ga, gp, b, r, out, ldo, pf, 4, V);  \
+        if (nr - r == 3) stream_group(ga, gp, b, r, out, ldo, pf, 3, V);                        \
+        if (nr - r == 2) stream_group(ga, gp, b, r, out, ldo, pf, 2, V);                        \
+        if (nr - r == 1) stream_group(ga, gp, b, r, out, ldo, pf, 1, V);                        \
+    }                                                                                           \
+    static void stream_driver_##V(const cpu_gemm_args *ga)                                      \
+    {                                                                                           \
+        int ldo = ga->np * CPU_PANEL;                                                           \
+        int64_t ngroups = ga->K / ga->g;                                                        \
+        size_t tile_bytes = (size_t)ga->np * ga->panel_bytes;                                   \
+        for (int r = 0; r < ga->nr; r++)                                                        \
+            for (int c = 0; c < ldo; c++) ga->out[(size_t)r * ldo + c] = 0.0;                   \
+        for (int p = 0; p < ga->np; p++)                                                        \
+            for (int64_t b = 0; b < ngroups; b++) {                                             \
+                size_t pos = (size_t)p * ga->panel_bytes + (size_t)b * ga->group_bytes;          \
+                stream_rows_##V(ga, ga->w + pos, b, ga->out + (size_t)p * CPU_PANEL, ldo,       \
+                                stream_pf(ga, pos, tile_bytes));                                \
+            }                                                                                   \
     }
 
-#define TILE_DRIVER(V)                                                                          \
-    TILE_INSTANCE(4, 1, V)                                                                      \
-    TILE_INSTANCE(3, 1, V)                                                                      \
-    TILE_INSTANCE(2, 2, V)                                                                      \
-    TILE_INSTANCE(1, 4, V)                                                                      \
-    TILE_INSTANCE(1, 2, V)                                                                      \
-    static void tile_driver_##V(const cpu_gemm_args *ga)                                        \
-    {                                                                                           \
-        int nr = ga->nr, nb = 2 * ga->np, ldo = nb * 8, r = 0, q = 0;                            \
-        if (nr >= 4)                                                                            \
-            for (q = 0; q < nb; q++)                                                            \
-                for (r = 0; r + 4 <= nr; r += 4) tile_4x1_##V(ga, r, q, ldo);                   \
-        r = nr & ~3;                                                                            \
-        if (nr - r == 3)                                                                        \
-            for (q = 0; q < nb; q++) tile_3x1_##V(ga, r, q, ldo);                               \
-        if (nr - r == 2)                                                                        \
-            for (q = 0; q < nb; q += 2) tile_2x2_##V(ga, r, q, ldo);                            \
-        if (nr - r == 1) {                                                                      \
-            for (q = 0; q + 4 <= nb; q += 4) tile_1x4_##V(ga, r, q, ldo);                       \
-            if (q < nb) tile_1x2_##V(ga, r, q, ldo);                                            \
-        }                                                                                       \
+/* The VNNI variant may use all 32 vector registers (AVX512VL, which the caller checks with
+ * VNNI): a 4-row block keeps 24 accumulators. */
+STREAM_DRIVER(0, "avx2,fma")
+STREAM_DRIVER(1, "avx2,fma,avx512f,avx512vl")
+
+void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *ga) { stream_driver_0(ga); }
+
+void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *ga) { stream_driver_1(ga); }
+
+/* ---- row preparation (cpu_experts_impl.h's format), 8 inputs per step ----------------------
+ * The scalar path (cpu_experts.c) takes ~8 us per 768-value row for requantisation, time in
+ * which the thread streams no weights (5-7% of a decode layer); these do the same integer
+ * arithmetic 8 lanes at a time. */
+
+/* A = v * 512 of 8 e4m3 codes (int32 lanes; 0 for NaN), NaN lanes set in *nan. */
+AVX2_INLINE __m256i e4m3_a512(__m256i c, __m256i *nan)
+{
+    const __m256i seven = _mm256_set1_epi32(7), one = _mm256_set1_epi32(1);
+    __m256i e = _mm256_and_si256(_mm256_srli_epi32(c, 3), _mm256_set1_epi32(15));
+    __m256i m = _mm256_and_si256(c, seven);
+    /* normal: (8 + m) << (e - 1); e = 0 (subnormal): m; the shift by 2^32 - 1 gives 0 */
+    __m256i a = _mm256_sllv_epi32(_mm256_or_si256(m, _mm256_set1_epi32(8)), _mm256_sub_epi32(e, one));
+    a = _mm256_blendv_epi8(a, m, _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+    __m256i isnan = _mm256_cmpeq_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x7f)), _mm256_set1_epi32(0x7f));
+    *nan = _mm256_or_si256(*nan, isnan);
+    a = _mm256_andnot_si256(isnan, a);
+    __m256i neg = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_srli_epi32(c, 7)); /* -1: sign */
+    return _mm256_sub_epi32(_mm256_xor_si256(a, neg), neg);
+}
+
+/* The 32-byte chunk of 8 inputs' A: three digit planes, even inputs then odd, 8 zero bytes. */
+AVX2_INLINE void store_digits(__m256i a, void *dst)
+{
+    a = _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    __m256i d0 = _mm256_srai_epi32(_mm256_slli_epi32(a, 24), 24);
+    __m256i r1 = _mm256_srai_epi32(_mm256_sub_epi32(a, d0), 8);
+    __m256i d1 = _mm256_srai_epi32(_mm256_slli_epi32(r1, 24), 24);
+    __m256i d2 = _mm256_srai_epi32(_mm256_sub_epi32(r1, d1), 8);
+    /* digits fit int8, so the saturating packs are plain narrowing */
+    __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(d0, d1), _mm256_packs_epi32(d2, _mm256_setzero_si256()));
+    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst, v);
+}
+
+AVX2_INLINE int32_t hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+__attribute__((target("avx2,fma"))) void w4a8moe_cpu_prep_codes_avx2(const uint8_t *q, int64_t K,
+                                                                    int g, int8_t *a,
+                                                                    int32_t *corr, int32_t *nan)
+{
+    __m256i nanv = _mm256_setzero_si256();
+    for (int64_t b = 0; b < K / g; b++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
+            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q + k)));
+            __m256i v = e4m3_a512(c, &nanv);
+            sum = _mm256_add_epi32(sum, v);
+            store_digits(v, a + k * 4);
+        }
+        corr[b] = 8 * hsum_epi32(sum);
     }
+    *nan |= !_mm256_testz_si256(nanv, nanv);
+}
 
-/* Blocks outer, 4-row blocks inner: a block's weights (4*K bytes) stay in L1 while the row
- * blocks pass over them. */
-TILE_DRIVER(0)
-TILE_DRIVER(1)
+/* shift_rne (common/quant.h) per lane: v >> s rounded to nearest even, 1 <= s <= 31. */
+AVX2_INLINE __m256i shift_rne_v(__m256i v, __m256i s)
+{
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i q = _mm256_srlv_epi32(v, s);
+    __m256i half_m1 = _mm256_sub_epi32(_mm256_sllv_epi32(one, _mm256_sub_epi32(s, one)), one);
+    return _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(v, half_m1), _mm256_and_si256(q, one)), s);
+}
 
-void w4a8moe_cpu_tile_avx2(const cpu_gemm_args *ga) { tile_driver_0(ga); }
+/* w4a8moe_f32_to_e4m3 (common/quant.h) on 8 lanes, the same cases and roundings. */
+AVX2_INLINE __m256i f32_to_e4m3_v(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
+    __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    /* signed compares are safe: a < 2^31 */
+    __m256i isnan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
+    __m256i sat = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x43e00000 - 1));
+    __m256i normal = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x3c800000 - 1));
+    __m256i cn = shift_rne_v(_mm256_sub_epi32(a, _mm256_set1_epi32(120 << 23)), _mm256_set1_epi32(20));
+    cn = _mm256_min_epu32(cn, _mm256_set1_epi32(0x7e));
+    __m256i e = _mm256_srli_epi32(a, 23);
+    __m256i full = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7fffff)), _mm256_set1_epi32(0x800000));
+    __m256i sh = _mm256_sub_epi32(_mm256_set1_epi32(141), e);
+    sh = _mm256_min_epu32(sh, _mm256_set1_epi32(31)); /* lanes e < 110 are zeroed below */
+    __m256i cs = shift_rne_v(full, sh);
+    cs = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(110), e), cs);
+    __m256i code = _mm256_blendv_epi8(cs, cn, normal);
+    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(0x7e), sat);
+    code = _mm256_blendv_epi8(code, _mm256_set1_epi32(0x7f), isnan);
+    return _mm256_or_si256(code, sign);
+}
 
-void w4a8moe_cpu_tile_avx512vnni(const cpu_gemm_args *ga) { tile_driver_1(ga); }
+__attribute__((target("avx2,fma"))) float w4a8moe_cpu_amax_avx2(const float *y, int64_t n)
+{
+    __m256 m = _mm256_setzero_ps(), abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 unord = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256 v = _mm256_and_ps(_mm256_loadu_ps(y + i), abs);
+        unord = _mm256_or_ps(unord, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        m = _mm256_max_ps(m, v);
+    }
+    if (!_mm256_testz_ps(unord, unord)) return __builtin_nanf("");
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+__attribute__((target("avx2,fma"))) void w4a8moe_cpu_requant_avx2(float *y, int64_t I, int g,
+                                                                  float r, int32_t *corr,
+                                                                  int32_t *nan)
+{
+    __m256i nanv = _mm256_setzero_si256();
+    const __m256 rv = _mm256_set1_ps(r);
+    for (int64_t b = 0; b < I / g; b++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
+            /* the chunk's prepared bytes take exactly its 8 floats' place */
+            __m256i c = f32_to_e4m3_v(_mm256_div_ps(_mm256_loadu_ps(y + k), rv));
+            __m256i v = e4m3_a512(c, &nanv);
+            sum = _mm256_add_epi32(sum, v);
+            store_digits(v, y + k);
+        }
+        corr[b] = 8 * hsum_epi32(sum);
+    }
+    *nan |= !_mm256_testz_si256(nanv, nanv);
+}
 
 #endif /* W4A8MOE_CPU_HAVE_AVX2 */

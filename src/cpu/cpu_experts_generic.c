@@ -3,9 +3,9 @@
  * layout and prepared rows of cpu_experts_impl.h, used where AVX2 + FMA are missing or
  * W4A8MOE_CPU_GENERIC=1.
  *
- * Per group, 512 P_b = sum q * (32 big + small) in int32 (exact: |.| < 2^28), then
- * acc += S * 512 P_b in f64 (exact product, one rounding), so the results are bit-identical to
- * the AVX2 kernel's. The 16 channels of a panel sit in the innermost loop so a compiler can
+ * Per group, 512 P_b = sum q * A in int32 (A = d0 + 256 d1 + 65536 d2 from the prepared
+ * digits; exact: |.| < 2^28), then acc += S * 512 P_b in f64 (exact product, one rounding), so
+ * the results are bit-identical to the AVX2 kernel's. The 16 channels of a panel sit in the innermost loop so a compiler can
  * vectorise it with whatever the baseline ISA offers.
  */
 #include "cpu_experts_impl.h"
@@ -26,7 +26,7 @@ static double group_scale(const uint8_t *sp, int bf16, int ch)
     return (double)s;
 }
 
-static void panel_row(const cpu_gemm_args *ga, const int16_t *a, const uint8_t *panel, double *out)
+static void panel_row(const cpu_gemm_args *ga, const int8_t *a, const uint8_t *panel, double *out)
 {
     int64_t ngroups = ga->K / ga->g;
     int nchunk = ga->g / 8;
@@ -36,11 +36,11 @@ static void panel_row(const cpu_gemm_args *ga, const int16_t *a, const uint8_t *
         int32_t P[CPU_PANEL] = {0};
         for (int c = 0; c < nchunk; c++) {
             uint32_t w[CPU_PANEL];
-            const int16_t *ac = a + (b * nchunk + c) * 16;
+            const int8_t *ac = a + (b * nchunk + c) * 32;
             memcpy(w, gp + (size_t)c * CPU_CHUNK, sizeof w);
             for (int i = 0; i < 8; i++) {
-                int m = i & 3, hi = i >> 2; /* input k0 + i sits in pair m, half hi */
-                int32_t A = 32 * ac[2 * m + hi] + ac[8 + 2 * m + hi];
+                int at = 4 * (i & 1) + (i >> 1); /* input k0 + i: even inputs, then odd */
+                int32_t A = ac[at] + 256 * ac[8 + at] + 65536 * ac[16 + at];
                 for (int ch = 0; ch < CPU_PANEL; ch++)
                     P[ch] += ((int32_t)((w[ch] >> (4 * i)) & 0xFu) - 8) * A;
             }

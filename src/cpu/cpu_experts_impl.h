@@ -23,12 +23,14 @@
  *
  * Prepared input rows (one per routed row; exact integers, so P_b is exact and the group sums
  * below reproduce the reference's f64 arithmetic bit for bit):
- *   every e4m3 value v is A = v * 512, an integer with |A| <= 229376, too wide for int16, so it
- *   is split by magnitude: |v| >= 1/2 is a multiple of 2^-4, "big" = v * 16 (|.| <= 7168);
- *   |v| < 1/2 is a multiple of 2^-9, "small" = v * 512 (|.| <= 240); the other is 0.
- *   int16 [K/8][16]: chunk c (inputs k0 = 8c .. 8c+7) = big pairs (A[k0+m], A[k0+m+4]) for
- *   m = 0..3, then small pairs alike (one dword per pair, matching the nibble pairs a
- *   shift-and-mask pulls out of a weight dword, see cpu_experts_avx2.c);
+ *   every e4m3 value v is A = v * 512, an integer with |A| <= 229376, written as balanced
+ *   base-256 digits A = d0 + 256 d1 + 65536 d2, d0 and d1 in [-128, 127], |d2| <= 4 (signed
+ *   bytes, the operand vpdpbusd multiplies with the weights' unsigned nibbles);
+ *   int8 [K/8][32]: chunk c (inputs k0 = 8c .. 8c+7) = for digit p = 0, 1, 2 the 8 bytes
+ *   d_p[k0], d_p[k0+2], d_p[k0+4], d_p[k0+6], d_p[k0+1], d_p[k0+3], d_p[k0+5], d_p[k0+7]
+ *   (even inputs, then odd: the nibble bytes a mask, or a shift and a mask, pull out of a
+ *   weight dword, see cpu_experts_avx2.c), then 8 zero bytes: 4 bytes per input, so GEMM2's
+ *   rows are prepared in place of the f32 activations they come from;
  *   corr int32 [K/g + 1]: corr[b] = 8 * sum_{k in group b} A (undoes the +8 of the stored
  *   nibbles), corr[K/g] = 1 when the row holds an e4m3 NaN (its whole output is then NaN, as
  *   in the reference, where 0 * NaN poisons every channel).
@@ -56,9 +58,11 @@ typedef struct cpu_gemm_args {
     int32_t scale_bf16;      /* group scales stored as bf16 (else f32) */
     int32_t np;              /* panels in this tile, >= 1 */
     int32_t nr;              /* rows, >= 1 */
-    const int16_t *const *a;   /* [nr] prepared rows, int16 [K/8][16] */
+    const int8_t *const *a;    /* [nr] prepared rows, int8 [K/8][32] */
     const int32_t *const *corr; /* [nr] corrections, int32 [K/g + 1] */
     double *out;               /* [nr][np*16]: acc (above), no channel or row scale */
+    const uint8_t *pf_next;    /* stream kernels: where the caller's next tile starts (its
+                                * prefetch runs on into it past this tile's end), or NULL */
 } cpu_gemm_args;
 
 /* out = the tile's group-scaled dot products (contract steps 3 and 6 before C and s). */
@@ -66,11 +70,21 @@ void w4a8moe_cpu_tile_generic(const cpu_gemm_args *args);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define W4A8MOE_CPU_HAVE_AVX2 1
-/* The same with AVX2 + FMA; call only where the CPU has both. */
-void w4a8moe_cpu_tile_avx2(const cpu_gemm_args *args);
-/* The same with vpdpwssd (AVX-512 VNNI on 256-bit registers) fusing multiply and add; call
- * only where the CPU also has AVX512VNNI and AVX512VL. */
-void w4a8moe_cpu_tile_avx512vnni(const cpu_gemm_args *args);
+/* The same with AVX2 + FMA (call only where the CPU has both), and with vpdpbusd (AVX-512
+ * VNNI on 256-bit registers; only where the CPU also has AVX512VNNI and AVX512VL). One pass
+ * over the tile's bytes in address order (panel by panel, every row per group), software
+ * prefetch running ahead linearly and on into args->pf_next, so a thread handed consecutive
+ * tiles (cpu_experts.c's decode path) reads one linear stream. */
+void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *args);
+void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *args);
+/* Row preparation with AVX2, the same bytes as cpu_experts.c's scalar prep_codes: from e4m3
+ * codes q [K]; and requantisation in place (contract step 5 after r is known: y [I] f32 ->
+ * the prepared e4m3 values of y / r). Both write corr[0, K/g) and OR a NaN into *nan. */
+void w4a8moe_cpu_prep_codes_avx2(const uint8_t *q, int64_t K, int g, int8_t *a, int32_t *corr,
+                                 int32_t *nan);
+void w4a8moe_cpu_requant_avx2(float *y, int64_t I, int g, float r, int32_t *corr, int32_t *nan);
+/* max |y[i]| over n (a multiple of 8), NaN when any element is NaN. */
+float w4a8moe_cpu_amax_avx2(const float *y, int64_t n);
 #endif
 
 /* ---- the unquantised path (weight scheme BF16), cpu_experts_dense.c ---------------------- */
