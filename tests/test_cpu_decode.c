@@ -89,7 +89,7 @@ static int run_all(const char *isa, const shape *s, const layers *L, w4a8moe_syn
             w4a8moe_synth_input(x, W4A8MOE_DTYPE_F32, T, H, 2.0f, rng);
             for (int64_t i = 0; i < T * H; i += 97) x[i] *= 100.0f; /* outliers */
             make_routing((route_kind)kind, ids, wts, T, s, rng);
-            w4a8moe_routing_input r = {ids, wts, NULL};
+            w4a8moe_routing_input r = {.topk_ids = ids, .topk_weights = wts};
             CHECK(w4a8moe_layer_forward(L->ref, T, x, &r, want, NULL) == W4A8MOE_STATUS_OK,
                   "cpu_ref forward T = %lld", (long long)T);
             for (int th = 0; th < 3; th++) {
