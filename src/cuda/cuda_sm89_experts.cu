@@ -208,7 +208,7 @@ static w4a8moe_status launch_pair(const sm89_gemm_args &a1, const sm89_gemm_args
     dim3 g1(tiles_bound, (unsigned)w4a8moe_cdiv(a1.n_out / 16, WN));
     sm89_gemm_kernel<NT, KS, true><<<g1, 128, 0, st>>>(a1);
     CUDA_LAUNCHED(err, "sm89_gemm_kernel (GEMM1)");
-    sm89_requant_kernel<<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r);
+    sm89_requant_kernel<false><<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r);
     CUDA_LAUNCHED(err, "sm89_requant_kernel");
     dim3 g2(tiles_bound, (unsigned)w4a8moe_cdiv(a2.n_out / 16, WN));
     sm89_gemm_kernel<NT, KS, false><<<g2, 128, 0, st>>>(a2);

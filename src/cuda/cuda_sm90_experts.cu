@@ -11,7 +11,7 @@
  *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
  *       → widen the e4m3 rows to bf16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
  *       its epilogue → requantisation to e4m3 codes stored widened to bf16 → GEMM2. The
- *       schedule kernel is cuda_sm89's.
+ *       schedule and requantisation kernels are cuda_sm89's.
  *
  * Tensor maps (the copy engine's view of the [R, H] and [R, I] e4m3 inputs) are encoded on the
  * host when run() first sees an input buffer and kept; the dispatch and workspace buffers of a
@@ -288,9 +288,9 @@ static w4a8moe_status launch_pair(const CUtensorMap &ma, const CUtensorMap &mb, 
                                   cudaStream_t st, w4a8moe_err *err)
 {
     CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, true>(ma, a1, tiles_bound, st, SM90_BF16)));
-    sm90_requant_bf16_kernel<<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static,
-                                                          ws.b_wide, ws.r);
-    CUDA_LAUNCHED(err, "sm90_requant_bf16_kernel");
+    sm89_requant_kernel<true><<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static,
+                                                           ws.b_wide, ws.r);
+    CUDA_LAUNCHED(err, "sm89_requant_kernel (bf16 codes)");
     CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, false>(mb, a2, tiles_bound, st, SM90_BF16)));
     return W4A8MOE_STATUS_OK;
 }

@@ -302,10 +302,12 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 }
 
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).
- * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3. */
+ * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3
+ * codes, or (WIDE, cuda_sm90's bf16 GEMM2 input) the same codes widened to bf16, exactly. */
+template <bool WIDE>
 static __global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
-                                    const int32_t *__restrict__ total, int64_t I, float r_static,
-                                    uint8_t *__restrict__ b, float *__restrict__ r_out)
+                                           const int32_t *__restrict__ total, int64_t I, float r_static,
+                                           void *__restrict__ b, float *__restrict__ r_out)
 {
     int64_t row = blockIdx.x;
     if (row >= *total) return;
@@ -313,11 +315,15 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
     const float *yr = y + row * I;
     for (int64_t i = (int64_t)threadIdx.x * 4; i < I; i += (int64_t)blockDim.x * 4) {
         float4 v = *(const float4 *)(yr + i);
-        uint32_t q = (uint32_t)w4a8moe_f32_to_e4m3(__fdiv_rn(v.x, r)) |
-                     (uint32_t)w4a8moe_f32_to_e4m3(__fdiv_rn(v.y, r)) << 8 |
-                     (uint32_t)w4a8moe_f32_to_e4m3(__fdiv_rn(v.z, r)) << 16 |
-                     (uint32_t)w4a8moe_f32_to_e4m3(__fdiv_rn(v.w, r)) << 24;
-        *(uint32_t *)(b + row * I + i) = q;
+        uint32_t c[4] = {w4a8moe_f32_to_e4m3(__fdiv_rn(v.x, r)), w4a8moe_f32_to_e4m3(__fdiv_rn(v.y, r)),
+                         w4a8moe_f32_to_e4m3(__fdiv_rn(v.z, r)), w4a8moe_f32_to_e4m3(__fdiv_rn(v.w, r))};
+        if (WIDE) {
+            uint32_t w[4];
+            for (int k = 0; k < 4; k++) w[k] = w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)c[k]));
+            *(uint2 *)((uint16_t *)b + row * I + i) = make_uint2(w[0] | w[1] << 16, w[2] | w[3] << 16);
+        } else {
+            *(uint32_t *)((uint8_t *)b + row * I + i) = c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24;
+        }
     }
     if (threadIdx.x == 0) r_out[row] = r;
 }

@@ -113,27 +113,6 @@ static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const in
     }
 }
 
-/* Step 5 as sm89_requant_kernel, writing each e4m3 code widened to bf16 (GEMM2's input on the
- * bf16 path). y [R, I] f32 → b [R, I] bf16, r [R]. */
-static __global__ void sm90_requant_bf16_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
-                                                const int32_t *__restrict__ total, int64_t I, float r_static,
-                                                uint16_t *__restrict__ b, float *__restrict__ r_out)
-{
-    int64_t row = blockIdx.x;
-    if (row >= *total) return;
-    float r = r_static > 0.0f ? r_static : w4a8moe_act_scale(w4a8moe_bits_f32(rowmax[row]));
-    const float *yr = y + row * I;
-    for (int64_t i = (int64_t)threadIdx.x * 4; i < I; i += (int64_t)blockDim.x * 4) {
-        float4 v = *(const float4 *)(yr + i);
-        float f[4] = {v.x, v.y, v.z, v.w};
-        uint16_t o[4];
-        for (int j = 0; j < 4; j++)
-            o[j] = w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32(w4a8moe_f32_to_e4m3(__fdiv_rn(f[j], r))));
-        *(uint2 *)(b + row * I + i) = make_uint2(o[0] | (uint32_t)o[1] << 16, o[2] | (uint32_t)o[3] << 16);
-    }
-    if (threadIdx.x == 0) r_out[row] = r;
-}
-
 /* scales [rows, K/g] (dt: 0 bf16, 1 f16, 2 f32) and channel [rows] (NULL: ones) →
  * ws [NRB, K/g, 64], wc [NRB*64] in physical row order. */
 static __global__ void sm90_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t n_out,
