@@ -33,6 +33,19 @@ static int gh_device_count(void)
     return n;
 }
 
+/* Compute capability of the current device as 10 * major + minor (e.g. 90), 0 on failure. */
+static inline int gh_device_sm(void)
+{
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return major * 10 + minor;
+}
+
 static size_t gh_io_size(w4a8moe_dtype dt) { return dt == W4A8MOE_DTYPE_F32 ? 4 : 2; }
 
 static float gh_io_get(const void *x, w4a8moe_dtype dt, int64_t i)

@@ -270,26 +270,23 @@ int main(void)
     n = add(cs, n, "tiles nt=4 ksplit=2", mid, 128, GH_RANDOM);
     n = add(cs, n, "tiles nt=8 ksplit=1", mid, quick ? 160 : 300, GH_SKEW);
     /* the oracle's own choice on this card */
-    int dev = 0, major = 0, minor = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    const int sm = gh_device_sm();
     {
         w4a8moe_synth_weights sw;
         w4a8moe_layer *L = NULL;
         if (w4a8moe_synth_weights_make(&sw, &t, W4A8MOE_DTYPE_BF16, 0, 0, 3) == 0 &&
             make_layer(&t, &sw.weights, W4A8MOE_DEVICE_CUDA, NULL, &L) == W4A8MOE_STATUS_OK) {
             const char *want = "cuda_sm89"; /* cuda_sm90 runs when forced (registry.c) */
-            CHECK(strcmp(w4a8moe_layer_backend(L), want) == 0, "oracle chose %s on sm_%d%d, expected %s",
-                  w4a8moe_layer_backend(L), major, minor, want);
+            CHECK(strcmp(w4a8moe_layer_backend(L), want) == 0, "oracle chose %s on sm_%d, expected %s",
+                  w4a8moe_layer_backend(L), sm, want);
         } else
             CHECK(0, "default CUDA layer: %s", w4a8moe_last_error());
         w4a8moe_layer_free(L);
         w4a8moe_synth_weights_free(&sw);
     }
     for (size_t b = 0; b < N_GPU_BACKENDS; b++) {
-        if (strcmp(gpu_backends[b], "cuda_sm90") == 0 && major * 10 + minor != 90) {
-            printf("SKIP cuda_sm90: needs sm_90, this card is sm_%d%d\n", major, minor);
+        if (strcmp(gpu_backends[b], "cuda_sm90") == 0 && sm != 90) {
+            printf("SKIP cuda_sm90: needs sm_90, this card is sm_%d\n", sm);
             continue;
         }
         for (int i = 0; i < n; i++) run_case(&cs[i], gpu_backends[b]);

@@ -189,11 +189,7 @@ int main(void)
     ag.group_size = 32;
     run_vs_ref("GPU reference vs cpu_ref (gelu, g=32)", ag, 12, GH_NEG, 1);
     /* the oracle's choice, then cuda_sm90 forced where the card is sm_90 */
-    int dev = 0, major = 0, minor = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    const char *forced[] = {NULL, major * 10 + minor == 90 ? "cuda_sm90" : NULL};
+    const char *forced[] = {NULL, gh_device_sm() == 90 ? "cuda_sm90" : NULL};
     for (int b = 0; b < 2; b++) {
         if (b > 0 && !forced[b]) break;
         g_backend = forced[b];
