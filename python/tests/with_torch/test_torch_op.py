@@ -75,7 +75,7 @@ class TestTorchOpCPU(unittest.TestCase):
 
     def test_compile_fullgraph(self):
         """Compiled (inductor, fullgraph) == eager, bit for bit: topk ids inside the graph and a
-        residual add around the op; the layer's router on logits; T changing between calls."""
+        residual add around the op; two layers on their routers; T changing between calls."""
         layer, x, ids, wts, logits = make_case(320, 16)
         k = SHAPE["top_k"]
 
@@ -83,8 +83,11 @@ class TestTorchOpCPU(unittest.TestCase):
             ids = torch.topk(logits, k, dim=-1).indices  # int64, converted inside the op
             return x + O.forward(layer, x, ids, wts)
 
-        def routed(x, logits):
-            return torch.ops.w4a8moe.layer_forward(layer.op_handle, x, router_logits=logits)
+        other, *_ = make_case(321, 1)
+
+        def routed(x, logits):  # two layers in one graph, each named by its own handle
+            y = torch.ops.w4a8moe.layer_forward(layer.op_handle, x, router_logits=logits)
+            return O.forward(other, y, router_logits=logits)
 
         torch._dynamo.reset()
         cblock = torch.compile(block, fullgraph=True)
