@@ -42,7 +42,7 @@ def __getattr__(name):
 
 # torch already imported by the caller: register torch.ops.w4a8moe.* now, so graphs that name
 # the op work without an extra import (a torch too old for custom ops only loses the op)
-if "torch" in sys.modules:
+if sys.modules.get("torch") is not None:
     try:
         from . import torch_ops  # noqa: F401
     except ImportError:
