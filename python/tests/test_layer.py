@@ -266,6 +266,57 @@ class TestErrors(unittest.TestCase):
             self.assertIn("cuda", text)
 
 
+class TestThreadsAndImport(unittest.TestCase):
+    def test_lock_per_layer(self):
+        """A forward waits while another thread holds the layer (its workspace); threads on one
+        layer get the bits each gets alone."""
+        import threading
+        import time
+        rng = rng_for(90)
+        layer = w4a8moe.Layer(weights=make_weights(rng, 256, 128, 8, 64), max_tokens=16, **TINY)
+        x, _ = make_x(rng, 16, 256, "bf16")
+        ids, wts = make_routing(rng, 16, 8, 2)
+        want = layer(x, ids, wts)
+        got = []
+        with layer._lock:  # as if another thread's forward were running
+            th = threading.Thread(target=lambda: got.append(layer(x, ids, wts)))
+            th.start()
+            time.sleep(0.3)
+            self.assertTrue(th.is_alive() and not got, "forward ran while the layer was held")
+        th.join(30)
+        self.assertTrue(got and np.array_equal(got[0], want))
+        halves = [(x[i:i + 8], ids[i:i + 8], wts[i:i + 8]) for i in (0, 8)]
+        outs, errors = [], []
+
+        def worker(j):
+            try:
+                outs.extend((j, layer(*halves[j])) for _ in range(20))
+            except Exception as e:  # reported by the main thread
+                errors.append(e)
+        threads = [threading.Thread(target=worker, args=(j,)) for j in (0, 1)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        self.assertEqual(errors, [])
+        for j, out in outs:
+            self.assertTrue(np.array_equal(out, want[8 * j:8 * j + 8]), f"thread {j}")
+
+    def test_without_torch(self):
+        """import w4a8moe works with torch unimportable; w4a8moe.torch_ops says it needs it."""
+        import os
+        import subprocess
+        import sys
+        code = ("import sys; sys.modules['torch'] = None\n"  # as if torch were not installed
+                "import w4a8moe; print(w4a8moe.version())\n"
+                "try:\n    w4a8moe.torch_ops\nexcept ModuleNotFoundError as e:\n"
+                "    print('needs torch' in str(e))\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60, env=dict(os.environ, PYTHONPATH=_common.PY_DIR))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.split(), [w4a8moe.version(), "True"])
+
+
 class TestExplainRoute(unittest.TestCase):
     def test_explain(self):
         text = w4a8moe.explain(**TINY)

@@ -10,8 +10,11 @@
 Arrays are numpy arrays (CPU layers; bf16 as uint16 bits) or torch tensors (CPU or CUDA; CUDA
 layers run on torch's current stream). Failures raise w4a8moe.Error(status, message).
 The shared library is found through $W4A8MOE_LIB, then the repository's build/, then the
-system. See docs/python.md.
+system. With torch, w4a8moe.torch_ops registers the custom op torch.ops.w4a8moe.layer_forward
+(torch.compile, CUDA graphs). See docs/python.md.
 """
+import sys
+
 from ._lib import STRUCTS, candidate_paths, lib_path
 from .checkpoint import Checkpoint
 from .layer import Error, Layer, explain, route, version
@@ -27,3 +30,20 @@ __all__ = [
     "io_to_f32", "f32_to_io", "pack_int4", "unpack_int4", "quantize_int4", "dequantize_int4",
     "pack_int4_torch", "quantize_int4_torch",
 ]
+
+
+def __getattr__(name):
+    """w4a8moe.torch_ops on first use: torch is imported only by a caller that asks for it."""
+    if name == "torch_ops":
+        import importlib
+        return importlib.import_module(".torch_ops", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# torch already imported by the caller: register torch.ops.w4a8moe.* now, so graphs that name
+# the op work without an extra import (a torch too old for custom ops only loses the op)
+if sys.modules.get("torch") is not None:
+    try:
+        from . import torch_ops  # noqa: F401
+    except ImportError:
+        pass

@@ -7,6 +7,9 @@ are always read from host memory (the C API's rule): torch tensors on a GPU are 
 first, once, at creation.
 """
 import ctypes
+import itertools
+import threading
+import weakref
 
 from . import _arrays as A
 from . import _lib
@@ -269,6 +272,23 @@ def _build_weights(weights, H, I, E, g):
 
 # ---- the layer ----------------------------------------------------------------------------------
 
+# Live layers by op handle: a torch custom op cannot take a Python object, so
+# torch.ops.w4a8moe.layer_forward names its layer by this integer (w4a8moe/torch_ops.py). Handles
+# are never reused, so a stale compiled graph finds no layer instead of another one; the table
+# holds no reference, so it does not keep a layer alive.
+_LIVE = weakref.WeakValueDictionary()
+_OP_HANDLES = itertools.count(1)
+
+
+def layer_from_op_handle(handle):
+    """The live Layer whose op_handle is `handle`, or ValueError."""
+    layer = _LIVE.get(int(handle))
+    if layer is None or not layer._handle:
+        raise ValueError(f"no live w4a8moe Layer has op_handle {handle} (closed or "
+                         "garbage-collected: keep the Layer alive while a graph uses it)")
+    return layer
+
+
 class Layer:
     """One MoE layer: Layer(hidden=, inter=, experts=, top_k=, group_size=, weights=, ...).
 
@@ -325,6 +345,13 @@ class Layer:
 
     def _adopt(self, handle, d, o, keep):
         self._handle, self._lib, self._borrowed = handle, _lib.load(), keep
+        # One C layer owns one workspace and must not run two forwards at once (the header's
+        # thread-safety rule); ctypes drops the GIL during the call, so this lock is what keeps
+        # two Python threads (or a torch op run from two threads) apart. CUDA: it orders the
+        # enqueues; forwards queued on two streams must still be ordered by the caller.
+        self._lock = threading.Lock()
+        self.op_handle = next(_OP_HANDLES)  # the torch op's name for this layer
+        _LIVE[self.op_handle] = self
         self.hidden, self.inter = int(d.hidden), int(d.inter)
         self.experts, self.top_k = int(d.num_experts), int(d.top_k)
         self.group_size = int(d.group_size)
@@ -433,9 +460,10 @@ class Layer:
                 handle = stream
             elif A.torch() is not None:
                 handle = int(A.torch().cuda.current_stream(self.device_ordinal).cuda_stream)
-        st = self._lib.w4a8moe_layer_check(self._handle, handle or None)
-        if st != _lib.STATUS_OK:
-            _raise_last(st, self._handle)
+        with self._lock:  # the layer's error word and message are the workspace's too
+            st = self._lib.w4a8moe_layer_check(self._live(), handle or None)
+            if st != _lib.STATUS_OK:
+                _raise_last(st, self._handle)
 
     def _forward(self, x, topk_ids, topk_weights, router_logits, out, stream):
         shp = A.shape(x)
@@ -457,20 +485,28 @@ class Layer:
                 raise ValueError("out must be contiguous")
             self._check_device(out, "out")
         r, keep = self._routing(T, topk_ids, topk_weights, router_logits)
-        st = self._lib.w4a8moe_layer_forward(self._handle, T, A.pointer(x), ctypes.byref(r),
-                                             A.pointer(out), stream or None)
+        with self._lock:
+            handle = self._live()  # closed by another thread while this one waited
+            st = self._lib.w4a8moe_layer_forward(handle, T, A.pointer(x), ctypes.byref(r),
+                                                 A.pointer(out), stream or None)
+            if st != _lib.STATUS_OK:  # the layer's message is read before another call
+                _raise_last(st, handle)  # replaces it
         del keep  # host: the call is done; CUDA: the allocator orders reuse on this stream
-        if st != _lib.STATUS_OK:
-            _raise_last(st, self._handle)
         return out
 
     # -- lifetime --
     def close(self):
-        """Frees the C layer now (also done when the Layer is garbage-collected)."""
-        if self._handle:
-            self._lib.w4a8moe_layer_free(self._handle)
-            self._handle = None
-            self._borrowed = None
+        """Frees the C layer now (also done when the Layer is garbage-collected); waits for a
+        forward running in another thread."""
+        lock = getattr(self, "_lock", None)  # absent when __init__ failed before _adopt
+        if lock is None:
+            return
+        with lock:
+            if self._handle:
+                _LIVE.pop(self.op_handle, None)
+                self._lib.w4a8moe_layer_free(self._handle)
+                self._handle = None
+                self._borrowed = None
 
     def __enter__(self):
         return self
