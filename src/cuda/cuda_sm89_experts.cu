@@ -7,13 +7,15 @@
  *   run (per forward, no host synchronisation, capturable):
  *       schedule (M tiles per expert from expert_offsets) → GEMM1 with the gate/up pair, SiLU·up
  *       (or gelu_tanh) and the row amax fused in its epilogue → requantisation to e4m3 → GEMM2.
+ *       On Hopper the decode tiles (few rows per expert) run the same GEMMs with the weights
+ *       streamed by the copy engine (kernels/sm90_decode_gemm.cuh), bit-identical.
  *
  * Workspace (for R = max_tokens * k rows): tiles [ceil(R/8) + E_local] int2, a tile count,
  * y [R, I] f32, row amax [R], b [R, I] e4m3, r [R] f32.
  */
 #include "configs/sm89_tiles.h"
 #include "cuda_util.h"
-#include "kernels/sm89_grouped_gemm.cuh"
+#include "kernels/sm90_decode_gemm.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,8 @@ typedef struct sm89_state {
     uint2 *w13q, *w2q;   /* [nl, 2I/16, H/32, 32], [nl, H/16, I/32, 32] */
     float *w13s, *w2s;   /* group scales, tile-major */
     float *w13c, *w2c;   /* channel scales [nl, 2I], [nl, H] */
+    int bulk;            /* Hopper: the decode tiles stream weights with bulk copies
+                            (kernels/sm90_decode_gemm.cuh); shared memory was granted at pack */
 } sm89_state;
 
 static int sm89_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -159,6 +163,40 @@ static w4a8moe_status pack_matrix(const w4a8moe_int4_matrix *m, w4a8moe_dtype sd
     return W4A8MOE_STATUS_OK;
 }
 
+/* On sm_90, lets the bulk decode kernels (kernels/sm90_decode_gemm.cuh) have the shared memory
+ * their stages need for this layer's K and g, when the device has that much; otherwise (or
+ * before sm_90) s->bulk stays 0 and the decode tiles run sm89_gemm_kernel. */
+template <int NT, bool GATED>
+static w4a8moe_status grant_one(int64_t K, int g, int optin, int *ok, w4a8moe_err *err)
+{
+    cudaFuncAttributes fa;
+    CUDA_TRY(err, cudaFuncGetAttributes(&fa, sm90_decode_kernel<NT, 4, GATED>));
+    /* the most the device allows (not this layer's need: layers share the attribute) */
+    size_t most = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 0;
+    if (sm90_decode_smem(K, g, 4, GATED) > most) {
+        *ok = 0;
+        return W4A8MOE_STATUS_OK;
+    }
+    CUDA_TRY(err, cudaFuncSetAttribute(sm90_decode_kernel<NT, 4, GATED>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most));
+    return W4A8MOE_STATUS_OK;
+}
+
+static w4a8moe_status grant_decode_smem(const w4a8moe_stage_ctx *ctx, sm89_state *s, w4a8moe_err *err)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    s->bulk = 0;
+    if (ctx->dev->cuda_sm < 90) return W4A8MOE_STATUS_OK;
+    int optin = 0, ok = 1;
+    CUDA_TRY(err, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->dev->ordinal));
+    FORWARD((grant_one<1, true>(d->hidden, d->group_size, optin, &ok, err)));
+    FORWARD((grant_one<2, true>(d->hidden, d->group_size, optin, &ok, err)));
+    FORWARD((grant_one<1, false>(d->inter, d->group_size, optin, &ok, err)));
+    FORWARD((grant_one<2, false>(d->inter, d->group_size, optin, &ok, err)));
+    s->bulk = ok;
+    return W4A8MOE_STATUS_OK;
+}
+
 static w4a8moe_status sm89_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
                                 void **state, w4a8moe_err *err)
 {
@@ -196,24 +234,41 @@ static w4a8moe_status sm89_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
                              s->w2s + e * (s2 / 4), s->w2c + e * H, err);
     }
     cudaFree(staging);
+    if (st == W4A8MOE_STATUS_OK) st = grant_decode_smem(ctx, s, err);
     return st;
+}
+
+/* One grouped GEMM: on Hopper, the decode tiles (tile entry `decode`) stream the weights with
+ * bulk copies (kernels/sm90_decode_gemm.cuh); everything else runs sm89_gemm_kernel. Both
+ * compute the same sums in the same order (bit-identical outputs). */
+template <int NT, int KS, bool GATED>
+static w4a8moe_status launch_gemm(const sm89_gemm_args &a, unsigned tiles_bound, int bulk,
+                                  cudaStream_t st, w4a8moe_err *err)
+{
+    dim3 grid(tiles_bound, (unsigned)w4a8moe_cdiv(a.n_out / 16, 4 / KS));
+    if constexpr (KS == 4 && NT <= 2) {
+        if (bulk) {
+            size_t smem = sm90_decode_smem(a.K, a.g, KS, GATED);
+            sm90_decode_kernel<NT, KS, GATED><<<grid, 128, smem, st>>>(a);
+            CUDA_LAUNCHED(err, GATED ? "sm90_decode_kernel (GEMM1)" : "sm90_decode_kernel (GEMM2)");
+            return W4A8MOE_STATUS_OK;
+        }
+    }
+    sm89_gemm_kernel<NT, KS, GATED><<<grid, 128, 0, st>>>(a);
+    CUDA_LAUNCHED(err, GATED ? "sm89_gemm_kernel (GEMM1)" : "sm89_gemm_kernel (GEMM2)");
+    return W4A8MOE_STATUS_OK;
 }
 
 template <int NT, int KS>
 static w4a8moe_status launch_pair(const sm89_gemm_args &a1, const sm89_gemm_args &a2,
-                                  unsigned tiles_bound, const sm89_ws &ws, int64_t I, int32_t *total,
-                                  float r_static, int64_t R, cudaStream_t st, w4a8moe_err *err)
+                                  unsigned tiles_bound, int bulk, const sm89_ws &ws, int64_t I,
+                                  int32_t *total, float r_static, int64_t R, cudaStream_t st,
+                                  w4a8moe_err *err)
 {
-    constexpr int WN = 4 / KS;
-    dim3 g1(tiles_bound, (unsigned)w4a8moe_cdiv(a1.n_out / 16, WN));
-    sm89_gemm_kernel<NT, KS, true><<<g1, 128, 0, st>>>(a1);
-    CUDA_LAUNCHED(err, "sm89_gemm_kernel (GEMM1)");
+    FORWARD((launch_gemm<NT, KS, true>(a1, tiles_bound, bulk, st, err)));
     sm89_requant_kernel<false><<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r);
     CUDA_LAUNCHED(err, "sm89_requant_kernel");
-    dim3 g2(tiles_bound, (unsigned)w4a8moe_cdiv(a2.n_out / 16, WN));
-    sm89_gemm_kernel<NT, KS, false><<<g2, 128, 0, st>>>(a2);
-    CUDA_LAUNCHED(err, "sm89_gemm_kernel (GEMM2)");
-    return W4A8MOE_STATUS_OK;
+    return launch_gemm<NT, KS, false>(a2, tiles_bound, bulk, st, err);
 }
 
 static const sm89_tile_config *pick_tiles(int64_t rows, int32_t nl)
@@ -252,10 +307,10 @@ static w4a8moe_status sm89_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                          dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0};
     int32_t *total = dp->expert_offsets + nl;
     switch (tc->nt * 10 + tc->ksplit) {
-    case 14: return launch_pair<1, 4>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
-    case 24: return launch_pair<2, 4>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
-    case 42: return launch_pair<4, 2>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
-    case 41: return launch_pair<4, 1>(a1, a2, tiles_bound, ws, I, total, r_static, R, st, err);
+    case 14: return launch_pair<1, 4>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
+    case 24: return launch_pair<2, 4>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
+    case 42: return launch_pair<4, 2>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
+    case 41: return launch_pair<4, 1>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
     default: break;
     }
     RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm89 tile table entry nt=%d ksplit=%d has no kernel",

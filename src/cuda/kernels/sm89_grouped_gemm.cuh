@@ -139,6 +139,78 @@ struct sm89_gemm_args {
 };
 
 /*
+ * The end of a block of the grouped GEMMs (sm89_gemm_kernel, sm89_decode_kernel): split-K
+ * partials summed in kq order through `red`, then the epilogue. GATED: y = act(h_gate)·h_up and
+ * the row amax; otherwise out = h. h = s * (C * acc) rounded once to f32, the order cpu_ref uses.
+ */
+template <int NT, int KS, bool GATED>
+__device__ __forceinline__ void sm89_finish(const sm89_gemm_args &p, double (&acc)[GATED ? 2 : 1][NT][4],
+                                            double *red, int e, int row0, int row_end, int64_t ct,
+                                            bool valid)
+{
+    constexpr int WN = 4 / KS, NA = GATED ? 2 : 1, ACC = NT * 4 * NA;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int wn = warp / KS, kq = warp % KS;
+    if (KS > 1) { /* split-K: warps kq > 0 hand their partials to kq = 0, summed in kq order */
+        double *mine = red + ((kq - 1) * WN + wn) * 32 * ACC + lane;
+        if (kq > 0) {
+#pragma unroll
+            for (int a = 0; a < NA; a++)
+#pragma unroll
+                for (int f = 0; f < NT; f++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) mine[((a * NT + f) * 4 + i) * 32] = acc[a][f][i];
+        }
+        __syncthreads();
+        if (kq > 0) return;
+        for (int q = 1; q < KS; q++) {
+            const double *src = red + ((q - 1) * WN + wn) * 32 * ACC + lane;
+#pragma unroll
+            for (int a = 0; a < NA; a++)
+#pragma unroll
+                for (int f = 0; f < NT; f++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) acc[a][f][i] += src[((a * NT + f) * 4 + i) * 32];
+        }
+    }
+    if (!valid) return;
+
+    const float *wc = p.wc + (int64_t)e * p.n_rows;
+#pragma unroll
+    for (int f = 0; f < NT; f++) {
+        uint32_t colmax[2] = {0u, 0u};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int row = row0 + f * 8 + tig * 2 + (i & 1);
+            int64_t n = ct * 16 + gid + (i >= 2 ? 8 : 0);
+            if (row >= row_end) continue;
+            double sa = (double)p.act_scale[row];
+            if (GATED) {
+                float hg = (float)(sa * ((double)wc[n] * acc[0][f][i]));
+                float hu = (float)(sa * ((double)wc[p.n_out + n] * acc[NA - 1][f][i]));
+                float y = sm89_activate(p.act_fn, hg, hu);
+                p.out[(int64_t)row * p.n_out + n] = y;
+                uint32_t bits = w4a8moe_f32_bits(fabsf(y));
+                colmax[i & 1] = max(colmax[i & 1], bits);
+            } else {
+                p.out[(int64_t)row * p.n_out + n] = (float)(sa * ((double)wc[n] * acc[0][f][i]));
+            }
+        }
+        if (GATED) {
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                uint32_t m = colmax[c];
+                m = max(m, __shfl_xor_sync(0xffffffffu, m, 4));
+                m = max(m, __shfl_xor_sync(0xffffffffu, m, 8));
+                m = max(m, __shfl_xor_sync(0xffffffffu, m, 16));
+                int row = row0 + f * 8 + tig * 2 + c;
+                if (gid == 0 && row < row_end) atomicMax(&p.rowmax[row], m);
+            }
+        }
+    }
+}
+
+/*
  * Grid (M tiles bound, ceil(n_out/16 / (4/KS))), block 128. GATED: each warp pairs gate tile
  * ct with up tile ct + I/16, and the epilogue writes y = act(gate)·up and the row amax.
  * Otherwise out = r · C · acc. a: [R, K] e4m3 rows grouped by expert.
@@ -241,64 +313,7 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
         }
     }
 
-    if (KS > 1) { /* split-K: warps kq > 0 hand their partials to kq = 0, summed in kq order */
-        double *mine = red + ((kq - 1) * WN + wn) * 32 * ACC + lane;
-        if (kq > 0) {
-#pragma unroll
-            for (int a = 0; a < NA; a++)
-#pragma unroll
-                for (int f = 0; f < NT; f++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) mine[((a * NT + f) * 4 + i) * 32] = acc[a][f][i];
-        }
-        __syncthreads();
-        if (kq > 0) return;
-        for (int q = 1; q < KS; q++) {
-            const double *src = red + ((q - 1) * WN + wn) * 32 * ACC + lane;
-#pragma unroll
-            for (int a = 0; a < NA; a++)
-#pragma unroll
-                for (int f = 0; f < NT; f++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) acc[a][f][i] += src[((a * NT + f) * 4 + i) * 32];
-        }
-    }
-    if (!valid) return;
-
-    /* h = s * (C * acc) rounded once to f32, the order cpu_ref uses */
-    const float *wc = p.wc + (int64_t)e * p.n_rows;
-#pragma unroll
-    for (int f = 0; f < NT; f++) {
-        uint32_t colmax[2] = {0u, 0u};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int row = row0 + f * 8 + tig * 2 + (i & 1);
-            int64_t n = ct * 16 + gid + (i >= 2 ? 8 : 0);
-            if (row >= row_end) continue;
-            double sa = (double)p.act_scale[row];
-            if (GATED) {
-                float hg = (float)(sa * ((double)wc[n] * acc[0][f][i]));
-                float hu = (float)(sa * ((double)wc[p.n_out + n] * acc[NA - 1][f][i]));
-                float y = sm89_activate(p.act_fn, hg, hu);
-                p.out[(int64_t)row * p.n_out + n] = y;
-                uint32_t bits = w4a8moe_f32_bits(fabsf(y));
-                colmax[i & 1] = max(colmax[i & 1], bits);
-            } else {
-                p.out[(int64_t)row * p.n_out + n] = (float)(sa * ((double)wc[n] * acc[0][f][i]));
-            }
-        }
-        if (GATED) {
-#pragma unroll
-            for (int c = 0; c < 2; c++) {
-                uint32_t m = colmax[c];
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 4));
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 8));
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 16));
-                int row = row0 + f * 8 + tig * 2 + c;
-                if (gid == 0 && row < row_end) atomicMax(&p.rowmax[row], m);
-            }
-        }
-    }
+    sm89_finish<NT, KS, GATED>(p, acc, red, e, row0, row_end, ct, valid);
 }
 
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).

@@ -80,6 +80,15 @@ __device__ __forceinline__ void sm90_bulk_load(void *dst, const void *src, uint3
 #endif
 }
 
+/* Orders this thread's earlier generic-proxy accesses of shared memory before later copy-engine
+ * (async proxy) accesses: a stage read with ld.shared may then be refilled by a bulk copy. */
+__device__ __forceinline__ void sm90_fence_proxy_async(void)
+{
+#if SM90_ENABLED
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
 /* One box of a 2-D tensor map at (c0 inner, c1 outer) to shared dst; completes on bar. */
 __device__ __forceinline__ void sm90_tma_load_2d(void *dst, const void *tmap, int32_t c0, int32_t c1,
                                                  uint64_t *bar)
