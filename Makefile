@@ -76,7 +76,9 @@ TESTS      := $(addprefix $(BUILD)/tests/,$(TEST_NAMES))
 SAN_TESTS  := $(addprefix $(BUILD)/tests-san/,$(TEST_NAMES))
 
 .PHONY: all deps run test test-unit test-san test-cli test-python test-gpu install clean fuzz check-deps
-all: deps $(STATIC_LIB) $(SHARED_LIB) $(CLI)
+# developer tool for bench/whole_model.sh: a synthetic checkpoint of a real model's size
+SYNTH_CKPT := $(BUILD)/w4a8moe-synth-ckpt
+all: deps $(STATIC_LIB) $(SHARED_LIB) $(CLI) $(SYNTH_CKPT)
 
 # ---- dependencies --------------------------------------------------------------------------
 # Installs missing Debian packages when run as root; otherwise prints the command and stops.
@@ -139,6 +141,9 @@ $(SHARED_LIB): $(LIB_OBJS) src/exports.map
 
 $(CLI): $(TOOL_OBJS) $(STATIC_LIB)
 	$(CC) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(TOOL_LDLIBS) $(LDLIBS) -lstdc++
+
+$(SYNTH_CKPT): bench/synth_ckpt.c $(STATIC_LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC_LIB) $(LDLIBS) -lstdc++
 
 # ---- tests ---------------------------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(STATIC_LIB) tests/test_util.h

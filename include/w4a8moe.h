@@ -24,7 +24,9 @@
  *     w4a8moe_layer_free(layer);
  *
  * Thread safety: distinct layers may be used from distinct threads. One layer must not run two
- * forwards at once (it owns one workspace). CPU layers share one set of worker threads, so the
+ * forwards at once (it owns one workspace). Layers that share a w4a8moe_workspace (see
+ * "Workspaces" below) must run one forward at a time among them all: from one thread and, on
+ * a CUDA device, on one stream (or with the caller ordering the streams). CPU layers share one set of worker threads, so the
  * experts stages of CPU forwards from different threads take turns (each already uses every
  * core it was given). Error messages are per layer, and per thread for calls that have no layer
  * (create, explain, loader).
@@ -34,7 +36,7 @@
  * W4A8MOE_API_VERSION grows when they are. So that a program and a library built from different
  * versions of this header agree, every struct that can grow (w4a8moe_layer_desc,
  * w4a8moe_weights, w4a8moe_shared_expert, w4a8moe_layer_options, w4a8moe_routing_input,
- * w4a8moe_checkpoint_info) begins with `size_t struct_size`, the sizeof the caller compiled:
+ * w4a8moe_checkpoint_info, w4a8moe_memory_info) begins with `size_t struct_size`, the sizeof the caller compiled:
  *   - struct_size 0 means the layout of API version 3 (the first with this member), so `= {0}`
  *     and designated initialisers keep working; set it (sizeof, or W4A8MOE_INIT) to use a
  *     member added later;
@@ -43,7 +45,7 @@
  *   - a library older than the caller accepts members it does not know only when they are 0,
  *     and returns UNSUPPORTED naming the struct otherwise.
  * Functions that fill a struct (w4a8moe_layer_desc_init, w4a8moe_model_layer_desc,
- * w4a8moe_checkpoint_get_info, w4a8moe_checkpoint_layer_desc) are inline wrappers here that
+ * w4a8moe_checkpoint_get_info, w4a8moe_checkpoint_layer_desc, the w4a8moe_*_memory ones) are inline wrappers here that
  * pass the caller's sizeof to a *_sized entry point, which writes no more than that and sets
  * struct_size. Structs held by value or in
  * arrays (w4a8moe_routing_desc, w4a8moe_int4_matrix, w4a8moe_expert_weights,
@@ -70,7 +72,7 @@ extern "C" {
  * package (pyproject.toml, through setup.py) read them from here. W4A8MOE_SOVERSION, the
  * shared library's soname number (libw4a8moe.so.N), grows when a change breaks programs built
  * against an earlier header: 1 since API version 3 put struct_size in front of the structs. */
-#define W4A8MOE_API_VERSION 3
+#define W4A8MOE_API_VERSION 4
 #define W4A8MOE_SOVERSION 1
 #define W4A8MOE_VERSION_STRING "0.2.0"
 
@@ -275,6 +277,7 @@ typedef struct w4a8moe_weights {
  * Layers.
  * ------------------------------------------------------------------------------------------- */
 typedef struct w4a8moe_layer w4a8moe_layer;
+typedef struct w4a8moe_workspace w4a8moe_workspace; /* see "Workspaces" below */
 
 typedef struct w4a8moe_layer_options {
     size_t struct_size;              /* sizeof(w4a8moe_layer_options), or 0 (see "ABI" above) */
@@ -286,11 +289,16 @@ typedef struct w4a8moe_layer_options {
     int32_t borrow_weights;          /* 1: CPU backends may keep pointers into the caller's
                                         weights instead of copying (e.g. an mmap'ed
                                         checkpoint); they must then outlive the layer */
+    /* API version 4: a workspace shared with other layers (see "Workspaces" below), or NULL
+     * for a workspace of the layer's own, sized for max_tokens (the behaviour before). With
+     * one, forwards of more tokens than it holds run in chunks. */
+    w4a8moe_workspace *workspace;
 } w4a8moe_layer_options;
 
 /* Creates a layer: validates d and w, runs the oracle once (it logs its choice once at the
  * "info" level), packs the weights for the chosen backend and allocates the workspace for
- * d->max_tokens tokens. opts may be NULL. A forced backend that does not fit is an error whose
+ * d->max_tokens tokens, or, given opts->workspace, works in that one (in chunks of as many
+ * tokens as it holds for this layer, at most max_tokens). opts may be NULL. A forced backend that does not fit is an error whose
  * message carries the reason. *out is NULL on failure; see w4a8moe_last_error(). */
 w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
                                     const w4a8moe_layer_options *opts, w4a8moe_layer **out);
@@ -310,7 +318,10 @@ typedef struct w4a8moe_routing_input {
     const float *router_logits;
 } w4a8moe_routing_input;
 
-/* out[T, H] = MoE(x[T, H]) in d.io_dtype. T <= max_tokens; T == 0 is a no-op. Pointers live on
+/* out[T, H] = MoE(x[T, H]) in d.io_dtype. T <= max_tokens; T == 0 is a no-op. A layer on a
+ * shared workspace runs T in consecutive chunks of at most its chunk size
+ * (w4a8moe_layer_memory's chunk_tokens); every token's output is the same as in one forward
+ * (bit for bit on the CPU backends: each token's numerics depend on that token alone). Pointers live on
  * the layer's device; stream is a cudaStream_t for CUDA layers (NULL = default stream), ignored
  * on the CPU. A token with NaN or Inf in x gets NaN in its output row (its scale is NaN); other
  * tokens are unaffected. Deterministic: same inputs, same backend → bit-identical out. */
@@ -350,6 +361,75 @@ const char *w4a8moe_layer_error(const w4a8moe_layer *layer);
 
 /* Frees a layer and everything it owns. NULL is a no-op. */
 void w4a8moe_layer_free(w4a8moe_layer *layer);
+
+/* ---------------------------------------------------------------------------------------------
+ * Workspaces (API version 4): one scratch buffer on one device shared by many layers, so a
+ * whole model's layers fit one device: each layer alone would hold a workspace for its
+ * max_tokens (for DeepSeek-V3 at T = 16384, gigabytes beside its weights). A layer created
+ * with options.workspace keeps none of its own; it runs each forward in chunks of the most
+ * tokens whose scratch fits the workspace (decided once, at create), and layers of different
+ * shapes may share one. Rules:
+ *   - the workspace and the layer must be on the same device (INVALID_ARGUMENT otherwise), and
+ *     it must hold at least one token's scratch of the layer (INVALID_ARGUMENT saying how many
+ *     bytes that is);
+ *   - layers sharing it run one forward at a time (one thread; on CUDA one stream, or streams
+ *     the caller orders): a forward's scratch is only valid until the next forward of any of
+ *     them;
+ *   - w4a8moe_workspace_free may come before the layers are freed: the memory goes when the
+ *     last of them does.
+ * Size it with w4a8moe_memory_estimate (or w4a8moe_checkpoint_memory) for the chunk size
+ * wanted: its workspace_bytes for the largest layer.
+ * ------------------------------------------------------------------------------------------- */
+/* Allocates `bytes` of scratch on device `kind`/`ordinal` (the memory of cudaMalloc, or host
+ * memory for W4A8MOE_DEVICE_CPU). *out is NULL on failure; see w4a8moe_last_error(). */
+w4a8moe_status w4a8moe_workspace_create(w4a8moe_device_kind kind, int32_t ordinal, size_t bytes,
+                                        w4a8moe_workspace **out);
+
+/* Its size in bytes (0 for NULL). */
+size_t w4a8moe_workspace_size(const w4a8moe_workspace *ws);
+
+/* Drops the caller's reference; the memory is released once no layer uses it. NULL: no-op. */
+void w4a8moe_workspace_free(w4a8moe_workspace *ws);
+
+/* The device memory a layer needs (API version 4). Weights are what its backends keep on the
+ * device: int4 codes (half a byte per weight) and scales widened to f32, per-channel scales,
+ * the shared expert (unquantised ones in f32); an estimate within a few percent of what the
+ * backends allocate, which may pad or lay out differently. Workspace is exact: the scratch one
+ * forward of `tokens` tokens needs (both pipelines when there is a shared expert). */
+typedef struct w4a8moe_memory_info {
+    size_t struct_size;          /* set by the functions that fill it */
+    int64_t tokens;              /* the token count asked for (workspace_bytes is for it) */
+    int64_t chunk_tokens;        /* w4a8moe_layer_memory: tokens per chunk the layer runs
+                                    (its workspace's capacity, at most max_tokens); else tokens */
+    uint64_t weight_bytes;       /* routed experts (this rank's) + shared expert */
+    uint64_t workspace_bytes;    /* scratch for one forward of `tokens` tokens */
+    uint64_t workspace_min_bytes; /* the least workspace the layer runs in (chunks of 1 token) */
+} w4a8moe_memory_info;
+
+/* For a description on the device opts selects (may be NULL: the host), with the backend the
+ * oracle picks (or opts->backend), before any layer exists: what to size a workspace with.
+ * shared (may be NULL) describes the shared expert; only its inter, schemes and group size are
+ * read (its pointers may be NULL). tokens >= 1. Writes size bytes of info. */
+w4a8moe_status w4a8moe_memory_estimate_sized(const w4a8moe_layer_desc *d,
+                                             const w4a8moe_shared_expert *shared,
+                                             const w4a8moe_layer_options *opts, int64_t tokens,
+                                             w4a8moe_memory_info *info, size_t size);
+static inline w4a8moe_status w4a8moe_memory_estimate(const w4a8moe_layer_desc *d,
+                                                     const w4a8moe_shared_expert *shared,
+                                                     const w4a8moe_layer_options *opts,
+                                                     int64_t tokens, w4a8moe_memory_info *info)
+{
+    return w4a8moe_memory_estimate_sized(d, shared, opts, tokens, info, sizeof *info);
+}
+
+/* The same for a created layer, with its backends; tokens 0 means its chunk size. */
+w4a8moe_status w4a8moe_layer_memory_sized(const w4a8moe_layer *layer, int64_t tokens,
+                                          w4a8moe_memory_info *info, size_t size);
+static inline w4a8moe_status w4a8moe_layer_memory(const w4a8moe_layer *layer, int64_t tokens,
+                                                  w4a8moe_memory_info *info)
+{
+    return w4a8moe_layer_memory_sized(layer, tokens, info, sizeof *info);
+}
 
 /* Writes a report of every backend for this description: "selected", or the first axis that
  * rejected it (device, quant, activation, parallel, shape) and why, one line each, into buf
@@ -471,6 +551,19 @@ w4a8moe_status w4a8moe_checkpoint_layer_create_desc(const w4a8moe_checkpoint *ck
                                                     const w4a8moe_layer_options *opts,
                                                     const int32_t *experts_subset,
                                                     int32_t n_subset, w4a8moe_layer **out);
+
+/* w4a8moe_memory_estimate for MoE layer `layer` of the checkpoint (all its experts, its
+ * shared expert unless routed_only), without creating it. Writes size bytes of info. */
+w4a8moe_status w4a8moe_checkpoint_memory_sized(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                               const w4a8moe_layer_options *opts, int64_t tokens,
+                                               w4a8moe_memory_info *info, size_t size);
+static inline w4a8moe_status w4a8moe_checkpoint_memory(const w4a8moe_checkpoint *ckpt,
+                                                       int32_t layer,
+                                                       const w4a8moe_layer_options *opts,
+                                                       int64_t tokens, w4a8moe_memory_info *info)
+{
+    return w4a8moe_checkpoint_memory_sized(ckpt, layer, opts, tokens, info, sizeof *info);
+}
 
 /* Router logits of decoder layer `layer` from the checkpoint's gate weights: logits[T, E] =
  * x[T, H] . Wg^T, accumulated in f32 in ascending h (x in x_dtype). Pass them to

@@ -152,4 +152,17 @@ void cli_device_describe(const cli_device *dev, char *buf, size_t cap);
  * ", chosen by --device auto" when it was. */
 void cli_device_label(const cli_device *dev, char *buf, size_t cap);
 
+
+/* `run CKPT --all-layers ...` (tools/cmd_run_model.c); cli_cmd_run hands over to it. */
+typedef struct cli_run_model_args {
+    const char *ckpt_dir, *backend;
+    int64_t tokens, threads;
+    int64_t workspace_mb; /* 0: a workspace for every token at once */
+    uint64_t seed;
+    int router;           /* 1: the checkpoint's router (logits on the host); 0: random ids */
+    int failed;           /* set when the memory check fails */
+    cli_device device;
+} cli_run_model_args;
+int cli_run_model(cli_run_model_args *a, w4a8moe_checkpoint *ck);
+
 #endif /* W4A8MOE_CLI_H */

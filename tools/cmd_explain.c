@@ -172,5 +172,12 @@ int cli_cmd_explain(int argc, char **argv)
                a.backend ? "" : " (from W4A8MOE_BACKEND)");
     int selected = print_report(report);
     free(report);
+    w4a8moe_memory_info mi;
+    if (selected && w4a8moe_memory_estimate(&d, NULL, &lo, d.max_tokens, &mi) == W4A8MOE_STATUS_OK)
+        printf("memory: weights %.1f MiB (routed experts of this rank, as the backends keep them) + "
+               "workspace %.1f MiB for %lld tokens per forward (%.3f MiB for one; layers can share "
+               "one workspace and run larger batches in chunks)\n",
+               (double)mi.weight_bytes / (1 << 20), (double)mi.workspace_bytes / (1 << 20),
+               (long long)d.max_tokens, (double)mi.workspace_min_bytes / (1 << 20));
     return selected ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }

@@ -81,8 +81,50 @@ static void print_config(const w4a8moe_ckpt *c)
     }
 }
 
+/* What the checkpoint's MoE layers need on a device for T tokens per forward (the library's
+ * w4a8moe_memory_estimate, summed over the layers by print_layers). */
+typedef struct inspect_mem {
+    int64_t tokens;
+    w4a8moe_layer_options o;
+    uint64_t weights, ws, ws_min;
+    int layers, failed;
+    char why[W4A8MOE_ERR_CAP];
+} inspect_mem;
+
+static void add_memory(inspect_mem *m, const w4a8moe_ckpt_layer *l)
+{
+    w4a8moe_memory_info mi;
+    if (w4a8moe_memory_estimate(&l->desc, l->has_shared ? &l->shared : NULL, &m->o, m->tokens, &mi) !=
+        W4A8MOE_STATUS_OK) {
+        if (!m->failed) snprintf(m->why, sizeof m->why, "%s", w4a8moe_last_error());
+        m->failed = 1;
+        return;
+    }
+    m->weights += mi.weight_bytes;
+    m->ws = mi.workspace_bytes > m->ws ? mi.workspace_bytes : m->ws;
+    m->ws_min = mi.workspace_min_bytes > m->ws_min ? mi.workspace_min_bytes : m->ws_min;
+    m->layers++;
+}
+
+static void print_memory(const inspect_mem *m, const char *device)
+{
+    char w[64], ws[64], one[64], all[64], per[64];
+    if (m->failed) {
+        printf("memory        on %s: not estimated: %s\n", device, m->why);
+        return;
+    }
+    human_bytes(m->weights, w, sizeof w);
+    human_bytes(m->ws, ws, sizeof ws);
+    human_bytes(m->ws_min, one, sizeof one);
+    human_bytes(m->weights + m->ws, all, sizeof all);
+    human_bytes(m->ws * (uint64_t)m->layers, per, sizeof per);
+    printf("memory        on %s, %lld tokens per forward: weights %s (%d MoE layers) + one shared "
+           "workspace %s = %s (a workspace per layer: %s; one token: %s)\n",
+           device, (long long)m->tokens, w, m->layers, ws, all, per, one);
+}
+
 /* One line per MoE layer: shapes, bytes, the shared expert's storage; problems collected. */
-static int print_layers(w4a8moe_ckpt *c, int verbose)
+static int print_layers(w4a8moe_ckpt *c, int verbose, inspect_mem *mem)
 {
     const w4a8moe_hf_config *cfg = w4a8moe_ckpt_config(c);
     int problems = 0;
@@ -107,6 +149,8 @@ static int print_layers(w4a8moe_ckpt *c, int verbose)
         if (st != W4A8MOE_STATUS_OK) {
             printf("  problem: layer %d: %s\n", L, err.msg);
             problems++;
+        } else {
+            add_memory(mem, l);
         }
         w4a8moe_ckpt_layer_free(l);
     }
@@ -116,8 +160,15 @@ static int print_layers(w4a8moe_ckpt *c, int verbose)
 int cli_cmd_inspect(int argc, char **argv)
 {
     int verbose = 0;
+    inspect_mem mem;
+    memset(&mem, 0, sizeof mem);
+    mem.tokens = 1024;
+    cli_device dev = CLI_DEVICE_DEFAULT;
     cli_opt opts[] = {CLI_FLAG("--all-layers", "one line for every MoE layer (default: the first "
-                                               "four, the last, and any with a problem)", &verbose)};
+                                               "four, the last, and any with a problem)", &verbose),
+                      CLI_INT("--tokens", "T", "tokens per forward for the memory line (default 1024)",
+                              &mem.tokens, 1, 1 << 24),
+                      CLI_CUSTOM("--device", "DEV", CLI_DEVICE_HELP, &dev, cli_parse_device)};
     static const cli_spec spec = {
         "inspect", "[options] CKPT",
         "Describe a checkpoint directory and check every MoE layer's tensors.",
@@ -125,7 +176,9 @@ int cli_cmd_inspect(int argc, char **argv)
         "model.safetensors or a sharded model.safetensors.index.json. Every rule of the formats is\n"
         "checked (safetensors header, configuration fields, tensor names, dtypes and shapes,\n"
         "int4 value ranges, static scales); each problem is one 'problem:' line. Exit status 1\n"
-        "when there is any problem.\n",
+        "when there is any problem. The 'memory' line is what the MoE layers need on --device\n"
+        "for --tokens per forward: their weights and one workspace shared by them all (the\n"
+        "library's w4a8moe_memory_estimate; 'run --all-layers' measures it).\n",
         1};
     const char *pos[1];
     int npos = 0;
@@ -142,8 +195,14 @@ int cli_cmd_inspect(int argc, char **argv)
     print_config(c);
     int problems = 0;
     if (w4a8moe_ckpt_config(c)->quantized) {
+        cli_device_resolve(&dev);
+        mem.o = (w4a8moe_layer_options)W4A8MOE_INIT(w4a8moe_layer_options);
+        cli_device_apply(&dev, &mem.o);
         printf("MoE layers:\n");
-        problems = print_layers(c, verbose);
+        problems = print_layers(c, verbose, &mem);
+        char label[W4A8MOE_ERR_CAP + 64];
+        cli_device_label(&dev, label, sizeof label);
+        print_memory(&mem, label);
     }
     printf("%d problem%s\n", problems, problems == 1 ? "" : "s");
     w4a8moe_ckpt_release(c);

@@ -25,8 +25,9 @@
 
 typedef struct run_args {
     const char *input, *output, *backend;
-    int64_t layer, threads;
-    int routed_only;
+    int64_t layer, threads, tokens, workspace_mb;
+    int routed_only, all_layers, router;
+    uint64_t seed;
     cli_device device;
 } run_args;
 
@@ -92,9 +93,19 @@ static int create_layer(run_args *a, w4a8moe_checkpoint *ck, const w4a8moe_layer
                         w4a8moe_layer **L)
 {
     for (;;) {
-        w4a8moe_layer_options o = {.backend = a->backend, .num_threads = (int32_t)a->threads};
+        w4a8moe_layer_options o = W4A8MOE_INIT(w4a8moe_layer_options);
+        o.backend = a->backend;
+        o.num_threads = (int32_t)a->threads;
         cli_device_apply(&a->device, &o);
+        /* --workspace-mb: the layer works in a workspace of that size, in chunks if need be */
+        w4a8moe_workspace *ws = NULL;
+        if (a->workspace_mb &&
+            w4a8moe_workspace_create(a->device.kind, a->device.ordinal, (size_t)a->workspace_mb << 20, &ws) !=
+                W4A8MOE_STATUS_OK)
+            return cli_fail("run", "workspace: %s", w4a8moe_last_error());
+        o.workspace = ws;
         w4a8moe_status st = w4a8moe_checkpoint_layer_create_desc(ck, (int32_t)a->layer, d, &o, NULL, 0, L);
+        w4a8moe_workspace_free(ws); /* the layer keeps it while it lives */
         if (st == W4A8MOE_STATUS_OK) return 0;
         if (!cli_device_fallback(&a->device, st, w4a8moe_last_error()))
             return cli_fail("run", "%s", w4a8moe_last_error());
@@ -147,7 +158,7 @@ static int run_layer(run_args *a, w4a8moe_checkpoint *ck, const run_input *in)
 
 int cli_cmd_run(int argc, char **argv)
 {
-    run_args a = {.layer = -1, .device = CLI_DEVICE_DEFAULT};
+    run_args a = {.layer = -1, .tokens = 1024, .seed = 1, .device = CLI_DEVICE_DEFAULT};
     cli_opt opts[] = {
         CLI_INT("--layer", "L", "decoder layer to run (must be an MoE layer; required)", &a.layer, 0, 1 << 20),
         CLI_STR("--input", "IN", "safetensors with hidden_states [T, H] (+ topk_ids, topk_weights)", &a.input),
@@ -156,29 +167,48 @@ int cli_cmd_run(int argc, char **argv)
         CLI_FLAG("--routed-only", "leave the shared expert out (explicitly)", &a.routed_only),
         CLI_INT("--threads", "N", "CPU threads (default: all cores)", &a.threads, 1, 256),
         CLI_CUSTOM("--device", "DEV", CLI_DEVICE_HELP, &a.device, cli_parse_device),
+        CLI_INT("--workspace-mb", "M", "one shared workspace of M MiB; larger batches run in chunks", &a.workspace_mb, 1, 1 << 24),
+        CLI_FLAG("--all-layers", "every MoE layer loaded at once, T synthetic tokens through each", &a.all_layers),
+        CLI_INT("--tokens", "T", "--all-layers: tokens per forward (default 1024)", &a.tokens, 1, 1 << 24),
+        CLI_U64("--seed", "S", "--all-layers: seed of the tokens and the routing (default 1)", &a.seed),
+        CLI_FLAG("--router", "--all-layers: route by the checkpoint's router (default random ids)", &a.router),
     };
     static const cli_spec spec = {
-        "run", "CKPT --layer L --input IN --output OUT [options]",
-        "Run one MoE layer of a checkpoint on the tokens of a safetensors file.",
+        "run", "CKPT (--layer L --input IN --output OUT | --all-layers [--tokens T]) [options]",
+        "Run one MoE layer of a checkpoint on the tokens of a safetensors file, or all of them.",
         "Without topk_ids/topk_weights in IN the router runs from the checkpoint's gate weights\n"
         "(logits = x . Wg^T accumulated in f32) and its configuration (softmax top-k, DeepSeek\n"
         "grouped sigmoid, Llama-4 sigmoid top-1). The shared expert, if the model has one, is part\n"
         "of the layer unless --routed-only. --device auto (the default) runs on cuda:0 when a CUDA\n"
         "device is visible (on the host, saying so, when the device cannot run the layer), else\n"
-        "on the host; the last line says which.\n",
+        "on the host; the last line says which.\n"
+        "--all-layers loads every MoE layer at once on the device, in one shared workspace\n"
+        "(--workspace-mb, default: enough for all T tokens at once), runs T synthetic tokens\n"
+        "through each in turn and prints per layer the chunk size, weights, time and an output\n"
+        "checksum, then the device memory used against the weights + workspace (docs/cli.md).\n",
         1};
     const char *pos[1];
     int npos = 0;
     cli_parse_result pr = cli_parse(&spec, opts, sizeof opts / sizeof opts[0], argc, argv, pos, &npos);
     if (pr != CLI_PARSE_OK) return pr == CLI_PARSE_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (npos != 1) return cli_usage_error("run", "needs one checkpoint directory; see --help");
-    if (a.layer < 0 || !a.input || !a.output)
+    if (a.all_layers && (a.layer >= 0 || a.input || a.output))
+        return cli_usage_error("run", "--all-layers runs synthetic tokens through every MoE layer: "
+                                      "it takes no --layer, --input or --output");
+    if (!a.all_layers && (a.layer < 0 || !a.input || !a.output))
         return cli_usage_error("run", "--layer, --input and --output are required; see --help");
     cli_device_resolve(&a.device);
     w4a8moe_checkpoint *ck;
     if (w4a8moe_checkpoint_open(pos[0], &ck) != W4A8MOE_STATUS_OK)
         return cli_fail("run", "%s", w4a8moe_last_error());
     w4a8moe_checkpoint_set_routed_only(ck, a.routed_only);
+    if (a.all_layers) {
+        cli_run_model_args m = {pos[0], a.backend, a.tokens, a.threads, a.workspace_mb, a.seed,
+                                a.router, 0, a.device};
+        int mrc = cli_run_model(&m, ck);
+        w4a8moe_checkpoint_close(ck);
+        return mrc;
+    }
     w4a8moe_checkpoint_info info;
     w4a8moe_checkpoint_get_info(ck, &info);
     run_input in = {0};

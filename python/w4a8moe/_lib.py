@@ -163,6 +163,7 @@ class LayerOptions(Sized):
         ("device_ordinal", ctypes.c_int32),
         ("num_threads", ctypes.c_int32),
         ("borrow_weights", ctypes.c_int32),
+        ("workspace", ctypes.c_void_p),  # API 4: a w4a8moe_workspace (not wrapped yet), NULL
     ]
 
 

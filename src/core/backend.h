@@ -13,7 +13,10 @@
  *
  * Memory: everything a stage receives lives on the layer's device (host for CPU layers). The
  * modular kernel allocates each stage's declared workspace once, at create, through the
- * device's w4a8moe_device_ops; nothing is allocated per forward.
+ * device's w4a8moe_device_ops, or (ctx.external_workspace) the layer carves it from a
+ * w4a8moe_workspace shared with other layers; nothing is allocated per forward. A stage sizes
+ * its workspace and lays it out from ctx->desc->max_tokens alone, always the same way, so
+ * that size is all a shared workspace needs to know (it is the chunk size there).
  */
 #ifndef W4A8MOE_BACKEND_H
 #define W4A8MOE_BACKEND_H
@@ -97,6 +100,9 @@ typedef struct w4a8moe_stage_ctx {
     int32_t num_local;
     int32_t num_threads;  /* CPU stages: worker threads to use (>= 1) */
     int32_t borrow_weights; /* pack_weights may keep pointers into the caller's weights */
+    /* 1: the layer works in a shared w4a8moe_workspace and carves both stages' workspaces
+     * from it (src/core/layer_memory.c); the modular kernel allocates none of its own */
+    int32_t external_workspace;
 } w4a8moe_stage_ctx;
 
 /*

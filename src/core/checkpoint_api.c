@@ -221,6 +221,22 @@ w4a8moe_status w4a8moe_checkpoint_layer_create_desc(const w4a8moe_checkpoint *ck
     return create(ckpt, layer, d, 0, opts, experts_subset, n_subset, out, err);
 }
 
+w4a8moe_status w4a8moe_checkpoint_memory_sized(const w4a8moe_checkpoint *ckpt, int32_t layer,
+                                               const w4a8moe_layer_options *opts, int64_t tokens,
+                                               w4a8moe_memory_info *info, size_t size)
+{
+    w4a8moe_err *err = fresh_err();
+    RETURN_IF(err, !ckpt, W4A8MOE_STATUS_INVALID_ARGUMENT, "ckpt is NULL");
+    /* the layer as create would load it (pack-quantized weights stay in the mapping), for its
+     * description and its shared expert's scheme and size */
+    w4a8moe_ckpt_layer *l = NULL;
+    FORWARD(w4a8moe_ckpt_layer_load(ckpt->c, layer, NULL, !ckpt->routed_only, &l, err));
+    w4a8moe_status st = w4a8moe_memory_estimate_sized(&l->desc, l->has_shared ? &l->shared : NULL,
+                                                      opts, tokens, info, size);
+    w4a8moe_ckpt_layer_free(l);
+    return st;
+}
+
 w4a8moe_status w4a8moe_checkpoint_router_logits(const w4a8moe_checkpoint *ckpt, int32_t layer,
                                                 int64_t T, const void *x, w4a8moe_dtype x_dtype,
                                                 float *logits)

@@ -3,11 +3,10 @@
  * ask the oracle once, build the modular kernel, run forwards.
  */
 #include "../common/log.h"
-#include "layer_internal.h"
-#include "modular_kernel.h"
+#include "dispatch.h"
+#include "layer_impl.h"
 #include "oracle.h"
 #include "router.h"
-#include "shared_expert.h"
 #include "struct_abi.h"
 
 #include <math.h>
@@ -15,15 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-struct w4a8moe_layer {
-    w4a8moe_mk mk;
-    w4a8moe_expert_weights *experts; /* [E_local] views into the caller's weights */
-    w4a8moe_err err;
-    w4a8moe_shared_rt *shared;        /* the shared-expert pipeline, or NULL */
-    void (*owner_release)(void *);    /* see w4a8moe_layer_attach_owner */
-    void *owner;
-};
 
 void w4a8moe_layer_desc_init_sized(w4a8moe_layer_desc *caller, size_t size)
 {
@@ -47,7 +37,7 @@ void w4a8moe_layer_desc_init_sized(w4a8moe_layer_desc *caller, size_t size)
 
 static int finite_positive(float v) { return v > 0.0f && !isinf(v); }
 
-static w4a8moe_status validate_desc(const w4a8moe_layer_desc *d, w4a8moe_err *err)
+w4a8moe_status w4a8moe_layer_validate_desc(const w4a8moe_layer_desc *d, w4a8moe_err *err)
 {
     RETURN_IF(err, !d, W4A8MOE_STATUS_INVALID_ARGUMENT, "layer description is NULL");
     RETURN_IF(err, d->max_tokens < 1 || d->max_tokens > MAX_TOKENS, W4A8MOE_STATUS_INVALID_ARGUMENT,
@@ -180,8 +170,9 @@ static int32_t default_threads(void)
     return n < 1 ? 1 : (n > 256 ? 256 : (int32_t)n);
 }
 
-static w4a8moe_status query_device(const w4a8moe_layer_options *o, const w4a8moe_device_ops **ops,
-                                   w4a8moe_device_info *dev, w4a8moe_err *err)
+w4a8moe_status w4a8moe_layer_query_device(const w4a8moe_layer_options *o,
+                                          const w4a8moe_device_ops **ops, w4a8moe_device_info *dev,
+                                          w4a8moe_err *err)
 {
     w4a8moe_device_kind kind = o ? o->device_kind : W4A8MOE_DEVICE_CPU;
     RETURN_IF(err, (unsigned)kind >= W4A8MOE_DEVICE_KIND_COUNT_, W4A8MOE_STATUS_INVALID_ARGUMENT,
@@ -196,37 +187,35 @@ static w4a8moe_status query_device(const w4a8moe_layer_options *o, const w4a8moe
 
 /* The caller's current device, saved by the public entry points before anything may switch it
  * (the CUDA backends make the layer's device current) and restored on the way out. */
-static int device_save(const w4a8moe_device_ops *ops)
+int w4a8moe_device_save(const w4a8moe_device_ops *ops)
 {
     return ops && ops->current ? ops->current() : -1;
 }
 
-static void device_restore(const w4a8moe_device_ops *ops, int saved)
+void w4a8moe_device_restore(const w4a8moe_device_ops *ops, int saved)
 {
     if (ops && ops->make_current && saved >= 0) ops->make_current(saved);
 }
 
-static const w4a8moe_device_ops *ops_of(const w4a8moe_layer_options *o)
+const w4a8moe_device_ops *w4a8moe_layer_ops_of(const w4a8moe_layer_options *o)
 {
     w4a8moe_device_kind kind = o ? o->device_kind : W4A8MOE_DEVICE_CPU;
     return (unsigned)kind < W4A8MOE_DEVICE_KIND_COUNT_ ? w4a8moe_registry_device(kind) : NULL;
 }
 
-static const char *forced_backend(const w4a8moe_layer_options *o)
+const char *w4a8moe_layer_forced_backend(const w4a8moe_layer_options *o)
 {
     if (o && o->backend && o->backend[0]) return o->backend;
     const char *env = getenv("W4A8MOE_BACKEND");
     return env && env[0] ? env : NULL;
 }
 
-static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
-                                  const w4a8moe_weights *w, const w4a8moe_layer_options *o,
-                                  w4a8moe_err *err)
+w4a8moe_status w4a8moe_layer_plan(const w4a8moe_layer_desc *d, const w4a8moe_layer_options *o,
+                                  w4a8moe_mk *mk, w4a8moe_err *err)
 {
-    w4a8moe_mk *mk = &L->mk;
-    FORWARD(validate_desc(d, err));
+    FORWARD(w4a8moe_layer_validate_desc(d, err));
     FORWARD(w4a8moe_shared_check_routed(d, err));
-    FORWARD(query_device(o, &mk->devops, &mk->dev, err));
+    FORWARD(w4a8moe_layer_query_device(o, &mk->devops, &mk->dev, err));
     mk->desc = *d;
     int32_t per_rank = d->num_experts / d->ep_size;
     mk->ctx.desc = &mk->desc;
@@ -235,6 +224,23 @@ static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
     mk->ctx.num_local = per_rank;
     mk->ctx.num_threads = o && o->num_threads > 0 ? o->num_threads : default_threads();
     mk->ctx.borrow_weights = o ? o->borrow_weights : 0;
+    mk->ctx.external_workspace = o && o->workspace;
+    /* a workspace on another device is the caller's mistake, whatever the oracle says */
+    if (o && o->workspace) FORWARD(w4a8moe_layer_ws_check_device(&mk->dev, o->workspace, err));
+    return w4a8moe_oracle_select(&mk->dev, &mk->desc, w4a8moe_layer_forced_backend(o),
+                                 &mk->experts, &mk->prepfin, err);
+}
+
+static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
+                                  const w4a8moe_weights *w, const w4a8moe_layer_options *o,
+                                  w4a8moe_err *err)
+{
+    w4a8moe_mk *mk = &L->mk;
+    L->max_tokens = L->chunk = d->max_tokens;
+    /* the oracle before the weights: a layer it refuses fails without reading them */
+    FORWARD(w4a8moe_layer_plan(d, o, mk, err));
+    int32_t per_rank = mk->ctx.num_local;
+    if (o && o->workspace) FORWARD(w4a8moe_layer_ws_check(mk, o->workspace, err));
     if (d->routing.score_bias) {
         mk->score_bias = malloc((size_t)d->num_experts * sizeof(float));
         RETURN_IF(err, !mk->score_bias, W4A8MOE_STATUS_OUT_OF_MEMORY, "router bias copy");
@@ -244,11 +250,10 @@ static w4a8moe_status layer_build(w4a8moe_layer *L, const w4a8moe_layer_desc *d,
     L->experts = calloc((size_t)per_rank, sizeof *L->experts);
     RETURN_IF(err, !L->experts, W4A8MOE_STATUS_OUT_OF_MEMORY, "expert table of %d entries", per_rank);
     FORWARD(gather_weights(d, w, L->experts, mk->ctx.expert_begin, per_rank, err));
-    FORWARD(w4a8moe_oracle_select(&mk->dev, &mk->desc, forced_backend(o), &mk->experts,
-                                  &mk->prepfin, err));
     w4a8moe_logical_weights lw = {w->scale_dtype, mk->ctx.expert_begin, per_rank, L->experts, NULL};
     FORWARD(w4a8moe_mk_init(mk, &lw, err));
-    if (w->shared) FORWARD(w4a8moe_shared_create(mk, w->shared, forced_backend(o), &L->shared, err));
+    if (w->shared) FORWARD(w4a8moe_shared_create(mk, w->shared, w4a8moe_layer_forced_backend(o), &L->shared, err));
+    if (o && o->workspace) FORWARD(w4a8moe_layer_ws_attach(L, o->workspace, err));
     if (!mk->ctx.borrow_weights) {
         /* the backend copied what it needs: drop the views so nothing dangles */
         free(L->experts);
@@ -304,16 +309,48 @@ w4a8moe_status w4a8moe_layer_create(const w4a8moe_layer_desc *d, const w4a8moe_w
     FORWARD(read_weights(&w, &c, err));
     w4a8moe_layer *L = calloc(1, sizeof *L);
     RETURN_IF(err, !L, W4A8MOE_STATUS_OUT_OF_MEMORY, "layer handle");
-    const w4a8moe_device_ops *ops = ops_of(opts);
-    int saved = device_save(ops);
+    const w4a8moe_device_ops *ops = w4a8moe_layer_ops_of(opts);
+    int saved = w4a8moe_device_save(ops);
     w4a8moe_status st = layer_build(L, d, w, opts, err);
     if (st != W4A8MOE_STATUS_OK) {
         w4a8moe_layer_free(L);
         L = NULL;
     }
-    device_restore(ops, saved);
+    w4a8moe_device_restore(ops, saved);
     *out = L;
     return st;
+}
+
+static w4a8moe_status forward_once(w4a8moe_layer *L, int64_t T, const void *x,
+                                   const w4a8moe_routing_input *r, void *out, void *stream,
+                                   w4a8moe_err *err)
+{
+    return L->shared ? w4a8moe_shared_forward(&L->mk, L->shared, T, x, r, out, stream, err)
+                     : w4a8moe_mk_forward(&L->mk, T, x, r, out, stream, err);
+}
+
+/* T above the chunk size of a layer on a shared workspace: consecutive chunks, each a complete
+ * forward of its tokens (every step of docs/numerics.md is per token: the per-token scales, the
+ * router, the weight on the input, the shared expert's gate), so the rows are the ones one
+ * forward would give. Caller-given ids are checked whole first on the host, so a message names
+ * the token of the batch, not of its chunk. */
+static w4a8moe_status forward_chunks(w4a8moe_layer *L, int64_t T, const char *x,
+                                     const w4a8moe_routing_input *r, char *out, void *stream,
+                                     w4a8moe_err *err)
+{
+    const w4a8moe_layer_desc *d = &L->mk.desc;
+    if (L->mk.dev.kind == W4A8MOE_DEVICE_CPU && r->topk_ids)
+        FORWARD(w4a8moe_check_topk(d, T, r->topk_ids, r->topk_weights, err));
+    size_t row = (size_t)d->hidden * w4a8moe_dtype_size(d->io_dtype);
+    for (int64_t t0 = 0; t0 < T; t0 += L->chunk) {
+        int64_t n = T - t0 < L->chunk ? T - t0 : L->chunk;
+        w4a8moe_routing_input c = *r;
+        if (c.topk_ids) c.topk_ids += t0 * d->top_k;
+        if (c.topk_weights) c.topk_weights += t0 * d->top_k;
+        if (c.router_logits) c.router_logits += t0 * d->num_experts;
+        FORWARD(forward_once(L, n, x + (size_t)t0 * row, &c, out + (size_t)t0 * row, stream, err));
+    }
+    return W4A8MOE_STATUS_OK;
 }
 
 w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void *x,
@@ -326,11 +363,10 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
     }
     w4a8moe_err *err = &layer->err;
     err->msg[0] = '\0';
-    const w4a8moe_layer_desc *d = &layer->mk.desc;
-    RETURN_IF(err, T < 0 || T > d->max_tokens, W4A8MOE_STATUS_INVALID_ARGUMENT,
+    RETURN_IF(err, T < 0 || T > layer->max_tokens, W4A8MOE_STATUS_INVALID_ARGUMENT,
               "T = %lld tokens is outside [0, max_tokens = %lld]; hint: create the layer with a "
               "larger max_tokens or split the batch",
-              (long long)T, (long long)d->max_tokens);
+              (long long)T, (long long)layer->max_tokens);
     if (T == 0) return W4A8MOE_STATUS_OK;
     RETURN_IF(err, !x || !out || !routing, W4A8MOE_STATUS_INVALID_ARGUMENT,
               "x, out and routing must not be NULL");
@@ -340,12 +376,10 @@ w4a8moe_status w4a8moe_layer_forward(w4a8moe_layer *layer, int64_t T, const void
     RETURN_IF(err, !routing->router_logits && (!routing->topk_ids || !routing->topk_weights),
               W4A8MOE_STATUS_INVALID_ARGUMENT,
               "routing needs topk_ids and topk_weights, or router_logits");
-    int saved = device_save(layer->mk.devops);
-    w4a8moe_status st =
-        layer->shared
-            ? w4a8moe_shared_forward(&layer->mk, layer->shared, T, x, routing, out, stream, err)
-            : w4a8moe_mk_forward(&layer->mk, T, x, routing, out, stream, err);
-    device_restore(layer->mk.devops, saved);
+    int saved = w4a8moe_device_save(layer->mk.devops);
+    w4a8moe_status st = T <= layer->chunk ? forward_once(layer, T, x, routing, out, stream, err)
+                                          : forward_chunks(layer, T, x, routing, out, stream, err);
+    w4a8moe_device_restore(layer->mk.devops, saved);
     return st;
 }
 
@@ -391,14 +425,15 @@ void w4a8moe_layer_free(w4a8moe_layer *layer)
 {
     if (!layer) return;
     const w4a8moe_device_ops *ops = layer->mk.devops;
-    int saved = device_save(ops);
+    int saved = w4a8moe_device_save(ops);
     if (ops) w4a8moe_mk_release(&layer->mk);
     w4a8moe_shared_free(layer->shared);
     free(layer->mk.score_bias);
     free(layer->experts);
+    w4a8moe_workspace_release(layer->ws);
     if (layer->owner_release) layer->owner_release(layer->owner);
     free(layer);
-    device_restore(ops, saved);
+    w4a8moe_device_restore(ops, saved);
 }
 
 w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_options *opts,
@@ -409,14 +444,14 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
     RETURN_IF(err, !buf && cap, W4A8MOE_STATUS_INVALID_ARGUMENT, "buf is NULL but cap is %zu", cap);
     caller_structs c;
     FORWARD(read_desc_opts(&d, &opts, &c, err));
-    FORWARD(validate_desc(d, err));
+    FORWARD(w4a8moe_layer_validate_desc(d, err));
     FORWARD(w4a8moe_shared_check_routed(d, err)); /* what create refuses, explain refuses too */
     const w4a8moe_device_ops *ops;
     w4a8moe_device_info dev;
-    FORWARD(query_device(opts, &ops, &dev, err));
-    int saved = device_save(ops);
-    size_t n = w4a8moe_oracle_report(&dev, d, forced_backend(opts), buf, cap);
-    device_restore(ops, saved);
+    FORWARD(w4a8moe_layer_query_device(opts, &ops, &dev, err));
+    int saved = w4a8moe_device_save(ops);
+    size_t n = w4a8moe_oracle_report(&dev, d, w4a8moe_layer_forced_backend(opts), buf, cap);
+    w4a8moe_device_restore(ops, saved);
     if (needed) *needed = n + 1;
     return W4A8MOE_STATUS_OK;
 }
@@ -429,7 +464,7 @@ w4a8moe_status w4a8moe_route(const w4a8moe_layer_desc *d, int64_t T, const float
     const w4a8moe_layer_options *no_opts = NULL;
     caller_structs c;
     FORWARD(read_desc_opts(&d, &no_opts, &c, err));
-    FORWARD(validate_desc(d, err));
+    FORWARD(w4a8moe_layer_validate_desc(d, err));
     RETURN_IF(err, T < 0, W4A8MOE_STATUS_INVALID_ARGUMENT, "T = %lld is negative", (long long)T);
     RETURN_IF(err, T > 0 && (!logits || !topk_ids || !topk_weights), W4A8MOE_STATUS_INVALID_ARGUMENT,
               "logits, topk_ids and topk_weights must not be NULL");

@@ -15,8 +15,10 @@ w4a8moe_status w4a8moe_mk_init(w4a8moe_mk *mk, const w4a8moe_logical_weights *w,
     const w4a8moe_stage_ctx *ctx = &mk->ctx;
     size_t pf_bytes = mk->prepfin->workspace_size ? mk->prepfin->workspace_size(ctx) : 0;
     size_t ex_bytes = mk->experts->workspace_size ? mk->experts->workspace_size(ctx) : 0;
-    FORWARD(alloc_ws(mk, pf_bytes, &mk->prepfin_ws, err));
-    FORWARD(alloc_ws(mk, ex_bytes, &mk->experts_ws, err));
+    if (!ctx->external_workspace) { /* else the layer carves them: w4a8moe_mk_workspace_carve */
+        FORWARD(alloc_ws(mk, pf_bytes, &mk->prepfin_ws, err));
+        FORWARD(alloc_ws(mk, ex_bytes, &mk->experts_ws, err));
+    }
     if (mk->prepfin->create) FORWARD(mk->prepfin->create(ctx, &mk->prepfin_state, err));
     FORWARD(mk->experts->pack_weights(ctx, w, &mk->experts_state, err));
     return W4A8MOE_STATUS_OK;
@@ -57,10 +59,40 @@ w4a8moe_status w4a8moe_mk_check(w4a8moe_mk *mk, void *stream, w4a8moe_err *err)
     return mk->prepfin->check(&mk->ctx, mk->prepfin_state, stream, err);
 }
 
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* The two stages' sizes for `tokens` tokens: a copy of the description with that max_tokens,
+ * which is all a stage sizes its workspace from (backend.h, "Memory"). */
+static void stage_bytes(const w4a8moe_mk *mk, int64_t tokens, size_t *pf, size_t *ex)
+{
+    w4a8moe_layer_desc d = mk->desc;
+    d.max_tokens = tokens;
+    w4a8moe_stage_ctx ctx = mk->ctx;
+    ctx.desc = &d;
+    *pf = mk->prepfin->workspace_size ? align256(mk->prepfin->workspace_size(&ctx)) : 0;
+    *ex = mk->experts->workspace_size ? align256(mk->experts->workspace_size(&ctx)) : 0;
+}
+
+size_t w4a8moe_mk_workspace_bytes(const w4a8moe_mk *mk, int64_t tokens)
+{
+    size_t pf, ex;
+    stage_bytes(mk, tokens, &pf, &ex);
+    return pf + ex;
+}
+
+void w4a8moe_mk_workspace_carve(w4a8moe_mk *mk, void *base)
+{
+    size_t pf, ex;
+    stage_bytes(mk, mk->desc.max_tokens, &pf, &ex);
+    mk->prepfin_ws = pf ? base : NULL;
+    mk->experts_ws = ex ? (char *)base + pf : NULL;
+}
+
 void w4a8moe_mk_release(w4a8moe_mk *mk)
 {
     if (mk->experts_state && mk->experts->free_state) mk->experts->free_state(mk->experts_state);
     if (mk->prepfin_state && mk->prepfin->free_state) mk->prepfin->free_state(mk->prepfin_state);
+    if (mk->ctx.external_workspace) mk->experts_ws = mk->prepfin_ws = NULL; /* not ours */
     if (mk->experts_ws) mk->devops->release(&mk->dev, mk->experts_ws);
     if (mk->prepfin_ws) mk->devops->release(&mk->dev, mk->prepfin_ws);
     mk->experts_state = mk->prepfin_state = mk->experts_ws = mk->prepfin_ws = NULL;

@@ -1,6 +1,6 @@
 /*
  * modular_kernel.h — one layer's pipeline: prepare → experts → finalize, with the two stages'
- * state and workspaces, allocated once at create.
+ * state and workspaces, allocated once at create (or carved from a shared workspace).
  */
 #ifndef W4A8MOE_MODULAR_KERNEL_H
 #define W4A8MOE_MODULAR_KERNEL_H
@@ -32,6 +32,13 @@ w4a8moe_status w4a8moe_mk_forward_shared(w4a8moe_mk *mk, w4a8moe_mk *smk,
                                          void *out, void *stream, w4a8moe_err *err);
 /* w4a8moe_layer_check for one pipeline: the prepare/finalize's check, OK when it has none. */
 w4a8moe_status w4a8moe_mk_check(w4a8moe_mk *mk, void *stream, w4a8moe_err *err);
+/* Bytes of the two stages' workspaces for forwards of `tokens` tokens (each stage rounded up
+ * to 256 bytes), as w4a8moe_mk_workspace_carve lays them out; the desc's max_tokens is not
+ * changed. */
+size_t w4a8moe_mk_workspace_bytes(const w4a8moe_mk *mk, int64_t tokens);
+/* ctx.external_workspace: points the stages' workspaces into base, which holds
+ * w4a8moe_mk_workspace_bytes(mk, mk->desc.max_tokens) bytes. */
+void w4a8moe_mk_workspace_carve(w4a8moe_mk *mk, void *base);
 /* Releases what init acquired (safe on a partly initialised mk). */
 void w4a8moe_mk_release(w4a8moe_mk *mk);
 

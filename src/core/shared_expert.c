@@ -223,3 +223,17 @@ void w4a8moe_shared_free(w4a8moe_shared_rt *s)
     free(s->gate);
     free(s);
 }
+
+w4a8moe_status w4a8moe_shared_plan(const w4a8moe_mk *routed, const w4a8moe_shared_expert *se,
+                                   const char *forced, w4a8moe_mk *mk, w4a8moe_err *err)
+{
+    FORWARD(shared_desc(&routed->desc, se, &mk->desc, err));
+    mk->devops = routed->devops;
+    mk->dev = routed->dev;
+    mk->ctx = routed->ctx;
+    mk->ctx.desc = &mk->desc;
+    mk->ctx.dev = &mk->dev;
+    mk->ctx.expert_begin = 0;
+    mk->ctx.num_local = 1;
+    return pick_backend(mk, forced, err);
+}

@@ -33,4 +33,10 @@ w4a8moe_status w4a8moe_shared_forward(w4a8moe_mk *routed, w4a8moe_shared_rt *s, 
 
 void w4a8moe_shared_free(w4a8moe_shared_rt *s);
 
+/* What shared_create decides before it reads weights: mk's description, stage context and
+ * backends (only se's inter, schemes and group size are read). For memory estimates
+ * (src/core/layer_memory.c); nothing is allocated. */
+w4a8moe_status w4a8moe_shared_plan(const w4a8moe_mk *routed, const w4a8moe_shared_expert *se,
+                                   const char *forced, w4a8moe_mk *mk, w4a8moe_err *err);
+
 #endif /* W4A8MOE_SHARED_EXPERT_H */

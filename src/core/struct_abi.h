@@ -22,6 +22,8 @@
 #define W4A8MOE_V3_LAYER_OPTIONS W4A8MOE_END_OF(w4a8moe_layer_options, borrow_weights)
 #define W4A8MOE_V3_ROUTING_INPUT W4A8MOE_END_OF(w4a8moe_routing_input, router_logits)
 #define W4A8MOE_V3_CHECKPOINT_INFO W4A8MOE_END_OF(w4a8moe_checkpoint_info, shared_gated)
+/* Structs that came later: struct_size 0 means their first layout. */
+#define W4A8MOE_V4_MEMORY_INFO W4A8MOE_END_OF(w4a8moe_memory_info, workspace_min_bytes)
 
 /* Copies the caller's struct src (struct_size first) into dst, the library's of cur bytes:
  * the caller's bytes up to cur, zeros after them, dst's struct_size = cur. A caller's struct
