@@ -14,6 +14,7 @@ extern const w4a8moe_device_ops w4a8moe_cpu_device;
 #ifdef W4A8MOE_WITH_CUDA
 extern const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts;
 extern const w4a8moe_experts_ops w4a8moe_cuda_sm89_experts;
+extern const w4a8moe_experts_ops w4a8moe_cuda_dense_experts;
 extern const w4a8moe_prepfin_ops w4a8moe_cuda_local_prepfin;
 extern const w4a8moe_device_ops w4a8moe_cuda_device;
 #endif
@@ -26,6 +27,8 @@ static const w4a8moe_experts_ops *const experts_table[] = {
      * a small-batch path */
     &w4a8moe_cuda_sm89_experts,
     &w4a8moe_cuda_sm90_experts,
+    /* unquantised (bf16 x bf16) shared experts only: no W4A8 layer reaches it */
+    &w4a8moe_cuda_dense_experts,
 #endif
     &w4a8moe_cpu_experts,
     &w4a8moe_cpu_ref_experts,
