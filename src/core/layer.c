@@ -416,6 +416,8 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
     FORWARD(query_device(opts, &ops, &dev, err));
     int saved = device_save(ops);
     size_t n = w4a8moe_oracle_report(&dev, d, forced_backend(opts), buf, cap);
+    n += w4a8moe_shared_report(&dev, d, forced_backend(opts), n < cap ? buf + n : NULL,
+                               n < cap ? cap - n : 0);
     device_restore(ops, saved);
     if (needed) *needed = n + 1;
     return W4A8MOE_STATUS_OK;
