@@ -302,6 +302,7 @@ static void run_case(const scase *c, uint64_t seed)
 static void run_graph(const scase *c, uint64_t seed)
 {
     sdata s;
+    memset(&s, 0, sizeof s); /* sdata_free below is safe whatever setup reached */
     cudaStream_t stream = NULL;
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
