@@ -21,13 +21,21 @@
  *   4. a shared-expert forward (gated int4, gated bf16) captured in a CUDA graph on a
  *      non-blocking stream replays bit-identically to the eager forward, twice (the second time
  *      on new x and ids in the same buffers);
- *   5. w4a8moe_explain on the CUDA device names the shared pipeline's backends.
+ *   5. tests/data/golden-deepseek-tiny (made apart from this project: grouped sigmoid routing with
+ *      score bias, one int4 shared expert) layer 1 on CUDA, routed by the CUDA router on the
+ *      checkpoint's logits, against the checkpoint's expected output;
+ *   6. w4a8moe_explain on the CUDA device names the shared pipeline's backends.
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps the small cases.
  */
 #include "gpu_harness.h"
+#include "loader/safetensors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+
+#ifndef TEST_DATA
+#define TEST_DATA "tests/data"
+#endif
 
 static uint64_t g_seed;
 
@@ -366,6 +374,96 @@ done:
     free(replay);
 }
 
+/* bf16 [T, H] tensor `name` of a safetensors file, copied raw. */
+static uint16_t *read_bf16(const char *path, const char *name, int64_t *T, int64_t *H)
+{
+    w4a8moe_err err;
+    w4a8moe_st_file *f;
+    if (w4a8moe_st_open(path, &f, &err) != W4A8MOE_STATUS_OK) return NULL;
+    const w4a8moe_st_tensor *t = w4a8moe_st_find(f, name);
+    uint16_t *out = NULL;
+    if (t && t->dtype == W4A8MOE_ST_BF16 && t->ndim == 2) {
+        *T = t->shape[0];
+        *H = t->shape[1];
+        out = malloc(t->nbytes);
+        if (out) memcpy(out, t->data, t->nbytes);
+    }
+    w4a8moe_st_close(f);
+    return out;
+}
+
+/* The DeepSeek golden checkpoint's layer 1 (int4 shared expert) on CUDA vs its expected output. */
+static void golden_deepseek(void)
+{
+    const char *dir = TEST_DATA "/golden-deepseek-tiny";
+    int64_t T = 0, H = 0, T2 = 0, H2 = 0;
+    uint16_t *x = read_bf16(TEST_DATA "/golden-deepseek-tiny/input.safetensors", "hidden_states", &T, &H);
+    uint16_t *want = read_bf16(TEST_DATA "/golden-deepseek-tiny/expected.safetensors", "output", &T2, &H2);
+    w4a8moe_checkpoint *ck = NULL;
+    int ok = x && want && T == T2 && H == H2 && w4a8moe_checkpoint_open(dir, &ck) == W4A8MOE_STATUS_OK;
+    CHECK(ok, "%s: input, expected output or checkpoint missing: %s", dir, w4a8moe_last_error());
+    w4a8moe_checkpoint_info info;
+    float *logits = NULL, *ref = malloc((size_t)(T * H) * 4 + 4), *got = malloc((size_t)(T * H) * 4 + 4);
+    void *dx = NULL, *dlog = NULL, *dout = NULL;
+    if (ok) {
+        w4a8moe_checkpoint_get_info(ck, &info);
+        CHECK(info.has_shared_expert, "%s: the checkpoint has a shared expert", dir);
+        logits = malloc((size_t)(T * info.num_experts) * 4);
+        ok = ref && got && logits &&
+             w4a8moe_checkpoint_router_logits(ck, 1, T, x, W4A8MOE_DTYPE_BF16, logits) == W4A8MOE_STATUS_OK;
+        ok = ok && cudaMalloc(&dx, (size_t)(T * H) * 2) == cudaSuccess &&
+             cudaMalloc(&dlog, (size_t)(T * info.num_experts) * 4) == cudaSuccess &&
+             cudaMalloc(&dout, (size_t)(T * H) * 2) == cudaSuccess &&
+             cudaMemcpy(dx, x, (size_t)(T * H) * 2, cudaMemcpyHostToDevice) == cudaSuccess &&
+             cudaMemcpy(dlog, logits, (size_t)(T * info.num_experts) * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+        CHECK(ok, "%s: router logits / device buffers: %s", dir, w4a8moe_last_error());
+        for (int64_t i = 0; ok && i < T * H; i++) ref[i] = w4a8moe_bf16_to_f32(want[i]);
+    }
+    for (size_t b = 0; ok && b < N_BACKENDS; b++) {
+        const char *bname = backends[b] ? backends[b] : "auto";
+        w4a8moe_layer_options o;
+        memset(&o, 0, sizeof o);
+        o.device_kind = W4A8MOE_DEVICE_CUDA;
+        o.backend = backends[b];
+        w4a8moe_layer *L = NULL;
+        w4a8moe_status st = w4a8moe_checkpoint_layer_create(ck, 1, &o, NULL, 0, T, &L);
+        if (st != W4A8MOE_STATUS_OK) {
+            CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && backends[b], "%s: %s create: %s", dir, bname,
+                  w4a8moe_last_error());
+            printf("SKIP golden-deepseek-tiny on %s: %s\n", bname, w4a8moe_last_error());
+            continue;
+        }
+        CHECK(strcmp(w4a8moe_layer_shared_backend(L), w4a8moe_layer_backend(L)) == 0,
+              "%s on %s: shared pipeline on '%s'", dir, bname, w4a8moe_layer_shared_backend(L));
+        cudaMemset(dout, 0xff, (size_t)(T * H) * 2);
+        w4a8moe_routing_input r;
+        memset(&r, 0, sizeof r);
+        r.router_logits = dlog;
+        CHECK(w4a8moe_layer_forward(L, T, dx, &r, dout, NULL) == W4A8MOE_STATUS_OK, "%s: %s forward: %s",
+              dir, bname, w4a8moe_layer_error(L));
+        w4a8moe_layer_desc d;
+        memset(&d, 0, sizeof d);
+        d.hidden = H;
+        d.io_dtype = W4A8MOE_DTYPE_BF16;
+        CHECK(gh_fetch(&d, T, dout, got) == 0, "%s: fetch", dir);
+        gh_stats st2 = gh_compare_stats(ref, got, T, H);
+        CHECK(gh_within_tol(&st2, bname), "%s layer 1 on %s: worst row rel-L2 %.3g, mean %.3g, %lld NaN "
+              "rows against the expected output", dir, bname, st2.worst, st2.mean, (long long)st2.nan_bad);
+        printf("ok golden-deepseek-tiny layer 1 (shared on %s) %-10s worst %.2e over %lld rows\n",
+               w4a8moe_layer_shared_backend(L), bname, st2.worst, (long long)st2.rows);
+        w4a8moe_layer_free(L);
+    }
+    w4a8moe_checkpoint_close(ck);
+    cudaFree(dx);
+    cudaFree(dlog);
+    cudaFree(dout);
+    free(x);
+    free(want);
+    free(logits);
+    free(ref);
+    free(got);
+}
+
 /* explain on the CUDA device: the shared pipeline's lines, with cuda_dense for unquantised. */
 static void test_explain(void)
 {
@@ -401,6 +499,7 @@ int main(void)
     }
     run_graph(&cases[1], g_seed ^ 0x51ed270b27a9c1d3ull); /* int4, gated */
     run_graph(&cases[3], g_seed ^ 0x2545f4914f6cdd1dull); /* bf16 dense, gated */
+    golden_deepseek();
     test_explain();
     TEST_MAIN_END();
 }
