@@ -242,7 +242,9 @@ typedef struct w4a8moe_dense_matrix {
  * Llama-4 `shared_expert`): every token runs it beside its routed experts, contract steps 2-6
  * with its own weights, scales and I, and step 7 adds its output with weight 1, or
  * sigmoid(x . gate_weight) (Qwen2-MoE; dot product accumulated in f32). The routed and shared
- * outputs are summed in f32 and rounded once. CPU layers with ep_size 1 only, for now. */
+ * outputs are summed in f32 and rounded once. Layers with ep_size 1, on the CPU and on CUDA
+ * devices (int4 ones on cuda_sm89 / cuda_sm90, unquantised ones on cuda_dense; on CUDA the gate
+ * and everything per forward run on the device, so a forward stays capturable in a graph). */
 typedef struct w4a8moe_shared_expert {
     size_t struct_size;                  /* sizeof(w4a8moe_shared_expert), or 0 (see "ABI") */
     int64_t inter;                       /* its I */
@@ -353,7 +355,8 @@ const char *w4a8moe_layer_backend(const w4a8moe_layer *layer);
 const char *w4a8moe_layer_prepfin(const w4a8moe_layer *layer);
 /* The experts backend of the layer's shared-expert pipeline, or "" when it has none. It is the
  * forced backend when that one accepts the shared expert's scheme, else the oracle's choice
- * (e.g. `cpu_ref` for an unquantised shared expert when the forced backend has no bf16 path). */
+ * (e.g. `cpu` for an unquantised shared expert when the forced backend has no bf16 path;
+ * `cuda_dense` for one on a CUDA layer). w4a8moe_explain reports the same choice beforehand. */
 const char *w4a8moe_layer_shared_backend(const w4a8moe_layer *layer);
 
 /* The last error of this layer (empty string when none). */
@@ -432,9 +435,11 @@ static inline w4a8moe_status w4a8moe_layer_memory(const w4a8moe_layer *layer, in
 }
 
 /* Writes a report of every backend for this description: "selected", or the first axis that
- * rejected it (device, quant, activation, parallel, shape) and why, one line each, into buf
- * (NUL-terminated, truncated to cap). *needed (may be NULL) gets the full length + 1. opts may
- * be NULL. Returns OK even when nothing is selected (the report says so). */
+ * rejected it (device, quant, activation, parallel, shape) and why, one line each, then the
+ * backend a shared expert of such a layer would run on (int4 with the layer's g and activation
+ * scheme, and unquantised), into buf (NUL-terminated, truncated to cap). *needed (may be NULL)
+ * gets the full length + 1. opts may be NULL. Returns OK even when nothing is selected (the
+ * report says so). */
 w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_options *opts,
                                char *buf, size_t cap, size_t *needed);
 

@@ -458,6 +458,26 @@ static void test_public_explain(void)
           "explain with ep_size 2 on the CPU:\n%s", buf);
     d.ep_size = 1;
 
+    /* the shared pipeline's lines: on the CPU `cpu` runs int4 and unquantised shared experts
+     * (cpu_ref when forced); with ep_size 2 none runs */
+    o.backend = NULL;
+    CHECK(w4a8moe_explain(&d, NULL, buf, sizeof buf, NULL) == W4A8MOE_STATUS_OK, "explain: %s",
+          w4a8moe_last_error());
+    const char *sh = strstr(buf, "\nshared expert, if the layer has one");
+    CHECK(sh && has(sh, "  int4 x fp8 (I and g as the routed experts'): cpu (prepare/finalize: local)") &&
+              has(sh, "  unquantised (bf16/f16/f32 weights, block-FP8 dequantised): cpu (prepare"),
+          "explain names the shared pipeline's backends on the CPU:\n%s", buf);
+    o.backend = "cpu_ref";
+    CHECK(w4a8moe_explain(&d, &o, buf, sizeof buf, NULL) == W4A8MOE_STATUS_OK &&
+              has(buf, "routed experts'): cpu_ref (") && has(buf, "dequantised): cpu_ref ("),
+          "explain with cpu_ref forced: the shared pipeline on cpu_ref too:\n%s", buf);
+    o.backend = NULL;
+    d.ep_size = 2;
+    CHECK(w4a8moe_explain(&d, NULL, buf, sizeof buf, NULL) == W4A8MOE_STATUS_OK &&
+              has(buf, "not run with ep_size 2"),
+          "explain with ep_size 2: the shared expert line:\n%s", buf);
+    d.ep_size = 1;
+
     if (!w4a8moe_registry_device(W4A8MOE_DEVICE_CUDA)) {
         o.backend = NULL;
         o.device_kind = W4A8MOE_DEVICE_CUDA;

@@ -451,6 +451,8 @@ w4a8moe_status w4a8moe_explain(const w4a8moe_layer_desc *d, const w4a8moe_layer_
     FORWARD(w4a8moe_layer_query_device(opts, &ops, &dev, err));
     int saved = w4a8moe_device_save(ops);
     size_t n = w4a8moe_oracle_report(&dev, d, w4a8moe_layer_forced_backend(opts), buf, cap);
+    n += w4a8moe_shared_report(&dev, d, w4a8moe_layer_forced_backend(opts), n < cap ? buf + n : NULL,
+                               n < cap ? cap - n : 0);
     w4a8moe_device_restore(ops, saved);
     if (needed) *needed = n + 1;
     return W4A8MOE_STATUS_OK;

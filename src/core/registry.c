@@ -4,6 +4,7 @@
  * putting it in the table at its priority; CUDA backends exist only in builds with nvcc.
  */
 #include "backend.h"
+#include "shared_expert.h"
 
 #include <string.h>
 
@@ -14,8 +15,10 @@ extern const w4a8moe_device_ops w4a8moe_cpu_device;
 #ifdef W4A8MOE_WITH_CUDA
 extern const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts;
 extern const w4a8moe_experts_ops w4a8moe_cuda_sm89_experts;
+extern const w4a8moe_experts_ops w4a8moe_cuda_dense_experts;
 extern const w4a8moe_prepfin_ops w4a8moe_cuda_local_prepfin;
 extern const w4a8moe_device_ops w4a8moe_cuda_device;
+extern const w4a8moe_shared_device_ops w4a8moe_cuda_shared_device;
 #endif
 
 static const w4a8moe_experts_ops *const experts_table[] = {
@@ -26,6 +29,8 @@ static const w4a8moe_experts_ops *const experts_table[] = {
      * a small-batch path */
     &w4a8moe_cuda_sm89_experts,
     &w4a8moe_cuda_sm90_experts,
+    /* unquantised (bf16 x bf16) shared experts only: no W4A8 layer reaches it */
+    &w4a8moe_cuda_dense_experts,
 #endif
     &w4a8moe_cpu_experts,
     &w4a8moe_cpu_ref_experts,
@@ -56,6 +61,15 @@ const w4a8moe_device_ops *w4a8moe_registry_device(w4a8moe_device_kind kind)
 #ifdef W4A8MOE_WITH_CUDA
     if (kind == W4A8MOE_DEVICE_CUDA) return &w4a8moe_cuda_device;
 #endif
+    return NULL;
+}
+
+const w4a8moe_shared_device_ops *w4a8moe_registry_shared_device(w4a8moe_device_kind kind)
+{
+#ifdef W4A8MOE_WITH_CUDA
+    if (kind == W4A8MOE_DEVICE_CUDA) return &w4a8moe_cuda_shared_device;
+#endif
+    (void)kind;
     return NULL;
 }
 

@@ -10,6 +10,8 @@
 #include "oracle.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,17 +123,80 @@ static w4a8moe_status pick_backend(w4a8moe_mk *mk, const char *forced, w4a8moe_e
     return w4a8moe_oracle_select(&mk->dev, &mk->desc, NULL, &mk->experts, &mk->prepfin, err);
 }
 
+/* The host's copy of what the pipeline reads per forward, in memory of the layer's device:
+ * host memory on CPU layers, else the device's alloc and upload (init: bytes on the host). */
+static w4a8moe_status shared_array(w4a8moe_shared_rt *s, size_t bytes, const void *init, void **out,
+                                   w4a8moe_err *err)
+{
+    *out = NULL;
+    if (!s->sdev) {
+        *out = malloc(bytes);
+        RETURN_IF(err, !*out, W4A8MOE_STATUS_OUT_OF_MEMORY, "shared expert routing array of %zu bytes",
+                  bytes);
+        memcpy(*out, init, bytes);
+        return W4A8MOE_STATUS_OK;
+    }
+    FORWARD(s->mk.devops->alloc(&s->mk.dev, bytes, out, err));
+    return s->sdev->upload(&s->mk.dev, *out, init, bytes, err);
+}
+
+static void shared_array_free(w4a8moe_shared_rt *s, void *p)
+{
+    if (!p) return;
+    if (s->sdev)
+        s->mk.devops->release(&s->mk.dev, p);
+    else
+        free(p);
+}
+
+/* ids [T] all 0, weights [T] all 1 and the gate [H] widened to f32, on the layer's device. */
+static w4a8moe_status shared_routing_arrays(w4a8moe_shared_rt *s, const w4a8moe_shared_expert *se,
+                                            int64_t T, int64_t H, w4a8moe_err *err)
+{
+    if (se->gate_weight)
+        RETURN_IF(err, (unsigned)se->gate_weight_dtype >= W4A8MOE_DTYPE_COUNT_,
+                  W4A8MOE_STATUS_INVALID_ARGUMENT, "shared expert gate: dtype %d is not a w4a8moe_dtype",
+                  (int)se->gate_weight_dtype);
+    int32_t *ids = calloc((size_t)T, sizeof *ids);
+    float *ones = malloc((size_t)T * sizeof *ones);
+    float *gate = se->gate_weight ? malloc((size_t)H * sizeof *gate) : NULL;
+    w4a8moe_status st = W4A8MOE_STATUS_OUT_OF_MEMORY;
+    if (!ids || !ones || (se->gate_weight && !gate)) {
+        w4a8moe_err_set(err, st, __FILE__, __LINE__, "shared expert routing arrays (T = %lld)",
+                        (long long)T);
+        goto done;
+    }
+    for (int64_t t = 0; t < T; t++) ones[t] = 1.0f;
+    for (int64_t h = 0; gate && h < H; h++) gate[h] = w4a8moe_io_get(se->gate_weight, se->gate_weight_dtype, h);
+    st = shared_array(s, (size_t)T * sizeof *ids, ids, (void **)&s->ids, err);
+    if (st == W4A8MOE_STATUS_OK)
+        st = shared_array(s, (size_t)T * sizeof *ones, ones, (void **)&s->weights, err);
+    if (st == W4A8MOE_STATUS_OK && gate)
+        st = shared_array(s, (size_t)H * sizeof *gate, gate, (void **)&s->gate, err);
+done:
+    free(ids);
+    free(ones);
+    free(gate);
+    return st;
+}
+
 static w4a8moe_status shared_build(w4a8moe_shared_rt *s, const w4a8moe_mk *routed,
                                    const w4a8moe_shared_expert *se, const char *forced,
                                    w4a8moe_err *err)
 {
     const w4a8moe_layer_desc *d = &routed->desc;
     int64_t H = d->hidden, I = se->inter, T = d->max_tokens;
-    RETURN_IF(err, routed->dev.kind != W4A8MOE_DEVICE_CPU || d->ep_size != 1,
+    /* the routed finalize adds the shared rows, so it must see all of them: one rank */
+    RETURN_IF(err, d->ep_size != 1, W4A8MOE_STATUS_UNSUPPORTED,
+              "shared experts run on layers with ep_size 1 for now (this layer: ep_size %d); "
+              "hint: create the layer without the shared expert (run --routed-only)",
+              d->ep_size);
+    s->sdev = w4a8moe_registry_shared_device(routed->dev.kind);
+    RETURN_IF(err, routed->dev.kind != W4A8MOE_DEVICE_CPU && (!s->sdev || !s->sdev->upload || !s->sdev->gate),
               W4A8MOE_STATUS_UNSUPPORTED,
-              "shared experts run on CPU layers with ep_size 1 for now (this layer: %s, ep_size "
-              "%d); hint: create the layer without the shared expert (run --routed-only)",
-              routed->dev.kind == W4A8MOE_DEVICE_CPU ? "cpu" : "cuda", d->ep_size);
+              "shared experts: this build has no shared-expert services for device kind %d; hint: "
+              "create the layer without the shared expert (run --routed-only)",
+              (int)routed->dev.kind);
     w4a8moe_mk *mk = &s->mk;
     FORWARD(shared_desc(d, se, &mk->desc, err));
     w4a8moe_dense_matrix dense[3];
@@ -150,18 +215,6 @@ static w4a8moe_status shared_build(w4a8moe_shared_rt *s, const w4a8moe_mk *route
         FORWARD(check_int4(&se->int4.down, H, I, "down (w2)", err));
         lw.experts = &se->int4;
     }
-    s->ids = calloc((size_t)T, sizeof *s->ids);
-    s->weights = malloc((size_t)T * sizeof *s->weights);
-    RETURN_IF(err, !s->ids || !s->weights, W4A8MOE_STATUS_OUT_OF_MEMORY, "shared routing arrays");
-    for (int64_t t = 0; t < T; t++) s->weights[t] = 1.0f;
-    if (se->gate_weight) {
-        RETURN_IF(err, (unsigned)se->gate_weight_dtype >= W4A8MOE_DTYPE_COUNT_,
-                  W4A8MOE_STATUS_INVALID_ARGUMENT, "shared expert gate: dtype %d is not a w4a8moe_dtype",
-                  (int)se->gate_weight_dtype);
-        s->gate = malloc((size_t)H * sizeof *s->gate);
-        RETURN_IF(err, !s->gate, W4A8MOE_STATUS_OUT_OF_MEMORY, "shared expert gate copy");
-        for (int64_t h = 0; h < H; h++) s->gate[h] = w4a8moe_io_get(se->gate_weight, se->gate_weight_dtype, h);
-    }
     mk->devops = routed->devops;
     mk->dev = routed->dev;
     mk->ctx = routed->ctx;
@@ -169,6 +222,7 @@ static w4a8moe_status shared_build(w4a8moe_shared_rt *s, const w4a8moe_mk *route
     mk->ctx.dev = &mk->dev;
     mk->ctx.expert_begin = 0;
     mk->ctx.num_local = 1;
+    FORWARD(shared_routing_arrays(s, se, T, H, err));
     FORWARD(pick_backend(mk, forced, err));
     w4a8moe_log(W4A8MOE_LOG_INFO, "shared expert: backend %s with prepare/finalize %s",
                 mk->experts->name, mk->prepfin->name);
@@ -194,21 +248,31 @@ w4a8moe_status w4a8moe_shared_create(const w4a8moe_mk *routed, const w4a8moe_sha
     return W4A8MOE_STATUS_OK;
 }
 
+/* The Qwen2-MoE gate on the host: weights[t] = sigmoid(x[t] . gate), f32, h ascending. */
+static void host_gate(const w4a8moe_layer_desc *d, const w4a8moe_shared_rt *s, int64_t T, const void *x)
+{
+    int64_t H = d->hidden;
+    for (int64_t t = 0; t < T; t++) {
+        float acc = 0.0f;
+        for (int64_t h = 0; h < H; h++) acc += w4a8moe_io_get(x, d->io_dtype, t * H + h) * s->gate[h];
+        float w = 1.0f / (1.0f + expf(-acc));
+        /* NaN only when x[t] has NaN/Inf: the token's output is NaN through the expert's
+         * own scale anyway, and a NaN routing weight would be refused by prepare */
+        s->weights[t] = w == w ? w : 1.0f;
+    }
+}
+
 w4a8moe_status w4a8moe_shared_forward(w4a8moe_mk *routed, w4a8moe_shared_rt *s, int64_t T,
                                       const void *x, const w4a8moe_routing_input *routing,
                                       void *out, void *stream, w4a8moe_err *err)
 {
     const w4a8moe_layer_desc *d = &routed->desc;
-    int64_t H = d->hidden;
     if (s->gate) {
-        for (int64_t t = 0; t < T; t++) {
-            float acc = 0.0f;
-            for (int64_t h = 0; h < H; h++) acc += w4a8moe_io_get(x, d->io_dtype, t * H + h) * s->gate[h];
-            float w = 1.0f / (1.0f + expf(-acc));
-            /* NaN only when x[t] has NaN/Inf: the token's output is NaN through the expert's
-             * own scale anyway, and a NaN routing weight would be refused by prepare */
-            s->weights[t] = w == w ? w : 1.0f;
-        }
+        if (s->sdev) /* a kernel on stream: the shared prepare after it reads the weights */
+            FORWARD(s->sdev->gate(&routed->dev, T, d->hidden, x, d->io_dtype, s->gate, s->weights,
+                                  stream, err));
+        else
+            host_gate(d, s, T, x);
     }
     w4a8moe_routing_input sr = {.topk_ids = s->ids, .topk_weights = s->weights};
     return w4a8moe_mk_forward_shared(routed, &s->mk, &sr, T, x, routing, out, stream, err);
@@ -217,10 +281,12 @@ w4a8moe_status w4a8moe_shared_forward(w4a8moe_mk *routed, w4a8moe_shared_rt *s, 
 void w4a8moe_shared_free(w4a8moe_shared_rt *s)
 {
     if (!s) return;
-    if (s->mk.devops) w4a8moe_mk_release(&s->mk);
-    free(s->ids);
-    free(s->weights);
-    free(s->gate);
+    if (s->mk.devops) {
+        w4a8moe_mk_release(&s->mk);
+        shared_array_free(s, s->ids);
+        shared_array_free(s, s->weights);
+        shared_array_free(s, s->gate);
+    }
     free(s);
 }
 
@@ -236,4 +302,79 @@ w4a8moe_status w4a8moe_shared_plan(const w4a8moe_mk *routed, const w4a8moe_share
     mk->ctx.expert_begin = 0;
     mk->ctx.num_local = 1;
     return pick_backend(mk, forced, err);
+}
+
+/* ---- explain ------------------------------------------------------------------------------ */
+
+static void appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...) W4A8MOE_PRINTF(4, 5);
+static void appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(*used < cap ? buf + *used : NULL, *used < cap ? cap - *used : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0) *used += (size_t)n;
+}
+
+/* pick_backend without the log: the forced backend when it accepts sd, else the first that
+ * does; NULL when none. */
+static const w4a8moe_experts_ops *quiet_choice(const w4a8moe_device_info *dev,
+                                               const w4a8moe_layer_desc *sd, const char *forced,
+                                               w4a8moe_verdict *v)
+{
+    const w4a8moe_experts_ops *ops = forced && forced[0] ? w4a8moe_registry_find_experts(forced) : NULL;
+    if (ops) {
+        w4a8moe_oracle_judge(ops, dev, sd, v);
+        if (v->ok) return ops;
+    }
+    size_t n;
+    const w4a8moe_experts_ops *const *ex = w4a8moe_registry_experts(&n);
+    for (size_t i = 0; i < n; i++) {
+        w4a8moe_oracle_judge(ex[i], dev, sd, v);
+        if (v->ok) return ex[i];
+    }
+    return NULL;
+}
+
+static void report_one(const w4a8moe_device_info *dev, const w4a8moe_layer_desc *sd,
+                       const char *forced, const char *what, char *buf, size_t cap, size_t *used)
+{
+    w4a8moe_verdict v;
+    const w4a8moe_experts_ops *ops = quiet_choice(dev, sd, forced, &v);
+    if (ops)
+        appendf(buf, cap, used, "  %s: %s (prepare/finalize: %s)\n", what, ops->name, v.prepfin->name);
+    else
+        appendf(buf, cap, used, "  %s: no backend runs it on this device\n", what);
+}
+
+size_t w4a8moe_shared_report(const w4a8moe_device_info *dev, const w4a8moe_layer_desc *d,
+                             const char *forced, char *buf, size_t cap)
+{
+    size_t used = 0;
+    if (cap) buf[0] = '\0';
+    appendf(buf, cap, &used, "shared expert, if the layer has one (a second pipeline: E = 1, k = 1):\n");
+    if (d->ep_size != 1) {
+        appendf(buf, cap, &used, "  not run with ep_size %d (shared experts need ep_size 1)\n",
+                d->ep_size);
+        return used;
+    }
+    w4a8moe_shared_expert se;
+    memset(&se, 0, sizeof se);
+    se.inter = d->inter;
+    se.weight_scheme = W4A8MOE_WEIGHT_INT4_GROUP;
+    se.act_scheme = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scheme
+                                                                   : W4A8MOE_ACT_FP8_TOKEN_DYNAMIC;
+    se.group_size = d->group_size;
+    se.act_scale_in = d->act_scale_in;
+    se.act_scale_mid = d->act_scale_mid;
+    w4a8moe_layer_desc sd;
+    w4a8moe_err err;
+    if (shared_desc(d, &se, &sd, &err) == W4A8MOE_STATUS_OK)
+        report_one(dev, &sd, forced, "int4 x fp8 (I and g as the routed experts')", buf, cap, &used);
+    se.weight_scheme = W4A8MOE_WEIGHT_BF16;
+    se.act_scheme = W4A8MOE_ACT_BF16;
+    if (shared_desc(d, &se, &sd, &err) == W4A8MOE_STATUS_OK)
+        report_one(dev, &sd, forced, "unquantised (bf16/f16/f32 weights, block-FP8 dequantised)", buf,
+                   cap, &used);
+    return used;
 }

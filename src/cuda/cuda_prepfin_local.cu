@@ -6,7 +6,10 @@
  * prepare (all on `stream`, no host synchronisation, capturable in a CUDA graph):
  *   [router on logits] → count pairs per (chunk, expert) → scan → stable assign of rows
  *   (one kernel when T*k <= 1024) → per-token quantisation written into each of its rows.
- * finalize: the deterministic combine (j ascending, f32, one rounding), shared expert included.
+ * finalize: the deterministic combine (j ascending, f32, one rounding), shared expert included:
+ *   the shared row's weighted value is added after the routed pairs, in the same f32 sum and with
+ *   the host finalize's operations in its order (products and sums rounded apart, no FMA), so a
+ *   layer's combine is the CPU one (docs/numerics.md, step 7).
  *
  * Caller-given routing lives on the device, so it cannot be checked without a sync: invalid ids
  * (outside [-1, E), or repeated within a token — the later slot) are treated as -1 (no expert)
@@ -188,6 +191,7 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     w4a8moe_dispatch_carve(d, nl, workspace, dp);
     dp->T = T;
+    dp->x = x; /* unquantised (ACT_BF16) experts read the caller's rows, as on the host */
     local_extra ex;
     local_extra_layout(ctx, (char *)workspace + w4a8moe_dispatch_bytes(d, nl), &ex);
 

@@ -95,6 +95,11 @@ if grep -Eq '^  cpu_ref +(selected|accepted \(not chosen: lower priority\))' "$t
 n=$(grep -c '^  [a-z0-9_]* *selected' "$tmp/explain.out")
 if [ "$n" -eq 1 ] && grep -q '^device: ' "$tmp/explain.out"; then ok "explain: exactly one backend selected, device named"; else
     fail "explain: $n backends selected (want 1), or no device line" "$(cat "$tmp/explain.out")"; fi
+if grep -q '^  shared expert, if the layer has one' "$tmp/explain.out" &&
+   grep -Eq '^    int4 x fp8 .*: cpu \(prepare/finalize: local\)' "$tmp/explain.out" &&
+   grep -Eq '^    unquantised .*: cpu \(prepare/finalize: local\)' "$tmp/explain.out"; then
+    ok "explain: the shared pipeline's backends"; else
+    fail "explain --model deepseek-v3: no shared-expert lines naming cpu" "$(cat "$tmp/explain.out")"; fi
 run forced explain --model tiny --backend cpu_ref --device cpu
 if [ "$rc" -eq 0 ] && grep -Eq '^  cpu_ref +selected, forced' "$tmp/forced.out"; then ok "explain --backend cpu_ref: selected, forced"; else
     fail "explain --backend cpu_ref (exit $rc)" "$(cat "$tmp/forced.out")"; fi
