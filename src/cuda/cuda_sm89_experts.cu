@@ -7,8 +7,8 @@
  *   run (per forward, no host synchronisation, capturable):
  *       schedule (M tiles per expert from expert_offsets) → GEMM1 with the gate/up pair, SiLU·up
  *       (or gelu_tanh) and the row amax fused in its epilogue → requantisation to e4m3 → GEMM2.
- *       On Hopper the decode tiles (few rows per expert) run the same GEMMs with the weights
- *       streamed by the copy engine (kernels/sm90_decode_gemm.cuh), bit-identical.
+ *       On Hopper with g = 32 the decode tiles (few rows per expert) run the same GEMMs with
+ *       the weights streamed by the copy engine (kernels/sm90_decode_gemm.cuh), bit-identical.
  *
  * Workspace (for R = max_tokens * k rows): tiles [ceil(R/8) + E_local] int2, a tile count,
  * y [R, I] f32, row amax [R], b [R, I] e4m3, r [R] f32.
@@ -163,9 +163,13 @@ static w4a8moe_status pack_matrix(const w4a8moe_int4_matrix *m, w4a8moe_dtype sd
     return W4A8MOE_STATUS_OK;
 }
 
-/* On sm_90, lets the bulk decode kernels (kernels/sm90_decode_gemm.cuh) have the shared memory
- * their stages need for this layer's K and g, when the device has that much; otherwise (or
- * before sm_90) s->bulk stays 0 and the decode tiles run sm89_gemm_kernel. */
+/* On sm_90 with g = 32, lets the bulk decode kernels (kernels/sm90_decode_gemm.cuh) have the
+ * shared memory their stages need for this layer's K, when the device has that much; otherwise
+ * s->bulk stays 0 and the decode tiles run sm89_gemm_kernel. Why only g = 32: in the decode lab
+ * (docs/PERFORMANCE.md, "GPU decode") the bulk kernel is 1.3-1.4x faster at g = 32, where
+ * sm89_gemm_kernel waits for scales every k32 step, but at g = 128 it is 5-20% slower on the
+ * gate/up GEMMs (fewer resident warps: its stages take the shared memory) and within +-9% on
+ * the down GEMMs. g = 64 is not measured. */
 template <int NT, bool GATED>
 static w4a8moe_status grant_one(int64_t K, int g, int optin, int *ok, w4a8moe_err *err)
 {
@@ -186,7 +190,7 @@ static w4a8moe_status grant_decode_smem(const w4a8moe_stage_ctx *ctx, sm89_state
 {
     const w4a8moe_layer_desc *d = ctx->desc;
     s->bulk = 0;
-    if (ctx->dev->cuda_sm < 90) return W4A8MOE_STATUS_OK;
+    if (ctx->dev->cuda_sm < 90 || d->group_size != 32) return W4A8MOE_STATUS_OK;
     int optin = 0, ok = 1;
     CUDA_TRY(err, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->dev->ordinal));
     FORWARD((grant_one<1, true>(d->hidden, d->group_size, optin, &ok, err)));
@@ -238,8 +242,9 @@ static w4a8moe_status sm89_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     return st;
 }
 
-/* One grouped GEMM: on Hopper, the decode tiles (tile entry `decode`) stream the weights with
- * bulk copies (kernels/sm90_decode_gemm.cuh); everything else runs sm89_gemm_kernel. Both
+/* One grouped GEMM: where grant_decode_smem allowed it, the decode tiles (nt <= 2, ksplit 4)
+ * stream the weights with bulk copies (kernels/sm90_decode_gemm.cuh); everything else runs
+ * sm89_gemm_kernel. Both
  * compute the same sums in the same order (bit-identical outputs). */
 template <int NT, int KS, bool GATED>
 static w4a8moe_status launch_gemm(const sm89_gemm_args &a, unsigned tiles_bound, int bulk,
