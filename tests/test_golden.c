@@ -1,11 +1,17 @@
 /*
- * test_golden.c — the external check of the whole pipeline: two tiny compressed-tensors W4AFP8
- * checkpoints (tests/data/golden-*, copied from the team's shared test data) with the output
- * of layer 1 for a given input, computed by an implementation of the contract (docs/numerics.md) written apart from
- * ours and checked against PyTorch. We load the checkpoint, run its router on the input
- * (logits x . Wg^T in f32), run the layer on every CPU backend, and compare every output row
- * within 2e-3 relative L2. qwen3: softmax top-2 renormalised, g = 64; deepseek: sigmoid
- * grouped top-2 with score bias and scaling 2.5, g = 128, one int4 shared expert.
+ * test_golden.c — the external check of the whole pipeline: tiny checkpoints with the output
+ * of layer 1 for a given input, computed by implementations of the contract (docs/numerics.md)
+ * written apart from ours. We load the checkpoint, run its router on the input (logits
+ * x . Wg^T in f32), run the layer on every CPU backend, and compare every output row within
+ * 2e-3 relative L2.
+ *   golden-* (copied from the team's shared test data, checked against PyTorch): qwen3 softmax
+ *     top-2 renormalised, g = 64; deepseek sigmoid grouped top-2 with score bias and scaling
+ *     2.5, g = 128, one int4 shared expert.
+ *   indep-* (tests/fixtures/make_indep_fixtures.py: numpy, no code of ours): llama4 as
+ *     llm-compressor saves it (pack-quantized, g = 64, top-1 with the weight on the input, int4
+ *     shared expert, a dense layer 0, two shards); sglang w4afp8 as TensorRT-LLM's
+ *     mixed-precision script writes it (DeepSeek-V3, I8 nibbles, f32 weight_scale_inv, static
+ *     input scales in their own file, block-FP8 shared expert run unquantised).
  */
 #include "core/backend.h"
 #include "loader/safetensors.h"
@@ -50,7 +56,7 @@ static double row_rel_l2(const uint16_t *a, const uint16_t *ref, int64_t H)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-static void golden_case(const char *name, const char *want_shared)
+static void golden_case(const char *name, int want_moe_layers, const char *want_shared)
 {
     char dir[256], path[300];
     snprintf(dir, sizeof dir, "%s/%s", TEST_DATA, name);
@@ -66,7 +72,7 @@ static void golden_case(const char *name, const char *want_shared)
     if (!x || !want || st != W4A8MOE_STATUS_OK) goto done;
     w4a8moe_checkpoint_info info;
     w4a8moe_checkpoint_get_info(ck, &info);
-    CHECK(info.hidden == H && info.num_moe_layers == 2, "%s: H %lld, %d MoE layers", name,
+    CHECK(info.hidden == H && info.num_moe_layers == want_moe_layers, "%s: H %lld, %d MoE layers", name,
           (long long)info.hidden, info.num_moe_layers);
     CHECK((info.has_shared_expert != 0) == (want_shared != NULL), "%s: shared expert presence", name);
     float *logits = malloc((size_t)(T * info.num_experts) * sizeof *logits);
@@ -109,7 +115,9 @@ done:
 
 int main(void)
 {
-    golden_case("golden-qwen3-tiny", NULL);
-    golden_case("golden-deepseek-tiny", "int4");
+    golden_case("golden-qwen3-tiny", 2, NULL);
+    golden_case("golden-deepseek-tiny", 2, "int4");
+    golden_case("indep-llama4-tiny", 1, "int4");
+    golden_case("indep-sglang-w4afp8-tiny", 1, "block-fp8");
     TEST_MAIN_END();
 }

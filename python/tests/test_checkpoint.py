@@ -1,7 +1,8 @@
-"""test_checkpoint.py — w4a8moe.Checkpoint on the two golden tiny checkpoints in tests/data
-(made apart from the project, checked bit for bit against PyTorch): layer 1 with the
-checkpoint's own router must give the expected output, each row within 2e-3 relative L2 (the
-DeepSeek one through its shared expert too); info, check and errors. Skipped where the library
+"""test_checkpoint.py — w4a8moe.Checkpoint on the golden tiny checkpoints in tests/data
+(golden-*: made apart from the project, checked bit for bit against PyTorch; indep-*: Llama-4
+and SGLang w4afp8 from tests/fixtures/make_indep_fixtures.py, numpy only): layer 1 with the
+checkpoint's own router must give the expected output, each row within 2e-3 relative L2 (through
+the shared expert too where there is one); info, check and errors. Skipped where the library
 predates the checkpoint API or the data is missing.
 """
 import json
@@ -76,7 +77,7 @@ class TestGolden(unittest.TestCase):
         with w4a8moe.Checkpoint(d) as ck:
             info = ck.info
             self.assertEqual(ck.check(), [])
-            layer = ck.layer(1, max_tokens=8, io_dtype=io_dtype)
+            layer = ck.layer(1, max_tokens=max(8, x.shape[0]), io_dtype=io_dtype)
             logits = ck.router_logits(1, x)
         self.assertEqual(logits.shape, (x.shape[0], info["num_experts"]))
         xin = Q.f32_to_io(Q.bf16_to_f32(x), io_dtype)  # bf16 → f32 is exact
@@ -104,6 +105,28 @@ class TestGolden(unittest.TestCase):
         info, layer = self.golden("golden-deepseek-tiny")
         self.assertEqual(info["routing"]["routing"], "sigmoid_grouped_topk")
         self.assertEqual(info["routing"]["n_group"], 4)
+        self.assertTrue(info["has_shared_expert"])
+        self.assertTrue(layer.shared_backend)
+
+    def test_llama4(self):
+        info, layer = self.golden("indep-llama4-tiny")
+        self.assertEqual(info["architecture"], "llama4")
+        self.assertEqual((info["hidden"], info["inter"], info["num_experts"], info["top_k"],
+                          info["group_size"]), (256, 128, 8, 1, 64))
+        self.assertEqual(info["routing"]["routing"], "sigmoid_top1")
+        self.assertEqual(info["moe_layers"], [1])
+        self.assertTrue(info["has_shared_expert"])
+        self.assertTrue(layer.shared_backend)
+
+    def test_llama4_f32_io(self):
+        self.golden("indep-llama4-tiny", io_dtype="f32")
+
+    def test_sglang_w4afp8(self):
+        info, layer = self.golden("indep-sglang-w4afp8-tiny")
+        self.assertEqual(info["architecture"], "deepseek_v3")
+        self.assertEqual((info["num_experts"], info["top_k"], info["group_size"]), (8, 2, 128))
+        self.assertEqual(info["routing"]["routing"], "sigmoid_grouped_topk")
+        self.assertEqual(info["moe_layers"], [1])
         self.assertTrue(info["has_shared_expert"])
         self.assertTrue(layer.shared_backend)
 

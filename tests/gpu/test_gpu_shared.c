@@ -22,8 +22,10 @@
  *      non-blocking stream replays bit-identically to the eager forward, twice (the second time
  *      on new x and ids in the same buffers);
  *   5. tests/data/golden-deepseek-tiny (made apart from this project: grouped sigmoid routing with
- *      score bias, one int4 shared expert) layer 1 on CUDA, routed by the CUDA router on the
- *      checkpoint's logits, against the checkpoint's expected output;
+ *      score bias, one int4 shared expert), indep-llama4-tiny (top-1, weight on the input, int4
+ *      shared expert) and indep-sglang-w4afp8-tiny (static scales, block-FP8 shared expert on
+ *      cuda_dense), both from tests/fixtures/make_indep_fixtures.py: layer 1 on CUDA, routed by
+ *      the CUDA router on the checkpoint's logits, against the checkpoint's expected output;
  *   6. w4a8moe_explain on the CUDA device names the shared pipeline's backends.
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps the small cases.
  */
@@ -392,13 +394,17 @@ static uint16_t *read_bf16(const char *path, const char *name, int64_t *T, int64
     return out;
 }
 
-/* The DeepSeek golden checkpoint's layer 1 (int4 shared expert) on CUDA vs its expected output. */
-static void golden_deepseek(void)
+/* A golden checkpoint's layer 1 (with a shared expert) on CUDA vs its expected output. The
+ * shared pipeline runs on the routed backend (int4) or on cuda_dense (unquantised/block-FP8). */
+static void golden_case(const char *name, int dense_shared)
 {
-    const char *dir = TEST_DATA "/golden-deepseek-tiny";
+    char dir[256], path[320];
+    snprintf(dir, sizeof dir, "%s/%s", TEST_DATA, name);
     int64_t T = 0, H = 0, T2 = 0, H2 = 0;
-    uint16_t *x = read_bf16(TEST_DATA "/golden-deepseek-tiny/input.safetensors", "hidden_states", &T, &H);
-    uint16_t *want = read_bf16(TEST_DATA "/golden-deepseek-tiny/expected.safetensors", "output", &T2, &H2);
+    snprintf(path, sizeof path, "%s/input.safetensors", dir);
+    uint16_t *x = read_bf16(path, "hidden_states", &T, &H);
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    uint16_t *want = read_bf16(path, "output", &T2, &H2);
     w4a8moe_checkpoint *ck = NULL;
     int ok = x && want && T == T2 && H == H2 && w4a8moe_checkpoint_open(dir, &ck) == W4A8MOE_STATUS_OK;
     CHECK(ok, "%s: input, expected output or checkpoint missing: %s", dir, w4a8moe_last_error());
@@ -430,11 +436,13 @@ static void golden_deepseek(void)
         if (st != W4A8MOE_STATUS_OK) {
             CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && backends[b], "%s: %s create: %s", dir, bname,
                   w4a8moe_last_error());
-            printf("SKIP golden-deepseek-tiny on %s: %s\n", bname, w4a8moe_last_error());
+            printf("SKIP %s on %s: %s\n", name, bname, w4a8moe_last_error());
             continue;
         }
-        CHECK(strcmp(w4a8moe_layer_shared_backend(L), w4a8moe_layer_backend(L)) == 0,
-              "%s on %s: shared pipeline on '%s'", dir, bname, w4a8moe_layer_shared_backend(L));
+        const char *want_sb = dense_shared ? "cuda_dense" : w4a8moe_layer_backend(L);
+        CHECK(strcmp(w4a8moe_layer_shared_backend(L), want_sb) == 0,
+              "%s on %s: shared pipeline on '%s', expected '%s'", dir, bname,
+              w4a8moe_layer_shared_backend(L), want_sb);
         cudaMemset(dout, 0xff, (size_t)(T * H) * 2);
         w4a8moe_routing_input r;
         memset(&r, 0, sizeof r);
@@ -449,8 +457,8 @@ static void golden_deepseek(void)
         gh_stats st2 = gh_compare_stats(ref, got, T, H);
         CHECK(gh_within_tol(&st2, bname), "%s layer 1 on %s: worst row rel-L2 %.3g, mean %.3g, %lld NaN "
               "rows against the expected output", dir, bname, st2.worst, st2.mean, (long long)st2.nan_bad);
-        printf("ok golden-deepseek-tiny layer 1 (shared on %s) %-10s worst %.2e over %lld rows\n",
-               w4a8moe_layer_shared_backend(L), bname, st2.worst, (long long)st2.rows);
+        printf("ok %s layer 1 (shared on %s) %-10s worst %.2e, mean %.2e over %lld rows\n", name,
+               w4a8moe_layer_shared_backend(L), bname, st2.worst, st2.mean, (long long)st2.rows);
         w4a8moe_layer_free(L);
     }
     w4a8moe_checkpoint_close(ck);
@@ -499,7 +507,9 @@ int main(void)
     }
     run_graph(&cases[1], g_seed ^ 0x51ed270b27a9c1d3ull); /* int4, gated */
     run_graph(&cases[3], g_seed ^ 0x2545f4914f6cdd1dull); /* bf16 dense, gated */
-    golden_deepseek();
+    golden_case("golden-deepseek-tiny", 0);
+    golden_case("indep-llama4-tiny", 0);
+    golden_case("indep-sglang-w4afp8-tiny", 1);
     test_explain();
     TEST_MAIN_END();
 }
