@@ -1,8 +1,8 @@
 /*
  * cpu_experts.c — `cpu`, the fast host experts backend (contract steps 3-6), threaded across
  * experts, rows and output channels, with x86 tile kernels chosen at run time (AVX2 + FMA, or
- * the same with AVX-512 VNNI) and a generic C fallback (cpu_experts_avx2.c,
- * cpu_experts_generic.c; layout in cpu_experts_impl.h).
+ * AVX-512 VNNI on 512-bit registers) and a generic C fallback (cpu_experts_avx2.c,
+ * cpu_experts_avx512.c, cpu_experts_generic.c; layout in cpu_experts_impl.h).
  *
  * pack_weights repacks every local expert once into 16-channel panels (gate and up interleaved
  * so one tile yields both halves of the activation), keeping int4 in memory: decode streams

@@ -1,9 +1,9 @@
 /*
- * cpu_experts_avx2.c — the `cpu` backend's x86 kernels (contract steps 3 and 6 up to the
- * channel and row scales): AVX2, and the same code with AVX-512 VNNI's vpdpbusd on 256-bit
- * registers. Compiled into every x86-64 build through target attributes (vpdpbusd through
- * inline asm, so no -mavx512 flag is needed) and called only where the CPU has the ISA
- * (runtime detection in cpu_experts.c).
+ * cpu_experts_avx2.c — the `cpu` backend's AVX2 kernels (contract steps 3 and 6 up to the
+ * channel and row scales) and row preparation. Compiled into every x86-64 build through target
+ * attributes and called only where the CPU has AVX2 + FMA (runtime detection in
+ * cpu_experts.c). Where it also has AVX-512 VNNI, cpu_experts_avx512.c runs the same algorithm
+ * on 512-bit registers with vpdpbusd; the comments here hold for both.
  *
  * Layout and row format: cpu_experts_impl.h. One ymm register holds 8 output channels as
  * 8 int32 lanes. A weight dword holds a channel's nibbles for inputs k0..k0+7 (nibble i at
@@ -13,13 +13,13 @@
  * 6 vpdpbusd (3 digits x even/odd) and 3 mask/shift uops shared by the rows. The former format
  * (activations as two int16 halves by magnitude, vpdpwssd) took 8 + 6; measured on the 2-core
  * Zen 4 host with hot caches, one row: ~22.5 -> ~27.5 GB/s of weights per core; four rows: ~6.9
- * -> ~8.7 (the 4-row register block needs AVX512VL's 32 registers, see STREAM_DRIVER).
+ * -> ~8.7 (2026-12-04, vpdpbusd on ymm; this file now emulates it, see below).
  * All integer, so exact: a lane gains at most 4 * 15 * 128 per instruction, a group of 128
  * inputs stays below 2^18 per digit; at the group end 512 P_b = S0 + 2^8 S1 + 2^16 S2 - corr[b]
  * in wrapping int32 (the true value is below 2^31, so the wrap-around cancels), widened to f64,
  * and acc += S * 512 P_b with FMA (the product is exact, so FMA rounds like the reference's
- * separate multiply and add). The AVX2-only variant does vpdpbusd as vpmaddubsw (pairs: at
- * most 2 * 15 * 128, no saturation) + vpmaddwd by ones + vpaddd.
+ * separate multiply and add). Without VNNI, vpdpbusd is vpmaddubsw (pairs: at most 2 * 15 *
+ * 128, no saturation) + vpmaddwd by ones + vpaddd.
  *
  * One kernel for decode and prefill: a tile is read once, in address order (panel by panel,
  * group by group), and every row of the call passes over each group in register blocks of up
@@ -53,14 +53,10 @@ AVX2_INLINE void load_scales(const uint8_t *sp, int bf16, int h, __m256d *lo, __
     *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1));
 }
 
-/* acc += the 4 products of unsigned bytes u and signed bytes x, per int32 lane. "v": any
- * vector register the caller's target allows (ymm16-31 in the VNNI variant). */
-AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x, const int vnni)
+/* acc += the 4 products of unsigned bytes u and signed bytes x, per int32 lane (vpdpbusd's
+ * arithmetic: vpmaddubsw pairs, at most 2 * 15 * 128, cannot saturate). */
+AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x)
 {
-    if (vnni) {
-        __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(x));
-        return acc;
-    }
     __m256i pairs = _mm256_maddubs_epi16(u, x);
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
@@ -70,8 +66,7 @@ AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x, const int vnni)
  * would leave the multiply ports idle half the time. pf: where to prefetch this group's lines
  * ahead, or NULL. */
 AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int r0,
-                              double *out, int ldo, const uint8_t *pf, const int MR,
-                              const int vnni)
+                              double *out, int ldo, const uint8_t *pf, const int MR)
 {
     const int nchunk = ga->g / 8, SP = MR == 1 ? 2 : 1;
     const __m256i mask = _mm256_set1_epi8(0x0f);
@@ -100,8 +95,8 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
                 __m256i xo = _mm256_set1_epi32(a[r][c * 8 + 2 * d + 1]);
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
-                    acc[r][h][d][0] = dot4(acc[r][h][d][0], ev[h], xe, vnni);
-                    acc[r][h][d][SP - 1] = dot4(acc[r][h][d][SP - 1], od[h], xo, vnni);
+                    acc[r][h][d][0] = dot4(acc[r][h][d][0], ev[h], xe);
+                    acc[r][h][d][SP - 1] = dot4(acc[r][h][d][SP - 1], od[h], xo);
                 }
             }
     }
@@ -144,10 +139,10 @@ static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size
         const uint8_t *pf)                                                                      \
     {                                                                                           \
         int r = 0, nr = ga->nr;                                                                 \
-        for (; r + 4 <= nr; r += 4, pf = NULL) stream_group(ga, gp, b, r, out, ldo, pf, 4, V);  \
-        if (nr - r == 3) stream_group(ga, gp, b, r, out, ldo, pf, 3, V);                        \
-        if (nr - r == 2) stream_group(ga, gp, b, r, out, ldo, pf, 2, V);                        \
-        if (nr - r == 1) stream_group(ga, gp, b, r, out, ldo, pf, 1, V);                        \
+        for (; r + 4 <= nr; r += 4, pf = NULL) stream_group(ga, gp, b, r, out, ldo, pf, 4);  \
+        if (nr - r == 3) stream_group(ga, gp, b, r, out, ldo, pf, 3);                        \
+        if (nr - r == 2) stream_group(ga, gp, b, r, out, ldo, pf, 2);                        \
+        if (nr - r == 1) stream_group(ga, gp, b, r, out, ldo, pf, 1);                        \
     }                                                                                           \
     static void stream_driver_##V(const cpu_gemm_args *ga)                                      \
     {                                                                                           \
@@ -164,14 +159,9 @@ static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size
             }                                                                                   \
     }
 
-/* The VNNI variant may use all 32 vector registers (AVX512VL, which the caller checks with
- * VNNI): a 4-row block keeps 24 accumulators. */
 STREAM_DRIVER(0, "avx2,fma")
-STREAM_DRIVER(1, "avx2,fma,avx512f,avx512vl")
 
 void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *ga) { stream_driver_0(ga); }
-
-void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *ga) { stream_driver_1(ga); }
 
 /* ---- row preparation (cpu_experts_impl.h's format), 8 inputs per step ----------------------
  * The scalar path (cpu_experts.c) takes ~8 us per 768-value row for requantisation, time in

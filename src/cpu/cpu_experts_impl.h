@@ -1,7 +1,7 @@
 /*
  * cpu_experts_impl.h — what the `cpu` experts backend's files share: the packed weight layout
- * and the tile kernels' interface (cpu_experts.c drives them; cpu_experts_avx2.c and
- * cpu_experts_generic.c implement them), and the entry points of the unquantised path
+ * and the tile kernels' interface (cpu_experts.c drives them; cpu_experts_avx512.c,
+ * cpu_experts_avx2.c and cpu_experts_generic.c implement them), and the entry points of the unquantised path
  * (cpu_experts_dense.c, which documents its own layout).
  *
  * Packed layout (written once by pack_weights). A matrix of N output channels by K inputs is
@@ -70,8 +70,9 @@ void w4a8moe_cpu_tile_generic(const cpu_gemm_args *args);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define W4A8MOE_CPU_HAVE_AVX2 1
-/* The same with AVX2 + FMA (call only where the CPU has both), and with vpdpbusd (AVX-512
- * VNNI on 256-bit registers; only where the CPU also has AVX512VNNI and AVX512VL). One pass
+/* The same with AVX2 + FMA (call only where the CPU has both; cpu_experts_avx2.c), and with
+ * vpdpbusd on 512-bit registers (only where the CPU also has AVX512F, AVX512VL and AVX512VNNI;
+ * cpu_experts_avx512.c). One pass
  * over the tile's bytes in address order (panel by panel, every row per group), software
  * prefetch running ahead linearly and on into args->pf_next, so a thread handed consecutive
  * tiles (cpu_experts.c's decode path) reads one linear stream. */
