@@ -34,6 +34,7 @@
 #if defined(W4A8MOE_CPU_HAVE_AVX2)
 
 #include <immintrin.h>
+#include <string.h>
 
 #define STREAM_PREFETCH 2048 /* bytes ahead of the read position (1-8 KB measured alike) */
 
@@ -61,12 +62,13 @@ AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x)
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
-/* Group b of one panel (gp = its first chunk) for rows [r0, r0+MR): out[r][0..16) += S * 512 P.
- * One row splits each accumulator by input parity: 6 chains of 2 dependent vpdpbusd per chunk
+/* Group b of one panel (gp = its first chunk) for rows [r0, r0+MR), ND digit planes (those above
+ * are zero in every row of the block): out[r][0..16) += S * 512 P. One row splits each accumulator by input parity: 6 chains of 2 dependent vpdpbusd per chunk
  * would leave the multiply ports idle half the time. pf: where to prefetch this group's lines
  * ahead, or NULL. */
 AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int r0,
-                              double *out, int ldo, const uint8_t *pf, const int MR)
+                              double *out, int ldo, const uint8_t *pf, const int MR,
+                              const int ND)
 {
     const int nchunk = ga->g / 8, SP = MR == 1 ? 2 : 1;
     const __m256i mask = _mm256_set1_epi8(0x0f);
@@ -76,7 +78,7 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
     for (int r = 0; r < MR; r++) {
         a[r] = (const int32_t *)(const void *)ga->a[r0 + r] + (size_t)b * nchunk * 8;
         for (int h = 0; h < 2; h++)
-            for (int d = 0; d < 3; d++)
+            for (int d = 0; d < ND; d++)
                 for (int sp = 0; sp < SP; sp++) acc[r][h][d][sp] = _mm256_setzero_si256();
     }
     for (int c = 0; c < nchunk; c++) {
@@ -90,7 +92,7 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++)
 #pragma GCC unroll 3
-            for (int d = 0; d < 3; d++) {
+            for (int d = 0; d < ND; d++) {
                 __m256i xe = _mm256_set1_epi32(a[r][c * 8 + 2 * d]);
                 __m256i xo = _mm256_set1_epi32(a[r][c * 8 + 2 * d + 1]);
 #pragma GCC unroll 2
@@ -108,10 +110,12 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             __m256i s[3];
-            for (int d = 0; d < 3; d++)
+            for (int d = 0; d < ND; d++)
                 s[d] = SP == 2 ? _mm256_add_epi32(acc[r][h][d][0], acc[r][h][d][1]) : acc[r][h][d][0];
-            __m256i p = _mm256_add_epi32(s[0], _mm256_slli_epi32(s[1], 8));
-            p = _mm256_add_epi32(p, _mm256_slli_epi32(s[2], 16));
+            __m256i p = s[0];
+            if (ND > 1) p = _mm256_add_epi32(p, _mm256_slli_epi32(s[1], 8));
+            if (ND > 2) p = _mm256_add_epi32(p, _mm256_slli_epi32(s[2], 16));
+            p = _mm256_sll_epi32(p, _mm_cvtsi32_si128(cpu_group_word(ga, r0 + r, b) & 0xff));
             p = _mm256_sub_epi32(p, _mm256_set1_epi32(ga->corr[r0 + r][b]));
             double *o = out + (size_t)(r0 + r) * ldo + 8 * h;
             __m256d plo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(p));
@@ -131,6 +135,14 @@ static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size
     return ga->pf_next ? ga->pf_next + (t - tile_bytes) : NULL;
 }
 
+/* Rows [r, r + MR) over one group with the planes they need. */
+#define STREAM_BLOCK(MR)                                                                        \
+    switch (cpu_block_planes(ga, r, MR, b)) {                                                   \
+    case 1: stream_group(ga, gp, b, r, out, ldo, pf, MR, 1); break;                             \
+    case 2: stream_group(ga, gp, b, r, out, ldo, pf, MR, 2); break;                             \
+    default: stream_group(ga, gp, b, r, out, ldo, pf, MR, 3); break;                            \
+    }
+
 /* stream_rows: every row of the call over one group, 4-row blocks then the rest (the prefetch
  * goes with the first block only). stream_driver: the tile in address order. */
 #define STREAM_DRIVER(V, TARGET)                                                                \
@@ -139,10 +151,10 @@ static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size
         const uint8_t *pf)                                                                      \
     {                                                                                           \
         int r = 0, nr = ga->nr;                                                                 \
-        for (; r + 4 <= nr; r += 4, pf = NULL) stream_group(ga, gp, b, r, out, ldo, pf, 4);  \
-        if (nr - r == 3) stream_group(ga, gp, b, r, out, ldo, pf, 3);                        \
-        if (nr - r == 2) stream_group(ga, gp, b, r, out, ldo, pf, 2);                        \
-        if (nr - r == 1) stream_group(ga, gp, b, r, out, ldo, pf, 1);                        \
+        for (; r + 4 <= nr; r += 4, pf = NULL) { STREAM_BLOCK(4) }                              \
+        if (nr - r == 3) { STREAM_BLOCK(3) }                                                    \
+        if (nr - r == 2) { STREAM_BLOCK(2) }                                                    \
+        if (nr - r == 1) { STREAM_BLOCK(1) }                                                    \
     }                                                                                           \
     static void stream_driver_##V(const cpu_gemm_args *ga)                                      \
     {                                                                                           \
@@ -184,18 +196,43 @@ AVX2_INLINE __m256i e4m3_a512(__m256i c, __m256i *nan)
     return _mm256_sub_epi32(_mm256_xor_si256(a, neg), neg);
 }
 
-/* The 32-byte chunk of 8 inputs' A: three digit planes, even inputs then odd, 8 zero bytes. */
-AVX2_INLINE void store_digits(__m256i a, void *dst)
+/* The 32-byte chunk of 8 inputs' A' = A >> t (exact: the caller's t divides every A of the
+ * group): three digit planes, even inputs then odd, 8 zero bytes; ORs d1 and d2 into *nz1 and
+ * *nz2 (which planes the group needs). */
+AVX2_INLINE void store_digits(__m256i a, __m128i t, void *dst, __m256i *nz1, __m256i *nz2)
 {
+    a = _mm256_sra_epi32(a, t);
     a = _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
     __m256i d0 = _mm256_srai_epi32(_mm256_slli_epi32(a, 24), 24);
     __m256i r1 = _mm256_srai_epi32(_mm256_sub_epi32(a, d0), 8);
     __m256i d1 = _mm256_srai_epi32(_mm256_slli_epi32(r1, 24), 24);
     __m256i d2 = _mm256_srai_epi32(_mm256_sub_epi32(r1, d1), 8);
+    *nz1 = _mm256_or_si256(*nz1, d1);
+    *nz2 = _mm256_or_si256(*nz2, d2);
     /* digits fit int8, so the saturating packs are plain narrowing */
     __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(d0, d1), _mm256_packs_epi32(d2, _mm256_setzero_si256()));
     v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)dst, v);
+}
+
+/* A group's prepared bytes from its n8 vectors of A (cpu_experts_impl.h): the shift t = the
+ * trailing zeros common to every A (the OR's), the digits of A >> t, and the group's word
+ * t | nd << 8 in its first chunk's padding. dst may hold the group's own f32 inputs (requant):
+ * every A is computed before the first byte is written. */
+AVX2_INLINE void store_group(const __m256i *A, int n8, void *dst)
+{
+    __m256i o = _mm256_setzero_si256(), nz1 = o, nz2 = o;
+    for (int c = 0; c < n8; c++) o = _mm256_or_si256(o, A[c]);
+    __m128i o4 = _mm_or_si128(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1));
+    o4 = _mm_or_si128(o4, _mm_shuffle_epi32(o4, 0x4e));
+    o4 = _mm_or_si128(o4, _mm_shuffle_epi32(o4, 0xb1));
+    uint32_t ou = (uint32_t)_mm_cvtsi128_si32(o4);
+    int t = ou ? __builtin_ctz(ou) : 0;
+    __m128i tv = _mm_cvtsi32_si128(t);
+    for (int c = 0; c < n8; c++) store_digits(A[c], tv, (uint8_t *)dst + 32 * c, &nz1, &nz2);
+    int nd = !_mm256_testz_si256(nz2, nz2) ? 3 : !_mm256_testz_si256(nz1, nz1) ? 2 : 1;
+    int32_t word = t | nd << 8;
+    memcpy((uint8_t *)dst + CPU_GROUP_WORD, &word, 4);
 }
 
 AVX2_INLINE int32_t hsum_epi32(__m256i v)
@@ -210,15 +247,15 @@ __attribute__((target("avx2,fma"))) void w4a8moe_cpu_prep_codes_avx2(const uint8
                                                                     int g, int8_t *a,
                                                                     int32_t *corr, int32_t *nan)
 {
-    __m256i nanv = _mm256_setzero_si256();
+    __m256i nanv = _mm256_setzero_si256(), A[16];
     for (int64_t b = 0; b < K / g; b++) {
         __m256i sum = _mm256_setzero_si256();
-        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
-            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q + k)));
-            __m256i v = e4m3_a512(c, &nanv);
-            sum = _mm256_add_epi32(sum, v);
-            store_digits(v, a + k * 4);
+        for (int c = 0; c < g / 8; c++) {
+            __m256i q8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q + b * g + 8 * c)));
+            A[c] = e4m3_a512(q8, &nanv);
+            sum = _mm256_add_epi32(sum, A[c]);
         }
+        store_group(A, g / 8, a + b * g * 4);
         corr[b] = 8 * hsum_epi32(sum);
     }
     *nan |= !_mm256_testz_si256(nanv, nanv);
@@ -279,15 +316,16 @@ __attribute__((target("avx2,fma"))) void w4a8moe_cpu_requant_avx2(float *y, int6
 {
     __m256i nanv = _mm256_setzero_si256();
     const __m256 rv = _mm256_set1_ps(r);
+    __m256i A[16];
     for (int64_t b = 0; b < I / g; b++) {
         __m256i sum = _mm256_setzero_si256();
-        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
-            /* the chunk's prepared bytes take exactly its 8 floats' place */
-            __m256i c = f32_to_e4m3_v(_mm256_div_ps(_mm256_loadu_ps(y + k), rv));
-            __m256i v = e4m3_a512(c, &nanv);
-            sum = _mm256_add_epi32(sum, v);
-            store_digits(v, y + k);
+        for (int c = 0; c < g / 8; c++) {
+            __m256i q8 = f32_to_e4m3_v(_mm256_div_ps(_mm256_loadu_ps(y + b * g + 8 * c), rv));
+            A[c] = e4m3_a512(q8, &nanv);
+            sum = _mm256_add_epi32(sum, A[c]);
         }
+        /* the group's prepared bytes take exactly its g floats' place */
+        store_group(A, g / 8, y + b * g);
         corr[b] = 8 * hsum_epi32(sum);
     }
     *nan |= !_mm256_testz_si256(nanv, nanv);

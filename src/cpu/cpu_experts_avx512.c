@@ -95,6 +95,7 @@ Z_INLINE void zgroup(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int 
         __m512i p = s[0];
         if (ND > 1) p = _mm512_add_epi32(p, _mm512_slli_epi32(s[1], 8));
         if (ND > 2) p = _mm512_add_epi32(p, _mm512_slli_epi32(s[2], 16));
+        p = _mm512_sll_epi32(p, _mm_cvtsi32_si128(cpu_group_word(ga, r0 + r, b) & 0xff));
         p = _mm512_sub_epi32(p, _mm512_set1_epi32(ga->corr[r0 + r][b]));
         double *o = out + (size_t)(r0 + r) * ldo;
         __m512d plo = _mm512_cvtepi32_pd(_mm512_castsi512_si256(p));
@@ -136,6 +137,7 @@ Z_INLINE void zgroup1(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int
     __m512i p = _mm512_add_epi32(e0, o0);
     if (ND > 1) p = _mm512_add_epi32(p, _mm512_slli_epi32(_mm512_add_epi32(e1, o1), 8));
     if (ND > 2) p = _mm512_add_epi32(p, _mm512_slli_epi32(_mm512_add_epi32(e2, o2), 16));
+    p = _mm512_sll_epi32(p, _mm_cvtsi32_si128(cpu_group_word(ga, r0, b) & 0xff));
     p = _mm512_sub_epi32(p, _mm512_set1_epi32(ga->corr[r0][b]));
     double *o = out + (size_t)r0 * ga->np * CPU_PANEL;
     __m512d plo = _mm512_cvtepi32_pd(_mm512_castsi512_si256(p));
@@ -152,10 +154,22 @@ static __attribute__((noinline, target(Z_TARGET))) void zrows(const cpu_gemm_arg
                                                               const uint8_t *pf)
 {
     int r = 0, nr = ga->nr;
-    for (; r + 4 <= nr; r += 4, pf = NULL) zgroup(ga, gp, b, r, out, ldo, pf, 4, 3);
-    if (nr - r == 3) zgroup(ga, gp, b, r, out, ldo, pf, 3, 3);
-    if (nr - r == 2) zgroup(ga, gp, b, r, out, ldo, pf, 2, 3);
-    if (nr - r == 1) zgroup1(ga, gp, b, r, out, pf, 3);
+    for (; r + 4 <= nr; r += 4, pf = NULL) {
+        int nd = cpu_block_planes(ga, r, 4, b);
+        if (nd == 1) zgroup(ga, gp, b, r, out, ldo, pf, 4, 1);
+        else if (nd == 2) zgroup(ga, gp, b, r, out, ldo, pf, 4, 2);
+        else zgroup(ga, gp, b, r, out, ldo, pf, 4, 3);
+    }
+    int n = nr - r, nd = n ? cpu_block_planes(ga, r, n, b) : 0;
+    if (n == 3 && nd == 1) zgroup(ga, gp, b, r, out, ldo, pf, 3, 1);
+    if (n == 3 && nd == 2) zgroup(ga, gp, b, r, out, ldo, pf, 3, 2);
+    if (n == 3 && nd == 3) zgroup(ga, gp, b, r, out, ldo, pf, 3, 3);
+    if (n == 2 && nd == 1) zgroup(ga, gp, b, r, out, ldo, pf, 2, 1);
+    if (n == 2 && nd == 2) zgroup(ga, gp, b, r, out, ldo, pf, 2, 2);
+    if (n == 2 && nd == 3) zgroup(ga, gp, b, r, out, ldo, pf, 2, 3);
+    if (n == 1 && nd == 1) zgroup1(ga, gp, b, r, out, pf, 1);
+    if (n == 1 && nd == 2) zgroup1(ga, gp, b, r, out, pf, 2);
+    if (n == 1 && nd == 3) zgroup1(ga, gp, b, r, out, pf, 3);
 }
 
 /* The tile in address order, panel by panel, group by group; the prefetch runs STREAM_PREFETCH
