@@ -63,7 +63,8 @@ AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x)
 }
 
 /* Group b of one panel (gp = its first chunk) for rows [r0, r0+MR), ND digit planes (those above
- * are zero in every row of the block): out[r][0..16) += S * 512 P. One row splits each accumulator by input parity: 6 chains of 2 dependent vpdpbusd per chunk
+ * are zero in every row of the block): out[r][0..16) += S * 512 P. One row splits each
+ * accumulator by input parity: 6 chains of 2 dependent vpdpbusd per chunk
  * would leave the multiply ports idle half the time. pf: where to prefetch this group's lines
  * ahead, or NULL. */
 AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int r0,
@@ -251,7 +252,8 @@ __attribute__((target("avx2,fma"))) void w4a8moe_cpu_prep_codes_avx2(const uint8
     for (int64_t b = 0; b < K / g; b++) {
         __m256i sum = _mm256_setzero_si256();
         for (int c = 0; c < g / 8; c++) {
-            __m256i q8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q + b * g + 8 * c)));
+            const uint8_t *qc = q + b * g + 8 * c;
+            __m256i q8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)qc));
             A[c] = e4m3_a512(q8, &nanv);
             sum = _mm256_add_epi32(sum, A[c]);
         }

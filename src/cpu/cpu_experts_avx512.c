@@ -187,7 +187,8 @@ void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *ga)
         for (int c = 0; c < ldo; c++) ga->out[(size_t)r * ldo + c] = 0.0;
     for (int p = 0; p < ga->np; p++)
         for (int64_t b = 0; b < ngroups; b++) {
-            size_t pos = (size_t)p * ga->panel_bytes + (size_t)b * ga->group_bytes, t = pos + STREAM_PREFETCH;
+            size_t pos = (size_t)p * ga->panel_bytes + (size_t)b * ga->group_bytes;
+            size_t t = pos + STREAM_PREFETCH;
             const uint8_t *pf = t < tile_bytes ? ga->w + t
                                 : ga->pf_next ? ga->pf_next + (t - tile_bytes) : NULL;
             zrows(ga, ga->w + pos, b, ga->out + (size_t)p * CPU_PANEL, ldo, pf);

@@ -1,8 +1,8 @@
 /*
  * cpu_experts_impl.h — what the `cpu` experts backend's files share: the packed weight layout
  * and the tile kernels' interface (cpu_experts.c drives them; cpu_experts_avx512.c,
- * cpu_experts_avx2.c and cpu_experts_generic.c implement them), and the entry points of the unquantised path
- * (cpu_experts_dense.c, which documents its own layout).
+ * cpu_experts_avx2.c and cpu_experts_generic.c implement them), and the entry points of the
+ * unquantised path (cpu_experts_dense.c, which documents its own layout).
  *
  * Packed layout (written once by pack_weights). A matrix of N output channels by K inputs is
  * cut into panels of 16 channels, two blocks of 8:
