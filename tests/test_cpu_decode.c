@@ -10,7 +10,8 @@
  *   - routings: random distinct experts; skewed (half of all slots on one expert, so one expert
  *     has many rows while others have one); -1 slots;
  *   - inputs with outliers (a few elements 100x the rest), so rows hold e4m3 values on both
- *     sides of 1/2 (both halves of the prepared rows, cpu_experts_impl.h);
+ *     sides of 1/2; and rows shaped so that their groups need one, two or three digit planes
+ *     after the per-group shift (shape_row), mixed within the row blocks of one expert;
  *   - 1, 2 and 3 threads (the decode streams hand tiles between threads at the tail);
  *   - the VNNI, AVX2 and generic kernels (W4A8MOE_CPU_GENERIC, read when a layer is created;
  *     the k = 8 shape, the slowest for cpu_ref, with the native kernels only).
@@ -52,6 +53,18 @@ static void make_routing(route_kind kind, int32_t *ids, float *wts, int64_t T, c
     }
 }
 
+/* Rows whose prepared groups take every digit-plane count (cpu_experts_impl.h): t % 4 == 1:
+ * +-c, +-2c, +-4c only (e4m3 112, 224, 448: A = 7, 14, 28 times 2^13, so one plane after the
+ * shift); t % 4 == 3: the first half zero (all-zero groups: one plane, no shift), the rest as
+ * drawn (two or three planes). Odd rows only: even rows keep the outliers (three planes). */
+static void shape_row(float *x, int64_t H, int64_t t)
+{
+    for (int64_t h = 0; h < H; h++) {
+        if (t % 4 == 1) x[h] = (float)((h * 7 + t) % 2 ? 1 : -1) * (float)(1 << (h % 3)) * 0.37f;
+        else if (h < H / 2) x[h] = 0.0f;
+    }
+}
+
 typedef struct layers {
     w4a8moe_layer *cpu[3], *ref; /* cpu with 1, 2, 3 threads */
 } layers;
@@ -88,6 +101,7 @@ static int run_all(const char *isa, const shape *s, const layers *L, w4a8moe_syn
         for (int kind = 0; kind < ROUTE_KINDS; kind++) {
             w4a8moe_synth_input(x, W4A8MOE_DTYPE_F32, T, H, 2.0f, rng);
             for (int64_t i = 0; i < T * H; i += 97) x[i] *= 100.0f; /* outliers */
+            for (int64_t t = 1; t < T; t += 2) shape_row(x + t * H, H, t);
             make_routing((route_kind)kind, ids, wts, T, s, rng);
             w4a8moe_routing_input r = {.topk_ids = ids, .topk_weights = wts};
             CHECK(w4a8moe_layer_forward(L->ref, T, x, &r, want, NULL) == W4A8MOE_STATUS_OK,

@@ -11,7 +11,7 @@
 
 typedef struct w4a8moe_cpu_features {
     int x86_64, avx2, fma, avx512f, avx512bw;
-    int avx512vnni; /* AVX512_VNNI + AVX512VL: vpdpwssd on 256-bit registers */
+    int avx512vnni; /* AVX512_VNNI + AVX512VL (+ AVX512F): vpdpbusd, cpu_experts_avx512.c */
 } w4a8moe_cpu_features;
 
 void w4a8moe_cpu_features_detect(w4a8moe_cpu_features *f);

@@ -1,8 +1,8 @@
 /*
  * cpu_experts.c — `cpu`, the fast host experts backend (contract steps 3-6), threaded across
  * experts, rows and output channels, with x86 tile kernels chosen at run time (AVX2 + FMA, or
- * the same with AVX-512 VNNI) and a generic C fallback (cpu_experts_avx2.c,
- * cpu_experts_generic.c; layout in cpu_experts_impl.h).
+ * AVX-512 VNNI on 512-bit registers) and a generic C fallback (cpu_experts_avx2.c,
+ * cpu_experts_avx512.c, cpu_experts_generic.c; layout in cpu_experts_impl.h).
  *
  * pack_weights repacks every local expert once into 16-channel panels (gate and up interleaved
  * so one tile yields both halves of the activation), keeping int4 in memory: decode streams
@@ -67,7 +67,6 @@ typedef struct cpu_state {
     size_t group13, panel13, group2, panel2, expert_bytes;
     cpu_expert *experts;
     uint8_t *blob;
-    int8_t lut_digit[3][256]; /* e4m3 code -> digit p of A = v * 512 (cpu_experts_impl.h) */
     int32_t lut_a512[256];    /* e4m3 code -> A = v * 512 (0 for NaN) */
 } cpu_state;
 
@@ -233,13 +232,6 @@ static void init_luts(cpu_state *s)
         float v = w4a8moe_e4m3_to_f32((uint8_t)c);
         int32_t a512 = v == v ? (int32_t)(v * 512.0f) : 0; /* exact: v is a multiple of 2^-9 */
         s->lut_a512[c] = a512;
-        /* balanced base-256 digits: d0, d1 in [-128, 127], |d2| <= 4 (|A| <= 229376) */
-        int32_t rest = a512;
-        for (int p = 0; p < 3; p++) {
-            int32_t d = (int32_t)(int8_t)(uint8_t)(rest & 0xff);
-            s->lut_digit[p][c] = (int8_t)d;
-            rest = (rest - d) / 256;
-        }
     }
 }
 
@@ -331,16 +323,33 @@ static void prep_codes(const cpu_state *s, const uint8_t *q, int64_t K, int8_t *
     }
 #endif
     for (int64_t b = 0; b < K / g; b++) {
-        int32_t sum = 0; /* |.| <= 128 * 229376 */
-        for (int64_t k = b * g; k < (b + 1) * g; k++) {
-            int i = (int)(k & 7), at = 4 * (i & 1) + (i >> 1); /* even inputs, then odd */
-            int8_t *chunk = a + (k >> 3) * 32;
-            if (i == 0) memset(chunk + 24, 0, 8);
-            for (int p = 0; p < 3; p++) chunk[8 * p + at] = s->lut_digit[p][q[k]];
-            sum += s->lut_a512[q[k]];
-            *nan |= (q[k] & 0x7f) == 0x7f;
+        int32_t sum = 0, A[128]; /* |sum| <= 128 * 229376 */
+        uint32_t any = 0;
+        for (int64_t i = 0; i < g; i++) {
+            uint8_t c = q[b * g + i];
+            A[i] = s->lut_a512[c];
+            any |= (uint32_t)A[i];
+            sum += A[i];
+            *nan |= (c & 0x7f) == 0x7f;
         }
         corr[b] = 8 * sum;
+        /* the group's digits of A >> t, t = the trailing zeros all A share (exact division) */
+        int t = any ? __builtin_ctz(any) : 0, nd = 1;
+        int8_t *grp = a + b * g * 4;
+        for (int64_t i = 0; i < g; i++) {
+            int at = 4 * (int)(i & 1) + (int)((i & 7) >> 1); /* even inputs, then odd */
+            int8_t *chunk = grp + (i >> 3) * 32;
+            if ((i & 7) == 0) memset(chunk + 24, 0, 8);
+            int32_t rest = A[i] / (1 << t);
+            for (int p = 0; p < 3; p++) {
+                int32_t d = (int32_t)(int8_t)(uint8_t)(rest & 0xff);
+                chunk[8 * p + at] = (int8_t)d;
+                if (d && p + 1 > nd) nd = p + 1;
+                rest = (rest - d) / 256;
+            }
+        }
+        int32_t word = t | nd << 8;
+        memcpy(grp + CPU_GROUP_WORD, &word, 4);
     }
 }
 

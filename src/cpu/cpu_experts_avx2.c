@@ -1,9 +1,9 @@
 /*
- * cpu_experts_avx2.c — the `cpu` backend's x86 kernels (contract steps 3 and 6 up to the
- * channel and row scales): AVX2, and the same code with AVX-512 VNNI's vpdpbusd on 256-bit
- * registers. Compiled into every x86-64 build through target attributes (vpdpbusd through
- * inline asm, so no -mavx512 flag is needed) and called only where the CPU has the ISA
- * (runtime detection in cpu_experts.c).
+ * cpu_experts_avx2.c — the `cpu` backend's AVX2 kernels (contract steps 3 and 6 up to the
+ * channel and row scales) and row preparation. Compiled into every x86-64 build through target
+ * attributes and called only where the CPU has AVX2 + FMA (runtime detection in
+ * cpu_experts.c). Where it also has AVX-512 VNNI, cpu_experts_avx512.c runs the same algorithm
+ * on 512-bit registers with vpdpbusd; the comments here hold for both.
  *
  * Layout and row format: cpu_experts_impl.h. One ymm register holds 8 output channels as
  * 8 int32 lanes. A weight dword holds a channel's nibbles for inputs k0..k0+7 (nibble i at
@@ -13,13 +13,13 @@
  * 6 vpdpbusd (3 digits x even/odd) and 3 mask/shift uops shared by the rows. The former format
  * (activations as two int16 halves by magnitude, vpdpwssd) took 8 + 6; measured on the 2-core
  * Zen 4 host with hot caches, one row: ~22.5 -> ~27.5 GB/s of weights per core; four rows: ~6.9
- * -> ~8.7 (the 4-row register block needs AVX512VL's 32 registers, see STREAM_DRIVER).
+ * -> ~8.7 (2026-12-04, vpdpbusd on ymm; this file now emulates it, see below).
  * All integer, so exact: a lane gains at most 4 * 15 * 128 per instruction, a group of 128
  * inputs stays below 2^18 per digit; at the group end 512 P_b = S0 + 2^8 S1 + 2^16 S2 - corr[b]
  * in wrapping int32 (the true value is below 2^31, so the wrap-around cancels), widened to f64,
  * and acc += S * 512 P_b with FMA (the product is exact, so FMA rounds like the reference's
- * separate multiply and add). The AVX2-only variant does vpdpbusd as vpmaddubsw (pairs: at
- * most 2 * 15 * 128, no saturation) + vpmaddwd by ones + vpaddd.
+ * separate multiply and add). Without VNNI, vpdpbusd is vpmaddubsw (pairs: at most 2 * 15 *
+ * 128, no saturation) + vpmaddwd by ones + vpaddd.
  *
  * One kernel for decode and prefill: a tile is read once, in address order (panel by panel,
  * group by group), and every row of the call passes over each group in register blocks of up
@@ -34,6 +34,7 @@
 #if defined(W4A8MOE_CPU_HAVE_AVX2)
 
 #include <immintrin.h>
+#include <string.h>
 
 #define STREAM_PREFETCH 2048 /* bytes ahead of the read position (1-8 KB measured alike) */
 
@@ -53,25 +54,22 @@ AVX2_INLINE void load_scales(const uint8_t *sp, int bf16, int h, __m256d *lo, __
     *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1));
 }
 
-/* acc += the 4 products of unsigned bytes u and signed bytes x, per int32 lane. "v": any
- * vector register the caller's target allows (ymm16-31 in the VNNI variant). */
-AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x, const int vnni)
+/* acc += the 4 products of unsigned bytes u and signed bytes x, per int32 lane (vpdpbusd's
+ * arithmetic: vpmaddubsw pairs, at most 2 * 15 * 128, cannot saturate). */
+AVX2_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x)
 {
-    if (vnni) {
-        __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(x));
-        return acc;
-    }
     __m256i pairs = _mm256_maddubs_epi16(u, x);
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
-/* Group b of one panel (gp = its first chunk) for rows [r0, r0+MR): out[r][0..16) += S * 512 P.
- * One row splits each accumulator by input parity: 6 chains of 2 dependent vpdpbusd per chunk
+/* Group b of one panel (gp = its first chunk) for rows [r0, r0+MR), ND digit planes (those above
+ * are zero in every row of the block): out[r][0..16) += S * 512 P. One row splits each
+ * accumulator by input parity: 6 chains of 2 dependent vpdpbusd per chunk
  * would leave the multiply ports idle half the time. pf: where to prefetch this group's lines
  * ahead, or NULL. */
 AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_t b, int r0,
                               double *out, int ldo, const uint8_t *pf, const int MR,
-                              const int vnni)
+                              const int ND)
 {
     const int nchunk = ga->g / 8, SP = MR == 1 ? 2 : 1;
     const __m256i mask = _mm256_set1_epi8(0x0f);
@@ -81,7 +79,7 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
     for (int r = 0; r < MR; r++) {
         a[r] = (const int32_t *)(const void *)ga->a[r0 + r] + (size_t)b * nchunk * 8;
         for (int h = 0; h < 2; h++)
-            for (int d = 0; d < 3; d++)
+            for (int d = 0; d < ND; d++)
                 for (int sp = 0; sp < SP; sp++) acc[r][h][d][sp] = _mm256_setzero_si256();
     }
     for (int c = 0; c < nchunk; c++) {
@@ -95,13 +93,13 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++)
 #pragma GCC unroll 3
-            for (int d = 0; d < 3; d++) {
+            for (int d = 0; d < ND; d++) {
                 __m256i xe = _mm256_set1_epi32(a[r][c * 8 + 2 * d]);
                 __m256i xo = _mm256_set1_epi32(a[r][c * 8 + 2 * d + 1]);
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
-                    acc[r][h][d][0] = dot4(acc[r][h][d][0], ev[h], xe, vnni);
-                    acc[r][h][d][SP - 1] = dot4(acc[r][h][d][SP - 1], od[h], xo, vnni);
+                    acc[r][h][d][0] = dot4(acc[r][h][d][0], ev[h], xe);
+                    acc[r][h][d][SP - 1] = dot4(acc[r][h][d][SP - 1], od[h], xo);
                 }
             }
     }
@@ -113,10 +111,12 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             __m256i s[3];
-            for (int d = 0; d < 3; d++)
+            for (int d = 0; d < ND; d++)
                 s[d] = SP == 2 ? _mm256_add_epi32(acc[r][h][d][0], acc[r][h][d][1]) : acc[r][h][d][0];
-            __m256i p = _mm256_add_epi32(s[0], _mm256_slli_epi32(s[1], 8));
-            p = _mm256_add_epi32(p, _mm256_slli_epi32(s[2], 16));
+            __m256i p = s[0];
+            if (ND > 1) p = _mm256_add_epi32(p, _mm256_slli_epi32(s[1], 8));
+            if (ND > 2) p = _mm256_add_epi32(p, _mm256_slli_epi32(s[2], 16));
+            p = _mm256_sll_epi32(p, _mm_cvtsi32_si128(cpu_group_word(ga, r0 + r, b) & 0xff));
             p = _mm256_sub_epi32(p, _mm256_set1_epi32(ga->corr[r0 + r][b]));
             double *o = out + (size_t)(r0 + r) * ldo + 8 * h;
             __m256d plo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(p));
@@ -136,6 +136,14 @@ static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size
     return ga->pf_next ? ga->pf_next + (t - tile_bytes) : NULL;
 }
 
+/* Rows [r, r + MR) over one group with the planes they need. */
+#define STREAM_BLOCK(MR)                                                                        \
+    switch (cpu_block_planes(ga, r, MR, b)) {                                                   \
+    case 1: stream_group(ga, gp, b, r, out, ldo, pf, MR, 1); break;                             \
+    case 2: stream_group(ga, gp, b, r, out, ldo, pf, MR, 2); break;                             \
+    default: stream_group(ga, gp, b, r, out, ldo, pf, MR, 3); break;                            \
+    }
+
 /* stream_rows: every row of the call over one group, 4-row blocks then the rest (the prefetch
  * goes with the first block only). stream_driver: the tile in address order. */
 #define STREAM_DRIVER(V, TARGET)                                                                \
@@ -144,10 +152,10 @@ static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size
         const uint8_t *pf)                                                                      \
     {                                                                                           \
         int r = 0, nr = ga->nr;                                                                 \
-        for (; r + 4 <= nr; r += 4, pf = NULL) stream_group(ga, gp, b, r, out, ldo, pf, 4, V);  \
-        if (nr - r == 3) stream_group(ga, gp, b, r, out, ldo, pf, 3, V);                        \
-        if (nr - r == 2) stream_group(ga, gp, b, r, out, ldo, pf, 2, V);                        \
-        if (nr - r == 1) stream_group(ga, gp, b, r, out, ldo, pf, 1, V);                        \
+        for (; r + 4 <= nr; r += 4, pf = NULL) { STREAM_BLOCK(4) }                              \
+        if (nr - r == 3) { STREAM_BLOCK(3) }                                                    \
+        if (nr - r == 2) { STREAM_BLOCK(2) }                                                    \
+        if (nr - r == 1) { STREAM_BLOCK(1) }                                                    \
     }                                                                                           \
     static void stream_driver_##V(const cpu_gemm_args *ga)                                      \
     {                                                                                           \
@@ -164,14 +172,9 @@ static inline const uint8_t *stream_pf(const cpu_gemm_args *ga, size_t pos, size
             }                                                                                   \
     }
 
-/* The VNNI variant may use all 32 vector registers (AVX512VL, which the caller checks with
- * VNNI): a 4-row block keeps 24 accumulators. */
 STREAM_DRIVER(0, "avx2,fma")
-STREAM_DRIVER(1, "avx2,fma,avx512f,avx512vl")
 
 void w4a8moe_cpu_stream_avx2(const cpu_gemm_args *ga) { stream_driver_0(ga); }
-
-void w4a8moe_cpu_stream_avx512vnni(const cpu_gemm_args *ga) { stream_driver_1(ga); }
 
 /* ---- row preparation (cpu_experts_impl.h's format), 8 inputs per step ----------------------
  * The scalar path (cpu_experts.c) takes ~8 us per 768-value row for requantisation, time in
@@ -194,18 +197,43 @@ AVX2_INLINE __m256i e4m3_a512(__m256i c, __m256i *nan)
     return _mm256_sub_epi32(_mm256_xor_si256(a, neg), neg);
 }
 
-/* The 32-byte chunk of 8 inputs' A: three digit planes, even inputs then odd, 8 zero bytes. */
-AVX2_INLINE void store_digits(__m256i a, void *dst)
+/* The 32-byte chunk of 8 inputs' A' = A >> t (exact: the caller's t divides every A of the
+ * group): three digit planes, even inputs then odd, 8 zero bytes; ORs d1 and d2 into *nz1 and
+ * *nz2 (which planes the group needs). */
+AVX2_INLINE void store_digits(__m256i a, __m128i t, void *dst, __m256i *nz1, __m256i *nz2)
 {
+    a = _mm256_sra_epi32(a, t);
     a = _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
     __m256i d0 = _mm256_srai_epi32(_mm256_slli_epi32(a, 24), 24);
     __m256i r1 = _mm256_srai_epi32(_mm256_sub_epi32(a, d0), 8);
     __m256i d1 = _mm256_srai_epi32(_mm256_slli_epi32(r1, 24), 24);
     __m256i d2 = _mm256_srai_epi32(_mm256_sub_epi32(r1, d1), 8);
+    *nz1 = _mm256_or_si256(*nz1, d1);
+    *nz2 = _mm256_or_si256(*nz2, d2);
     /* digits fit int8, so the saturating packs are plain narrowing */
     __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(d0, d1), _mm256_packs_epi32(d2, _mm256_setzero_si256()));
     v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)dst, v);
+}
+
+/* A group's prepared bytes from its n8 vectors of A (cpu_experts_impl.h): the shift t = the
+ * trailing zeros common to every A (the OR's), the digits of A >> t, and the group's word
+ * t | nd << 8 in its first chunk's padding. dst may hold the group's own f32 inputs (requant):
+ * every A is computed before the first byte is written. */
+AVX2_INLINE void store_group(const __m256i *A, int n8, void *dst)
+{
+    __m256i o = _mm256_setzero_si256(), nz1 = o, nz2 = o;
+    for (int c = 0; c < n8; c++) o = _mm256_or_si256(o, A[c]);
+    __m128i o4 = _mm_or_si128(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1));
+    o4 = _mm_or_si128(o4, _mm_shuffle_epi32(o4, 0x4e));
+    o4 = _mm_or_si128(o4, _mm_shuffle_epi32(o4, 0xb1));
+    uint32_t ou = (uint32_t)_mm_cvtsi128_si32(o4);
+    int t = ou ? __builtin_ctz(ou) : 0;
+    __m128i tv = _mm_cvtsi32_si128(t);
+    for (int c = 0; c < n8; c++) store_digits(A[c], tv, (uint8_t *)dst + 32 * c, &nz1, &nz2);
+    int nd = !_mm256_testz_si256(nz2, nz2) ? 3 : !_mm256_testz_si256(nz1, nz1) ? 2 : 1;
+    int32_t word = t | nd << 8;
+    memcpy((uint8_t *)dst + CPU_GROUP_WORD, &word, 4);
 }
 
 AVX2_INLINE int32_t hsum_epi32(__m256i v)
@@ -220,15 +248,16 @@ __attribute__((target("avx2,fma"))) void w4a8moe_cpu_prep_codes_avx2(const uint8
                                                                     int g, int8_t *a,
                                                                     int32_t *corr, int32_t *nan)
 {
-    __m256i nanv = _mm256_setzero_si256();
+    __m256i nanv = _mm256_setzero_si256(), A[16];
     for (int64_t b = 0; b < K / g; b++) {
         __m256i sum = _mm256_setzero_si256();
-        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
-            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q + k)));
-            __m256i v = e4m3_a512(c, &nanv);
-            sum = _mm256_add_epi32(sum, v);
-            store_digits(v, a + k * 4);
+        for (int c = 0; c < g / 8; c++) {
+            const uint8_t *qc = q + b * g + 8 * c;
+            __m256i q8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)qc));
+            A[c] = e4m3_a512(q8, &nanv);
+            sum = _mm256_add_epi32(sum, A[c]);
         }
+        store_group(A, g / 8, a + b * g * 4);
         corr[b] = 8 * hsum_epi32(sum);
     }
     *nan |= !_mm256_testz_si256(nanv, nanv);
@@ -289,15 +318,16 @@ __attribute__((target("avx2,fma"))) void w4a8moe_cpu_requant_avx2(float *y, int6
 {
     __m256i nanv = _mm256_setzero_si256();
     const __m256 rv = _mm256_set1_ps(r);
+    __m256i A[16];
     for (int64_t b = 0; b < I / g; b++) {
         __m256i sum = _mm256_setzero_si256();
-        for (int64_t k = b * g; k < (b + 1) * g; k += 8) {
-            /* the chunk's prepared bytes take exactly its 8 floats' place */
-            __m256i c = f32_to_e4m3_v(_mm256_div_ps(_mm256_loadu_ps(y + k), rv));
-            __m256i v = e4m3_a512(c, &nanv);
-            sum = _mm256_add_epi32(sum, v);
-            store_digits(v, y + k);
+        for (int c = 0; c < g / 8; c++) {
+            __m256i q8 = f32_to_e4m3_v(_mm256_div_ps(_mm256_loadu_ps(y + b * g + 8 * c), rv));
+            A[c] = e4m3_a512(q8, &nanv);
+            sum = _mm256_add_epi32(sum, A[c]);
         }
+        /* the group's prepared bytes take exactly its g floats' place */
+        store_group(A, g / 8, y + b * g);
         corr[b] = 8 * hsum_epi32(sum);
     }
     *nan |= !_mm256_testz_si256(nanv, nanv);

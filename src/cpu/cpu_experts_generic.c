@@ -3,8 +3,9 @@
  * layout and prepared rows of cpu_experts_impl.h, used where AVX2 + FMA are missing or
  * W4A8MOE_CPU_GENERIC=1.
  *
- * Per group, 512 P_b = sum q * A in int32 (A = d0 + 256 d1 + 65536 d2 from the prepared
- * digits; exact: |.| < 2^28), then acc += S * 512 P_b in f64 (exact product, one rounding), so
+ * Per group, 512 P_b = (sum q * A') << t in int32 (A' = d0 + 256 d1 + 65536 d2 from the
+ * prepared digits, t from the group's word; exact: |.| < 2^28), then acc += S * 512 P_b in f64
+ * (exact product, one rounding), so
  * the results are bit-identical to the AVX2 kernel's. The 16 channels of a panel sit in the innermost loop so a compiler can
  * vectorise it with whatever the baseline ISA offers.
  */
@@ -33,7 +34,8 @@ static void panel_row(const cpu_gemm_args *ga, const int8_t *a, const uint8_t *p
     double acc[CPU_PANEL] = {0};
     for (int64_t b = 0; b < ngroups; b++) {
         const uint8_t *gp = panel + (size_t)b * ga->group_bytes;
-        int32_t P[CPU_PANEL] = {0};
+        int32_t P[CPU_PANEL] = {0}, word;
+        memcpy(&word, a + b * nchunk * 32 + CPU_GROUP_WORD, 4);
         for (int c = 0; c < nchunk; c++) {
             uint32_t w[CPU_PANEL];
             const int8_t *ac = a + (b * nchunk + c) * 32;
@@ -46,7 +48,8 @@ static void panel_row(const cpu_gemm_args *ga, const int8_t *a, const uint8_t *p
             }
         }
         const uint8_t *sp = gp + (size_t)nchunk * CPU_CHUNK;
-        for (int ch = 0; ch < CPU_PANEL; ch++) acc[ch] += group_scale(sp, ga->scale_bf16, ch) * (double)P[ch];
+        for (int ch = 0; ch < CPU_PANEL; ch++)
+            acc[ch] += group_scale(sp, ga->scale_bf16, ch) * (double)(P[ch] * (1 << (word & 0xff)));
     }
     memcpy(out, acc, sizeof acc);
 }

@@ -1,8 +1,8 @@
 /*
  * cpu_experts_impl.h — what the `cpu` experts backend's files share: the packed weight layout
- * and the tile kernels' interface (cpu_experts.c drives them; cpu_experts_avx2.c and
- * cpu_experts_generic.c implement them), and the entry points of the unquantised path
- * (cpu_experts_dense.c, which documents its own layout).
+ * and the tile kernels' interface (cpu_experts.c drives them; cpu_experts_avx512.c,
+ * cpu_experts_avx2.c and cpu_experts_generic.c implement them), and the entry points of the
+ * unquantised path (cpu_experts_dense.c, which documents its own layout).
  *
  * Packed layout (written once by pack_weights). A matrix of N output channels by K inputs is
  * cut into panels of 16 channels, two blocks of 8:
@@ -23,17 +23,25 @@
  *
  * Prepared input rows (one per routed row; exact integers, so P_b is exact and the group sums
  * below reproduce the reference's f64 arithmetic bit for bit):
- *   every e4m3 value v is A = v * 512, an integer with |A| <= 229376, written as balanced
- *   base-256 digits A = d0 + 256 d1 + 65536 d2, d0 and d1 in [-128, 127], |d2| <= 4 (signed
- *   bytes, the operand vpdpbusd multiplies with the weights' unsigned nibbles);
+ *   every e4m3 value v is A = v * 512, an integer with |A| <= 229376. Per group b, t_b = the
+ *   trailing zero bits common to all the group's A (0 when all are 0), and A' = A >> t_b (exact)
+ *   is written as balanced base-256 digits A' = d0 + 256 d1 + 65536 d2, d0 and d1 in [-128,
+ *   127], |d2| <= 4 (signed bytes, the operand vpdpbusd multiplies with the weights' unsigned
+ *   nibbles). e4m3 has 4 significant bits, so a group whose values span fewer than ~2^11 has
+ *   d2 = 0 throughout after the shift, and the kernels skip that plane (one multiply in three);
  *   int8 [K/8][32]: chunk c (inputs k0 = 8c .. 8c+7) = for digit p = 0, 1, 2 the 8 bytes
  *   d_p[k0], d_p[k0+2], d_p[k0+4], d_p[k0+6], d_p[k0+1], d_p[k0+3], d_p[k0+5], d_p[k0+7]
  *   (even inputs, then odd: the nibble bytes a mask, or a shift and a mask, pull out of a
- *   weight dword, see cpu_experts_avx2.c), then 8 zero bytes: 4 bytes per input, so GEMM2's
- *   rows are prepared in place of the f32 activations they come from;
+ *   weight dword, see cpu_experts_avx2.c), then 8 bytes of padding: 4 bytes per input, so
+ *   GEMM2's rows are prepared in place of the f32 activations they come from. The padding of a
+ *   group's first chunk holds the group's word at byte CPU_GROUP_WORD: int32 t_b | nd_b << 8,
+ *   nd_b = the digit planes that are not all zero (1 + the highest such p);
  *   corr int32 [K/g + 1]: corr[b] = 8 * sum_{k in group b} A (undoes the +8 of the stored
  *   nibbles), corr[K/g] = 1 when the row holds an e4m3 NaN (its whole output is then NaN, as
  *   in the reference, where 0 * NaN poisons every channel).
+ * Kernels compute 512 P_b = ((S0 + 2^8 S1 + 2^16 S2) << t_b) - corr[b], S_p = the sum of the
+ * nibbles times digit p (planes from nd_b up are zero and not multiplied); the true value is
+ * below 2^29 in magnitude, so int32 holds every step.
  * Kernels return, per row and channel, acc = sum_b S[ch][b] * (512 * P_b) in f64, summed over b
  * in order: 512 P_b (|.| < 2^28) times S (<= 24 significant bits) is exact in f64, so acc is
  * exactly 512 times the reference's f64 sum, and the driver's h = s * (C * acc * 2^-9) rounded
@@ -47,6 +55,7 @@
 
 #define CPU_PANEL 16    /* channels per panel */
 #define CPU_CHUNK 64    /* bytes per 8 inputs of a panel */
+#define CPU_GROUP_WORD 24 /* byte of a prepared group's first chunk holding t | nd << 8 */
 
 /* One call of a tile kernel: nr rows of one expert against np consecutive panels. */
 typedef struct cpu_gemm_args {
@@ -65,13 +74,34 @@ typedef struct cpu_gemm_args {
                                 * prefetch runs on into it past this tile's end), or NULL */
 } cpu_gemm_args;
 
+/* Row r's group word for group b (t | nd << 8, see the top). */
+static inline int32_t cpu_group_word(const cpu_gemm_args *ga, int r, int64_t b)
+{
+    const int8_t *p = ga->a[r] + (size_t)b * (size_t)ga->g * 4 + CPU_GROUP_WORD;
+    int32_t w;
+    __builtin_memcpy(&w, p, 4);
+    return w;
+}
+
+/* The digit planes rows [r0, r0 + n) need in group b: the most any of them needs. */
+static inline int cpu_block_planes(const cpu_gemm_args *ga, int r0, int n, int64_t b)
+{
+    int nd = 1;
+    for (int r = r0; r < r0 + n; r++) {
+        int x = cpu_group_word(ga, r, b) >> 8;
+        nd = x > nd ? x : nd;
+    }
+    return nd;
+}
+
 /* out = the tile's group-scaled dot products (contract steps 3 and 6 before C and s). */
 void w4a8moe_cpu_tile_generic(const cpu_gemm_args *args);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define W4A8MOE_CPU_HAVE_AVX2 1
-/* The same with AVX2 + FMA (call only where the CPU has both), and with vpdpbusd (AVX-512
- * VNNI on 256-bit registers; only where the CPU also has AVX512VNNI and AVX512VL). One pass
+/* The same with AVX2 + FMA (call only where the CPU has both; cpu_experts_avx2.c), and with
+ * vpdpbusd on 512-bit registers (only where the CPU also has AVX512F, AVX512VL and AVX512VNNI;
+ * cpu_experts_avx512.c). One pass
  * over the tile's bytes in address order (panel by panel, every row per group), software
  * prefetch running ahead linearly and on into args->pf_next, so a thread handed consecutive
  * tiles (cpu_experts.c's decode path) reads one linear stream. */
