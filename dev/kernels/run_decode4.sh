@@ -16,3 +16,11 @@ LAB_ONLY=13 LAB_ITERS=1 timeout 60 ncu --clock-control none --section SpeedOfLig
   -k regex:sm89_decode_f16_kernel build-lab/decode_lab 2 1 28672 4096 > "$OUT/ncu-f16.txt" 2>&1
 echo "ncu rc=$?"
 grep -E "inst_executed|Duration|DRAM Throughput|Issue Slots|Issued Ipc|highest-utilized" "$OUT/ncu-f16.txt" | head -12
+# the independent goldens on CUDA (issue 9): test_gpu_shared compares every golden with a shared
+# expert against its expected.safetensors; verify --checkpoint compares CUDA with cpu_ref
+python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall()" || exit 1
+timeout 120 build-cuda/tests-gpu/test_gpu_shared > "$OUT/shared.log" 2>&1; echo "test_gpu_shared rc=$?"
+grep -i "golden\|indep\|passed\|FAIL" "$OUT/shared.log" | tail -12
+for c in indep-llama4-tiny indep-sglang-w4afp8-tiny golden-deepseek-tiny golden-qwen3-tiny gpu-row-mixtral-h1024; do
+  timeout 30 build-cuda/w4a8moe verify --checkpoint tests/data/$c --layer 1 --device cuda 2>&1 | tail -2
+done
