@@ -24,3 +24,10 @@ grep -i "golden\|indep\|passed\|FAIL" "$OUT/shared.log" | tail -12
 for c in indep-llama4-tiny indep-sglang-w4afp8-tiny golden-deepseek-tiny golden-qwen3-tiny gpu-row-mixtral-h1024; do
   timeout 30 build-cuda/w4a8moe verify --checkpoint tests/data/$c --layer 1 --device cuda 2>&1 | tail -2
 done
+# per-kernel breakdown of one qwen3-30b-a3b forward at T = 1 (issue 8 asks for it before/after);
+# -c caps the profiled launches (round 2's uncapped run timed out)
+timeout 120 ncu -c 24 --print-summary per-kernel --section SpeedOfLight \
+  -k regex:"dispatch|route|gemm|decode|combine|requant|schedule" \
+  build-cuda/w4a8moe bench --device cuda --model qwen3-30b-a3b --tokens 1 --iters 2 --warmup 0 \
+  > "$OUT/ncu-qwen-t1.txt" 2>&1; echo "ncu qwen rc=$?"
+grep -E "^  [a-z_0-9]+.*\(|Duration" "$OUT/ncu-qwen-t1.txt" | head -40
