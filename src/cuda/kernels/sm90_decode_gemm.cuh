@@ -37,13 +37,16 @@ static __host__ __device__ __forceinline__ int64_t sm90_decode_groups(int64_t K,
 }
 
 /* Bytes of one warp's slice: its stages, then its scales (16-byte multiples throughout). */
-static __host__ __device__ __forceinline__ size_t sm90_decode_warp_bytes(int64_t K, int g, int KS, bool gated)
+static __host__ __device__ __forceinline__ size_t sm90_decode_warp_bytes(int64_t K, int g, int KS,
+                                                                         bool gated)
 {
     size_t na = gated ? 2 : 1;
-    return (size_t)SM90_DEC_STAGES * na * SM90_DEC_S * 256 + na * (size_t)sm90_decode_groups(K, g, KS) * 64;
+    return (size_t)SM90_DEC_STAGES * na * SM90_DEC_S * 256 +
+           na * (size_t)sm90_decode_groups(K, g, KS) * 64;
 }
 
-static __host__ __device__ __forceinline__ size_t sm90_decode_smem(int64_t K, int g, int KS, bool gated)
+static __host__ __device__ __forceinline__ size_t sm90_decode_smem(int64_t K, int g, int KS,
+                                                                   bool gated)
 {
     return 4 * sm90_decode_warp_bytes(K, g, KS, gated);
 }
@@ -73,10 +76,12 @@ static __global__ void __launch_bounds__(128) sm90_decode_kernel(sm89_gemm_args 
 #pragma unroll
     for (int a = 0; a < NA; a++)
 #pragma unroll
-        for (int f = 0; f < NT; f++) acc[a][f][0] = acc[a][f][1] = acc[a][f][2] = acc[a][f][3] = 0.0;
+        for (int f = 0; f < NT; f++)
+            acc[a][f][0] = acc[a][f][1] = acc[a][f][2] = acc[a][f][3] = 0.0;
 
     if (valid && ks0 < ks1) {
-        unsigned char *buf = sm90_decode_buf + (size_t)warp * sm90_decode_warp_bytes(p.K, p.g, KS, GATED);
+        unsigned char *buf =
+            sm90_decode_buf + (size_t)warp * sm90_decode_warp_bytes(p.K, p.g, KS, GATED);
         float *sc = (float *)(buf + (size_t)STAGES * NA * S * 256); /* [NA][maxg][16] */
         uint64_t *bar = bars[warp];
         const uint2 *wq[NA];
@@ -95,7 +100,8 @@ static __global__ void __launch_bounds__(128) sm90_decode_kernel(sm89_gemm_args 
             sm90_bar_expect_tx(&bar[i % STAGES], (uint32_t)(NA * n * 256));
 #pragma unroll
             for (int a = 0; a < NA; a++)
-                sm90_bulk_load(slot + a * S * 256, wq[a] + k * 32, (uint32_t)(n * 256), &bar[i % STAGES]);
+                sm90_bulk_load(slot + a * S * 256, wq[a] + k * 32, (uint32_t)(n * 256),
+                               &bar[i % STAGES]);
         };
         if (lane == 0) {
             for (int s = 0; s <= STAGES; s++) sm90_bar_init(&bar[s], 1);
