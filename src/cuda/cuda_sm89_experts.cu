@@ -186,13 +186,15 @@ static w4a8moe_status grant_one(int64_t K, int g, int optin, int *ok, w4a8moe_er
     return W4A8MOE_STATUS_OK;
 }
 
-static w4a8moe_status grant_decode_smem(const w4a8moe_stage_ctx *ctx, sm89_state *s, w4a8moe_err *err)
+static w4a8moe_status grant_decode_smem(const w4a8moe_stage_ctx *ctx, sm89_state *s,
+                                        w4a8moe_err *err)
 {
     const w4a8moe_layer_desc *d = ctx->desc;
     s->bulk = 0;
     if (ctx->dev->cuda_sm < 90 || d->group_size != 32) return W4A8MOE_STATUS_OK;
     int optin = 0, ok = 1;
-    CUDA_TRY(err, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->dev->ordinal));
+    CUDA_TRY(err, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                         ctx->dev->ordinal));
     FORWARD((grant_one<1, true>(d->hidden, d->group_size, optin, &ok, err)));
     FORWARD((grant_one<2, true>(d->hidden, d->group_size, optin, &ok, err)));
     FORWARD((grant_one<1, false>(d->inter, d->group_size, optin, &ok, err)));
@@ -244,8 +246,7 @@ static w4a8moe_status sm89_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
 
 /* One grouped GEMM: where grant_decode_smem allowed it, the decode tiles (nt <= 2, ksplit 4)
  * stream the weights with bulk copies (kernels/sm90_decode_gemm.cuh); everything else runs
- * sm89_gemm_kernel. Both
- * compute the same sums in the same order (bit-identical outputs). */
+ * sm89_gemm_kernel. Both compute the same sums in the same order (bit-identical outputs). */
 template <int NT, int KS, bool GATED>
 static w4a8moe_status launch_gemm(const sm89_gemm_args &a, unsigned tiles_bound, int bulk,
                                   cudaStream_t st, w4a8moe_err *err)
