@@ -126,8 +126,7 @@ w4a8moe_status w4a8moe_oracle_select(const w4a8moe_device_info *dev, const w4a8m
                "each backend's reason");
 }
 
-static void appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...) W4A8MOE_PRINTF(4, 5);
-static void appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+void w4a8moe_report_appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -149,18 +148,18 @@ size_t w4a8moe_oracle_report(const w4a8moe_device_info *dev, const w4a8moe_layer
         int is_forced = forced && forced[0] && strcmp(forced, ex[i]->name) == 0;
         if (v.ok && !chosen && (!forced || !forced[0] || is_forced)) {
             chosen = 1;
-            appendf(buf, cap, &used, "%-10s selected%s (prepare/finalize: %s)\n", ex[i]->name,
+            w4a8moe_report_appendf(buf, cap, &used, "%-10s selected%s (prepare/finalize: %s)\n", ex[i]->name,
                     is_forced ? ", forced" : "", v.prepfin->name);
         } else if (v.ok) {
-            appendf(buf, cap, &used, "%-10s accepted (not chosen: %s)\n", ex[i]->name,
+            w4a8moe_report_appendf(buf, cap, &used, "%-10s accepted (not chosen: %s)\n", ex[i]->name,
                     forced && forced[0] ? "another backend is forced" : "lower priority");
         } else {
-            appendf(buf, cap, &used, "%-10s rejected (%s): %s\n", ex[i]->name,
+            w4a8moe_report_appendf(buf, cap, &used, "%-10s rejected (%s): %s\n", ex[i]->name,
                     w4a8moe_axis_name(v.axis), v.why);
         }
     }
     if (!chosen)
-        appendf(buf, cap, &used, "no backend selected%s\n",
+        w4a8moe_report_appendf(buf, cap, &used, "no backend selected%s\n",
                 forced && forced[0] ? ": the forced backend does not fit" : "");
     return used;
 }

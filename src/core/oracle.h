@@ -32,6 +32,12 @@ w4a8moe_status w4a8moe_oracle_select(const w4a8moe_device_info *dev, const w4a8m
 
 /* One line per backend ("selected", "accepted", or "rejected (axis): reason") into buf; returns
  * the length the full report needs, excluding the NUL. */
+/* Appends printf-style text to a report buffer of cap bytes at *used, which always grows by the
+ * text's full length (so the caller learns the length needed); the text is truncated, and buf
+ * stays NUL-terminated, where it does not fit. */
+void w4a8moe_report_appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+    W4A8MOE_PRINTF(4, 5);
+
 size_t w4a8moe_oracle_report(const w4a8moe_device_info *dev, const w4a8moe_layer_desc *d,
                              const char *forced, char *buf, size_t cap);
 

@@ -10,7 +10,6 @@
 #include "oracle.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +47,19 @@ static w4a8moe_status check_dense(const w4a8moe_dense_matrix *m, int64_t rows, i
               "shared expert %s: shape [%lld, %lld] disagrees with the layer, which needs [%lld, %lld]",
               what, (long long)m->rows, (long long)m->cols, (long long)rows, (long long)cols);
     return W4A8MOE_STATUS_OK;
+}
+
+/* The shared pipeline runs on the routed one's device, with its own description and one
+ * local expert. */
+static void shared_stage_ctx(w4a8moe_mk *mk, const w4a8moe_mk *routed)
+{
+    mk->devops = routed->devops;
+    mk->dev = routed->dev;
+    mk->ctx = routed->ctx;
+    mk->ctx.desc = &mk->desc;
+    mk->ctx.dev = &mk->dev;
+    mk->ctx.expert_begin = 0;
+    mk->ctx.num_local = 1;
 }
 
 static int finite_pos(float v) { return v > 0.0f && !isinf(v); }
@@ -215,13 +227,7 @@ static w4a8moe_status shared_build(w4a8moe_shared_rt *s, const w4a8moe_mk *route
         FORWARD(check_int4(&se->int4.down, H, I, "down (w2)", err));
         lw.experts = &se->int4;
     }
-    mk->devops = routed->devops;
-    mk->dev = routed->dev;
-    mk->ctx = routed->ctx;
-    mk->ctx.desc = &mk->desc;
-    mk->ctx.dev = &mk->dev;
-    mk->ctx.expert_begin = 0;
-    mk->ctx.num_local = 1;
+    shared_stage_ctx(mk, routed);
     FORWARD(shared_routing_arrays(s, se, T, H, err));
     FORWARD(pick_backend(mk, forced, err));
     w4a8moe_log(W4A8MOE_LOG_INFO, "shared expert: backend %s with prepare/finalize %s",
@@ -294,27 +300,11 @@ w4a8moe_status w4a8moe_shared_plan(const w4a8moe_mk *routed, const w4a8moe_share
                                    const char *forced, w4a8moe_mk *mk, w4a8moe_err *err)
 {
     FORWARD(shared_desc(&routed->desc, se, &mk->desc, err));
-    mk->devops = routed->devops;
-    mk->dev = routed->dev;
-    mk->ctx = routed->ctx;
-    mk->ctx.desc = &mk->desc;
-    mk->ctx.dev = &mk->dev;
-    mk->ctx.expert_begin = 0;
-    mk->ctx.num_local = 1;
+    shared_stage_ctx(mk, routed);
     return pick_backend(mk, forced, err);
 }
 
 /* ---- explain ------------------------------------------------------------------------------ */
-
-static void appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...) W4A8MOE_PRINTF(4, 5);
-static void appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(*used < cap ? buf + *used : NULL, *used < cap ? cap - *used : 0, fmt, ap);
-    va_end(ap);
-    if (n > 0) *used += (size_t)n;
-}
 
 /* pick_backend without the log: the forced backend when it accepts sd, else the first that
  * does; NULL when none. */
@@ -342,9 +332,10 @@ static void report_one(const w4a8moe_device_info *dev, const w4a8moe_layer_desc 
     w4a8moe_verdict v;
     const w4a8moe_experts_ops *ops = quiet_choice(dev, sd, forced, &v);
     if (ops)
-        appendf(buf, cap, used, "  %s: %s (prepare/finalize: %s)\n", what, ops->name, v.prepfin->name);
+        w4a8moe_report_appendf(buf, cap, used, "  %s: %s (prepare/finalize: %s)\n", what, ops->name,
+                               v.prepfin->name);
     else
-        appendf(buf, cap, used, "  %s: no backend runs it on this device\n", what);
+        w4a8moe_report_appendf(buf, cap, used, "  %s: no backend runs it on this device\n", what);
 }
 
 size_t w4a8moe_shared_report(const w4a8moe_device_info *dev, const w4a8moe_layer_desc *d,
@@ -352,10 +343,12 @@ size_t w4a8moe_shared_report(const w4a8moe_device_info *dev, const w4a8moe_layer
 {
     size_t used = 0;
     if (cap) buf[0] = '\0';
-    appendf(buf, cap, &used, "shared expert, if the layer has one (a second pipeline: E = 1, k = 1):\n");
+    w4a8moe_report_appendf(buf, cap, &used,
+                           "shared expert, if the layer has one (a second pipeline: E = 1, k = 1):\n");
     if (d->ep_size != 1) {
-        appendf(buf, cap, &used, "  not run with ep_size %d (shared experts need ep_size 1)\n",
-                d->ep_size);
+        w4a8moe_report_appendf(buf, cap, &used,
+                               "  not run with ep_size %d (shared experts need ep_size 1)\n",
+                               d->ep_size);
         return used;
     }
     w4a8moe_shared_expert se;
