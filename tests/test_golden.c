@@ -14,7 +14,7 @@
  *     input scales in their own file, block-FP8 shared expert run unquantised).
  */
 #include "core/backend.h"
-#include "loader/safetensors.h"
+#include "golden_io.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -23,27 +23,6 @@
 #ifndef TEST_DATA
 #define TEST_DATA "tests/data"
 #endif
-
-/* bf16 [T, H] tensor `name` of a safetensors file into a fresh buffer. */
-static uint16_t *read_bf16(const char *path, const char *name, int64_t *T, int64_t *H)
-{
-    w4a8moe_err err;
-    w4a8moe_st_file *f;
-    if (w4a8moe_st_open(path, &f, &err) != W4A8MOE_STATUS_OK) {
-        printf("cannot open %s: %s\n", path, err.msg);
-        return NULL;
-    }
-    const w4a8moe_st_tensor *t = w4a8moe_st_find(f, name);
-    uint16_t *out = NULL;
-    if (t && t->dtype == W4A8MOE_ST_BF16 && t->ndim == 2) {
-        *T = t->shape[0];
-        *H = t->shape[1];
-        out = malloc(t->nbytes);
-        if (out) memcpy(out, t->data, t->nbytes);
-    }
-    w4a8moe_st_close(f);
-    return out;
-}
 
 static double row_rel_l2(const uint16_t *a, const uint16_t *ref, int64_t H)
 {
@@ -62,9 +41,9 @@ static void golden_case(const char *name, int want_moe_layers, const char *want_
     snprintf(dir, sizeof dir, "%s/%s", TEST_DATA, name);
     int64_t T = 0, H = 0, T2 = 0, H2 = 0;
     snprintf(path, sizeof path, "%s/input.safetensors", dir);
-    uint16_t *x = read_bf16(path, "hidden_states", &T, &H);
+    uint16_t *x = golden_read_bf16(path, "hidden_states", &T, &H);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
-    uint16_t *want = read_bf16(path, "output", &T2, &H2);
+    uint16_t *want = golden_read_bf16(path, "output", &T2, &H2);
     CHECK(x && want && T == T2 && H == H2, "%s: input/expected tensors missing or mismatched", name);
     w4a8moe_checkpoint *ck = NULL;
     w4a8moe_status st = w4a8moe_checkpoint_open(dir, &ck);

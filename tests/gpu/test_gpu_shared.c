@@ -30,7 +30,7 @@
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps the small cases.
  */
 #include "gpu_harness.h"
-#include "loader/safetensors.h"
+#include "golden_io.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,24 +376,6 @@ done:
     free(replay);
 }
 
-/* bf16 [T, H] tensor `name` of a safetensors file, copied raw. */
-static uint16_t *read_bf16(const char *path, const char *name, int64_t *T, int64_t *H)
-{
-    w4a8moe_err err;
-    w4a8moe_st_file *f;
-    if (w4a8moe_st_open(path, &f, &err) != W4A8MOE_STATUS_OK) return NULL;
-    const w4a8moe_st_tensor *t = w4a8moe_st_find(f, name);
-    uint16_t *out = NULL;
-    if (t && t->dtype == W4A8MOE_ST_BF16 && t->ndim == 2) {
-        *T = t->shape[0];
-        *H = t->shape[1];
-        out = malloc(t->nbytes);
-        if (out) memcpy(out, t->data, t->nbytes);
-    }
-    w4a8moe_st_close(f);
-    return out;
-}
-
 /* A golden checkpoint's layer 1 (with a shared expert) on CUDA vs its expected output. The
  * shared pipeline runs on the routed backend (int4) or on cuda_dense (unquantised/block-FP8). */
 static void golden_case(const char *name, int dense_shared)
@@ -402,9 +384,9 @@ static void golden_case(const char *name, int dense_shared)
     snprintf(dir, sizeof dir, "%s/%s", TEST_DATA, name);
     int64_t T = 0, H = 0, T2 = 0, H2 = 0;
     snprintf(path, sizeof path, "%s/input.safetensors", dir);
-    uint16_t *x = read_bf16(path, "hidden_states", &T, &H);
+    uint16_t *x = golden_read_bf16(path, "hidden_states", &T, &H);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
-    uint16_t *want = read_bf16(path, "output", &T2, &H2);
+    uint16_t *want = golden_read_bf16(path, "output", &T2, &H2);
     w4a8moe_checkpoint *ck = NULL;
     int ok = x && want && T == T2 && H == H2 && w4a8moe_checkpoint_open(dir, &ck) == W4A8MOE_STATUS_OK;
     CHECK(ok, "%s: input, expected output or checkpoint missing: %s", dir, w4a8moe_last_error());
