@@ -33,19 +33,7 @@ static int dense_supports_device(const w4a8moe_device_info *dev, char *why, size
         snprintf(why, cap, "%s", dev->name);
         return 0;
     }
-    int cur = -1;
-    cudaGetDevice(&cur);
-    if (cur != dev->ordinal) cudaSetDevice(dev->ordinal);
-    cudaFuncAttributes attr;
-    cudaError_t e = cudaFuncGetAttributes(&attr, dense_gemm_kernel<true, true>);
-    if (cur >= 0 && cur != dev->ordinal) cudaSetDevice(cur);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        snprintf(why, cap, "this build has no code for sm_%d (%s); hint: add it to CUDA_ARCHS and "
-                 "rebuild", dev->cuda_sm, cudaGetErrorString(e));
-        return 0;
-    }
-    return 1;
+    return w4a8moe_cuda_has_code(dev, (const void *)dense_gemm_kernel<true, true>, why, cap);
 }
 
 static int dense_supports_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why, size_t cap)

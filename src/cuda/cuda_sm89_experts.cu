@@ -38,18 +38,7 @@ static int sm89_supports_device(const w4a8moe_device_info *dev, char *why, size_
         snprintf(why, cap, "needs FP8 mma (sm_89 or newer); %s is sm_%d", dev->name, dev->cuda_sm);
         return 0;
     }
-    cudaFuncAttributes attr;
-    int cur = -1;
-    cudaGetDevice(&cur);
-    if (cur != dev->ordinal) cudaSetDevice(dev->ordinal);
-    cudaError_t e = cudaFuncGetAttributes(&attr, sm89_gemm_kernel<1, 4, true>);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        snprintf(why, cap, "this build has no code for sm_%d (%s); hint: add it to CUDA_ARCHS and "
-                 "rebuild", dev->cuda_sm, cudaGetErrorString(e));
-        return 0;
-    }
-    return 1;
+    return w4a8moe_cuda_has_code(dev, (const void *)sm89_gemm_kernel<1, 4, true>, why, cap);
 }
 
 static int sm89_supports_quant(w4a8moe_weight_scheme w, w4a8moe_act_scheme a, char *why, size_t cap)

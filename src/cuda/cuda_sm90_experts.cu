@@ -52,14 +52,10 @@ static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_
                  dev->name, dev->cuda_sm);
         return 0;
     }
-    int cur = -1;
-    cudaGetDevice(&cur);
-    if (cur != dev->ordinal) cudaSetDevice(dev->ordinal);
     cudaFuncAttributes attr;
-    cudaError_t e = cudaFuncGetAttributes(&attr, sm90_gemm_kernel<128, 8, 4, true, true>);
-    if (cur >= 0 && cur != dev->ordinal) cudaSetDevice(cur);
+    cudaError_t e = w4a8moe_cuda_probe_kernel(dev, (const void *)sm90_gemm_kernel<128, 8, 4, true, true>,
+                                              &attr);
     if (e != cudaSuccess || attr.binaryVersion < 90) {
-        cudaGetLastError();
         snprintf(why, cap, "this build has no sm_90a code (%s); hint: build with "
                  "-gencode=arch=compute_90a,code=sm_90a in CUDA_ARCHS",
                  e != cudaSuccess ? cudaGetErrorString(e) : "older binary");

@@ -1,7 +1,8 @@
 /*
  * cuda_util.h — what the CUDA backends' host code shares: the CUDA_TRY / CUDA_LAUNCHED status
  * macros (every runtime call and every launch is checked and becomes a w4a8moe_status with the
- * call's text and CUDA's own message), device selection, and ceil division.
+ * call's text and CUDA's own message), device selection, the probe of whether this build has
+ * code for a device (the backends' supports_device), and ceil division.
  *
  * Host-side only (the launchers); device code lives in the kernels/ headers.
  */
@@ -14,6 +15,7 @@ extern "C" {
 }
 
 #include <cuda_runtime.h>
+#include <stdio.h>
 
 #define CUDA_TRY(err, expr)                                                                    \
     do {                                                                                       \
@@ -43,6 +45,33 @@ static inline w4a8moe_status w4a8moe_cuda_use(const w4a8moe_device_info *dev, w4
     CUDA_TRY(err, cudaGetDevice(&cur));
     if (cur != dev->ordinal) CUDA_TRY(err, cudaSetDevice(dev->ordinal));
     return W4A8MOE_STATUS_OK;
+}
+
+/* Whether this build has device code for dev that the runtime can load: cudaFuncGetAttributes
+ * of one of the backend's kernels on dev's ordinal (its error is cleared), leaving the calling
+ * thread's current device as it was. For the backends' supports_device predicates. */
+static inline cudaError_t w4a8moe_cuda_probe_kernel(const w4a8moe_device_info *dev,
+                                                    const void *kernel, cudaFuncAttributes *attr)
+{
+    int cur = -1;
+    cudaGetDevice(&cur);
+    if (cur != dev->ordinal) cudaSetDevice(dev->ordinal);
+    cudaError_t e = cudaFuncGetAttributes(attr, kernel);
+    if (e != cudaSuccess) cudaGetLastError();
+    if (cur >= 0 && cur != dev->ordinal) cudaSetDevice(cur);
+    return e;
+}
+
+/* supports_device's common verdict when the probe of `kernel` fails: no code for this device. */
+static inline int w4a8moe_cuda_has_code(const w4a8moe_device_info *dev, const void *kernel,
+                                        char *why, size_t cap)
+{
+    cudaFuncAttributes attr;
+    cudaError_t e = w4a8moe_cuda_probe_kernel(dev, kernel, &attr);
+    if (e == cudaSuccess) return 1;
+    snprintf(why, cap, "this build has no code for sm_%d (%s); hint: add it to CUDA_ARCHS and "
+             "rebuild", dev->cuda_sm, cudaGetErrorString(e));
+    return 0;
 }
 
 #endif /* W4A8MOE_CUDA_UTIL_H */
