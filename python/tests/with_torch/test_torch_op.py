@@ -50,6 +50,25 @@ def make_case(seed_off, T, dev="cpu", shape=SHAPE, max_tokens=64, **layer_kw):
     return layer, bf16(x, dev), t(ids), t(wts), t(logits)
 
 
+
+def forward_in_threads(layer, rows, calls=20):
+    """One thread per entry of rows, each running the op `calls` times on its (x, ids, weights)
+    on one layer at once: ({(thread, call): output}, [exceptions raised in the threads])."""
+    results, errors = {}, []
+
+    def worker(j):
+        try:
+            for n in range(calls):
+                results[(j, n)] = O.forward(layer, *rows[j])
+        except Exception as e:  # reported by the caller
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(j,)) for j in range(len(rows))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    return results, errors
+
 class TestTorchOpCPU(unittest.TestCase):
     def test_eager_matches_binding(self):
         layer, x, ids, wts, logits = make_case(300, 12, renormalize=True)
@@ -140,19 +159,7 @@ class TestTorchOpCPU(unittest.TestCase):
 
         rows = [(x[i:i + 8], ids[i:i + 8], wts[i:i + 8]) for i in range(0, 32, 8)]
         alone = [O.forward(layer, *r) for r in rows]
-        results, errors = {}, []
-
-        def worker(j):
-            try:
-                for n in range(20):
-                    results[(j, n)] = O.forward(layer, *rows[j])
-            except Exception as e:  # reported by the main thread
-                errors.append(e)
-        threads = [threading.Thread(target=worker, args=(j,)) for j in range(len(rows))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(60)
+        results, errors = forward_in_threads(layer, rows)
         self.assertEqual(errors, [])
         for (j, n), out in results.items():
             self.assertTrue(same_bits(out, alone[j]), f"thread {j} call {n}")

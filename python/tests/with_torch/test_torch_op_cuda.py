@@ -5,7 +5,6 @@ the host router's ids; torch.compile(fullgraph=True), also with mode="reduce-ove
 CUDA graphs), == eager; the op captured in a torch.cuda.graph replays to the eager bits, on the
 capture inputs and on new ones; two threads on one CUDA layer.
 """
-import threading
 import unittest
 
 import _common
@@ -20,7 +19,7 @@ import w4a8moe.torch_ops as O  # noqa: E402
 from w4a8moe import reference as R  # noqa: E402
 
 import test_layer as TL  # noqa: E402  (python/tests)
-from test_torch_op import make_case, same_bits  # noqa: E402
+from test_torch_op import forward_in_threads, make_case, same_bits  # noqa: E402
 
 SHAPE = dict(hidden=512, inter=256, experts=16, top_k=4, group_size=128)
 K = SHAPE["top_k"]
@@ -131,19 +130,7 @@ class TestTorchOpCuda(unittest.TestCase):
         layer, x, ids, wts, _ = self.case(450, 32)
         rows = [(x[i:i + 16], ids[i:i + 16], wts[i:i + 16]) for i in (0, 16)]
         alone = [O.forward(layer, *r) for r in rows]
-        results, errors = {}, []
-
-        def worker(j):
-            try:
-                for n in range(20):
-                    results[(j, n)] = O.forward(layer, *rows[j])
-            except Exception as e:  # reported by the main thread
-                errors.append(e)
-        threads = [threading.Thread(target=worker, args=(j,)) for j in range(2)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(60)
+        results, errors = forward_in_threads(layer, rows)
         torch.cuda.synchronize()
         self.assertEqual(errors, [])
         for (j, n), out in results.items():
