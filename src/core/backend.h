@@ -103,6 +103,9 @@ typedef struct w4a8moe_stage_ctx {
     /* 1: the layer works in a shared w4a8moe_workspace and carves both stages' workspaces
      * from it (src/core/layer_memory.c); the modular kernel allocates none of its own */
     int32_t external_workspace;
+    /* the caller's token that this forward's token 0 is (a chunk's offset when the layer splits
+     * a batch; 0 otherwise): device-side routing errors name the token of the caller's batch */
+    int64_t token_base;
 } w4a8moe_stage_ctx;
 
 /*

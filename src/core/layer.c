@@ -332,8 +332,8 @@ static w4a8moe_status forward_once(w4a8moe_layer *L, int64_t T, const void *x,
 /* T above the chunk size of a layer on a shared workspace: consecutive chunks, each a complete
  * forward of its tokens (every step of docs/numerics.md is per token: the per-token scales, the
  * router, the weight on the input, the shared expert's gate), so the rows are the ones one
- * forward would give. Caller-given ids are checked whole first on the host, so a message names
- * the token of the batch, not of its chunk. */
+ * forward would give. Bad caller-given ids name the token of the batch, not of its chunk: on the
+ * host they are checked whole first; on a device the stage ctx carries the chunk's offset. */
 static w4a8moe_status forward_chunks(w4a8moe_layer *L, int64_t T, const char *x,
                                      const w4a8moe_routing_input *r, char *out, void *stream,
                                      w4a8moe_err *err)
@@ -348,7 +348,10 @@ static w4a8moe_status forward_chunks(w4a8moe_layer *L, int64_t T, const char *x,
         if (c.topk_ids) c.topk_ids += t0 * d->top_k;
         if (c.topk_weights) c.topk_weights += t0 * d->top_k;
         if (c.router_logits) c.router_logits += t0 * d->num_experts;
-        FORWARD(forward_once(L, n, x + (size_t)t0 * row, &c, out + (size_t)t0 * row, stream, err));
+        L->mk.ctx.token_base = t0;
+        w4a8moe_status st = forward_once(L, n, x + (size_t)t0 * row, &c, out + (size_t)t0 * row, stream, err);
+        L->mk.ctx.token_base = 0;
+        FORWARD(st);
     }
     return W4A8MOE_STATUS_OK;
 }

@@ -207,7 +207,7 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
         ids = ex.ids;
         wts = ex.wts;
     }
-    pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl};
+    pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl, ctx->token_base};
     if (pairs <= DISPATCH_CHUNK) { /* decode: one kernel instead of three and three memsets */
         dispatch_small_kernel<<<1, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err, s->report_dev,
                                                             dp->expert_offsets, wts,

@@ -7,7 +7,9 @@
  *   - ids routing and router logits; three layers take turns in one workspace;
  *   - cudaMemGetInfo: creating layers in a shared workspace allocates no workspace per layer
  *     (the device's used memory grows by less than one own workspace per layer);
- *   - errors: a host workspace for a CUDA layer, a CUDA workspace too small for one token.
+ *   - errors: a host workspace for a CUDA layer, a CUDA workspace too small for one token, and
+ *     a bad expert id in a later chunk of a chunked forward, whose message must name the token
+ *     of the caller's batch (not of its chunk).
  * Without a CUDA device it checks that a CUDA workspace is refused with a reason, and passes.
  */
 #include "gpu_harness.h"
@@ -153,6 +155,44 @@ static void errors(uint64_t seed)
     w4a8moe_synth_weights_free(&sw);
 }
 
+/* A bad id at token 23 of a forward of 30 tokens run in chunks of 7 (the fourth chunk, where
+ * it is token 2): layer_check names token 23. */
+static void chunk_bad_id(uint64_t seed)
+{
+    w4a8moe_layer_desc d = shape();
+    const int64_t T = 30, bad_token = 23;
+    w4a8moe_synth_weights sw;
+    if (w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_BF16, 0, 0, seed)) abort();
+    w4a8moe_synth_rng rng = {seed ^ 0xbad};
+    gh_inputs in;
+    gh_dev g;
+    if (gh_inputs_make(&in, &d, T, GH_RANDOM, &rng)) abort();
+    in.ids[bad_token * d.top_k + 1] = d.num_experts; /* out of range */
+    if (gh_dev_make(&g, &d, &in)) abort();
+    w4a8moe_layer_options o = W4A8MOE_INIT(w4a8moe_layer_options);
+    o.device_kind = W4A8MOE_DEVICE_CUDA;
+    w4a8moe_memory_info mi;
+    CHECK(w4a8moe_memory_estimate(&d, NULL, &o, 7, &mi) == W4A8MOE_STATUS_OK, "estimate: %s", w4a8moe_last_error());
+    w4a8moe_workspace *ws = NULL;
+    CHECK(w4a8moe_workspace_create(W4A8MOE_DEVICE_CUDA, 0, mi.workspace_bytes, &ws) == W4A8MOE_STATUS_OK,
+          "workspace: %s", w4a8moe_last_error());
+    w4a8moe_layer *L = make(&d, &sw.weights, W4A8MOE_DEVICE_CUDA, NULL, ws);
+    if (L) {
+        w4a8moe_routing_input dr = gh_routing(g.ids, g.weights, NULL);
+        w4a8moe_status st = w4a8moe_layer_forward(L, T, g.x, &dr, g.out, NULL);
+        if (st == W4A8MOE_STATUS_OK) st = w4a8moe_layer_check(L, NULL);
+        const char *msg = w4a8moe_layer_error(L);
+        printf("bad id at token 23 of a chunked forward: %s\n", msg);
+        CHECK(st == W4A8MOE_STATUS_INVALID_ARGUMENT && strstr(msg, "token 23:"),
+              "chunked forward with a bad id at token 23: status %d, '%s'", (int)st, msg);
+        w4a8moe_layer_free(L);
+    }
+    w4a8moe_workspace_free(ws);
+    gh_dev_free(&g);
+    gh_inputs_free(&in);
+    w4a8moe_synth_weights_free(&sw);
+}
+
 int main(void)
 {
     uint64_t seed = test_seed();
@@ -172,5 +212,6 @@ int main(void)
     }
     memory_shared(seed + 20);
     errors(seed + 30);
+    chunk_bad_id(seed + 40);
     TEST_MAIN_END();
 }

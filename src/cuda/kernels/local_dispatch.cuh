@@ -29,6 +29,7 @@ struct pair_map {
     const int32_t *ids; /* [T, k] global ids */
     int64_t T;
     int k, E, e0, nl; /* top-k, global experts, first local expert, local experts */
+    int64_t token_base; /* token of the caller's batch that this forward's token 0 is */
 };
 
 /* Local expert of pair p, or -1; *bad = 1 when the id is invalid. */
@@ -69,7 +70,7 @@ __global__ void dispatch_count_kernel(pair_map m, int32_t *__restrict__ counts, 
     int e = pair_local_expert(m, p, &bad);
     if (bad) {
         atomicAdd(&err[0], 1);
-        atomicMin(&err[1], (int32_t)(p / m.k));
+        atomicMin(&err[1], (int32_t)(m.token_base + p / m.k));
     }
     if (e >= 0) atomicAdd(&counts[(int64_t)blockIdx.x * m.nl + e], 1);
 }
@@ -145,7 +146,7 @@ __global__ void dispatch_small_kernel(pair_map m, int32_t *__restrict__ counts, 
     __syncthreads();
     bool live = p < m.T * m.k;
     int bad = 0, e = live ? pair_local_expert(m, p, &bad) : -1;
-    if (bad) { atomicAdd(&err[0], 1); atomicMin(&err[1], (int32_t)(p / m.k)); }
+    if (bad) { atomicAdd(&err[0], 1); atomicMin(&err[1], (int32_t)(m.token_base + p / m.k)); }
     if (e >= 0) atomicAdd(&counts[e], 1);
     __syncthreads();
     if (threadIdx.x == 0) dispatch_report_bad(err, report);
