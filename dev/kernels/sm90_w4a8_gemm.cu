@@ -10,9 +10,12 @@
  *   sm89           the cuda_sm89 library kernel (mma.sync, f64 promotion) — the baseline
  *   fp8grp bn128   e4m3 wgmma m64n128k32, 2 consumer warpgroups, TMA ring of 5 stages,
  *                  promotion once per K group
- *   fp8step bn128  the same, promoting every k32 step
- *   bf16 bn64/128  bf16 wgmma m64nNk16 on the exactly widened values (the activations widened
- *                  by sm90_widen_kernel, outside the timing), 10 / 8 stages of 64 K
+ *   f16 bn128      f16 wgmma m64n128k16 on the exactly widened values (the activations widened
+ *                  by sm90_widen_kernel, outside the timing), 8 stages of 64 K, promotion per
+ *                  K group (the library's fallback)
+ *   f16s bn128/256 the scaled kernel (sm90_scaled_gemm.cuh): group scales folded into the f16
+ *                  weights, one accumulator, the next k32 step converted while the wgmmas run
+ * The scales are bf16 values (stored as f32), as a bf16 checkpoint's, so f16s is exact.
  * Each run poisons the output first (NaN) and checks every sampled row; timing is the median
  * of 15 runs with the L2 flushed (256 MB memset) before each, TFLOP/s = 2*R*N*K / t.
  *
@@ -22,7 +25,7 @@
  *        (default 2048 8 4096 14336 128 0: Mixtral's down projection at 2048 rows per expert)
  */
 #include "../../src/common/quant.h"
-#include "../../src/cuda/kernels/sm90_grouped_gemm.cuh"
+#include "../../src/cuda/kernels/sm90_scaled_gemm.cuh"
 
 #include <cuda_runtime.h>
 #include <math.h>
@@ -97,7 +100,7 @@ static void make(problem &P)
     P.q.resize((size_t)P.E * P.N * (P.K / 8));
     for (auto &v : P.q) v = (int32_t)next32() ^ (int32_t)(next32() << 21);
     P.S.resize((size_t)P.E * P.N * (P.K / P.g));
-    for (auto &v : P.S) v = unif(0.004f, 0.02f);
+    for (auto &v : P.S) v = w4a8moe_bf16_to_f32(w4a8moe_f32_to_bf16(unif(0.004f, 0.02f)));
     P.C.resize((size_t)P.E * P.N);
     for (auto &v : P.C) v = unif(0.5f, 1.5f);
 }
@@ -197,7 +200,7 @@ int main(int argc, char **argv)
             int64_t n1 = nrb * ((P.K + (bf ? 63 : 127)) / (bf ? 64 : 128)) * 128 * (bf ? 2 : 4);
             sm90_pack_kernel<<<(unsigned)((n1 + 255) / 256), 256>>>(d_q + (size_t)e * P.N * (P.K / 8),
                                                                      n_out, P.gated, P.K, rows_pad, bf,
-                                                                     q90[bf] + e * n1);
+                                                                     0, q90[bf] + e * n1);
         }
         int64_t n2 = rows_pad * G;
         sm90_pack_scales_kernel<<<(unsigned)((n2 + 255) / 256), 256>>>(
@@ -205,19 +208,46 @@ int main(int argc, char **argv)
             s90 + e * n2, c90 + e * rows_pad);
     }
     sm90_widen_kernel<<<P.R, 256>>>(d_a, d_off + P.E, P.K, a_wide);
+    /* the scaled kernel's weight blocks (int4 + scales a 64-K stage) */
+    const int blk = sm90s_block_bytes(P.g);
+    const int64_t KB64 = (P.K + 63) / 64, per_s = nrb * KB64 * blk;
+    char *qs;
+    float *cs;
+    int32_t *shift, *inexact;
+    CK(cudaMalloc((void **)&qs, (size_t)P.E * per_s));
+    CK(cudaMalloc((void **)&cs, (size_t)P.E * rows_pad * 4));
+    CK(cudaMalloc((void **)&shift, (size_t)rows_pad * 4));
+    CK(cudaMalloc((void **)&inexact, 4));
+    CK(cudaMemset(inexact, 0, 4));
+    for (int e = 0; e < P.E; e++) {
+        int64_t n1 = nrb * KB64 * 128 * 2;
+        sm90_pack_kernel<<<(unsigned)((n1 + 255) / 256), 256>>>(d_q + (size_t)e * P.N * (P.K / 8), n_out,
+                                                                 P.gated, P.K, rows_pad, 1, blk / 8,
+                                                                 (uint2 *)(qs + e * per_s));
+        sm90s_row_shift_kernel<<<(unsigned)((rows_pad + 255) / 256), 256>>>(
+            d_S + (size_t)e * P.N * G, 2, n_out, P.gated, G, rows_pad, d_C + (size_t)e * P.N, shift,
+            cs + e * rows_pad, inexact);
+        int64_t n3 = nrb * KB64 * (P.g == 32 ? 128 : 64);
+        sm90s_pack_scales_kernel<<<(unsigned)((n3 + 255) / 256), 256>>>(
+            d_S + (size_t)e * P.N * G, 2, n_out, P.gated, P.K, P.g, rows_pad, shift, qs + e * per_s);
+    }
     CK(cudaDeviceSynchronize());
+    int32_t h_inexact = 0;
+    CK(cudaMemcpy(&h_inexact, inexact, 4, cudaMemcpyDeviceToHost));
+    if (h_inexact) printf("scaled packing: some scale is not exact in f16 (unexpected for bf16 scales)\n");
 
     const double flops = 2.0 * P.R * P.N * P.K;
     printf("%-14s %10s %10s %12s\n", "version", "us", "TFLOP/s", "worst relL2");
-    const char *names[] = {"sm89 nt4", "fp8grp bn128", "fp8step bn128", "bf16 bn64", "bf16 bn128"};
+    const char *names[] = {"sm89 nt4", "fp8grp bn128", "f16 bn128", "f16s bn128", "f16s bn256"};
+    const int only = getenv("LAB_ONLY") ? atoi(getenv("LAB_ONLY")) : -1;
     for (int v = 0; v < 5; v++) {
-        const int bn = v == 0 ? 32 : v == 3 ? 64 : 128;
-        const sm90_mode mode = v <= 1 ? SM90_FP8_GROUP : v == 2 ? SM90_FP8_STEP : SM90_BF16;
-        const bool bf = mode == SM90_BF16;
+        if (only >= 0 && v != only) continue;
+        const int bn = v == 0 ? 32 : v == 4 ? 256 : 128;
+        const bool wide = v >= 2;
         const char *name = names[v];
         unsigned bound = (unsigned)((P.R + bn - 1) / bn + P.E);
         CUtensorMap tm;
-        if (v > 0 && sm90_tmap_act(&tm, bf ? (const void *)a_wide : (const void *)d_a, P.R, P.K, bn, bf)) {
+        if (v > 0 && sm90_tmap_act(&tm, wide ? (const void *)a_wide : (const void *)d_a, P.R, P.K, bn, wide)) {
             printf("%s: tensor map failed\n", name);
             continue;
         }
@@ -231,15 +261,20 @@ int main(int argc, char **argv)
                 else sm89_gemm_kernel<4, 1, false><<<grid, 128>>>(a);
                 return cudaGetLastError();
             }
-            sm90_gemm_args a = {q90[bf], s90, c90, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles, d_ntiles,
+            if (v >= 3) {
+                sm90_gemm_args a = {(const uint2 *)qs, NULL, cs, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles,
+                                    d_ntiles, d_out, d_rowmax, 0};
+                if (bn == 256) return P.gated ? sm90s_gemm_launch<256, 6, true>(tm, a, bound, 0)
+                                              : sm90s_gemm_launch<256, 6, false>(tm, a, bound, 0);
+                return P.gated ? sm90s_gemm_launch<128, 10, true>(tm, a, bound, 0)
+                               : sm90s_gemm_launch<128, 10, false>(tm, a, bound, 0);
+            }
+            sm90_gemm_args a = {q90[wide], s90, c90, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles, d_ntiles,
                                 d_out, d_rowmax, 0};
-            /* stages: the library's choice (cuda_sm90_experts.cu) for bf16, 5 for e4m3 */
-            if (bn == 64) return P.gated ? sm90_gemm_launch<64, 10, true>(tm, a, bound, 0, mode)
-                                         : sm90_gemm_launch<64, 10, false>(tm, a, bound, 0, mode);
-            if (bf) return P.gated ? sm90_gemm_launch<128, 8, true>(tm, a, bound, 0, mode)
-                                   : sm90_gemm_launch<128, 8, false>(tm, a, bound, 0, mode);
-            return P.gated ? sm90_gemm_launch<128, 5, true>(tm, a, bound, 0, mode)
-                           : sm90_gemm_launch<128, 5, false>(tm, a, bound, 0, mode);
+            if (wide) return P.gated ? sm90_gemm_launch<128, 8, true>(tm, a, bound, 0, SM90_F16)
+                                     : sm90_gemm_launch<128, 8, false>(tm, a, bound, 0, SM90_F16);
+            return P.gated ? sm90_gemm_launch<128, 5, true>(tm, a, bound, 0, SM90_FP8_GROUP)
+                           : sm90_gemm_launch<128, 5, false>(tm, a, bound, 0, SM90_FP8_GROUP);
         };
         CK(cudaMemset(d_out, 0xff, (size_t)P.R * n_out * 4));
         CK(run());
@@ -249,7 +284,8 @@ int main(int argc, char **argv)
         cudaEvent_t t0, t1;
         CK(cudaEventCreate(&t0));
         CK(cudaEventCreate(&t1));
-        for (int it = 0; it < 15; it++) {
+        const int iters = getenv("LAB_ITERS") ? atoi(getenv("LAB_ITERS")) : 15;
+        for (int it = 0; it < iters; it++) {
             CK(cudaMemset(flush, it, flush_bytes));
             CK(cudaEventRecord(t0));
             CK(run());

@@ -1,44 +1,53 @@
 /*
  * cuda_sm90_experts.cu — `cuda_sm90`, the Hopper experts backend: contract steps 3-6 for the
  * rows of the contiguous dispatch on wgmma, with the activation tiles brought in by the tensor
- * copy engine (kernels/sm90_grouped_gemm.cuh). It runs the bf16 wgmma on the exactly widened
- * int4 and e4m3 values: the e4m3 wgmma's sums are not exact and flip requantised codes (docs/
- * numerics.md, "Tolerance"); the bf16 products are exact and add up like f32 sums.
+ * copy engine. It runs f16 wgmma on the exactly widened int4 and e4m3 values: the e4m3 wgmma's
+ * sums are not exact and flip requantised codes (docs/numerics.md, "Tolerance"); the f16
+ * products are exact. Two kernels:
+ *   promoting (kernels/sm90_grouped_gemm.cuh): each K group's sum promoted with its f32 scale;
+ *       GEMM1 always (its sums feed the requantisation and must stay f32-accurate), and GEMM2
+ *       when its scales are not exact in the scaled kernel's f16 weights (f32, f16 scales);
+ *   scaled (kernels/sm90_scaled_gemm.cuh): the group scales folded into the f16 weights, one
+ *       tensor-core accumulator over all of K and up to 256 routed rows a tile; GEMM2 when its
+ *       scales have at most 8 significant bits (bf16, e4m3), found while packing.
  *
  *   pack_weights (once): upload each expert's logical int4 words and scales and convert them on
- *       the device into the fragment-major layout of the wgmma kernel (GEMM1's gate and up rows
- *       interleaved so the SiLU·up epilogue is per thread).
+ *       the device into the fragment-major weight blocks of the wgmma kernels (GEMM1's gate and
+ *       up rows interleaved so the SiLU·up epilogue is per thread), each with its f16 scales;
+ *       a matrix whose scales are not exact that way also gets f32 scales for the fallback.
  *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
- *       → widen the e4m3 rows to bf16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
- *       its epilogue → requantisation to e4m3 codes stored widened to bf16 → GEMM2. The
+ *       → widen the e4m3 rows to f16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
+ *       its epilogue → requantisation to e4m3 codes stored widened to f16 → GEMM2. The
  *       schedule and requantisation kernels are cuda_sm89's.
  *
  * Tensor maps (the copy engine's view of the [R, H] and [R, I] e4m3 inputs) are encoded on the
  * host when run() first sees an input buffer and kept; the dispatch and workspace buffers of a
  * layer do not move, so a captured graph replays with the maps it was captured with.
  *
- * Workspace (for R = max_tokens * k rows): tiles [ceil(R/64) + E_local] int2, a tile count,
- * y [R, I] f32, row amax [R], a_wide [R, H] bf16, b_wide [R, I] bf16, r [R] f32.
+ * Workspace (for R = max_tokens * k rows): tiles [ceil(R/64) + E_local] int2 and a tile count
+ * for each GEMM,
+ * y [R, I] f32, row amax [R], a_wide [R, H] f16, b_wide [R, I] f16, r [R] f32.
  */
 #include "configs/sm90_tiles.h"
 #include "cuda_util.h"
-#include "kernels/sm90_grouped_gemm.cuh"
+#include "kernels/sm90_scaled_gemm.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 typedef struct sm90_matrix {
-    uint2 *wq;   /* [nl, NRB, ceil(K/64), 128, 2]: the bf16 kernel's layout */
-    float *ws;   /* [nl, NRB, K/g, 64] */
-    float *wc;   /* [nl, NRB*64] */
-    int64_t nrb; /* even */
+    char *wq;     /* [nl, NRB, ceil(K/64)] weight blocks of sm90s_block_bytes(g) */
+    float *ws;    /* promoting kernel only: [nl, NRB, K/g, 64] f32 scales; else NULL */
+    float *wc;    /* [nl, NRB*64]: C·2^-k (scaled) or C (promoting) */
+    int64_t nrb;  /* even */
+    int scaled;   /* the scaled kernel runs this matrix (else ws holds its f32 scales) */
 } sm90_matrix;
 
 typedef struct sm90_state {
     sm90_matrix w13, w2;
-    /* tensor maps of the last inputs seen, per tile width (index: bn == 128) */
-    const void *a_src[2], *b_src[2];
-    CUtensorMap a_map[2], b_map[2];
+    /* tensor maps of the last inputs seen, per tile width (index: sm90_bn_index) */
+    const void *a_src[3], *b_src[3];
+    CUtensorMap a_map[3], b_map[3];
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -115,12 +124,12 @@ static int sm90_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t ca
 static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 typedef struct sm90_ws {
-    int2 *tiles;
-    int32_t *ntiles;
+    int2 *tiles, *tiles2;      /* GEMM1's and GEMM2's tiles (their BN may differ) */
+    int32_t *ntiles, *ntiles2;
     float *y;
     uint32_t *rowmax;
-    uint16_t *a_wide; /* [R, H] bf16: the e4m3 input rows widened, exactly */
-    uint16_t *b_wide; /* [R, I] bf16: the requantised e4m3 codes widened */
+    uint16_t *a_wide; /* [R, H] f16: the e4m3 input rows widened, exactly */
+    uint16_t *b_wide; /* [R, I] f16: the requantised e4m3 codes widened */
     float *r;
 } sm90_ws;
 
@@ -138,6 +147,8 @@ static size_t sm90_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm90_ws *
     } while (0)
     SM90_CARVE(tiles, int2 *, max_tiles * sizeof(int2));
     SM90_CARVE(ntiles, int32_t *, 4);
+    SM90_CARVE(tiles2, int2 *, max_tiles * sizeof(int2));
+    SM90_CARVE(ntiles2, int32_t *, 4);
     SM90_CARVE(y, float *, R * I * 4);
     SM90_CARVE(rowmax, uint32_t *, R * 4);
     SM90_CARVE(a_wide, uint16_t *, R * (size_t)d->hidden * 2);
@@ -177,42 +188,95 @@ static w4a8moe_status sm90_matrix_alloc(sm90_matrix *m, int64_t nl, int64_t n_ou
 {
     m->nrb = sm90_nrb(n_out, gated);
     int64_t KB = w4a8moe_cdiv(K, 64), rows_pad = m->nrb * 64;
-    CUDA_TRY(err, cudaMalloc((void **)&m->wq, (size_t)(nl * m->nrb * KB * 256) * 8));
-    CUDA_TRY(err, cudaMalloc((void **)&m->ws, (size_t)(nl * rows_pad * (K / g)) * 4));
+    CUDA_TRY(err, cudaMalloc((void **)&m->wq, (size_t)(nl * m->nrb * KB) * (size_t)sm90s_block_bytes(g)));
     CUDA_TRY(err, cudaMalloc((void **)&m->wc, (size_t)(nl * rows_pad) * 4));
+    m->scaled = !gated; /* GEMM1 promotes (see the header); GEMM2 until its scales say otherwise */
+    if (!m->scaled) CUDA_TRY(err, cudaMalloc((void **)&m->ws, (size_t)(nl * rows_pad * (K / g)) * 4));
     return W4A8MOE_STATUS_OK;
 }
 
 /* Uploads one expert's logical matrix m into rows [row0, row0 + m->rows) of the staging
  * matrix (gate and up go to rows 0 and I of GEMM1's [2I, H]); its channel scales, or ones
- * when it has none (ones: a host buffer of at least m->rows ones). */
+ * when it has none (ones: a host buffer of at least m->rows ones). sq NULL: scales only. */
 static w4a8moe_status stage_rows(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t row0,
                                  const float *ones, char *sq, char *ss, float *sc, w4a8moe_err *err)
 {
     int64_t rows = m->rows, K = m->cols, groups = K / g;
     size_t wpr = (size_t)(K / 8) * 4, spr = (size_t)groups * w4a8moe_dtype_size(sdt);
-    CUDA_TRY(err, cudaMemcpy(sq + row0 * wpr, m->packed, rows * wpr, cudaMemcpyHostToDevice));
+    if (sq) CUDA_TRY(err, cudaMemcpy(sq + row0 * wpr, m->packed, rows * wpr, cudaMemcpyHostToDevice));
     CUDA_TRY(err, cudaMemcpy(ss + row0 * spr, m->scale, rows * spr, cudaMemcpyHostToDevice));
     CUDA_TRY(err, cudaMemcpy(sc + row0, m->channel_scale ? m->channel_scale : ones, rows * 4,
                              cudaMemcpyHostToDevice));
     return W4A8MOE_STATUS_OK;
 }
 
-/* Converts the staged logical matrix of expert e into its place in m. */
-static w4a8moe_status pack_staged(const sm90_matrix *m, int64_t e, int64_t n_out, int gated, int64_t K,
-                                  int g, w4a8moe_dtype sdt, const char *sq, const char *ss,
-                                  const float *sc, w4a8moe_err *err)
+/* The promoting kernel's f32 scales and plain channel scales of expert e. */
+static w4a8moe_status pack_staged_fallback(sm90_matrix *m, int64_t e, int64_t n_out, int gated,
+                                           int64_t K, int g, w4a8moe_dtype sdt, const char *ss,
+                                           const float *sc, w4a8moe_err *err)
 {
-    int64_t KB = w4a8moe_cdiv(K, 64), rows_pad = m->nrb * 64, groups = K / g;
-    int64_t n1 = m->nrb * KB * 256, n2 = rows_pad * groups;
-    sm90_pack_kernel<<<(unsigned)w4a8moe_cdiv(n1, 256), 256>>>((const int32_t *)sq, n_out, gated, K,
-                                                                rows_pad, 1, m->wq + e * n1);
-    CUDA_LAUNCHED(err, "sm90_pack_kernel");
+    int64_t rows_pad = m->nrb * 64, groups = K / g, n2 = rows_pad * groups;
     int64_t n3 = n2 > rows_pad ? n2 : rows_pad;
     sm90_pack_scales_kernel<<<(unsigned)w4a8moe_cdiv(n3, 256), 256>>>(
         ss, (int)sdt, n_out, gated, groups, rows_pad, sc, m->ws + e * n2, m->wc + e * rows_pad);
     CUDA_LAUNCHED(err, "sm90_pack_scales_kernel");
+    CUDA_TRY(err, cudaDeviceSynchronize());
+    return W4A8MOE_STATUS_OK;
+}
+
+/* Converts the staged logical matrix of expert e into its weight blocks in m: int4, then (scaled)
+ * the f16 scales and C·2^-k, setting *inexact when a scale is not exact that way, or the f32
+ * scales and C. shift: rows_pad int32. */
+static w4a8moe_status pack_staged(sm90_matrix *m, int64_t e, int64_t n_out, int gated, int64_t K,
+                                  int g, w4a8moe_dtype sdt, const char *sq, const char *ss,
+                                  const float *sc, int32_t *shift, int32_t *inexact, w4a8moe_err *err)
+{
+    const int blk = sm90s_block_bytes(g);
+    int64_t KB = w4a8moe_cdiv(K, 64), rows_pad = m->nrb * 64, groups = K / g;
+    char *wq = m->wq + e * m->nrb * KB * blk;
+    int64_t n1 = m->nrb * KB * 256, n3 = m->nrb * KB * (g == 32 ? 128 : 64);
+    sm90_pack_kernel<<<(unsigned)w4a8moe_cdiv(n1, 256), 256>>>((const int32_t *)sq, n_out, gated, K,
+                                                                rows_pad, 1, blk / 8, (uint2 *)wq);
+    CUDA_LAUNCHED(err, "sm90_pack_kernel");
+    if (!m->scaled) return pack_staged_fallback(m, e, n_out, gated, K, g, sdt, ss, sc, err);
+    sm90s_row_shift_kernel<<<(unsigned)w4a8moe_cdiv(rows_pad, 256), 256>>>(
+        ss, (int)sdt, n_out, gated, groups, rows_pad, sc, shift, m->wc + e * rows_pad, inexact);
+    CUDA_LAUNCHED(err, "sm90s_row_shift_kernel");
+    sm90s_pack_scales_kernel<<<(unsigned)w4a8moe_cdiv(n3, 256), 256>>>(ss, (int)sdt, n_out, gated, K, g,
+                                                                        rows_pad, shift, wq);
+    CUDA_LAUNCHED(err, "sm90s_pack_scales_kernel");
     CUDA_TRY(err, cudaDeviceSynchronize()); /* the next expert reuses the staging buffer */
+    return W4A8MOE_STATUS_OK;
+}
+
+/* Packs every expert of the layer into s (staging: see sm90_pack); when a down-projection
+ * scale is not exact in the scaled kernel's f16 weights, GEMM2 gets f32 scales and promotes. */
+static w4a8moe_status pack_layer(sm90_state *s, const w4a8moe_logical_weights *w, int64_t H, int64_t I,
+                                 int g, const float *ones, char *sq, char *ss, float *sc, int32_t *shift,
+                                 int32_t *inexact, w4a8moe_err *err)
+{
+    const w4a8moe_dtype sdt = w->scale_dtype;
+    const int64_t nl = w->num_local;
+    int32_t flags[2] = {0, 0};
+    CUDA_TRY(err, cudaMemset(inexact, 0, 8));
+    for (int64_t e = 0; e < nl; e++) {
+        const w4a8moe_expert_weights *x = &w->experts[e];
+        FORWARD(stage_rows(&x->gate, sdt, g, 0, ones, sq, ss, sc, err));
+        FORWARD(stage_rows(&x->up, sdt, g, I, ones, sq, ss, sc, err));
+        FORWARD(pack_staged(&s->w13, e, I, 1, H, g, sdt, sq, ss, sc, shift, inexact, err));
+        FORWARD(stage_rows(&x->down, sdt, g, 0, ones, sq, ss, sc, err));
+        FORWARD(pack_staged(&s->w2, e, H, 0, I, g, sdt, sq, ss, sc, shift, inexact + 1, err));
+    }
+    CUDA_TRY(err, cudaMemcpy(flags, inexact, 8, cudaMemcpyDeviceToHost));
+    if (!s->w2.scaled || !flags[1]) return W4A8MOE_STATUS_OK;
+    /* a down-projection scale the f16 weights cannot carry exactly: GEMM2 promotes too */
+    sm90_matrix *m = &s->w2;
+    m->scaled = 0;
+    CUDA_TRY(err, cudaMalloc((void **)&m->ws, (size_t)(nl * m->nrb * 64 * (I / g)) * 4));
+    for (int64_t e = 0; e < nl; e++) {
+        FORWARD(stage_rows(&w->experts[e].down, sdt, g, 0, ones, NULL, ss, sc, err));
+        FORWARD(pack_staged_fallback(m, e, H, 0, I, g, sdt, ss, sc, err));
+    }
     return W4A8MOE_STATUS_OK;
 }
 
@@ -228,29 +292,24 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
-    /* staging: the larger of [2I, H] and [H, I] logical words, scales (up to f32), channels */
+    /* staging: the larger of [2I, H] and [H, I] logical words, scales (up to f32), channels,
+     * the row shifts and the two matrices' inexact flags */
     int64_t elems = 2 * I * H, rows = 2 * I > H ? 2 * I : H;
+    int64_t rows_pad = (s->w13.nrb > s->w2.nrb ? s->w13.nrb : s->w2.nrb) * 64;
     size_t bq = align256((size_t)elems / 2), bs = align256((size_t)(elems / g) * 4);
+    size_t bc = align256((size_t)rows * 4), bsh = align256((size_t)rows_pad * 4);
     char *staging = NULL;
-    CUDA_TRY(err, cudaMalloc((void **)&staging, bq + bs + (size_t)rows * 4));
+    CUDA_TRY(err, cudaMalloc((void **)&staging, bq + bs + bc + bsh + 8));
     char *sq = staging, *ss = staging + bq;
     float *sc = (float *)(ss + bs);
+    int32_t *shift = (int32_t *)(ss + bs + bc), *inexact = (int32_t *)(ss + bs + bc + bsh);
     float *ones = (float *)malloc((size_t)rows * 4);
     if (!ones) {
         cudaFree(staging);
         RETURN_ERR(err, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 staging (%lld floats)", (long long)rows);
     }
     for (int64_t i = 0; i < rows; i++) ones[i] = 1.0f;
-    w4a8moe_status st = W4A8MOE_STATUS_OK;
-    const w4a8moe_dtype sdt = w->scale_dtype;
-    for (int64_t e = 0; e < nl && st == W4A8MOE_STATUS_OK; e++) {
-        const w4a8moe_expert_weights *x = &w->experts[e];
-        st = stage_rows(&x->gate, sdt, g, 0, ones, sq, ss, sc, err);
-        if (st == W4A8MOE_STATUS_OK) st = stage_rows(&x->up, sdt, g, I, ones, sq, ss, sc, err);
-        if (st == W4A8MOE_STATUS_OK) st = pack_staged(&s->w13, e, I, 1, H, g, sdt, sq, ss, sc, err);
-        if (st == W4A8MOE_STATUS_OK) st = stage_rows(&x->down, sdt, g, 0, ones, sq, ss, sc, err);
-        if (st == W4A8MOE_STATUS_OK) st = pack_staged(&s->w2, e, H, 0, I, g, sdt, sq, ss, sc, err);
-    }
+    w4a8moe_status st = pack_layer(s, w, H, I, g, ones, sq, ss, sc, shift, inexact, err);
     free(ones);
     cudaFree(staging);
     return st;
@@ -262,33 +321,49 @@ static w4a8moe_status tmap_for(const void **src, CUtensorMap *map, const void *a
 {
     if (*src == a) return W4A8MOE_STATUS_OK;
     RETURN_IF(err, sm90_tmap_act(map, a, rows, K, bn, true) != 0, W4A8MOE_STATUS_DEVICE_ERROR,
-              "cuTensorMapEncodeTiled failed for a [%lld, %lld] bf16 input at %p",
+              "cuTensorMapEncodeTiled failed for a [%lld, %lld] f16 input at %p",
               (long long)rows, (long long)K, a);
     *src = a;
     return W4A8MOE_STATUS_OK;
 }
 
-static const sm90_tile_config *pick_tiles(int64_t rows, int32_t nl)
+/* The tile width of the first entry of the table that fits the average rows per active expert;
+ * the promoting kernel (scaled = 0) skips the entries wider than 128. */
+static int pick_bn(int64_t rows, int32_t nl, int scaled)
 {
     int64_t active = rows < nl ? rows : nl;
     int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
-    for (size_t i = 0; i < SM90_TILE_COUNT; i++)
-        if (avg <= sm90_tiles[i].max_rows_per_expert) return &sm90_tiles[i];
-    return &sm90_tiles[SM90_TILE_COUNT - 1];
+    int bn = sm90_tiles[0].bn;
+    for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
+        if (sm90_tiles[i].bn > 128 && !scaled) break;
+        bn = sm90_tiles[i].bn;
+        if (avg <= sm90_tiles[i].max_rows_per_expert) break;
+    }
+    return bn;
 }
 
-template <int BN, int STAGES>
-static w4a8moe_status launch_pair(const CUtensorMap &ma, const CUtensorMap &mb, const sm90_gemm_args &a1,
-                                  const sm90_gemm_args &a2, unsigned tiles_bound, const sm90_ws &ws,
-                                  int64_t I, int32_t *total, float r_static, int64_t R,
-                                  cudaStream_t st, w4a8moe_err *err)
+static int bn_index(int bn) { return bn == 64 ? 0 : bn == 128 ? 1 : 2; }
+
+/* One GEMM of the layer on its matrix's kernel, tiles of bn rows. */
+template <bool GATED>
+static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &map, const sm90_gemm_args &a,
+                               unsigned tiles_bound, cudaStream_t st)
 {
-    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, true>(ma, a1, tiles_bound, st, SM90_BF16)));
-    sm89_requant_kernel<true><<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static,
-                                                           ws.b_wide, ws.r);
-    CUDA_LAUNCHED(err, "sm89_requant_kernel (bf16 codes)");
-    CUDA_TRY(err, (sm90_gemm_launch<BN, STAGES, false>(mb, a2, tiles_bound, st, SM90_BF16)));
-    return W4A8MOE_STATUS_OK;
+    if (m.scaled) {
+        if (bn == 256) return sm90s_gemm_launch<256, SM90_TILE_STAGES(256), GATED>(map, a, tiles_bound, st);
+        if (bn == 128) return sm90s_gemm_launch<128, SM90_TILE_STAGES(128), GATED>(map, a, tiles_bound, st);
+        return sm90s_gemm_launch<64, SM90_TILE_STAGES(64), GATED>(map, a, tiles_bound, st);
+    }
+    if (bn == 128) return sm90_gemm_launch<128, SM90_PROMOTE_STAGES(128), GATED>(map, a, tiles_bound, st, SM90_F16);
+    if (bn == 64) return sm90_gemm_launch<64, SM90_PROMOTE_STAGES(64), GATED>(map, a, tiles_bound, st, SM90_F16);
+    return cudaErrorInvalidValue; /* pick_bn gives the promoting kernel at most 128 */
+}
+
+/* Tiles of bn rows per local expert and their bound for a grid. */
+static unsigned tiles_bound_for(int64_t R, int bn, int32_t nl)
+{
+    int64_t bound = w4a8moe_cdiv(R, bn) + nl;
+    return (unsigned)(bound < R ? bound : R);
 }
 
 static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const w4a8moe_dispatch *dp,
@@ -303,29 +378,39 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     if (R == 0) return W4A8MOE_STATUS_OK;
     sm90_ws ws;
     sm90_ws_layout(ctx, (char *)workspace, &ws);
-    const sm90_tile_config *tc = pick_tiles(R, nl);
-    const int bn = tc->bn, wide = bn == 128;
-    FORWARD(tmap_for(&s->a_src[wide], &s->a_map[wide], ws.a_wide, R_max, H, bn, err));
-    FORWARD(tmap_for(&s->b_src[wide], &s->b_map[wide], ws.b_wide, R_max, I, bn, err));
-    int64_t bound = w4a8moe_cdiv(R, bn) + nl;
-    unsigned tiles_bound = (unsigned)(bound < R ? bound : R);
-    sm89_schedule_kernel<<<1, 1024, 0, st>>>(dp->expert_offsets, nl, bn, ws.tiles, ws.ntiles,
+    const int bn1 = pick_bn(R, nl, s->w13.scaled), bn2 = pick_bn(R, nl, s->w2.scaled);
+    const int i1 = bn_index(bn1), i2 = bn_index(bn2);
+    FORWARD(tmap_for(&s->a_src[i1], &s->a_map[i1], ws.a_wide, R_max, H, bn1, err));
+    FORWARD(tmap_for(&s->b_src[i2], &s->b_map[i2], ws.b_wide, R_max, I, bn2, err));
+    const unsigned tb1 = tiles_bound_for(R, bn1, nl), tb2 = tiles_bound_for(R, bn2, nl);
+    sm89_schedule_kernel<<<1, 1024, 0, st>>>(dp->expert_offsets, nl, bn1, ws.tiles, ws.ntiles,
                                              ws.rowmax, R);
     CUDA_LAUNCHED(err, "sm89_schedule_kernel");
+    int2 *tiles2 = ws.tiles;
+    int32_t *ntiles2 = ws.ntiles;
+    if (bn2 != bn1) { /* GEMM2's own tiles (R = 0: GEMM1's row amax is zeroed once) */
+        sm89_schedule_kernel<<<1, 1024, 0, st>>>(dp->expert_offsets, nl, bn2, ws.tiles2, ws.ntiles2,
+                                                 ws.rowmax, 0);
+        CUDA_LAUNCHED(err, "sm89_schedule_kernel (GEMM2)");
+        tiles2 = ws.tiles2;
+        ntiles2 = ws.ntiles2;
+    }
     int32_t *total = dp->expert_offsets + nl;
     sm90_widen_kernel<<<(unsigned)R, 256, 0, st>>>(dp->a_q, total, H, ws.a_wide);
     CUDA_LAUNCHED(err, "sm90_widen_kernel");
     float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
-    sm90_gemm_args a1 = {s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, d->group_size,
+    const int g = d->group_size, blk = sm90s_block_bytes(g);
+    sm90_gemm_args a1 = {(const uint2 *)s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, g,
                          dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
-                         (int)d->activation};
-    sm90_gemm_args a2 = {s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, d->group_size, ws.r,
-                         dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0};
-    if (wide)
-        return launch_pair<128, 8>(s->a_map[1], s->b_map[1], a1, a2, tiles_bound, ws, I, total,
-                                   r_static, R, st, err);
-    return launch_pair<64, 10>(s->a_map[0], s->b_map[0], a1, a2, tiles_bound, ws, I, total, r_static,
-                              R, st, err);
+                         (int)d->activation, blk};
+    sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
+                         dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
+    CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
+    sm89_requant_kernel<true><<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static,
+                                                           ws.b_wide, ws.r);
+    CUDA_LAUNCHED(err, "sm89_requant_kernel (f16 codes)");
+    CUDA_TRY(err, gemm_launch<false>(s->w2, bn2, s->b_map[i2], a2, tb2, st));
+    return W4A8MOE_STATUS_OK;
 }
 
 extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts = {

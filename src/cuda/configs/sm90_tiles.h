@@ -2,16 +2,17 @@
  * sm90_tiles.h — tile choices of the cuda_sm90 grouped GEMMs, as data (one comment per rule).
  *
  * A CTA is one producer warpgroup and two consumer warpgroups: 128 weight rows (64 each, the
- * wgmma M) against BN routed rows of one expert (the wgmma N), K in stages of 128. The first
+ * wgmma M) against BN routed rows of one expert (the wgmma N), K in stages of 64. The first
  * entry whose max_rows_per_expert is at least the average rows per active expert
- * (T*k / min(E_local, T*k)) is used.
+ * (T*k / min(E_local, T*k)) is used, per GEMM; entries with BN > 128 only for a matrix on the
+ * scaled kernel (the promoting one keeps a second BN/2 of f32 sums per thread and stops at 128).
  *
- * Napkin math (H200, lab dev/kernels/sm90_w4a8_gemm.cu, 2026-12-04): per k32 step a consumer
- * converts 16 int4 → e4m3 (~20 instructions) and adds BN/2 products into f32 (promotion);
- * m64nBNk32 is BN/2 tensor-core clocks of one SM. BN = 128 halves the share of conversion and
- * B-tile loads per MMA against BN = 64 (641 vs 359 TFLOP/s on Mixtral's down projection at
- * 2048 rows per expert), but a 128-row tile wastes most of its MMA when an expert has few rows.
- * Registers cap BN at 128: the wgmma accumulator and the promoted f32 sums are BN/2 each.
+ * Napkin math (lab dev/kernels/sm90_w4a8_gemm.cu): per k32 step a consumer thread converts 16
+ * int4 to f16 (~32 instructions with the scale) while its two m64nBNk16 wgmmas take BN/2 tensor
+ * clocks each of the SM it shares with the other consumer: BN = 128 leaves the conversion ~25 %
+ * of the issue slots, BN = 256 half that and halves the weight loads per MMA, but a wide tile
+ * wastes most of its MMA when an expert has few rows. Stages: as many as shared memory holds
+ * (activation box BN x 128 bytes + 2 x 2304 bytes of weights and scales a stage).
  */
 #ifndef W4A8MOE_SM90_TILES_H
 #define W4A8MOE_SM90_TILES_H
@@ -23,8 +24,13 @@ typedef struct sm90_tile_config {
 
 static const sm90_tile_config sm90_tiles[] = {
     {64, 64},       /* decode and small batches: less padding per expert */
-    {1 << 30, 128}, /* prefill: twice the MMA per converted weight */
+    {384, 128},     /* twice the MMA per converted weight */
+    {1 << 30, 256}, /* prefill: twice again, tiles mostly full */
 };
+
+/* Ring depth of the scaled kernel (227 KB of shared memory) and of the promoting one. */
+#define SM90_TILE_STAGES(bn) ((bn) == 256 ? 6 : (bn) == 128 ? 10 : 14)
+#define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : 10)
 
 #define SM90_TILE_COUNT (sizeof sm90_tiles / sizeof sm90_tiles[0])
 

@@ -70,6 +70,14 @@ static __global__ void sm89_pack_kernel(const int32_t *__restrict__ packed, int6
     wq[i] = v;
 }
 
+/* Element i of a scale array of dtype dt (0 bf16, 1 f16, 2 f32), widened exactly. */
+__device__ __forceinline__ float sm89_scale_at(const void *scale, int dt, int64_t i)
+{
+    if (dt == 0) return w4a8moe_bf16_to_f32(((const uint16_t *)scale)[i]);
+    if (dt == 1) return w4a8moe_f16_to_f32(((const uint16_t *)scale)[i]);
+    return ((const float *)scale)[i];
+}
+
 /* scales [rows, K/g] (dt: 0 bf16, 1 f16, 2 f32) → ws [rows/16, K/g, 16] f32; channel [rows]
  * (NULL: ones) → wc [rows]. */
 static __global__ void sm89_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t rows,
@@ -80,12 +88,7 @@ static __global__ void sm89_pack_scales_kernel(const void *__restrict__ scale, i
     if (i < rows) wc[i] = channel ? channel[i] : 1.0f;
     if (i >= rows * groups) return;
     int64_t r16 = i & 15, b = (i >> 4) % groups, tile = (i >> 4) / groups;
-    int64_t src = (tile * 16 + r16) * groups + b;
-    float v;
-    if (dt == 0) v = w4a8moe_bf16_to_f32(((const uint16_t *)scale)[src]);
-    else if (dt == 1) v = w4a8moe_f16_to_f32(((const uint16_t *)scale)[src]);
-    else v = ((const float *)scale)[src];
-    ws[i] = v;
+    ws[i] = sm89_scale_at(scale, dt, (tile * 16 + r16) * groups + b);
 }
 
 /* ---- per forward --------------------------------------------------------------------------- */
@@ -318,7 +321,7 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).
  * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3
- * codes, or (WIDE, cuda_sm90's bf16 GEMM2 input) the same codes widened to bf16, exactly. */
+ * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly. */
 template <bool WIDE>
 static __global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
                                            const int32_t *__restrict__ total, int64_t I, float r_static,
@@ -334,7 +337,7 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
                          w4a8moe_f32_to_e4m3(__fdiv_rn(v.z, r)), w4a8moe_f32_to_e4m3(__fdiv_rn(v.w, r))};
         if (WIDE) {
             uint32_t w[4];
-            for (int k = 0; k < 4; k++) w[k] = w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)c[k]));
+            for (int k = 0; k < 4; k++) w[k] = w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)c[k]));
             *(uint2 *)((uint16_t *)b + row * I + i) = make_uint2(w[0] | w[1] << 16, w[2] | w[3] << 16);
         } else {
             *(uint32_t *)((uint8_t *)b + row * I + i) = c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24;

@@ -10,10 +10,12 @@
  * contract's arithmetic, with P_b in the tensor core's FP8 accumulator (not exact) and the sum
  * over groups in f32 instead of f64 (docs/numerics.md, "Tolerance").
  *
- * Two operand types (sm90_op): e4m3 wgmma (k32) on the e4m3 activations, and bf16 wgmma (k16)
- * on the activations widened to bf16 with the weights widened in registers. The library runs
- * bf16 (cuda_sm90_experts.cu): only its sums are exact enough for the requantisation of step 5;
- * the e4m3 variant stays for the lab's comparison (docs/numerics.md, "Tolerance").
+ * Two operand types (sm90_op): e4m3 wgmma (k32) on the e4m3 activations, and f16 wgmma (k16)
+ * on the activations widened to f16 with the weights widened in registers (both exact: at most
+ * 4 significant bits). The library runs f16 (cuda_sm90_experts.cu): only its sums are exact
+ * enough for the requantisation of step 5; the e4m3 variant stays for the lab's comparison
+ * (docs/numerics.md, "Tolerance"). The f16 kernel with the group scales folded into the weights
+ * (no promotion) is in sm90_scaled_gemm.cuh; this one promotes each group and is its fallback.
  *
  * CTA: warpgroup 0 is the producer (one thread issues the copies; setmaxnreg gives its registers
  * to the others), warpgroups 1 and 2 the consumers (64 weight rows each, BN routed rows).
@@ -22,6 +24,8 @@
  *
  * Packed weight layout (sm90_pack_kernel, once at create), for a matrix of N rows and K columns:
  *   wq [E, NRB, KB, 128 threads, 4 k32 steps] uint2, NRB = 64-row blocks rounded up to even,
+ *      (f16: 2 k32 steps, KB = ceil(K / 64); each (row block, KB) block may be followed by
+ *      padding, kb_stride, where the scaled kernel keeps its scales)
  *      KB = ceil(K / 128). Thread t (warp w = t/32, gid, tig) of step s holds .x = row
  *      16w + gid, .y = row 16w + gid + 8 of the block, each as 8 nibbles (q + 8): columns
  *      32s + 4tig + 0..3 in bits 0-15 and 32s + 16 + 4tig + 0..3 in bits 16-31, i.e. exactly
@@ -64,12 +68,15 @@ __host__ __device__ __forceinline__ int64_t sm90_logical_row(int64_t p, int64_t 
 }
 
 /* packed [rows, K/8] int32 logical words → wq (see the header); one thread per uint2.
- * rows_pad = NRB*64, n_out = I (gated) or rows (plain); bf16: the bf16 kernel's layout (64 K a
- * stage, nibble pairs of a bf16x2 register in bits i and i + 4, sm90_consume_bf16). */
+ * rows_pad = NRB*64, n_out = I (gated) or rows (plain); f16: the f16 kernels' layout (64 K a
+ * stage, nibble pairs of an f16x2 register in bits i and i + 4, sm90_consume_f16); kb_stride:
+ * uint2 from one (row block, K block) to the next (0: packed, 128 x steps). */
 static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int64_t n_out, int gated,
-                                        int64_t K, int64_t rows_pad, int bf16, uint2 *__restrict__ wq)
+                                        int64_t K, int64_t rows_pad, int f16, int64_t kb_stride,
+                                        uint2 *__restrict__ wq)
 {
-    const int steps = bf16 ? 2 : 4, bk = 32 * steps;
+    const int steps = f16 ? 2 : 4, bk = 32 * steps;
+    if (kb_stride == 0) kb_stride = 128 * steps;
     const int64_t KB = (K + bk - 1) / bk;
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows_pad / 64 * KB * 128 * steps) return;
@@ -85,17 +92,17 @@ static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int6
         uint32_t out = 0;
         for (int nib = 0; nib < 8; nib++) {
             /* column within the k32 step that nibble `nib` of the register word holds */
-            int col = bf16 ? (nib < 4 ? 8 * nib + 2 * tig : 8 * (nib - 4) + 2 * tig + 1)
+            int col = f16 ? (nib < 4 ? 8 * nib + 2 * tig : 8 * (nib - 4) + 2 * tig + 1)
                            : (nib < 4 ? 4 * tig + nib : 16 + 4 * tig + nib - 4);
             uint32_t q = ((uint32_t)src[col >> 3] >> (4 * (col & 7))) & 15u;
             out |= q << (4 * nib);
         }
         v[h] = out;
     }
-    wq[i] = make_uint2(v[0], v[1]);
+    wq[(rb * KB + kb) * kb_stride + t * steps + s] = make_uint2(v[0], v[1]);
 }
 
-/* e4m3 [R, K] → bf16 [R, K], exact (4 significant bits); rows at or past *total exit. Grid
+/* e4m3 [R, K] → f16 [R, K], exact (4 significant bits); rows at or past *total exit. Grid
  * (R bound), block 256. */
 static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const int32_t *__restrict__ total,
                                          int64_t K, uint16_t *__restrict__ out)
@@ -105,10 +112,10 @@ static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const in
     for (int64_t i = (int64_t)threadIdx.x * 4; i < K; i += (int64_t)blockDim.x * 4) {
         uint32_t q = *(const uint32_t *)(a + row * K + i);
         uint2 o;
-        o.x = (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)q)) |
-              (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 8))) << 16;
-        o.y = (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 16))) |
-              (uint32_t)w4a8moe_f32_to_bf16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 24))) << 16;
+        o.x = (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)q)) |
+              (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 8))) << 16;
+        o.y = (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 16))) |
+              (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 24))) << 16;
         *(uint2 *)(out + row * K + i) = o;
     }
 }
@@ -129,12 +136,7 @@ static __global__ void sm90_pack_scales_kernel(const void *__restrict__ scale, i
     int64_t r = i & 63, b = (i >> 6) % groups, rb = (i >> 6) / groups;
     int64_t row = sm90_logical_row(rb * 64 + r, n_out, gated);
     float v = 0.0f;
-    if (row >= 0) {
-        int64_t src = row * groups + b;
-        if (dt == 0) v = w4a8moe_bf16_to_f32(((const uint16_t *)scale)[src]);
-        else if (dt == 1) v = w4a8moe_f16_to_f32(((const uint16_t *)scale)[src]);
-        else v = ((const float *)scale)[src];
-    }
+    if (row >= 0) v = sm89_scale_at(scale, dt, row * groups + b);
     ws[i] = v;
 }
 
@@ -155,23 +157,24 @@ struct sm90_gemm_args {
     float *out;              /* gated: y [R, I]; plain: y_rows [R, H] */
     uint32_t *rowmax;        /* gated: [R] bits of amax |y| (zeroed before) */
     int act_fn;
+    int w_block;             /* bytes from one (row block, K block) of wq to the next; 0: dense */
 };
 
-/* The two operand types of the kernel: e4m3 wgmma (k32 steps, 128 K a stage) and bf16 wgmma on
+/* The two operand types of the kernel: e4m3 wgmma (k32 steps, 128 K a stage) and f16 wgmma on
  * the exactly widened values (k16 steps, 64 K a stage). A stage's activation row is 128 bytes
  * either way (the swizzle span); a stage's packed int4 is 64 rows x BK / 2 bytes a warpgroup. */
-template <bool BF16>
+template <bool F16>
 struct sm90_op {
-    static constexpr int bk = BF16 ? 64 : SM90_BK;           /* K per stage */
+    static constexpr int bk = F16 ? 64 : SM90_BK;           /* K per stage */
     static constexpr int w_stage = SM90_WG_ROWS * bk / 2;    /* int4 bytes a warpgroup a stage */
     static constexpr int steps = bk / 32;                    /* k32 steps a stage */
 };
 
 /* Dynamic shared memory: STAGES x (activation box, 2 weight blocks), then the barriers. */
-template <int BN, int STAGES, bool BF16 = false>
+template <int BN, int STAGES, bool F16 = false>
 struct sm90_smem_plan {
     static constexpr int act_bytes = BN * 128;
-    static constexpr int stage_bytes = act_bytes + SM90_CONSUMERS * sm90_op<BF16>::w_stage;
+    static constexpr int stage_bytes = act_bytes + SM90_CONSUMERS * sm90_op<F16>::w_stage;
     static constexpr int bar_offset = STAGES * stage_bytes;
     static constexpr int bytes = bar_offset + 2 * STAGES * 8 + 1024; /* + alignment slack */
 };
@@ -243,29 +246,39 @@ __device__ __forceinline__ void sm90_consume(const sm90_gemm_args &p, char *smem
 #pragma unroll
             for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
         }
-        if (lane == 0) sm90_bar_arrive(&empty[s]);
+        __syncwarp();
+        if (lane == 0) {
+            sm90_fence_proxy_async(); /* our ld.shared of the stage before its refill */
+            sm90_bar_arrive(&empty[s]);
+        }
     }
 }
 
-/* int4 (q + 8) nibbles i and i + 4 of w → bf16x2 (q_i, q_{i+4}), exact: 0x4300 | n is the
- * bf16 of 128 + n, and one bf16x2 fma subtracts 136. */
-__device__ __forceinline__ uint32_t sm90_int4x2_to_bf16x2(uint32_t w, int i)
+/* int4 (q + 8) nibbles i and i + 4 of w → f16x2 (1024 + q_i + 8, 1024 + q_{i+4} + 8): 0x6400 | n
+ * is the f16 of 1024 + n (its last significand bits are n). */
+__device__ __forceinline__ uint32_t sm90_int4x2_biased_f16x2(uint32_t w, int i)
 {
-    uint32_t r = ((w >> (4 * i)) & 0x000F000Fu) | 0x43004300u, out = r;
+    return ((w >> (4 * i)) & 0x000F000Fu) | 0x64006400u;
+}
+
+/* ... → f16x2 (q_i, q_{i+4}), exact: one f16x2 fma subtracts 1032. */
+__device__ __forceinline__ uint32_t sm90_int4x2_to_f16x2(uint32_t w, int i)
+{
+    uint32_t r = sm90_int4x2_biased_f16x2(w, i), out = r;
 #if SM90_ENABLED
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(0x3F803F80u), "r"(0xC308C308u));
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(0x3C003C00u), "r"(0xE408E408u));
 #endif
     return out;
 }
 
-/* The bf16 consumer: GSTEPS = g/32 k32 steps a K group; chunks of CH = min(GSTEPS, 2) k32 steps
- * (4 k16 wgmmas at most) end with a wait; the tensor core's bf16 products are exact and its
+/* The f16 consumer: GSTEPS = g/32 k32 steps a K group; chunks of CH = min(GSTEPS, 2) k32 steps
+ * (4 k16 wgmmas at most) end with a wait; the tensor core's f16 products are exact and its
  * f32 accumulation adds them like an f32 sum, so tmp accumulates a whole group before the
  * promotion acc += S[n, b] * tmp. Packed layout: as the e4m3 one with 64 K a stage and, per
  * k32 step, the nibbles of columns 2tig + {0, 8, 16, 24} in bits 0-15 and 2tig + 1 + {0, 8,
- * 16, 24} in bits 16-31, so nibble pairs (i, i + 4) are the bf16x2 halves of one register. */
+ * 16, 24} in bits 16-31, so nibble pairs (i, i + 4) are the f16x2 halves of one register. */
 template <int BN, int STAGES, int GSTEPS>
-__device__ __forceinline__ void sm90_consume_bf16(const sm90_gemm_args &p, char *smem, uint64_t *full,
+__device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *smem, uint64_t *full,
                                                   uint64_t *empty, int wg, int64_t e, int64_t rb,
                                                   float (&acc)[BN / 2])
 {
@@ -301,10 +314,10 @@ __device__ __forceinline__ void sm90_consume_bf16(const sm90_gemm_args &p, char 
                 const uint2 v = wsm[c * CH + j];
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    a[j][h][0] = sm90_int4x2_to_bf16x2(v.x, 2 * h);
-                    a[j][h][1] = sm90_int4x2_to_bf16x2(v.y, 2 * h);
-                    a[j][h][2] = sm90_int4x2_to_bf16x2(v.x, 2 * h + 1);
-                    a[j][h][3] = sm90_int4x2_to_bf16x2(v.y, 2 * h + 1);
+                    a[j][h][0] = sm90_int4x2_to_f16x2(v.x, 2 * h);
+                    a[j][h][1] = sm90_int4x2_to_f16x2(v.y, 2 * h);
+                    a[j][h][2] = sm90_int4x2_to_f16x2(v.x, 2 * h + 1);
+                    a[j][h][3] = sm90_int4x2_to_f16x2(v.y, 2 * h + 1);
                 }
             }
 #pragma unroll
@@ -314,7 +327,7 @@ __device__ __forceinline__ void sm90_consume_bf16(const sm90_gemm_args &p, char 
             for (int j = 0; j < CH; j++)
 #pragma unroll
                 for (int h = 0; h < 2; h++)
-                    sm90_wgmma_bf16<BN>(tmp, a[j][h], desc + (uint64_t)((((c * CH + j) * 2 + h) * 32) >> 4),
+                    sm90_wgmma_f16<BN>(tmp, a[j][h], desc + (uint64_t)((((c * CH + j) * 2 + h) * 32) >> 4),
                                         !(group_start && j == 0 && h == 0));
             sm90_wgmma_commit();
             sm90_wgmma_wait<0>();
@@ -325,8 +338,40 @@ __device__ __forceinline__ void sm90_consume_bf16(const sm90_gemm_args &p, char 
                 for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
             }
         }
-        if (lane == 0) sm90_bar_arrive(&empty[s]);
+        __syncwarp();
+        if (lane == 0) {
+            sm90_fence_proxy_async(); /* our ld.shared of the stage before its refill */
+            sm90_bar_arrive(&empty[s]);
+        }
     }
+}
+
+/* A CTA's tile (expert e, weight block pair n, routed rows [row0, row_end)) from the raster,
+ * and its ring's barriers initialised; false (for the whole CTA) when it has no tile. */
+struct sm90_cta {
+    int64_t e, n;
+    int row0, row_end;
+};
+
+template <int STAGES>
+__device__ __forceinline__ bool sm90_cta_setup(const sm90_gemm_args &p, uint64_t *full, uint64_t *empty,
+                                               sm90_cta *c)
+{
+    int64_t m;
+    if (!sm90_raster(blockIdx.x, *p.ntiles, p.nrb / 2, &m, &c->n)) return false;
+    const int2 tile = p.tiles[m];
+    c->e = tile.x;
+    c->row0 = tile.y;
+    c->row_end = p.offsets[c->e + 1];
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; s++) {
+            sm90_bar_init(&full[s], 1);
+            sm90_bar_init(&empty[s], SM90_CONSUMERS * 4);
+        }
+        sm90_bar_init_fence();
+    }
+    __syncthreads();
+    return true;
 }
 
 /* Epilogue: h = s_t * (C * acc); gated: y = act(gate) * up and the row amax; plain: out = h. */
@@ -376,41 +421,31 @@ __device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e
  * SM90_THREADS; dynamic shared memory sm90_smem_plan::bytes. tmap_act: the [R, K] e4m3 input
  * as a 2-D tensor map with a (128, BN) box and the 128-byte swizzle.
  */
-template <int BN, int STAGES, int SPG, bool GATED, bool BF16 = false>
+template <int BN, int STAGES, int SPG, bool GATED, bool F16 = false>
 static __global__ void __launch_bounds__(SM90_THREADS, 1)
     sm90_gemm_kernel(const __grid_constant__ CUtensorMap tmap_act, sm90_gemm_args p)
 {
 #if SM90_ENABLED
-    using plan = sm90_smem_plan<BN, STAGES, BF16>;
-    using op = sm90_op<BF16>;
+    using plan = sm90_smem_plan<BN, STAGES, F16>;
+    using op = sm90_op<F16>;
     extern __shared__ __align__(1024) char smem_raw[];
     char *smem = (char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     uint64_t *full = (uint64_t *)(smem + plan::bar_offset), *empty = full + STAGES;
 
-    const int64_t nbp = p.nrb / 2, mt = *p.ntiles;
-    int64_t m, n;
-    if (!sm90_raster(blockIdx.x, mt, nbp, &m, &n)) return;
-    const int2 tile = p.tiles[m];
-    const int64_t e = tile.x;
-    const int row0 = tile.y, row_end = p.offsets[e + 1];
+    sm90_cta cta;
+    if (!sm90_cta_setup<STAGES>(p, full, empty, &cta)) return;
+    const int64_t e = cta.e, n = cta.n;
+    const int row0 = cta.row0, row_end = cta.row_end;
     const int wg = threadIdx.x / 128;
-
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; s++) {
-            sm90_bar_init(&full[s], 1);
-            sm90_bar_init(&empty[s], SM90_CONSUMERS * 4);
-        }
-        sm90_bar_init_fence();
-    }
-    __syncthreads();
 
     const int64_t KB = (p.K + op::bk - 1) / op::bk;
     if (wg == 0) { /* producer */
         sm90_reg_dealloc<40>();
         if (threadIdx.x == 0) {
             sm90_prefetch_tmap(&tmap_act);
-            const char *wbase = (const char *)p.wq + ((e * p.nrb + 2 * n) * KB) * op::w_stage;
-            const int64_t wstride = KB * op::w_stage; /* next 64-row block */
+            const int64_t blk = p.w_block ? p.w_block : op::w_stage;
+            const char *wbase = (const char *)p.wq + ((e * p.nrb + 2 * n) * KB) * blk;
+            const int64_t wstride = KB * blk; /* next 64-row block */
             for (int64_t kb = 0; kb < KB; kb++) {
                 const int s = (int)(kb % STAGES);
                 sm90_bar_wait(&empty[s], (uint32_t)(((kb / STAGES) & 1) ^ 1));
@@ -419,7 +454,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
                 sm90_tma_load_2d(stage, &tmap_act, (int32_t)(kb * op::bk), row0, &full[s]);
                 for (int c = 0; c < SM90_CONSUMERS; c++)
                     sm90_bulk_load(stage + plan::act_bytes + c * op::w_stage,
-                                   wbase + c * wstride + kb * op::w_stage, op::w_stage, &full[s]);
+                                   wbase + c * wstride + kb * blk, op::w_stage, &full[s]);
             }
         }
     } else { /* consumers */
@@ -427,7 +462,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         const int c = wg - 1;
         const int64_t rb = 2 * n + c;
         float acc[BN / 2];
-        if constexpr (BF16) sm90_consume_bf16<BN, STAGES, SPG>(p, smem, full, empty, c, e, rb, acc);
+        if constexpr (F16) sm90_consume_f16<BN, STAGES, SPG>(p, smem, full, empty, c, e, rb, acc);
         else sm90_consume<BN, STAGES, SPG>(p, smem, full, empty, c, e, rb, acc);
         sm90_epilogue<BN, GATED>(p, e, rb, row0, row_end, acc);
     }
@@ -461,26 +496,26 @@ static inline sm90_encode_tiled_fn sm90_encode_fn(void)
 /* The [rows, K] e4m3 matrix at a as a 2-D tensor map with a (128, bn) box, 128-byte swizzle;
  * rows past the end read as zeros. K must be a multiple of 16 (the row pitch), a 16-aligned. */
 static inline int sm90_tmap_act(CUtensorMap *m, const void *a, int64_t rows, int64_t K, int bn,
-                                bool bf16 = false)
+                                bool f16 = false)
 {
     sm90_encode_tiled_fn fn = sm90_encode_fn();
     if (!fn || K % 16 || ((uintptr_t)a & 15)) return -1;
     cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)(rows > 0 ? rows : 1)};
-    cuuint64_t strides[1] = {(cuuint64_t)K * (bf16 ? 2 : 1)};
-    cuuint32_t box[2] = {(cuuint32_t)(bf16 ? 64 : SM90_BK), (cuuint32_t)bn}, el[2] = {1, 1};
-    CUresult r = fn(m, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8, 2,
+    cuuint64_t strides[1] = {(cuuint64_t)K * (f16 ? 2 : 1)};
+    cuuint32_t box[2] = {(cuuint32_t)(f16 ? 64 : SM90_BK), (cuuint32_t)bn}, el[2] = {1, 1};
+    CUresult r = fn(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8, 2,
                     (void *)a, dims, strides, box, el,
                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     return r == CUDA_SUCCESS ? 0 : -1;
 }
 
-template <int BN, int STAGES, int SPG, bool GATED, bool BF16>
+template <int BN, int STAGES, int SPG, bool GATED, bool F16>
 static cudaError_t sm90_gemm_launch_spg(const CUtensorMap &tm, const sm90_gemm_args &p,
                                         unsigned tiles_bound, cudaStream_t st)
 {
-    using plan = sm90_smem_plan<BN, STAGES, BF16>;
-    auto kern = sm90_gemm_kernel<BN, STAGES, SPG, GATED, BF16>;
+    using plan = sm90_smem_plan<BN, STAGES, F16>;
+    auto kern = sm90_gemm_kernel<BN, STAGES, SPG, GATED, F16>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, plan::bytes);
     if (e != cudaSuccess) return e;
     unsigned grid = tiles_bound * (unsigned)(p.nrb / 2);
@@ -490,20 +525,20 @@ static cudaError_t sm90_gemm_launch_spg(const CUtensorMap &tm, const sm90_gemm_a
 
 /* How a K group's sums are made: */
 enum sm90_mode {
-    SM90_BF16 = 0,        /* bf16 wgmma on the widened values: exact products, f32 sums */
+    SM90_F16 = 0,         /* f16 wgmma on the widened values: exact products, f32 sums */
     SM90_FP8_STEP = 1,    /* e4m3 wgmma, promoted after every k32 step */
     SM90_FP8_GROUP = 2,   /* e4m3 wgmma, promoted once per K group (DeepGEMM's way) */
 };
 
-/* One grouped GEMM over the tiles of p (tiles of BN rows); the tensor map is bf16 for
- * SM90_BF16 and e4m3 otherwise; g picks the promotion step. */
+/* One grouped GEMM over the tiles of p (tiles of BN rows); the tensor map is f16 for
+ * SM90_F16 and e4m3 otherwise; g picks the promotion step. */
 template <int BN, int STAGES, bool GATED>
 static cudaError_t sm90_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args &p,
                                     unsigned tiles_bound, cudaStream_t st, sm90_mode mode)
 {
     const int gs = p.g / 32;
     if (gs != 1 && gs != 2 && gs != 4) return cudaErrorInvalidValue;
-    if (mode == SM90_BF16) {
+    if (mode == SM90_F16) {
         if (gs == 1) return sm90_gemm_launch_spg<BN, STAGES, 1, GATED, true>(tm, p, tiles_bound, st);
         if (gs == 2) return sm90_gemm_launch_spg<BN, STAGES, 2, GATED, true>(tm, p, tiles_bound, st);
         return sm90_gemm_launch_spg<BN, STAGES, 4, GATED, true>(tm, p, tiles_bound, st);

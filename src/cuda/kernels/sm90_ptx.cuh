@@ -1,8 +1,8 @@
 /*
  * sm90_ptx.cuh — the Hopper instructions the cuda_sm90 kernels use, one thin wrapper each:
  * mbarrier (init, expect-tx, arrive, parity wait), the bulk copy engine (1-D bulk copy and 2-D
- * tensor copy, both completing on an mbarrier), wgmma (fence / commit / wait, the e4m3 MMA with
- * A in registers and B from shared memory), its shared-memory descriptor, and setmaxnreg.
+ * tensor copy, both completing on an mbarrier), wgmma (fence / commit / wait, the e4m3 and f16 MMAs
+ * with A in registers and B from shared memory), its shared-memory descriptor, and setmaxnreg.
  *
  * Everything here compiles to nothing outside sm_90a (the build also makes sm_89 code, where
  * the cuda_sm90 kernels are never launched: the device predicate asks for sm_90).
@@ -188,47 +188,66 @@ __device__ __forceinline__ void sm90_wgmma_n128(float (&d)[64], const uint32_t (
 #endif
 }
 
-/* The same with bf16 operands and k16 (A fragment: a0 (row gid, k 2tig..+1), a1 (row gid+8),
- * a2 (row gid, k 8+2tig..+1), a3 (row gid+8, same), two bf16 a register, lower k low). */
-__device__ __forceinline__ void sm90_wgmma_bf16_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc,
+/* The same with f16 operands and k16 (A fragment: a0 (row gid, k 2tig..+1), a1 (row gid+8),
+ * a2 (row gid, k 8+2tig..+1), a3 (row gid+8, same), two f16 a register, lower k low). */
+__device__ __forceinline__ void sm90_wgmma_f16_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc,
                                                     int scale_d)
 {
 #if SM90_ENABLED
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+                 "{"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
                  "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
                  "{%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
                  : SM90_R8(0), SM90_R8(8), SM90_R8(16), SM90_R8(24)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
 #endif
 }
-
-__device__ __forceinline__ void sm90_wgmma_bf16_n128(float (&d)[64], const uint32_t (&a)[4], uint64_t desc,
-                                                     int scale_d)
+__device__ __forceinline__ void sm90_wgmma_f16_n128(float (&d)[64], const uint32_t (&a)[4], uint64_t desc,
+                                                    int scale_d)
 {
 #if SM90_ENABLED
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+                 "{"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
                  "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
                  "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
                  "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
                  "{%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"
-                 : SM90_R8(0), SM90_R8(8), SM90_R8(16), SM90_R8(24), SM90_R8(32), SM90_R8(40),
-                   SM90_R8(48), SM90_R8(56)
+                 : SM90_R8(0), SM90_R8(8), SM90_R8(16), SM90_R8(24), SM90_R8(32), SM90_R8(40), SM90_R8(48), SM90_R8(56)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
 #endif
 }
-
-template <int BN>
-__device__ __forceinline__ void sm90_wgmma_bf16(float (&d)[BN / 2], const uint32_t (&a)[4], uint64_t desc,
-                                                int scale_d)
+__device__ __forceinline__ void sm90_wgmma_f16_n256(float (&d)[128], const uint32_t (&a)[4], uint64_t desc,
+                                                    int scale_d)
 {
-    if constexpr (BN == 64) sm90_wgmma_bf16_n64(d, a, desc, scale_d);
-    else sm90_wgmma_bf16_n128(d, a, desc, scale_d);
+#if SM90_ENABLED
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+                 "{"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                 "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                 "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+                 "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+                 "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+                 "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+                 "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, "
+                 "{%128,%129,%130,%131}, %132, p, 1, 1, 0;\n}\n"
+                 : SM90_R8(0), SM90_R8(8), SM90_R8(16), SM90_R8(24), SM90_R8(32), SM90_R8(40), SM90_R8(48), SM90_R8(56), SM90_R8(64), SM90_R8(72), SM90_R8(80), SM90_R8(88), SM90_R8(96), SM90_R8(104), SM90_R8(112), SM90_R8(120)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+#endif
 }
-
+template <int BN>
+__device__ __forceinline__ void sm90_wgmma_f16(float (&d)[BN / 2], const uint32_t (&a)[4], uint64_t desc,
+                                               int scale_d)
+{
+    if constexpr (BN == 64) sm90_wgmma_f16_n64(d, a, desc, scale_d);
+    else if constexpr (BN == 128) sm90_wgmma_f16_n128(d, a, desc, scale_d);
+    else sm90_wgmma_f16_n256(d, a, desc, scale_d);
+}
 template <int BN>
 __device__ __forceinline__ void sm90_wgmma(float (&d)[BN / 2], const uint32_t (&a)[4], uint64_t desc,
                                            int scale_d)
