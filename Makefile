@@ -63,6 +63,9 @@ CUDA_OBJS := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
 GPU_TEST_NAMES := $(patsubst tests/gpu/%.c,%,$(wildcard tests/gpu/test_gpu_*.c))
 GPU_TESTS := $(addprefix $(BUILD)/tests-gpu/,$(GPU_TEST_NAMES))
 GPU_TEST_OBJS := $(patsubst %.cu,$(BUILD)/obj/%.o,$(wildcard tests/gpu/*.cu))
+# host-only tests of the CUDA kernels' data layouts (tests/test_*.cu): nvcc builds them, they
+# run on any machine with `make test` (no GPU needed)
+HOST_CUDA_TESTS := $(patsubst tests/%.cu,$(BUILD)/tests/%,$(wildcard tests/test_*.cu))
 endif
 
 LIB_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(CUDA_OBJS)
@@ -159,13 +162,16 @@ $(BUILD)/tests-gpu/%: tests/gpu/%.c $(GPU_TEST_OBJS) $(STATIC_LIB) tests/test_ut
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Werror -Isrc -Itests -o $@ $< $(GPU_TEST_OBJS) $(STATIC_LIB) $(LDLIBS) -lstdc++
 test-unit: $(GPU_TESTS)
+$(BUILD)/tests/%: tests/%.cu tests/test_util.h | deps
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -MMD -MP -Isrc -Itests -o $@ $<
 endif
 
 test: test-unit test-san test-cli test-python
 	@echo "make test: all suites passed"
 
-test-unit: $(TESTS) all
-	@tests/run_suite.sh $(TESTS)
+test-unit: $(TESTS) $(HOST_CUDA_TESTS) all
+	@tests/run_suite.sh $(TESTS) $(HOST_CUDA_TESTS)
 
 test-san: $(SAN_TESTS)
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 W4A8MOE_TEST_QUICK=1 tests/run_suite.sh $(SAN_TESTS)

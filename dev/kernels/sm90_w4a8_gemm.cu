@@ -15,13 +15,15 @@
  *                  K group (the library's fallback)
  *   f16s bn128/256 the scaled kernel (sm90_scaled_gemm.cuh): group scales folded into the f16
  *                  weights, one accumulator, the next k32 step converted while the wgmmas run
+ *   f16s-pP bnN    the same with the tensor-core sum added into f32 every P k32 steps (for
+ *                  GEMM1: fewer truncating additions a sum; needs a second BN/2 of registers)
  * The scales are bf16 values (stored as f32), as a bf16 checkpoint's, so f16s is exact.
  * Each run poisons the output first (NaN) and checks every sampled row; timing is the median
  * of 15 runs with the L2 flushed (256 MB memset) before each, TFLOP/s = 2*R*N*K / t.
  *
  * Build: nvcc -O3 -std=c++17 -Iinclude -gencode=arch=compute_90a,code=sm_90a \
  *            dev/kernels/sm90_w4a8_gemm.cu -o build-lab/sm90_lab
- * Run:   build-lab/sm90_lab [M] [E] [N] [K] [g] [gated] [seed]
+ * Run:   [LAB_ONLY=digits] [LAB_ITERS=n] build-lab/sm90_lab [M] [E] [N] [K] [g] [gated] [seed]
  *        (default 2048 8 4096 14336 128 0: Mixtral's down projection at 2048 rows per expert)
  */
 #include "../../src/common/quant.h"
@@ -238,11 +240,12 @@ int main(int argc, char **argv)
 
     const double flops = 2.0 * P.R * P.N * P.K;
     printf("%-14s %10s %10s %12s\n", "version", "us", "TFLOP/s", "worst relL2");
-    const char *names[] = {"sm89 nt4", "fp8grp bn128", "f16 bn128", "f16s bn128", "f16s bn256"};
-    const int only = getenv("LAB_ONLY") ? atoi(getenv("LAB_ONLY")) : -1;
-    for (int v = 0; v < 5; v++) {
-        if (only >= 0 && v != only) continue;
-        const int bn = v == 0 ? 32 : v == 4 ? 256 : 128;
+    const char *names[] = {"sm89 nt4", "fp8grp bn128", "f16 bn128", "f16s bn128", "f16s bn256",
+                           "f16s-p8 bn128", "f16s-p8 bn192", "f16s-p16 bn192"};
+    const char *only = getenv("LAB_ONLY"); /* the versions to run, as digits: "2456" */
+    for (int v = 0; v < 8; v++) {
+        if (only && !strchr(only, '0' + v)) continue;
+        const int bn = v == 0 ? 32 : v == 4 ? 256 : v >= 6 ? 192 : 128;
         const bool wide = v >= 2;
         const char *name = names[v];
         unsigned bound = (unsigned)((P.R + bn - 1) / bn + P.E);
@@ -264,6 +267,12 @@ int main(int argc, char **argv)
             if (v >= 3) {
                 sm90_gemm_args a = {(const uint2 *)qs, NULL, cs, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles,
                                     d_ntiles, d_out, d_rowmax, 0};
+                if (v == 5) return P.gated ? sm90s_gemm_launch<128, 10, true, 8>(tm, a, bound, 0)
+                                           : sm90s_gemm_launch<128, 10, false, 8>(tm, a, bound, 0);
+                if (v == 6) return P.gated ? sm90s_gemm_launch<192, 8, true, 8>(tm, a, bound, 0)
+                                           : sm90s_gemm_launch<192, 8, false, 8>(tm, a, bound, 0);
+                if (v == 7) return P.gated ? sm90s_gemm_launch<192, 8, true, 16>(tm, a, bound, 0)
+                                           : sm90s_gemm_launch<192, 8, false, 16>(tm, a, bound, 0);
                 if (bn == 256) return P.gated ? sm90s_gemm_launch<256, 6, true>(tm, a, bound, 0)
                                               : sm90s_gemm_launch<256, 6, false>(tm, a, bound, 0);
                 return P.gated ? sm90s_gemm_launch<128, 10, true>(tm, a, bound, 0)

@@ -71,7 +71,7 @@ static __global__ void sm89_pack_kernel(const int32_t *__restrict__ packed, int6
 }
 
 /* Element i of a scale array of dtype dt (0 bf16, 1 f16, 2 f32), widened exactly. */
-__device__ __forceinline__ float sm89_scale_at(const void *scale, int dt, int64_t i)
+__host__ __device__ __forceinline__ float sm89_scale_at(const void *scale, int dt, int64_t i)
 {
     if (dt == 0) return w4a8moe_bf16_to_f32(((const uint16_t *)scale)[i]);
     if (dt == 1) return w4a8moe_f16_to_f32(((const uint16_t *)scale)[i]);

@@ -67,18 +67,18 @@ __host__ __device__ __forceinline__ int64_t sm90_logical_row(int64_t p, int64_t 
     return i < 8 ? ch : n_out + ch; /* gate rows, then up rows (n_out = I) */
 }
 
-/* packed [rows, K/8] int32 logical words → wq (see the header); one thread per uint2.
- * rows_pad = NRB*64, n_out = I (gated) or rows (plain); f16: the f16 kernels' layout (64 K a
- * stage, nibble pairs of an f16x2 register in bits i and i + 4, sm90_consume_f16); kb_stride:
- * uint2 from one (row block, K block) to the next (0: packed, 128 x steps). */
-static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int64_t n_out, int gated,
-                                        int64_t K, int64_t rows_pad, int f16, int64_t kb_stride,
-                                        uint2 *__restrict__ wq)
+/* packed [rows, K/8] int32 logical words → wq (see the header): uint2 number i (a thread of
+ * sm90_pack_kernel each; host-callable for tests/test_sm90_layout.cu). rows_pad = NRB*64,
+ * n_out = I (gated) or rows (plain); f16: the f16 kernels' layout (64 K a stage, nibble pairs
+ * of an f16x2 register in bits i and i + 4, sm90_consume_f16); kb_stride: uint2 from one
+ * (row block, K block) to the next (0: packed, 128 x steps). */
+__host__ __device__ inline void sm90_pack_one(int64_t i, const int32_t *packed, int64_t n_out, int gated,
+                                              int64_t K, int64_t rows_pad, int f16, int64_t kb_stride,
+                                              uint2 *wq)
 {
     const int steps = f16 ? 2 : 4, bk = 32 * steps;
     if (kb_stride == 0) kb_stride = 128 * steps;
     const int64_t KB = (K + bk - 1) / bk;
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows_pad / 64 * KB * 128 * steps) return;
     int s = (int)(i % steps), t = (int)((i / steps) & 127);
     int64_t kb = (i / steps / 128) % KB, rb = (i / steps / 128) / KB;
@@ -102,6 +102,14 @@ static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int6
     wq[(rb * KB + kb) * kb_stride + t * steps + s] = make_uint2(v[0], v[1]);
 }
 
+static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int64_t n_out, int gated,
+                                        int64_t K, int64_t rows_pad, int f16, int64_t kb_stride,
+                                        uint2 *__restrict__ wq)
+{
+    sm90_pack_one((int64_t)blockIdx.x * blockDim.x + threadIdx.x, packed, n_out, gated, K, rows_pad, f16,
+                  kb_stride, wq);
+}
+
 /* e4m3 [R, K] → f16 [R, K], exact (4 significant bits); rows at or past *total exit. Grid
  * (R bound), block 256. */
 static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const int32_t *__restrict__ total,
@@ -121,13 +129,11 @@ static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const in
 }
 
 /* scales [rows, K/g] (dt: 0 bf16, 1 f16, 2 f32) and channel [rows] (NULL: ones) →
- * ws [NRB, K/g, 64], wc [NRB*64] in physical row order. */
-static __global__ void sm90_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t n_out,
-                                        int gated, int64_t groups, int64_t rows_pad,
-                                        const float *__restrict__ channel, float *__restrict__ ws,
-                                        float *__restrict__ wc)
+ * ws [NRB, K/g, 64], wc [NRB*64] in physical row order; element i (one thread each). */
+__host__ __device__ inline void sm90_pack_scales_one(int64_t i, const void *scale, int dt, int64_t n_out,
+                                                     int gated, int64_t groups, int64_t rows_pad,
+                                                     const float *channel, float *ws, float *wc)
 {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < rows_pad) {
         int64_t row = sm90_logical_row(i, n_out, gated);
         wc[i] = row < 0 ? 0.0f : channel ? channel[row] : 1.0f;
@@ -138,6 +144,15 @@ static __global__ void sm90_pack_scales_kernel(const void *__restrict__ scale, i
     float v = 0.0f;
     if (row >= 0) v = sm89_scale_at(scale, dt, row * groups + b);
     ws[i] = v;
+}
+
+static __global__ void sm90_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t n_out,
+                                               int gated, int64_t groups, int64_t rows_pad,
+                                               const float *__restrict__ channel, float *__restrict__ ws,
+                                               float *__restrict__ wc)
+{
+    sm90_pack_scales_one((int64_t)blockIdx.x * blockDim.x + threadIdx.x, scale, dt, n_out, gated, groups,
+                         rows_pad, channel, ws, wc);
 }
 
 /* ---- per forward --------------------------------------------------------------------------- */

@@ -220,6 +220,24 @@ __device__ __forceinline__ void sm90_wgmma_f16_n128(float (&d)[64], const uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
 #endif
 }
+__device__ __forceinline__ void sm90_wgmma_f16_n192(float (&d)[96], const uint32_t (&a)[4], uint64_t desc,
+                                                    int scale_d)
+{
+#if SM90_ENABLED
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %101, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.f16.f16 "
+                 "{"
+                 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                 "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                 "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+                 "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+                 "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95}, "
+                 "{%96,%97,%98,%99}, %100, p, 1, 1, 0;\n}\n"
+                 : SM90_R8(0), SM90_R8(8), SM90_R8(16), SM90_R8(24), SM90_R8(32), SM90_R8(40), SM90_R8(48), SM90_R8(56), SM90_R8(64), SM90_R8(72), SM90_R8(80), SM90_R8(88)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+#endif
+}
 __device__ __forceinline__ void sm90_wgmma_f16_n256(float (&d)[128], const uint32_t (&a)[4], uint64_t desc,
                                                     int scale_d)
 {
@@ -246,6 +264,7 @@ __device__ __forceinline__ void sm90_wgmma_f16(float (&d)[BN / 2], const uint32_
 {
     if constexpr (BN == 64) sm90_wgmma_f16_n64(d, a, desc, scale_d);
     else if constexpr (BN == 128) sm90_wgmma_f16_n128(d, a, desc, scale_d);
+    else if constexpr (BN == 192) sm90_wgmma_f16_n192(d, a, desc, scale_d);
     else sm90_wgmma_f16_n256(d, a, desc, scale_d);
 }
 template <int BN>

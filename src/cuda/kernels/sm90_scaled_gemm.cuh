@@ -38,25 +38,34 @@ __host__ __device__ __forceinline__ int sm90s_block_bytes(int g)
     return SM90S_INT4_BYTES + (g == 32 ? 256 : 128);
 }
 
+/* Byte offset of weight block (expert e, row block rb, K block kb) in a matrix's blocks. */
+__host__ __device__ __forceinline__ int64_t sm90s_block_offset(int64_t e, int64_t nrb, int64_t rb, int64_t KB,
+                                                               int64_t kb, int g)
+{
+    return ((e * nrb + rb) * KB + kb) * sm90s_block_bytes(g);
+}
+
+/* Within a block: the uint2 of thread t for k32 step j (0, 1) and the f16 scale of that step
+ * for physical row r (0..63) of the block. */
+__host__ __device__ __forceinline__ int sm90s_word_index(int t, int j) { return t * 2 + j; }
+__host__ __device__ __forceinline__ int sm90s_scale_index(int g, int j, int r) { return (g == 32 ? j * 64 : 0) + r; }
+
 /* ---- packing (once, at create) ---------------------------------------------------------- */
 
-/* For physical row p (one thread each): the power of two 2^k that puts the row's largest scale
- * in [2^11, 2^12), written as shift[p] = k, and wc[p] = C[row]·2^-k; sets *inexact when some
- * S·2^k has more than 8 significant bits (f16 or f32 scales) or falls below f16's normal
- * range: then q·S·2^k would round, and the matrix must run the promoting kernel. scales
- * [rows, groups] (dt: 0 bf16, 1 f16, 2 f32), channel NULL: ones. */
-static __global__ void sm90s_row_shift_kernel(const void *__restrict__ scale, int dt, int64_t n_out,
-                                              int gated, int64_t groups, int64_t rows_pad,
-                                              const float *__restrict__ channel, int32_t *__restrict__ shift,
-                                              float *__restrict__ wc, int32_t *__restrict__ inexact)
+/* For physical row p: the power of two 2^k that puts the row's largest scale in [2^11, 2^12),
+ * written as shift[p] = k, and wc[p] = C[row]·2^-k; returns 1 when some S·2^k has more than 8
+ * significant bits (f16 or f32 scales) or falls below f16's normal range: then q·S·2^k would
+ * round, and the matrix must run the promoting kernel. scales [rows, groups] (dt: 0 bf16,
+ * 1 f16, 2 f32), channel NULL: ones. Host-callable for tests/test_sm90_layout.cu. */
+__host__ __device__ inline int sm90s_row_shift_one(int64_t p, const void *scale, int dt, int64_t n_out,
+                                                   int gated, int64_t groups, const float *channel,
+                                                   int32_t *shift, float *wc)
 {
-    int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= rows_pad) return;
     int64_t row = sm90_logical_row(p, n_out, gated);
     if (row < 0) {
         shift[p] = 0;
         wc[p] = 0.0f;
-        return;
+        return 0;
     }
     float mx = 0.0f;
     for (int64_t b = 0; b < groups; b++) mx = fmaxf(mx, fabsf(sm89_scale_at(scale, dt, row * groups + b)));
@@ -68,20 +77,30 @@ static __global__ void sm90s_row_shift_kernel(const void *__restrict__ scale, in
         float v = ldexpf(sm89_scale_at(scale, dt, row * groups + b), k);
         if (v != 0.0f && (fabsf(v) < 0x1p-14f || (w4a8moe_f32_bits(v) & 0xffffu) != 0u)) bad = 1;
     }
-    if (bad) atomicOr(inexact, 1);
     shift[p] = k;
     wc[p] = ldexpf(channel ? channel[row] : 1.0f, -k);
+    return bad;
 }
 
-/* The scales of every weight block (see the header); one thread per f16. wq: the matrix's
- * blocks [NRB, KB, sm90s_block_bytes(g)] (the int4 part written by sm90_pack_kernel). */
-static __global__ void sm90s_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t n_out,
-                                                int gated, int64_t K, int g, int64_t rows_pad,
-                                                const int32_t *__restrict__ shift, char *__restrict__ wq)
+/* One thread per physical row; *inexact |= the rows' verdicts. */
+static __global__ void sm90s_row_shift_kernel(const void *__restrict__ scale, int dt, int64_t n_out,
+                                              int gated, int64_t groups, int64_t rows_pad,
+                                              const float *__restrict__ channel, int32_t *__restrict__ shift,
+                                              float *__restrict__ wc, int32_t *__restrict__ inexact)
 {
-    const int per = g == 32 ? 128 : 64, blk = sm90s_block_bytes(g);
+    int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p < rows_pad && sm90s_row_shift_one(p, scale, dt, n_out, gated, groups, channel, shift, wc))
+        atomicOr(inexact, 1);
+}
+
+/* The scales of every weight block (see the header): f16 number i (one thread each). wq: the
+ * matrix's blocks [NRB, KB, sm90s_block_bytes(g)] (the int4 part written by sm90_pack_kernel). */
+__host__ __device__ inline void sm90s_pack_scales_one(int64_t i, const void *scale, int dt, int64_t n_out,
+                                                      int gated, int64_t K, int g, int64_t rows_pad,
+                                                      const int32_t *shift, char *wq)
+{
+    const int per = g == 32 ? 128 : 64;
     const int64_t KB = (K + SM90S_BK - 1) / SM90S_BK, groups = K / g;
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows_pad / 64 * KB * per) return;
     const int slot = (int)(i % per), gi = slot / 64, r = slot % 64;
     const int64_t kb = (i / per) % KB, rb = (i / per) / KB, p = rb * 64 + r;
@@ -89,7 +108,15 @@ static __global__ void sm90s_pack_scales_kernel(const void *__restrict__ scale, 
     const int64_t row = sm90_logical_row(p, n_out, gated);
     float v = 0.0f;
     if (row >= 0 && b < groups && ks < K / 32) v = ldexpf(sm89_scale_at(scale, dt, row * groups + b), shift[p]);
-    ((uint16_t *)(wq + (rb * KB + kb) * blk + SM90S_INT4_BYTES))[slot] = w4a8moe_f32_to_f16(v);
+    ((uint16_t *)(wq + sm90s_block_offset(0, 0, rb, KB, kb, g) + SM90S_INT4_BYTES))[slot] = w4a8moe_f32_to_f16(v);
+}
+
+static __global__ void sm90s_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t n_out,
+                                                int gated, int64_t K, int g, int64_t rows_pad,
+                                                const int32_t *__restrict__ shift, char *__restrict__ wq)
+{
+    sm90s_pack_scales_one((int64_t)blockIdx.x * blockDim.x + threadIdx.x, scale, dt, n_out, gated, K, g,
+                          rows_pad, shift, wq);
 }
 
 /* ---- per forward --------------------------------------------------------------------------- */
@@ -131,17 +158,19 @@ __device__ __forceinline__ void sm90s_convert(uint2 v, uint32_t s_lo, uint32_t s
 /* Reads k32 step j of a weight slot for this thread and converts it. */
 __device__ __forceinline__ void sm90s_load_step(const char *slot, int j, int g, int t, uint32_t (&a)[2][4])
 {
-    const int warp = t >> 5, gid = (t & 31) >> 2;
-    const uint2 v = ((const uint2 *)slot)[t * 2 + j];
-    const uint16_t *sc = (const uint16_t *)(slot + SM90S_INT4_BYTES) + (g == 32 ? j * 64 : 0) + warp * 16 + gid;
-    const uint32_t lo = sc[0], hi = sc[8];
+    const int r = (t >> 5) * 16 + ((t & 31) >> 2); /* the thread's first row: 16 warp + gid */
+    const uint2 v = ((const uint2 *)slot)[sm90s_word_index(t, j)];
+    const uint16_t *sc = (const uint16_t *)(slot + SM90S_INT4_BYTES);
+    const uint32_t lo = sc[sm90s_scale_index(g, j, r)], hi = sc[sm90s_scale_index(g, j, r + 8)];
     sm90s_convert(v, lo | lo << 16, hi | hi << 16, a);
 }
 
 /* The consumer's K loop: step ks's two wgmmas are issued, then (wait<1>: step ks-1's are done,
  * its A registers and, at a stage boundary, its stage are free) step ks+1 is converted into the
- * other register buffer while they run. */
-template <int BN, int STAGES>
+ * other register buffer while they run. PSTEPS > 0: the wgmmas accumulate into tmp, which is
+ * added into acc in f32 (rounding) every PSTEPS k32 steps, bounding how many truncating
+ * tensor-core additions a sum sees (lab: GEMM1's accuracy); 0: straight into acc. */
+template <int BN, int STAGES, int PSTEPS = 0>
 __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *smem, uint64_t *full,
                                               uint64_t *empty, int wg, float (&acc)[BN / 2])
 {
@@ -150,6 +179,8 @@ __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *sme
     const int64_t nks = p.K / 32, KB = (p.K + SM90S_BK - 1) / SM90S_BK;
     char *wslots = smem + plan::w_offset + wg * SM90S_SLOT_BYTES;
     uint32_t a[2][2][4];
+    float tmp[PSTEPS ? BN / 2 : 1];
+    float(&dst)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(PSTEPS ? tmp : acc);
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
     sm90_bar_wait(&full[0], 0);
@@ -161,11 +192,20 @@ __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *sme
         for (int j = 0; j < 2; j++) {
             const int64_t ks = kb * 2 + j;
             if (ks >= nks) break;
+            const bool first = PSTEPS && ks % PSTEPS == 0, last = PSTEPS && (ks % PSTEPS == PSTEPS - 1 || ks + 1 == nks);
             sm90_wgmma_fence();
-            sm90_wgmma_f16<BN>(acc, a[j][0], desc + (uint64_t)((j * 64) >> 4), 1);
-            sm90_wgmma_f16<BN>(acc, a[j][1], desc + (uint64_t)((j * 64 + 32) >> 4), 1);
+            sm90_wgmma_f16<BN>(dst, a[j][0], desc + (uint64_t)((j * 64) >> 4), first ? 0 : 1);
+            sm90_wgmma_f16<BN>(dst, a[j][1], desc + (uint64_t)((j * 64 + 32) >> 4), 1);
             sm90_wgmma_commit();
-            sm90_wgmma_wait<1>();
+            if (last) {
+                sm90_wgmma_wait<0>();
+#pragma unroll
+                for (int i = 0; i < BN / 2; i++) sm90_fence_reg(dst[i]);
+#pragma unroll
+                for (int i = 0; i < BN / 2; i++) acc[i] += dst[i];
+            } else {
+                sm90_wgmma_wait<1>();
+            }
             if (j == 0 && kb > 0) { /* step ks - 1 was the last of stage kb - 1 */
                 __syncwarp();
                 if (lane == 0) {
@@ -192,7 +232,7 @@ __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *sme
  * the 128-byte swizzle (sm90_tmap_act(..., true)). p.wq: the weight blocks; p.ws unused; p.wc:
  * C·2^-k per physical row.
  */
-template <int BN, int STAGES, bool GATED>
+template <int BN, int STAGES, bool GATED, int PSTEPS = 0>
 static __global__ void __launch_bounds__(SM90_THREADS, 1)
     sm90s_gemm_kernel(const __grid_constant__ CUtensorMap tmap_act, sm90_gemm_args p)
 {
@@ -214,8 +254,6 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         if (threadIdx.x == 0) {
             sm90_prefetch_tmap(&tmap_act);
             const int blk = sm90s_block_bytes(p.g);
-            const char *wbase = (const char *)p.wq + ((e * p.nrb + 2 * n) * KB) * blk;
-            const int64_t wstride = KB * blk; /* next 64-row block */
             for (int64_t kb = 0; kb < KB; kb++) {
                 const int s = (int)(kb % STAGES);
                 sm90_bar_wait(&empty[s], (uint32_t)(((kb / STAGES) & 1) ^ 1));
@@ -223,7 +261,8 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
                 sm90_tma_load_2d(smem + s * plan::act_bytes, &tmap_act, (int32_t)(kb * SM90S_BK), row0, &full[s]);
                 for (int c = 0; c < SM90_CONSUMERS; c++)
                     sm90_bulk_load(smem + plan::w_offset + (s * SM90_CONSUMERS + c) * SM90S_SLOT_BYTES,
-                                   wbase + c * wstride + kb * blk, (uint32_t)blk, &full[s]);
+                                   (const char *)p.wq + sm90s_block_offset(e, p.nrb, 2 * n + c, KB, kb, p.g),
+                                   (uint32_t)blk, &full[s]);
             }
         }
     } else { /* consumers */
@@ -231,19 +270,19 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         const int c = wg - 1;
         const int64_t rb = 2 * n + c;
         float acc[BN / 2];
-        sm90s_consume<BN, STAGES>(p, smem, full, empty, c, acc);
+        sm90s_consume<BN, STAGES, PSTEPS>(p, smem, full, empty, c, acc);
         sm90_epilogue<BN, GATED>(p, e, rb, row0, row_end, acc);
     }
 #endif
 }
 
-template <int BN, int STAGES, bool GATED>
+template <int BN, int STAGES, bool GATED, int PSTEPS = 0>
 static cudaError_t sm90s_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args &p, unsigned tiles_bound,
                                      cudaStream_t st)
 {
     using plan = sm90s_smem_plan<BN, STAGES>;
     if (p.g != 32 && p.g % 64) return cudaErrorInvalidValue;
-    auto kern = sm90s_gemm_kernel<BN, STAGES, GATED>;
+    auto kern = sm90s_gemm_kernel<BN, STAGES, GATED, PSTEPS>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, plan::bytes);
     if (e != cudaSuccess) return e;
     unsigned grid = tiles_bound * (unsigned)(p.nrb / 2);
