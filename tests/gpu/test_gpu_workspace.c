@@ -40,6 +40,21 @@ static w4a8moe_layer *make(const w4a8moe_layer_desc *d, const w4a8moe_weights *w
     return L;
 }
 
+/* A CUDA workspace that holds `chunk` tokens of layer d on backend be (NULL: the oracle's). */
+static w4a8moe_workspace *chunk_workspace(const w4a8moe_layer_desc *d, const char *be, int64_t chunk)
+{
+    w4a8moe_layer_options o = W4A8MOE_INIT(w4a8moe_layer_options);
+    o.device_kind = W4A8MOE_DEVICE_CUDA;
+    o.backend = be;
+    w4a8moe_memory_info mi;
+    w4a8moe_workspace *ws = NULL;
+    CHECK(w4a8moe_memory_estimate(d, NULL, &o, chunk, &mi) == W4A8MOE_STATUS_OK, "estimate: %s",
+          w4a8moe_last_error());
+    CHECK(w4a8moe_workspace_create(W4A8MOE_DEVICE_CUDA, 0, mi.workspace_bytes, &ws) == W4A8MOE_STATUS_OK,
+          "workspace: %s", w4a8moe_last_error());
+    return ws;
+}
+
 static void run_backend(const char *be, int mode, uint64_t seed)
 {
     w4a8moe_layer_desc d = shape();
@@ -50,14 +65,7 @@ static void run_backend(const char *be, int mode, uint64_t seed)
     gh_inputs in;
     gh_dev g;
     if (gh_inputs_make(&in, &d, T, mode, &rng) || gh_dev_make(&g, &d, &in)) abort();
-    w4a8moe_layer_options o = W4A8MOE_INIT(w4a8moe_layer_options);
-    o.device_kind = W4A8MOE_DEVICE_CUDA;
-    o.backend = be;
-    w4a8moe_memory_info mi;
-    CHECK(w4a8moe_memory_estimate(&d, NULL, &o, 7, &mi) == W4A8MOE_STATUS_OK, "estimate: %s", w4a8moe_last_error());
-    w4a8moe_workspace *ws = NULL;
-    CHECK(w4a8moe_workspace_create(W4A8MOE_DEVICE_CUDA, 0, mi.workspace_bytes, &ws) == W4A8MOE_STATUS_OK,
-          "workspace: %s", w4a8moe_last_error());
+    w4a8moe_workspace *ws = chunk_workspace(&d, be, 7);
     w4a8moe_layer *own = make(&d, &sw.weights, W4A8MOE_DEVICE_CUDA, be, NULL);
     w4a8moe_layer *shd = make(&d, &sw.weights, W4A8MOE_DEVICE_CUDA, be, ws);
     w4a8moe_layer *ref = make(&d, &sw.weights, W4A8MOE_DEVICE_CPU, "cpu_ref", NULL);
@@ -169,13 +177,7 @@ static void chunk_bad_id(uint64_t seed)
     if (gh_inputs_make(&in, &d, T, GH_RANDOM, &rng)) abort();
     in.ids[bad_token * d.top_k + 1] = d.num_experts; /* out of range */
     if (gh_dev_make(&g, &d, &in)) abort();
-    w4a8moe_layer_options o = W4A8MOE_INIT(w4a8moe_layer_options);
-    o.device_kind = W4A8MOE_DEVICE_CUDA;
-    w4a8moe_memory_info mi;
-    CHECK(w4a8moe_memory_estimate(&d, NULL, &o, 7, &mi) == W4A8MOE_STATUS_OK, "estimate: %s", w4a8moe_last_error());
-    w4a8moe_workspace *ws = NULL;
-    CHECK(w4a8moe_workspace_create(W4A8MOE_DEVICE_CUDA, 0, mi.workspace_bytes, &ws) == W4A8MOE_STATUS_OK,
-          "workspace: %s", w4a8moe_last_error());
+    w4a8moe_workspace *ws = chunk_workspace(&d, NULL, 7);
     w4a8moe_layer *L = make(&d, &sw.weights, W4A8MOE_DEVICE_CUDA, NULL, ws);
     if (L) {
         w4a8moe_routing_input dr = gh_routing(g.ids, g.weights, NULL);
