@@ -13,6 +13,8 @@
  * of the issue slots, BN = 256 half that and halves the weight loads per MMA, but a wide tile
  * wastes most of its MMA when an expert has few rows. Stages: as many as shared memory holds
  * (activation box BN x 128 bytes + 2 x 2304 bytes of weights and scales a stage).
+ * dev/kernels/tune_sm90_tiles.py measures the thresholds (each BN's largest winning rows per
+ * expert, per GEMM); the 384 below is round 6's estimate, not yet its output.
  */
 #ifndef W4A8MOE_SM90_TILES_H
 #define W4A8MOE_SM90_TILES_H
