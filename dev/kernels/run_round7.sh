@@ -28,3 +28,6 @@ W4A8MOE_LIB=$B/libw4a8moe.so PYTHONPATH=python timeout 100 /opt/torch/.venv/bin/
 tail -8 "$OUT/peers.log"
 W4A8MOE_TEST_QUICK=1 timeout 60 $san --tool memcheck --error-exitcode 86 $B/tests-gpu/test_gpu_distinct > "$OUT/san-mem.log" 2>&1
 echo "memcheck distinct rc=$?"; grep -h "ERROR SUMMARY\|passed, " "$OUT/san-mem.log" | head -3
+# the tile table, measured (src/cuda/configs/sm90_tiles.h)
+timeout 150 python3 dev/kernels/tune_sm90_tiles.py --out "$OUT/tiles.txt" > /dev/null 2>&1; echo "tune rc=$?"
+cat "$OUT/tiles.txt" 2>/dev/null | grep "table\|gemm"
