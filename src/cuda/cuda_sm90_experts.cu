@@ -13,8 +13,9 @@
  *
  *   pack_weights (once): upload each expert's logical int4 words and scales and convert them on
  *       the device into the fragment-major weight blocks of the wgmma kernels (GEMM1's gate and
- *       up rows interleaved so the SiLU·up epilogue is per thread), each with its f16 scales;
- *       a matrix whose scales are not exact that way also gets f32 scales for the fallback.
+ *       up rows interleaved so the SiLU·up epilogue is per thread), each with room for its f16
+ *       scales; a matrix on the promoting kernel gets f32 scales beside them instead (GEMM1's
+ *       blocks keep that room unused, 6-12 % of its bytes, for one layout for both kernels).
  *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
  *       → widen the e4m3 rows to f16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
  *       its epilogue → requantisation to e4m3 codes stored widened to f16 → GEMM2. The
@@ -24,9 +25,8 @@
  * host when run() first sees an input buffer and kept; the dispatch and workspace buffers of a
  * layer do not move, so a captured graph replays with the maps it was captured with.
  *
- * Workspace (for R = max_tokens * k rows): tiles [ceil(R/64) + E_local] int2 and a tile count
- * for each GEMM,
- * y [R, I] f32, row amax [R], a_wide [R, H] f16, b_wide [R, I] f16, r [R] f32.
+ * Workspace (for R = max_tokens * k rows): for each GEMM tiles [ceil(R/64) + E_local] int2 and
+ * a tile count; y [R, I] f32, row amax [R], a_wide [R, H] f16, b_wide [R, I] f16, r [R] f32.
  */
 #include "configs/sm90_tiles.h"
 #include "cuda_util.h"
@@ -45,7 +45,7 @@ typedef struct sm90_matrix {
 
 typedef struct sm90_state {
     sm90_matrix w13, w2;
-    /* tensor maps of the last inputs seen, per tile width (index: sm90_bn_index) */
+    /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
     const void *a_src[3], *b_src[3];
     CUtensorMap a_map[3], b_map[3];
 } sm90_state;
