@@ -31,6 +31,7 @@ static thread_local emu_dim3 threadIdx, blockIdx;
 static std::barrier<> *g_bar;
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(x)
 #define __shared__ static

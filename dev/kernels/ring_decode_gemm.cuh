@@ -111,15 +111,9 @@ static __global__ void __launch_bounds__(128) sm89_ring_kernel(sm89_gemm_args p)
             for (int j = 0; j < D; j++) {
                 const int64_t ks = base + j;
                 if (ks >= ks1) break;
-                uint32_t af[NA][4];
+                uint2 w[NA], bf[NT]; /* the slot's step, kept while the slot refills */
 #pragma unroll
-                for (int a = 0; a < NA; a++) {
-                    af[a][0] = sm89_int4x4_to_e4m3(wv[j][a].x & 0xffffu);
-                    af[a][1] = sm89_int4x4_to_e4m3(wv[j][a].y & 0xffffu);
-                    af[a][2] = sm89_int4x4_to_e4m3(wv[j][a].x >> 16);
-                    af[a][3] = sm89_int4x4_to_e4m3(wv[j][a].y >> 16);
-                }
-                uint2 bf[NT];
+                for (int a = 0; a < NA; a++) w[a] = wv[j][a];
 #pragma unroll
                 for (int f = 0; f < NT; f++) bf[f] = bq[j][f];
                 if (ks + D < ks1) { /* refill the slot: step ks + D */
@@ -128,16 +122,7 @@ static __global__ void __launch_bounds__(128) sm89_ring_kernel(sm89_gemm_args p)
 #pragma unroll
                     for (int f = 0; f < NT; f++) bq[j][f] = __ldg((const uint2 *)(ap[f] + (ks + D) * 32));
                 }
-#pragma unroll
-                for (int f = 0; f < NT; f++) {
-#pragma unroll
-                    for (int a = 0; a < NA; a++) {
-                        float d[4];
-                        sm89_mma_e4m3(d, af[a], bf[f].x, bf[f].y);
-#pragma unroll
-                        for (int i = 0; i < 4; i++) P[a][f][i] += d[i];
-                    }
-                }
+                sm89_mma_step<NA, NT>(P, w, bf);
                 if (ks + 1 == gend) { /* the group is complete: promote it with its scale */
                     const int64_t gb = ks / spg - b0;
 #pragma unroll

@@ -51,12 +51,12 @@ static uint8_t e4m3_pow2(int e) /* 2^e, e in [-9, 8] */
     return (uint8_t)(1 << (e + 9)); /* subnormals: 2^-9 = 0x01, 2^-8 = 0x02, 2^-7 = 0x04 */
 }
 
-/* Second probe: the gated activation on the device (sm89_activate, CUDA's expf) against the
+/* Second probe: the gated activation on the device (contract_activate, CUDA's expf) against the
  * host's (glibc expf, the formula of w4a8moe_activate) on the same f32 inputs. */
 __global__ void act_kernel(const float *g, const float *u, float *y, int n)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = sm89_activate(0, g[i], u[i]);
+    if (i < n) y[i] = contract_activate(0, g[i], u[i]);
 }
 
 static void act_probe(void)

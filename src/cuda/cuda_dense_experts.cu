@@ -62,19 +62,14 @@ static int dense_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t c
         snprintf(why, cap, "%lld local experts exceed the grid's 65535", (long long)nl);
         return 0;
     }
-    if (d->top_k > 64) {
-        snprintf(why, cap, "top_k = %d exceeds the CUDA prepare's limit of 64", d->top_k);
-        return 0;
-    }
+    if (!w4a8moe_cuda_topk_fits(d, why, cap)) return 0;
     return 1;
 }
-
-static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 static size_t dense_workspace_size(const w4a8moe_stage_ctx *ctx)
 {
     const w4a8moe_layer_desc *d = ctx->desc;
-    return align256((size_t)d->max_tokens * (size_t)d->top_k * (size_t)d->inter * 4);
+    return w4a8moe_align256((size_t)d->max_tokens * (size_t)d->top_k * (size_t)d->inter * 4);
 }
 
 static void dense_free(void *state)

@@ -77,14 +77,9 @@ static int sm89_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t ca
         snprintf(why, cap, "H and I must be below 2^20 (grid limit)");
         return 0;
     }
-    if (d->top_k > 64) {
-        snprintf(why, cap, "top_k = %d exceeds the CUDA prepare's limit of 64", d->top_k);
-        return 0;
-    }
+    if (!w4a8moe_cuda_topk_fits(d, why, cap)) return 0;
     return 1;
 }
-
-static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 typedef struct sm89_ws {
     int2 *tiles;
@@ -102,17 +97,17 @@ static size_t sm89_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm89_ws *
     size_t max_tiles = (R + 7) / 8 + (size_t)ctx->num_local;
     size_t off = 0;
     if (w) w->tiles = (int2 *)(base + off);
-    off += align256(max_tiles * sizeof(int2));
+    off += w4a8moe_align256(max_tiles * sizeof(int2));
     if (w) w->ntiles = (int32_t *)(base + off);
     off += 256;
     if (w) w->y = (float *)(base + off);
-    off += align256(R * I * 4);
+    off += w4a8moe_align256(R * I * 4);
     if (w) w->rowmax = (uint32_t *)(base + off);
-    off += align256(R * 4);
+    off += w4a8moe_align256(R * 4);
     if (w) w->b = (uint8_t *)(base + off);
-    off += align256(R * I);
+    off += w4a8moe_align256(R * I);
     if (w) w->r = (float *)(base + off);
-    off += align256(R * 4);
+    off += w4a8moe_align256(R * 4);
     return off;
 }
 
@@ -136,7 +131,7 @@ static w4a8moe_status pack_matrix(const w4a8moe_int4_matrix *m, w4a8moe_dtype sd
     int64_t rows = m->rows, K = m->cols, groups = K / g;
     size_t np = (size_t)(rows * K / 8) * 4, ns = (size_t)(rows * groups) * w4a8moe_dtype_size(sdt);
     size_t nc = m->channel_scale ? (size_t)rows * 4 : 0;
-    char *sp = staging, *ss = staging + align256(np), *sc = ss + align256(ns);
+    char *sp = staging, *ss = staging + w4a8moe_align256(np), *sc = ss + w4a8moe_align256(ns);
     CUDA_TRY(err, cudaMemcpy(sp, m->packed, np, cudaMemcpyHostToDevice));
     CUDA_TRY(err, cudaMemcpy(ss, m->scale, ns, cudaMemcpyHostToDevice));
     if (nc) CUDA_TRY(err, cudaMemcpy(sc, m->channel_scale, nc, cudaMemcpyHostToDevice));
@@ -211,8 +206,8 @@ static w4a8moe_status sm89_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     CUDA_TRY(err, cudaMalloc((void **)&s->w13c, (size_t)(nl * 2 * I) * 4));
     CUDA_TRY(err, cudaMalloc((void **)&s->w2c, (size_t)(nl * H) * 4));
     /* staging: the largest matrix's packed words, scales (up to f32) and channel scales */
-    size_t stage = align256(q2 > q13 / 2 ? q2 : q13 / 2) + align256(s2 > s13 / 2 ? s2 : s13 / 2) +
-                   align256((size_t)(H > I ? H : I) * 4);
+    size_t stage = w4a8moe_align256(q2 > q13 / 2 ? q2 : q13 / 2) + w4a8moe_align256(s2 > s13 / 2 ? s2 : s13 / 2) +
+                   w4a8moe_align256((size_t)(H > I ? H : I) * 4);
     char *staging = NULL;
     CUDA_TRY(err, cudaMalloc((void **)&staging, stage));
     w4a8moe_status st = W4A8MOE_STATUS_OK;

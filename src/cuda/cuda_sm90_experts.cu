@@ -110,18 +110,13 @@ static int sm90_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t ca
                  (long long)d->hidden, (long long)d->inter);
         return 0;
     }
-    if (d->top_k > 64) {
-        snprintf(why, cap, "top_k = %d exceeds the CUDA prepare's limit of 64", d->top_k);
-        return 0;
-    }
+    if (!w4a8moe_cuda_topk_fits(d, why, cap)) return 0;
     if ((int64_t)d->max_tokens * d->top_k >= (1ll << 31) - 256) {
         snprintf(why, cap, "max_tokens * top_k must stay below 2^31 (tensor-map row coordinates)");
         return 0;
     }
     return 1;
 }
-
-static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 typedef struct sm90_ws {
     int2 *tiles, *tiles2;      /* GEMM1's and GEMM2's tiles (their BN may differ) */
@@ -143,7 +138,7 @@ static size_t sm90_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm90_ws *
 #define SM90_CARVE(field, type, bytes)                                                         \
     do {                                                                                       \
         if (w) w->field = (type)(p + off);                                                     \
-        off += align256(bytes);                                                                \
+        off += w4a8moe_align256(bytes);                                                                \
     } while (0)
     SM90_CARVE(tiles, int2 *, max_tiles * sizeof(int2));
     SM90_CARVE(ntiles, int32_t *, 4);
@@ -296,8 +291,8 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
      * the row shifts and the two matrices' inexact flags */
     int64_t elems = 2 * I * H, rows = 2 * I > H ? 2 * I : H;
     int64_t rows_pad = (s->w13.nrb > s->w2.nrb ? s->w13.nrb : s->w2.nrb) * 64;
-    size_t bq = align256((size_t)elems / 2), bs = align256((size_t)(elems / g) * 4);
-    size_t bc = align256((size_t)rows * 4), bsh = align256((size_t)rows_pad * 4);
+    size_t bq = w4a8moe_align256((size_t)elems / 2), bs = w4a8moe_align256((size_t)(elems / g) * 4);
+    size_t bc = w4a8moe_align256((size_t)rows * 4), bsh = w4a8moe_align256((size_t)rows_pad * 4);
     char *staging = NULL;
     CUDA_TRY(err, cudaMalloc((void **)&staging, bq + bs + bc + bsh + 8));
     char *sq = staging, *ss = staging + bq;

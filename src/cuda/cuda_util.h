@@ -2,7 +2,8 @@
  * cuda_util.h — what the CUDA backends' host code shares: the CUDA_TRY / CUDA_LAUNCHED status
  * macros (every runtime call and every launch is checked and becomes a w4a8moe_status with the
  * call's text and CUDA's own message), device selection, the probe of whether this build has
- * code for a device (the backends' supports_device), and ceil division.
+ * code for a device (the backends' supports_device), the prepare's top-k limit, ceil division
+ * and the workspaces' 256-byte alignment.
  *
  * Host-side only (the launchers); device code lives in the kernels/ headers.
  */
@@ -37,6 +38,17 @@ extern "C" {
     } while (0)
 
 static inline int64_t w4a8moe_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* n rounded up to 256 bytes: how the backends carve their workspaces. */
+static inline size_t w4a8moe_align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* The CUDA prepare's top-k limit, as a supports_shape verdict (1 fits; else 0 and why). */
+static inline int w4a8moe_cuda_topk_fits(const w4a8moe_layer_desc *d, char *why, size_t cap)
+{
+    if (d->top_k <= 64) return 1;
+    snprintf(why, cap, "top_k = %d exceeds the CUDA prepare's limit of 64", d->top_k);
+    return 0;
+}
 
 /* Makes dev the calling thread's current device (cheap when it already is). */
 static inline w4a8moe_status w4a8moe_cuda_use(const w4a8moe_device_info *dev, w4a8moe_err *err)

@@ -27,6 +27,7 @@
 #define W4A8MOE_DENSE_GEMM_CUH
 
 #include "../../common/quant.h"
+#include "contract_math.cuh"
 
 #include <stdint.h>
 
@@ -49,25 +50,6 @@ struct dense_gemm_args {
     float *out;                /* [R, n_out] f32 */
     int act;                   /* w4a8moe_activation */
 };
-
-__device__ __forceinline__ float dense_io_load(const void *x, int dt, int64_t i)
-{
-    if (dt == 0) return w4a8moe_bf16_to_f32(((const uint16_t *)x)[i]);
-    if (dt == 1) return w4a8moe_f16_to_f32(((const uint16_t *)x)[i]);
-    return ((const float *)x)[i];
-}
-
-/* Contract step 4, as w4a8moe_activate computes it (no contraction, same rounding order). */
-__device__ __forceinline__ float dense_activate(int act, float gate, float up)
-{
-    if (act == 1) {
-        const float c = 0.7978845608028654f;
-        float g3 = __fmul_rn(__fmul_rn(__fmul_rn(0.044715f, gate), gate), gate);
-        float t = tanhf(__fmul_rn(c, __fadd_rn(gate, g3)));
-        return __fmul_rn(__fmul_rn(__fmul_rn(0.5f, gate), __fadd_rn(1.0f, t)), up);
-    }
-    return __fmul_rn(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate))), up);
-}
 
 template <bool BF16>
 __device__ __forceinline__ float dense_w_load(const void *w, int64_t i)
@@ -105,7 +87,7 @@ __global__ void __launch_bounds__(DENSE_THREADS) dense_gemm_kernel(dense_gemm_ar
             float xv = 0.0f, wv = 0.0f;
             if (kk < kn) {
                 if (GATED) {
-                    if (xbase[r] >= 0) xv = dense_io_load(a.x, a.x_dt, xbase[r] + k0 + kk);
+                    if (xbase[r] >= 0) xv = contract_widen_at(a.x, a.x_dt, xbase[r] + k0 + kk);
                 } else if (r < nrows) {
                     xv = a.in[(row0 + r) * K + k0 + kk];
                 }
@@ -139,7 +121,7 @@ __global__ void __launch_bounds__(DENSE_THREADS) dense_gemm_kernel(dense_gemm_ar
         float *o = a.out + (row0 + rr) * n;
         if (GATED) {
             const int64_t ch = ch0 + c;
-            if (ch < n) o[ch] = dense_activate(a.act, (float)tot[r][0], (float)tot[r][1]);
+            if (ch < n) o[ch] = contract_activate(a.act, (float)tot[r][0], (float)tot[r][1]);
         } else {
             if (ch0 + c < n) o[ch0 + c] = (float)tot[r][0];
             if (ch0 + 16 + c < n) o[ch0 + 16 + c] = (float)tot[r][1];

@@ -25,6 +25,7 @@
 
 #include "../../common/quant.h"
 #include "block_scan.cuh"
+#include "contract_math.cuh"
 
 #include <stdint.h>
 
@@ -53,6 +54,42 @@ __device__ __forceinline__ void sm89_mma_e4m3(float d[4], const uint32_t a[4], u
 #endif
 }
 
+/* One k32 step of a decode/grouped tile: the NA weight tiles' packed words wv converted to
+ * e4m3, multiplied by the NT activation fragments bq, each product added into P (f32: the
+ * step's sum is exact in the tensor core, the steps of a group add in f32). */
+template <int NA, int NT>
+__device__ __forceinline__ void sm89_mma_step(float (&P)[NA][NT][4], const uint2 (&wv)[NA], const uint2 (&bq)[NT])
+{
+    uint32_t af[NA][4];
+#pragma unroll
+    for (int a = 0; a < NA; a++) {
+        af[a][0] = sm89_int4x4_to_e4m3(wv[a].x & 0xffffu);
+        af[a][1] = sm89_int4x4_to_e4m3(wv[a].y & 0xffffu);
+        af[a][2] = sm89_int4x4_to_e4m3(wv[a].x >> 16);
+        af[a][3] = sm89_int4x4_to_e4m3(wv[a].y >> 16);
+    }
+#pragma unroll
+    for (int f = 0; f < NT; f++) {
+#pragma unroll
+        for (int a = 0; a < NA; a++) {
+            float d[4];
+            sm89_mma_e4m3(d, af[a], bq[f].x, bq[f].y);
+#pragma unroll
+            for (int i = 0; i < 4; i++) P[a][f][i] += d[i];
+        }
+    }
+}
+
+/* The max of m over the 8 lanes of a warp that share tig (one column of an mma tile, i.e. one
+ * routed row), into rowmax[row] by the gid-0 lane (0 changes nothing: rowmax starts zeroed). */
+__device__ __forceinline__ void sm89_rowmax_add(uint32_t m, int gid, int row, int row_end, uint32_t *rowmax)
+{
+    m = max(m, __shfl_xor_sync(0xffffffffu, m, 4));
+    m = max(m, __shfl_xor_sync(0xffffffffu, m, 8));
+    m = max(m, __shfl_xor_sync(0xffffffffu, m, 16));
+    if (gid == 0 && row < row_end && m) atomicMax(&rowmax[row], m);
+}
+
 /* ---- packing (once, at create) ---------------------------------------------------------- */
 
 /* packed int32 [rows, K/8] → wq tiles [rows/16, K/32, 32] uint2 (see the header). */
@@ -70,14 +107,6 @@ static __global__ void sm89_pack_kernel(const int32_t *__restrict__ packed, int6
     wq[i] = v;
 }
 
-/* Element i of a scale array of dtype dt (0 bf16, 1 f16, 2 f32), widened exactly. */
-__host__ __device__ __forceinline__ float sm89_scale_at(const void *scale, int dt, int64_t i)
-{
-    if (dt == 0) return w4a8moe_bf16_to_f32(((const uint16_t *)scale)[i]);
-    if (dt == 1) return w4a8moe_f16_to_f32(((const uint16_t *)scale)[i]);
-    return ((const float *)scale)[i];
-}
-
 /* scales [rows, K/g] (dt: 0 bf16, 1 f16, 2 f32) → ws [rows/16, K/g, 16] f32; channel [rows]
  * (NULL: ones) → wc [rows]. */
 static __global__ void sm89_pack_scales_kernel(const void *__restrict__ scale, int dt, int64_t rows,
@@ -88,7 +117,7 @@ static __global__ void sm89_pack_scales_kernel(const void *__restrict__ scale, i
     if (i < rows) wc[i] = channel ? channel[i] : 1.0f;
     if (i >= rows * groups) return;
     int64_t r16 = i & 15, b = (i >> 4) % groups, tile = (i >> 4) / groups;
-    ws[i] = sm89_scale_at(scale, dt, (tile * 16 + r16) * groups + b);
+    ws[i] = contract_widen_at(scale, dt, (tile * 16 + r16) * groups + b);
 }
 
 /* ---- per forward --------------------------------------------------------------------------- */
@@ -109,18 +138,6 @@ static __global__ void sm89_schedule_kernel(const int32_t *__restrict__ offsets,
     for (int e = lo; e < hi; e++)
         for (int32_t r = offsets[e]; r < offsets[e + 1]; r += bt) tiles[at++] = make_int2(e, r);
     if (threadIdx.x == 1023) *ntiles = part[1023];
-}
-
-/* Contract step 4, as w4a8moe_activate computes it (no contraction, same rounding order). */
-__device__ __forceinline__ float sm89_activate(int act, float gate, float up)
-{
-    if (act == 1) {
-        const float c = 0.7978845608028654f;
-        float g3 = __fmul_rn(__fmul_rn(__fmul_rn(0.044715f, gate), gate), gate);
-        float t = tanhf(__fmul_rn(c, __fadd_rn(gate, g3)));
-        return __fmul_rn(__fmul_rn(__fmul_rn(0.5f, gate), __fadd_rn(1.0f, t)), up);
-    }
-    return __fmul_rn(__fdiv_rn(gate, __fadd_rn(1.0f, expf(-gate))), up);
 }
 
 struct sm89_gemm_args {
@@ -191,7 +208,7 @@ __device__ __forceinline__ void sm89_finish(const sm89_gemm_args &p, double (&ac
             if (GATED) {
                 float hg = (float)(sa * ((double)wc[n] * acc[0][f][i]));
                 float hu = (float)(sa * ((double)wc[p.n_out + n] * acc[NA - 1][f][i]));
-                float y = sm89_activate(p.act_fn, hg, hu);
+                float y = contract_activate(p.act_fn, hg, hu);
                 p.out[(int64_t)row * p.n_out + n] = y;
                 uint32_t bits = w4a8moe_f32_bits(fabsf(y));
                 colmax[i & 1] = max(colmax[i & 1], bits);
@@ -202,12 +219,7 @@ __device__ __forceinline__ void sm89_finish(const sm89_gemm_args &p, double (&ac
         if (GATED) {
 #pragma unroll
             for (int c = 0; c < 2; c++) {
-                uint32_t m = colmax[c];
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 4));
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 8));
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 16));
-                int row = row0 + f * 8 + tig * 2 + c;
-                if (gid == 0 && row < row_end) atomicMax(&p.rowmax[row], m);
+                sm89_rowmax_add(colmax[c], gid, row0 + f * 8 + tig * 2 + c, row_end, p.rowmax);
             }
         }
     }
@@ -281,24 +293,7 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     if (ks + j >= gend) break;
-                    uint32_t af[NA][4];
-#pragma unroll
-                    for (int a = 0; a < NA; a++) {
-                        af[a][0] = sm89_int4x4_to_e4m3(wv[j][a].x & 0xffffu);
-                        af[a][1] = sm89_int4x4_to_e4m3(wv[j][a].y & 0xffffu);
-                        af[a][2] = sm89_int4x4_to_e4m3(wv[j][a].x >> 16);
-                        af[a][3] = sm89_int4x4_to_e4m3(wv[j][a].y >> 16);
-                    }
-#pragma unroll
-                    for (int f = 0; f < NT; f++) {
-#pragma unroll
-                        for (int a = 0; a < NA; a++) {
-                            float d[4];
-                            sm89_mma_e4m3(d, af[a], bq[j][f].x, bq[j][f].y);
-#pragma unroll
-                            for (int i = 0; i < 4; i++) P[a][f][i] += d[i];
-                        }
-                    }
+                    sm89_mma_step<NA, NT>(P, wv[j], bq[j]);
                 }
             }
             ks = gend;

@@ -142,25 +142,10 @@ static __global__ void __launch_bounds__(128) sm90_decode_kernel(sm89_gemm_args 
             for (int j = 0; j < S; j++) {
                 const int64_t ks = k + j;
                 if (ks >= ks1) break;
-                uint32_t af[NA][4];
+                uint2 wv[NA];
 #pragma unroll
-                for (int a = 0; a < NA; a++) {
-                    uint2 wv = *(const uint2 *)(slot + (a * S + j) * 256);
-                    af[a][0] = sm89_int4x4_to_e4m3(wv.x & 0xffffu);
-                    af[a][1] = sm89_int4x4_to_e4m3(wv.y & 0xffffu);
-                    af[a][2] = sm89_int4x4_to_e4m3(wv.x >> 16);
-                    af[a][3] = sm89_int4x4_to_e4m3(wv.y >> 16);
-                }
-#pragma unroll
-                for (int f = 0; f < NT; f++) {
-#pragma unroll
-                    for (int a = 0; a < NA; a++) {
-                        float d[4];
-                        sm89_mma_e4m3(d, af[a], bq[j][f].x, bq[j][f].y);
-#pragma unroll
-                        for (int c = 0; c < 4; c++) P[a][f][c] += d[c];
-                    }
-                }
+                for (int a = 0; a < NA; a++) wv[a] = *(const uint2 *)(slot + (a * S + j) * 256);
+                sm89_mma_step<NA, NT>(P, wv, bq[j]);
                 if (ks + 1 == gend) { /* the group is complete: promote it with its scale */
                     const int64_t gb = ks / spg - b0;
 #pragma unroll

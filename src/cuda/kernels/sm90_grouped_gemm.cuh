@@ -142,7 +142,7 @@ __host__ __device__ inline void sm90_pack_scales_one(int64_t i, const void *scal
     int64_t r = i & 63, b = (i >> 6) % groups, rb = (i >> 6) / groups;
     int64_t row = sm90_logical_row(rb * 64 + r, n_out, gated);
     float v = 0.0f;
-    if (row >= 0) v = sm89_scale_at(scale, dt, row * groups + b);
+    if (row >= 0) v = contract_widen_at(scale, dt, row * groups + b);
     ws[i] = v;
 }
 
@@ -409,7 +409,7 @@ __device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e
             const float h_lo = sa * (c_lo * acc[4 * j + c]), h_hi = sa * (c_hi * acc[4 * j + 2 + c]);
             if (GATED) {
                 if (ch_lo >= p.n_out) continue;
-                const float y = sm89_activate(p.act_fn, h_lo, h_hi);
+                const float y = contract_activate(p.act_fn, h_lo, h_hi);
                 p.out[(int64_t)row * p.n_out + ch_lo] = y;
                 colmax[c] = w4a8moe_f32_bits(fabsf(y));
             } else {
@@ -420,12 +420,7 @@ __device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e
         if (GATED) {
 #pragma unroll
             for (int c = 0; c < 2; c++) {
-                uint32_t m = colmax[c];
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 4));
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 8));
-                m = max(m, __shfl_xor_sync(0xffffffffu, m, 16));
-                const int row = row0 + j * 8 + tig * 2 + c;
-                if (gid == 0 && row < row_end && m) atomicMax(&p.rowmax[row], m);
+                sm89_rowmax_add(colmax[c], gid, row0 + j * 8 + tig * 2 + c, row_end, p.rowmax);
             }
         }
     }

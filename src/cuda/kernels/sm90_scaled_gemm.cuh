@@ -68,13 +68,13 @@ __host__ __device__ inline int sm90s_row_shift_one(int64_t p, const void *scale,
         return 0;
     }
     float mx = 0.0f;
-    for (int64_t b = 0; b < groups; b++) mx = fmaxf(mx, fabsf(sm89_scale_at(scale, dt, row * groups + b)));
+    for (int64_t b = 0; b < groups; b++) mx = fmaxf(mx, fabsf(contract_widen_at(scale, dt, row * groups + b)));
     int e = 0;
     if (mx > 0.0f) frexpf(mx, &e); /* mx in [2^(e-1), 2^e) */
     const int k = mx > 0.0f ? 12 - e : 0;
     int bad = !isfinite(mx);
     for (int64_t b = 0; b < groups && !bad; b++) {
-        float v = ldexpf(sm89_scale_at(scale, dt, row * groups + b), k);
+        float v = ldexpf(contract_widen_at(scale, dt, row * groups + b), k);
         if (v != 0.0f && (fabsf(v) < 0x1p-14f || (w4a8moe_f32_bits(v) & 0xffffu) != 0u)) bad = 1;
     }
     shift[p] = k;
@@ -107,7 +107,7 @@ __host__ __device__ inline void sm90s_pack_scales_one(int64_t i, const void *sca
     const int64_t ks = kb * 2 + gi, b = g == 32 ? ks : kb * SM90S_BK / g;
     const int64_t row = sm90_logical_row(p, n_out, gated);
     float v = 0.0f;
-    if (row >= 0 && b < groups && ks < K / 32) v = ldexpf(sm89_scale_at(scale, dt, row * groups + b), shift[p]);
+    if (row >= 0 && b < groups && ks < K / 32) v = ldexpf(contract_widen_at(scale, dt, row * groups + b), shift[p]);
     ((uint16_t *)(wq + sm90s_block_offset(0, 0, rb, KB, kb, g) + SM90S_INT4_BYTES))[slot] = w4a8moe_f32_to_f16(v);
 }
 
