@@ -186,6 +186,21 @@ static inline int gh_within_tol(const gh_stats *s, const char *backend)
     return s->nan_bad == 0 && s->worst <= GH_TOL_ROW && (s->rows < 64 || s->mean <= GH_TOL_MEAN);
 }
 
+/* A layer of d on device kind dev with the named backend (NULL: the oracle's choice); NULL when
+ * creation fails, with its status in *st (st may be NULL). */
+static inline w4a8moe_layer *gh_layer(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
+                                      w4a8moe_device_kind dev, const char *backend, w4a8moe_status *st)
+{
+    w4a8moe_layer_options o;
+    memset(&o, 0, sizeof o);
+    o.device_kind = dev;
+    o.backend = backend;
+    w4a8moe_layer *L = NULL;
+    w4a8moe_status s = w4a8moe_layer_create(d, w, &o, &L);
+    if (st) *st = s;
+    return L;
+}
+
 static inline gh_stats gh_compare_stats(const float *ref, const float *got, int64_t T, int64_t H)
 {
     gh_stats st;

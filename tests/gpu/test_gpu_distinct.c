@@ -25,18 +25,6 @@ static uint64_t g_seed;
 static const char *const backends[] = {"cuda_sm90", "cuda_sm89"};
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
 
-static w4a8moe_layer *make_layer(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
-                                 w4a8moe_device_kind dev, const char *backend, w4a8moe_status *st)
-{
-    w4a8moe_layer_options o;
-    memset(&o, 0, sizeof o);
-    o.device_kind = dev;
-    o.backend = backend;
-    w4a8moe_layer *L = NULL;
-    *st = w4a8moe_layer_create(d, w, &o, &L);
-    return L;
-}
-
 static void report(const char *what, const char *backend, const gh_stats *s)
 {
     CHECK(gh_within_tol(s, backend), "%s on %s: worst row rel-L2 %.3g, mean %.3g, %lld NaN rows (GPU "
@@ -70,13 +58,13 @@ static void synth_case(int64_t H, int64_t I, int E, int k, int g, int64_t T, uin
     ok = ok && gh_inputs_make(&in, &d, T, GH_RANDOM, &rng) == 0 && gh_dev_make(&dv, &d, &in) == 0;
     CHECK(ok, "%s: inputs", what);
     w4a8moe_status st;
-    w4a8moe_layer *R = ok ? make_layer(&d, &sw.weights, W4A8MOE_DEVICE_CPU, "cpu_ref", &st) : NULL;
+    w4a8moe_layer *R = ok ? gh_layer(&d, &sw.weights, W4A8MOE_DEVICE_CPU, "cpu_ref", &st) : NULL;
     if (ok) CHECK(R, "%s: cpu_ref create: %s", what, w4a8moe_last_error());
     w4a8moe_routing_input rh = gh_routing(in.ids, in.weights, NULL);
     if (R) CHECK(w4a8moe_layer_forward(R, T, in.x, &rh, ref, NULL) == W4A8MOE_STATUS_OK,
                  "%s: cpu_ref forward: %s", what, w4a8moe_layer_error(R));
     for (size_t b = 0; R && b < N_BACKENDS; b++) {
-        w4a8moe_layer *L = make_layer(&d, &sw.weights, W4A8MOE_DEVICE_CUDA, backends[b], &st);
+        w4a8moe_layer *L = gh_layer(&d, &sw.weights, W4A8MOE_DEVICE_CUDA, backends[b], &st);
         if (!L) {
             CHECK(st == W4A8MOE_STATUS_UNSUPPORTED, "%s: %s create: %s", what, backends[b],
                   w4a8moe_last_error());

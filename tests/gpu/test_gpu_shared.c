@@ -203,18 +203,6 @@ static int sdata_make(const scase *c, uint64_t seed, sdata *s)
     return 0;
 }
 
-static w4a8moe_layer *make_layer(const sdata *s, w4a8moe_device_kind dev, const char *backend,
-                                 w4a8moe_status *st)
-{
-    w4a8moe_layer_options o;
-    memset(&o, 0, sizeof o);
-    o.device_kind = dev;
-    o.backend = backend;
-    w4a8moe_layer *L = NULL;
-    *st = w4a8moe_layer_create(&s->d, &s->w, &o, &L);
-    return L;
-}
-
 /* cpu_ref on the host inputs (x, ids) and the CUDA layer on their device copies, T tokens; the
  * GPU tolerance, plus `tight` (> 0) on the worst row. nan_run: exactly the rows cpu_ref makes
  * non-finite must be non-finite. */
@@ -277,11 +265,11 @@ static void run_case(const scase *c, uint64_t seed)
         return;
     }
     w4a8moe_status st;
-    w4a8moe_layer *R = make_layer(&s, W4A8MOE_DEVICE_CPU, "cpu_ref", &st);
+    w4a8moe_layer *R = gh_layer(&s.d, &s.w, W4A8MOE_DEVICE_CPU, "cpu_ref", &st);
     CHECK(R != NULL, "%s: cpu_ref create: %s", c->name, w4a8moe_last_error());
     for (size_t b = 0; R && b < N_BACKENDS; b++) {
         const char *bname = backends[b] ? backends[b] : "auto";
-        w4a8moe_layer *L = make_layer(&s, W4A8MOE_DEVICE_CUDA, backends[b], &st);
+        w4a8moe_layer *L = gh_layer(&s.d, &s.w, W4A8MOE_DEVICE_CUDA, backends[b], &st);
         if (!L) {
             CHECK(st == W4A8MOE_STATUS_UNSUPPORTED && backends[b], "%s on %s: create: %s", c->name,
                   bname, w4a8moe_last_error());
@@ -326,7 +314,7 @@ static void run_graph(const scase *c, uint64_t seed)
         goto done;
     }
     w4a8moe_status st;
-    L = make_layer(&s, W4A8MOE_DEVICE_CUDA, NULL, &st);
+    L = gh_layer(&s.d, &s.w, W4A8MOE_DEVICE_CUDA, NULL, &st);
     CHECK(L != NULL, "graph %s: create: %s", c->name, w4a8moe_last_error());
     if (!L) goto done;
     w4a8moe_routing_input r = gh_routing(s.dv.ids, s.dv.weights, NULL);
