@@ -35,12 +35,8 @@ static w4a8moe_layer_desc shape(int64_t H, int64_t I, int E, int k, int g, int64
 
 static w4a8moe_layer *cuda_layer(const w4a8moe_layer_desc *d, const w4a8moe_weights *w)
 {
-    w4a8moe_layer_options o;
-    memset(&o, 0, sizeof o);
-    o.device_kind = W4A8MOE_DEVICE_CUDA;
-    o.backend = g_backend;
-    w4a8moe_layer *L = NULL;
-    w4a8moe_status st = w4a8moe_layer_create(d, w, &o, &L);
+    w4a8moe_status st;
+    w4a8moe_layer *L = gh_layer(d, w, W4A8MOE_DEVICE_CUDA, g_backend, &st);
     CHECK(st == W4A8MOE_STATUS_OK, "cuda create: %s", w4a8moe_last_error());
     return L;
 }
