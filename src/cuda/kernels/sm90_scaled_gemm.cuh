@@ -207,11 +207,9 @@ __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *sme
                 sm90_wgmma_wait<1>();
             }
             if (j == 0 && kb > 0) { /* step ks - 1 was the last of stage kb - 1 */
+                sm90_fence_proxy_async(); /* each lane's ld.shared of the slot before its refill */
                 __syncwarp();
-                if (lane == 0) {
-                    sm90_fence_proxy_async(); /* our ld.shared of the slot before its refill */
-                    sm90_bar_arrive(&empty[(kb - 1) % STAGES]);
-                }
+                if (lane == 0) sm90_bar_arrive(&empty[(kb - 1) % STAGES]);
             }
             if (ks + 1 < nks) {
                 const int64_t nkb = (ks + 1) / 2;
@@ -243,7 +241,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
     uint64_t *full = (uint64_t *)(smem + plan::bar_offset), *empty = full + STAGES;
 
     sm90_cta cta;
-    if (!sm90_cta_setup<STAGES>(p, full, empty, &cta)) return;
+    if (!sm90_cta_setup<STAGES, SM90_CONSUMERS * 4>(p, full, empty, &cta)) return;
     const int64_t e = cta.e, n = cta.n;
     const int row0 = cta.row0, row_end = cta.row_end;
     const int wg = threadIdx.x / 128;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Round 9: cuda_sm90's small-batch mma.sync kernel (kernels/sm90_mma_decode.cuh) and the
+# promoting kernel's per-thread stage release. Most important first: test_gpu_distinct (both
+# cuda_sm90 paths), racecheck on it, the rest of the suite, decode/small-batch timing of
+# cuda_sm90 forced against the oracle's cuda_sm89 on the same card, memcheck. Logs under $OUT.
+set -u
+OUT=${OUT:-lab-out}; mkdir -p "$OUT"
+B=build-cuda
+python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall()" || exit 1
+nvidia-smi --query-gpu=name --format=csv,noheader
+timeout 60 $B/tests-gpu/test_gpu_distinct > "$OUT/distinct.log" 2>&1; echo "distinct rc=$?"
+grep -h "sm90\|FAIL\|passed, " "$OUT/distinct.log" | head -24
+san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+W4A8MOE_TEST_QUICK=1 timeout 70 $san --tool racecheck --error-exitcode 86 --print-limit 4 \
+  $B/tests-gpu/test_gpu_distinct > "$OUT/san-race.log" 2>&1
+echo "racecheck distinct rc=$? $(grep -h 'SUMMARY' "$OUT/san-race.log")"; grep -m3 "Race reported\|hazard detected" "$OUT/san-race.log"
+for m in qwen3-30b-a3b mixtral-8x7b; do
+  for be in cuda_sm89 cuda_sm90; do
+    echo "== $m $be"
+    W4A8MOE_BACKEND=$be timeout 30 $B/w4a8moe bench --device cuda --model $m --tokens 1,16,64,256 2>&1 \
+      | tee -a "$OUT/bench.log" | grep -v "^ok\|^device\|GB/s, TFLOP"
+  done
+done
+( timeout 100 tests/gpu/run.sh $B tests > "$OUT/tests.log" 2>&1; echo "gpu tests rc=$?" )
+grep -h "FAIL\|passed, " "$OUT/tests.log" | tail -9
+W4A8MOE_TEST_QUICK=1 timeout 45 $san --tool memcheck --error-exitcode 86 $B/tests-gpu/test_gpu_distinct > "$OUT/san-mem.log" 2>&1
+echo "memcheck distinct rc=$? $(grep -h 'SUMMARY' "$OUT/san-mem.log")"
