@@ -270,10 +270,10 @@ int main(int argc, char **argv)
                                     d_ntiles, d_out, d_rowmax, 0};
                 if (v == 5) return P.gated ? sm90s_gemm_launch<128, 10, true, 8>(tm, a, bound, 0)
                                            : sm90s_gemm_launch<128, 10, false, 8>(tm, a, bound, 0);
-                if (v == 6) return P.gated ? sm90s_gemm_launch<192, 8, true, 8>(tm, a, bound, 0)
-                                           : sm90s_gemm_launch<192, 8, false, 8>(tm, a, bound, 0);
-                if (v == 7) return P.gated ? sm90s_gemm_launch<192, 8, true, 16>(tm, a, bound, 0)
-                                           : sm90s_gemm_launch<192, 8, false, 16>(tm, a, bound, 0);
+                if (v == 6) return P.gated ? sm90s_gemm_launch<192, 7, true, 8>(tm, a, bound, 0)
+                                           : sm90s_gemm_launch<192, 7, false, 8>(tm, a, bound, 0);
+                if (v == 7) return P.gated ? sm90s_gemm_launch<192, 7, true, 16>(tm, a, bound, 0)
+                                           : sm90s_gemm_launch<192, 7, false, 16>(tm, a, bound, 0);
                 if (v == 8) return P.gated ? sm90s_gemm_launch<64, 14, true>(tm, a, bound, 0)
                                            : sm90s_gemm_launch<64, 14, false>(tm, a, bound, 0);
                 if (bn == 256) return P.gated ? sm90s_gemm_launch<256, 6, true>(tm, a, bound, 0)

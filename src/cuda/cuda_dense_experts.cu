@@ -143,15 +143,13 @@ static w4a8moe_status dense_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_log
 
 template <bool GATED>
 static w4a8moe_status launch(const dense_gemm_args &a, int bf16, unsigned row_tiles, int32_t nl,
-                             cudaStream_t st, w4a8moe_err *err)
+                             cudaStream_t st, int pdl, w4a8moe_err *err)
 {
     dim3 grid(row_tiles, (unsigned)w4a8moe_cdiv(a.n_out, GATED ? DENSE_BW / 2 : DENSE_BW),
               (unsigned)nl);
-    if (bf16)
-        dense_gemm_kernel<true, GATED><<<grid, DENSE_THREADS, 0, st>>>(a);
-    else
-        dense_gemm_kernel<false, GATED><<<grid, DENSE_THREADS, 0, st>>>(a);
-    CUDA_LAUNCHED(err, GATED ? "dense_gemm_kernel (GEMM1)" : "dense_gemm_kernel (GEMM2)");
+    CUDA_LAUNCH(err, GATED ? "dense_gemm_kernel (GEMM1)" : "dense_gemm_kernel (GEMM2)",
+                w4a8moe_launch(bf16 ? dense_gemm_kernel<true, GATED> : dense_gemm_kernel<false, GATED>,
+                               grid, dim3(DENSE_THREADS), 0, st, pdl, a));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -167,12 +165,13 @@ static w4a8moe_status dense_run(const w4a8moe_stage_ctx *ctx, void *state, const
               "cuda_dense: the prepare stage did not pass the caller's x (dispatch.x)");
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     float *mid = (float *)workspace;
+    const int pdl = w4a8moe_cuda_pdl(ctx->dev);
     unsigned row_tiles = (unsigned)w4a8moe_cdiv(R, DENSE_BM);
     dense_gemm_args a1 = {s->w13, I, H, dp->expert_offsets, dp->x, (int)d->io_dtype,
                           dp->row_token, NULL, mid, (int)d->activation};
-    FORWARD(launch<true>(a1, s->bf16_13, row_tiles, ctx->num_local, st, err));
+    FORWARD(launch<true>(a1, s->bf16_13, row_tiles, ctx->num_local, st, pdl, err));
     dense_gemm_args a2 = {s->w2, H, I, dp->expert_offsets, NULL, 0, NULL, mid, dp->y_rows, 0};
-    return launch<false>(a2, s->bf16_2, row_tiles, ctx->num_local, st, err);
+    return launch<false>(a2, s->bf16_2, row_tiles, ctx->num_local, st, pdl, err);
 }
 
 extern "C" const w4a8moe_experts_ops w4a8moe_cuda_dense_experts = {

@@ -185,6 +185,7 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
     local_state *s = (local_state *)state;
     const w4a8moe_layer_desc *d = ctx->desc;
     cudaStream_t st = (cudaStream_t)stream;
+    const int pdl = w4a8moe_cuda_pdl(ctx->dev);
     int k = d->top_k, nl = ctx->num_local;
     int64_t H = d->hidden, pairs = T * k, chunks = local_chunks(pairs);
     FORWARD(report_routing(s, d, "an earlier forward on this layer; this forward did not run", err));
@@ -201,39 +202,41 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
         route_params rp = {(int)d->routing.kind, d->num_experts, k, d->routing.renormalize,
                            d->routing.n_group, d->routing.topk_group,
                            d->routing.routed_scaling_factor, s->bias};
-        route_kernel<<<(unsigned)w4a8moe_cdiv(T, 4), 128, 0, st>>>(rp, T, routing->router_logits,
-                                                                    ex.ids, ex.wts);
-        CUDA_LAUNCHED(err, "route_kernel");
+        CUDA_LAUNCH(err, "route_kernel",
+                    w4a8moe_launch(route_kernel, dim3((unsigned)w4a8moe_cdiv(T, 4)), dim3(128), 0, st,
+                                   pdl, rp, T, routing->router_logits, ex.ids, ex.wts));
         ids = ex.ids;
         wts = ex.wts;
     }
     pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl, ctx->token_base};
     if (pairs <= DISPATCH_CHUNK) { /* decode: one kernel instead of three and three memsets */
-        dispatch_small_kernel<<<1, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err, s->report_dev,
-                                                            dp->expert_offsets, wts,
-                                                            d->router_weight_on_input, dp->pair_row,
-                                                            dp->row_token, dp->pair_weight);
-        CUDA_LAUNCHED(err, "dispatch_small_kernel");
+        CUDA_LAUNCH(err, "dispatch_small_kernel",
+                    w4a8moe_launch(dispatch_small_kernel, dim3(1), dim3(DISPATCH_CHUNK), 0, st, pdl,
+                                   m, ex.counts, ex.err, s->report_dev, dp->expert_offsets, wts,
+                                   d->router_weight_on_input, dp->pair_row, dp->row_token,
+                                   dp->pair_weight));
         if (s->check_routing && routing->topk_ids) FORWARD(check_routing(s, d, st, err));
     } else {
         CUDA_TRY(err, cudaMemsetAsync(ex.counts, 0, (size_t)chunks * nl * 4, st));
         CUDA_TRY(err, cudaMemsetAsync(ex.err, 0, 4, st));
         CUDA_TRY(err, cudaMemsetAsync(ex.err + 1, 0x7f, 4, st)); /* 0x7f7f7f7f: "no bad token" */
-        dispatch_count_kernel<<<(unsigned)chunks, DISPATCH_CHUNK, 0, st>>>(m, ex.counts, ex.err);
-        CUDA_LAUNCHED(err, "dispatch_count_kernel");
-        dispatch_scan_kernel<<<1, 1024, 0, st>>>(ex.counts, (int)chunks, nl, dp->expert_offsets,
-                                                 ex.err, s->report_dev);
-        CUDA_LAUNCHED(err, "dispatch_scan_kernel");
+        CUDA_LAUNCH(err, "dispatch_count_kernel",
+                    w4a8moe_launch(dispatch_count_kernel, dim3((unsigned)chunks), dim3(DISPATCH_CHUNK),
+                                   0, st, pdl, m, ex.counts, ex.err));
+        CUDA_LAUNCH(err, "dispatch_scan_kernel",
+                    w4a8moe_launch(dispatch_scan_kernel, dim3(1), dim3(1024), 0, st, pdl, ex.counts,
+                                   (int)chunks, nl, dp->expert_offsets, ex.err, s->report_dev));
         if (s->check_routing && routing->topk_ids) FORWARD(check_routing(s, d, st, err));
-        dispatch_assign_kernel<<<(unsigned)chunks, DISPATCH_CHUNK, 0, st>>>(
-            m, ex.counts, wts, d->router_weight_on_input, dp->pair_row, dp->row_token, dp->pair_weight);
-        CUDA_LAUNCHED(err, "dispatch_assign_kernel");
+        CUDA_LAUNCH(err, "dispatch_assign_kernel",
+                    w4a8moe_launch(dispatch_assign_kernel, dim3((unsigned)chunks), dim3(DISPATCH_CHUNK),
+                                   0, st, pdl, m, ex.counts, wts, d->router_weight_on_input,
+                                   dp->pair_row, dp->row_token, dp->pair_weight));
     }
     float static_scale = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_in : 0.0f;
-    dispatch_quant_kernel<<<(unsigned)T, 256, 0, st>>>(x, (int)d->io_dtype, H, k, dp->pair_row, wts,
-                                                       d->router_weight_on_input, static_scale,
-                                                       dp->a_q, dp->a_scale);
-    CUDA_LAUNCHED(err, "dispatch_quant_kernel");
+    CUDA_LAUNCH(err, "dispatch_quant_kernel",
+                w4a8moe_launch(dispatch_quant_kernel, dim3((unsigned)T), dim3(256), 0, st, pdl, x,
+                               (int)d->io_dtype, H, k, dp->pair_row, wts,
+                               d->router_weight_on_input, static_scale, dp->a_q, dp->a_scale));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -246,10 +249,13 @@ static w4a8moe_status cuda_local_finalize(const w4a8moe_stage_ctx *ctx, void *st
     int64_t H = d->hidden;
     if (dp->T == 0) return W4A8MOE_STATUS_OK;
     dim3 grid((unsigned)dp->T, (unsigned)w4a8moe_cdiv(H, 256));
-    dispatch_combine_kernel<<<grid, 256, 0, (cudaStream_t)stream>>>(
-        H, d->top_k, dp->pair_row, dp->pair_weight, dp->y_rows, shared ? shared->pair_row : NULL,
-        shared ? shared->pair_weight : NULL, shared ? shared->y_rows : NULL, (int)d->io_dtype, out);
-    CUDA_LAUNCHED(err, "dispatch_combine_kernel");
+    CUDA_LAUNCH(err, "dispatch_combine_kernel",
+                w4a8moe_launch(dispatch_combine_kernel, grid, dim3(256), 0, (cudaStream_t)stream,
+                               w4a8moe_cuda_pdl(ctx->dev), H, d->top_k, dp->pair_row,
+                               dp->pair_weight, (const float *)dp->y_rows,
+                               shared ? shared->pair_row : NULL,
+                               shared ? shared->pair_weight : NULL,
+                               shared ? (const float *)shared->y_rows : NULL, (int)d->io_dtype, out));
     return W4A8MOE_STATUS_OK;
 }
 

@@ -17,6 +17,7 @@ extern "C" {
 }
 
 #include "../common/quant.h"
+#include "kernels/pdl.cuh"
 
 #define GATE_THREADS 256
 
@@ -32,6 +33,7 @@ __global__ void __launch_bounds__(GATE_THREADS)
 shared_gate_kernel(const void *__restrict__ x, int dt, int64_t H, const float *__restrict__ gate,
                    float *__restrict__ weights)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     __shared__ float part[GATE_THREADS / 32];
     const int64_t base = (int64_t)blockIdx.x * H;
     float acc = 0.0f;
@@ -64,9 +66,10 @@ static w4a8moe_status cuda_shared_gate(const w4a8moe_device_info *dev, int64_t T
 {
     if (T == 0) return W4A8MOE_STATUS_OK;
     FORWARD(w4a8moe_cuda_use(dev, err));
-    shared_gate_kernel<<<(unsigned)T, GATE_THREADS, 0, (cudaStream_t)stream>>>(x, (int)io_dtype, H,
-                                                                              gate, weights);
-    CUDA_LAUNCHED(err, "shared_gate_kernel");
+    CUDA_LAUNCH(err, "shared_gate_kernel",
+                w4a8moe_launch(shared_gate_kernel, dim3((unsigned)T), dim3(GATE_THREADS), 0,
+                               (cudaStream_t)stream, w4a8moe_cuda_pdl(dev), x, (int)io_dtype, H,
+                               gate, weights));
     return W4A8MOE_STATUS_OK;
 }
 

@@ -233,19 +233,20 @@ static w4a8moe_status sm89_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
  * sm89_gemm_kernel. Both compute the same sums in the same order (bit-identical outputs). */
 template <int NT, int KS, bool GATED>
 static w4a8moe_status launch_gemm(const sm89_gemm_args &a, unsigned tiles_bound, int bulk,
-                                  cudaStream_t st, w4a8moe_err *err)
+                                  cudaStream_t st, int pdl, w4a8moe_err *err)
 {
     dim3 grid(tiles_bound, (unsigned)w4a8moe_cdiv(a.n_out / 16, 4 / KS));
     if constexpr (KS == 4 && NT <= 2) {
         if (bulk) {
             size_t smem = sm90_decode_smem(a.K, a.g, KS, GATED);
-            sm90_decode_kernel<NT, KS, GATED><<<grid, 128, smem, st>>>(a);
-            CUDA_LAUNCHED(err, GATED ? "sm90_decode_kernel (GEMM1)" : "sm90_decode_kernel (GEMM2)");
+            CUDA_LAUNCH(err, GATED ? "sm90_decode_kernel (GEMM1)" : "sm90_decode_kernel (GEMM2)",
+                        w4a8moe_launch(sm90_decode_kernel<NT, KS, GATED>, grid, dim3(128), smem, st,
+                                       pdl, a));
             return W4A8MOE_STATUS_OK;
         }
     }
-    sm89_gemm_kernel<NT, KS, GATED><<<grid, 128, 0, st>>>(a);
-    CUDA_LAUNCHED(err, GATED ? "sm89_gemm_kernel (GEMM1)" : "sm89_gemm_kernel (GEMM2)");
+    CUDA_LAUNCH(err, GATED ? "sm89_gemm_kernel (GEMM1)" : "sm89_gemm_kernel (GEMM2)",
+                w4a8moe_launch(sm89_gemm_kernel<NT, KS, GATED>, grid, dim3(128), 0, st, pdl, a));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -253,12 +254,14 @@ template <int NT, int KS>
 static w4a8moe_status launch_pair(const sm89_gemm_args &a1, const sm89_gemm_args &a2,
                                   unsigned tiles_bound, int bulk, const sm89_ws &ws, int64_t I,
                                   int32_t *total, float r_static, int64_t R, cudaStream_t st,
-                                  w4a8moe_err *err)
+                                  int pdl, w4a8moe_err *err)
 {
-    FORWARD((launch_gemm<NT, KS, true>(a1, tiles_bound, bulk, st, err)));
-    sm89_requant_kernel<false><<<(unsigned)R, 256, 0, st>>>(ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r);
-    CUDA_LAUNCHED(err, "sm89_requant_kernel");
-    return launch_gemm<NT, KS, false>(a2, tiles_bound, bulk, st, err);
+    FORWARD((launch_gemm<NT, KS, true>(a1, tiles_bound, bulk, st, pdl, err)));
+    CUDA_LAUNCH(err, "sm89_requant_kernel",
+                w4a8moe_launch(sm89_requant_kernel<false>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                               (const float *)ws.y, (const uint32_t *)ws.rowmax,
+                               (const int32_t *)total, I, r_static, (void *)ws.b, ws.r));
+    return launch_gemm<NT, KS, false>(a2, tiles_bound, bulk, st, pdl, err);
 }
 
 static const sm89_tile_config *pick_tiles(int64_t rows, int32_t nl)
@@ -285,9 +288,11 @@ static w4a8moe_status sm89_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     int bt = 8 * tc->nt;
     int64_t bound = w4a8moe_cdiv(R, bt) + nl;
     unsigned tiles_bound = (unsigned)(bound < R ? bound : R);
-    sm89_schedule_kernel<<<1, 1024, 0, st>>>(dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
-                                             ws.rowmax, R);
-    CUDA_LAUNCHED(err, "sm89_schedule_kernel");
+    const int pdl = w4a8moe_cuda_pdl(ctx->dev);
+    CUDA_LAUNCH(err, "sm89_schedule_kernel",
+                w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
+                               (const int32_t *)dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
+                               ws.rowmax, R));
     float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
 
     sm89_gemm_args a1 = {s->w13q, s->w13s, s->w13c, 2 * I, I, H, d->group_size, dp->a_q,
@@ -297,10 +302,10 @@ static w4a8moe_status sm89_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                          dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0};
     int32_t *total = dp->expert_offsets + nl;
     switch (tc->nt * 10 + tc->ksplit) {
-    case 14: return launch_pair<1, 4>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
-    case 24: return launch_pair<2, 4>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
-    case 42: return launch_pair<4, 2>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
-    case 41: return launch_pair<4, 1>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, err);
+    case 14: return launch_pair<1, 4>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, pdl, err);
+    case 24: return launch_pair<2, 4>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, pdl, err);
+    case 42: return launch_pair<4, 2>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, pdl, err);
+    case 41: return launch_pair<4, 1>(a1, a2, tiles_bound, s->bulk, ws, I, total, r_static, R, st, pdl, err);
     default: break;
     }
     RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm89 tile table entry nt=%d ksplit=%d has no kernel",

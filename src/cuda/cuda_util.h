@@ -1,7 +1,8 @@
 /*
  * cuda_util.h — what the CUDA backends' host code shares: the CUDA_TRY / CUDA_LAUNCHED status
  * macros (every runtime call and every launch is checked and becomes a w4a8moe_status with the
- * call's text and CUDA's own message), device selection, the probe of whether this build has
+ * call's text and CUDA's own message), the forward kernels' launcher (programmatic dependent
+ * launch on sm_90+, kernels/pdl.cuh), device selection, the probe of whether this build has
  * code for a device (the backends' supports_device), the prepare's top-k limit, ceil division
  * and the workspaces' 256-byte alignment.
  *
@@ -17,6 +18,8 @@ extern "C" {
 
 #include <cuda_runtime.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <utility>
 
 #define CUDA_TRY(err, expr)                                                                    \
     do {                                                                                       \
@@ -35,6 +38,48 @@ extern "C" {
             return w4a8moe_err_set((err), W4A8MOE_STATUS_DEVICE_ERROR, __FILE__, __LINE__,     \
                                    "launching %s failed: %s", (what),                          \
                                    cudaGetErrorString(cuda_launch_e_));                        \
+    } while (0)
+
+/* Whether forwards on dev launch their kernels with programmatic dependent launch: sm_90 and
+ * later, unless W4A8MOE_PDL=0 (for comparing the two in a benchmark). */
+static inline int w4a8moe_cuda_pdl(const w4a8moe_device_info *dev)
+{
+    static int off = -1; /* read once; a race between threads writes the same value */
+    if (off < 0) {
+        const char *v = getenv("W4A8MOE_PDL");
+        off = v && v[0] == '0';
+    }
+    return !off && dev->cuda_sm >= 90;
+}
+
+/* kernel<<<grid, block, smem, st>>>(args...), with programmatic dependent launch when pdl is
+ * set: the kernel may then be scheduled before the one before it on st has finished, so it
+ * must begin with pdl_enter() (kernels/pdl.cuh). Returns the launch's error. */
+template <typename... Params, typename... Args>
+static inline cudaError_t w4a8moe_launch(void (*kernel)(Params...), dim3 grid, dim3 block,
+                                         size_t smem, cudaStream_t st, int pdl, Args &&...args)
+{
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+/* A w4a8moe_launch's error as a status naming the kernel. */
+#define CUDA_LAUNCH(err, what, expr)                                                           \
+    do {                                                                                       \
+        cudaError_t cuda_l_e_ = (expr);                                                        \
+        if (cuda_l_e_ != cudaSuccess)                                                          \
+            return w4a8moe_err_set((err), W4A8MOE_STATUS_DEVICE_ERROR, __FILE__, __LINE__,     \
+                                   "launching %s failed: %s", (what),                          \
+                                   cudaGetErrorString(cuda_l_e_));                             \
     } while (0)
 
 static inline int64_t w4a8moe_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -30,6 +30,7 @@
 #include "contract_math.cuh"
 
 #include <stdint.h>
+#include "pdl.cuh"
 
 #define DENSE_KB 128 /* inputs per f32 block sum: the CPU dense path's DENSE_KB */
 #define DENSE_BM 32  /* rows per block */
@@ -61,6 +62,7 @@ __device__ __forceinline__ float dense_w_load(const void *w, int64_t i)
 template <bool BF16, bool GATED>
 __global__ void __launch_bounds__(DENSE_THREADS) dense_gemm_kernel(dense_gemm_args a)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     static_assert(DENSE_KB == 128 && DENSE_BM == 32 && DENSE_BW == 32 && DENSE_THREADS == 256,
                   "the index arithmetic below assumes these sizes");
     __shared__ float xs[DENSE_BM * DENSE_LD];

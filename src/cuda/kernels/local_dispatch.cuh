@@ -22,6 +22,7 @@
 #include "block_scan.cuh"
 
 #include <stdint.h>
+#include "pdl.cuh"
 
 #define DISPATCH_CHUNK 1024 /* pairs a count/assign block handles (one thread each) */
 
@@ -64,6 +65,7 @@ __device__ __forceinline__ void dispatch_report_bad(const int32_t *err, int32_t 
 /* counts [chunks, nl] (zeroed) += pairs per chunk and local expert; err [2] */
 __global__ void dispatch_count_kernel(pair_map m, int32_t *__restrict__ counts, int32_t *err)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t p = (int64_t)blockIdx.x * DISPATCH_CHUNK + threadIdx.x;
     if (p >= m.T * m.k) return;
     int bad;
@@ -82,6 +84,7 @@ __global__ void dispatch_scan_kernel(int32_t *__restrict__ counts, int chunks, i
                                      int32_t *__restrict__ offsets, const int32_t *err,
                                      int32_t *report)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     if (threadIdx.x == 0) dispatch_report_bad(err, report);
     __shared__ int32_t part[1024];
     int per = (nl + 1023) / 1024;
@@ -108,6 +111,7 @@ __global__ void dispatch_assign_kernel(pair_map m, int32_t *__restrict__ base,
                                        int32_t *__restrict__ pair_row, int32_t *__restrict__ row_token,
                                        float *__restrict__ pair_weight)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t p = (int64_t)blockIdx.x * DISPATCH_CHUNK + threadIdx.x;
     bool live = p < m.T * m.k;
     int bad, e = live ? pair_local_expert(m, p, &bad) : -1;
@@ -139,6 +143,7 @@ __global__ void dispatch_small_kernel(pair_map m, int32_t *__restrict__ counts, 
                                       int on_input, int32_t *__restrict__ pair_row,
                                       int32_t *__restrict__ row_token, float *__restrict__ pair_weight)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     __shared__ int32_t part[1024];
     int64_t p = threadIdx.x;
     for (int e = threadIdx.x; e < m.nl; e += blockDim.x) counts[e] = 0;
@@ -206,6 +211,7 @@ __global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_
                                       float static_scale, uint8_t *__restrict__ a_q,
                                       float *__restrict__ a_scale)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     __shared__ int32_t rows[64];
     __shared__ uint32_t red[8];
     int64_t t = blockIdx.x;
@@ -261,6 +267,7 @@ __global__ void dispatch_combine_kernel(int64_t H, int k, const int32_t *__restr
                                         const float *__restrict__ sh_weight,
                                         const float *__restrict__ sh_y, int dt, void *out)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t t = blockIdx.x;
     int64_t h = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
     if (h >= H) return;

@@ -20,6 +20,7 @@
 #include "../../common/route_rule.h"
 
 #include <stdint.h>
+#include "pdl.cuh"
 
 #define ROUTE_MAX_GROUPS 64 /* grouped routing keeps its group set in a 64-bit mask */
 
@@ -53,6 +54,7 @@ struct route_params {
 static __global__ void route_kernel(route_params p, int64_t T, const float *__restrict__ logits,
                                     int32_t *__restrict__ ids, float *__restrict__ weights)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int lane = threadIdx.x & 31;
     int64_t t = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (t >= T) return;

@@ -28,6 +28,7 @@
 #include "contract_math.cuh"
 
 #include <stdint.h>
+#include "pdl.cuh"
 
 /* Four int4 nibbles (q + 8, selector order) → four e4m3 bytes, exact: two 8-entry byte lookups
  * (prmt) and a per-byte choice by the nibble's top bit (q >= 0). */
@@ -128,6 +129,7 @@ static __global__ void sm89_schedule_kernel(const int32_t *__restrict__ offsets,
                                      int2 *__restrict__ tiles, int32_t *__restrict__ ntiles,
                                      uint32_t *__restrict__ rowmax, int64_t R)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     for (int64_t r = threadIdx.x; r < R; r += blockDim.x) rowmax[r] = 0u; /* GEMM1's amax */
     __shared__ int32_t part[1024];
     int per = (nl + 1023) / 1024;
@@ -233,6 +235,7 @@ __device__ __forceinline__ void sm89_finish(const sm89_gemm_args &p, double (&ac
 template <int NT, int KS, bool GATED>
 static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     constexpr int WN = 4 / KS, NA = GATED ? 2 : 1, ACC = NT * 4 * NA;
     __shared__ double red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
     if ((int)blockIdx.x >= *p.ntiles) return;
@@ -322,6 +325,7 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
                                            const int32_t *__restrict__ total, int64_t I, float r_static,
                                            void *__restrict__ b, float *__restrict__ r_out)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t row = blockIdx.x;
     if (row >= *total) return;
     float r = r_static > 0.0f ? r_static : w4a8moe_act_scale(w4a8moe_bits_f32(rowmax[row]));

@@ -25,6 +25,7 @@
 
 #include "sm89_grouped_gemm.cuh"
 #include "sm90_ptx.cuh"
+#include "pdl.cuh"
 
 #define SM90_DEC_S 8      /* k32 steps a stage: 2 KB of one 16-row tile */
 #define SM90_DEC_STAGES 4 /* stages in flight a warp */
@@ -56,6 +57,7 @@ static __host__ __device__ __forceinline__ size_t sm90_decode_smem(int64_t K, in
 template <int NT, int KS, bool GATED>
 static __global__ void __launch_bounds__(128) sm90_decode_kernel(sm89_gemm_args p)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     constexpr int WN = 4 / KS, NA = GATED ? 2 : 1, ACC = NT * 4 * NA, S = SM90_DEC_S;
     constexpr int STAGES = SM90_DEC_STAGES;
     __shared__ double red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
@@ -165,12 +167,11 @@ static __global__ void __launch_bounds__(128) sm90_decode_kernel(sm89_gemm_args 
                 }
             }
             /* every lane has read the slot (its values are in registers): refill it. The proxy
-             * fence orders those generic-proxy reads before the copy engine's writes. */
+             * fence, in every lane, orders its generic-proxy reads before the copy engine's
+             * writes (a fence in lane 0 alone leaves the other lanes' reads unordered). */
+            sm90_fence_proxy_async();
             __syncwarp();
-            if (lane == 0 && i + STAGES < nst) {
-                sm90_fence_proxy_async();
-                issue(i + STAGES);
-            }
+            if (lane == 0 && i + STAGES < nst) issue(i + STAGES);
         }
     }
 

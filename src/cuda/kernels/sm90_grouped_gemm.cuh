@@ -47,6 +47,7 @@
 
 #include <cuda.h> /* CUtensorMap (a plain struct; no driver library is linked) */
 #include <stdint.h>
+#include "pdl.cuh"
 
 #define SM90_BK 128          /* K per stage: one 128-byte swizzled row of e4m3 */
 #define SM90_WG_ROWS 64      /* weight rows per consumer warpgroup (wgmma M) */
@@ -115,6 +116,7 @@ static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int6
 static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const int32_t *__restrict__ total,
                                          int64_t K, uint16_t *__restrict__ out)
 {
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t row = blockIdx.x;
     if (row >= *total) return;
     for (int64_t i = (int64_t)threadIdx.x * 4; i < K; i += (int64_t)blockDim.x * 4) {
@@ -261,11 +263,9 @@ __device__ __forceinline__ void sm90_consume(const sm90_gemm_args &p, char *smem
 #pragma unroll
             for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
         }
+        sm90_fence_proxy_async(); /* each lane's ld.shared of the stage before its refill */
         __syncwarp();
-        if (lane == 0) {
-            sm90_fence_proxy_async(); /* our ld.shared of the stage before its refill */
-            sm90_bar_arrive(&empty[s]);
-        }
+        if (lane == 0) sm90_bar_arrive(&empty[s]);
     }
 }
 
@@ -353,11 +353,9 @@ __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *
                 for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
             }
         }
+        sm90_fence_proxy_async(); /* each lane's ld.shared of the stage before its refill */
         __syncwarp();
-        if (lane == 0) {
-            sm90_fence_proxy_async(); /* our ld.shared of the stage before its refill */
-            sm90_bar_arrive(&empty[s]);
-        }
+        if (lane == 0) sm90_bar_arrive(&empty[s]);
     }
 }
 

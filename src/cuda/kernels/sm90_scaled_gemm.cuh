@@ -207,11 +207,9 @@ __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *sme
                 sm90_wgmma_wait<1>();
             }
             if (j == 0 && kb > 0) { /* step ks - 1 was the last of stage kb - 1 */
+                sm90_fence_proxy_async(); /* each lane's ld.shared of the slot before its refill */
                 __syncwarp();
-                if (lane == 0) {
-                    sm90_fence_proxy_async(); /* our ld.shared of the slot before its refill */
-                    sm90_bar_arrive(&empty[(kb - 1) % STAGES]);
-                }
+                if (lane == 0) sm90_bar_arrive(&empty[(kb - 1) % STAGES]);
             }
             if (ks + 1 < nks) {
                 const int64_t nkb = (ks + 1) / 2;
