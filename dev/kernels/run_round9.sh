@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Round 9: cuda_sm90's small-batch mma.sync kernel (kernels/sm90_mma_decode.cuh) and the
-# promoting kernel's per-thread stage release. Most important first: test_gpu_distinct (both
+# Round 9: cuda_sm90's small-batch mma.sync kernel (kernels/sm90_mma_decode.cuh), the
+# promoting kernel's per-thread stage release, and the one-launch decode prepare
+# (dispatch_decode_kernel). Most important first: test_gpu_distinct (both
 # cuda_sm90 paths), racecheck on it, the rest of the suite, decode/small-batch timing of
 # cuda_sm90 forced against the oracle's cuda_sm89 on the same card, memcheck. Logs under $OUT.
 set -u
@@ -21,6 +22,10 @@ for m in qwen3-30b-a3b mixtral-8x7b; do
       | tee -a "$OUT/bench.log" | grep -v "^ok\|^device\|GB/s, TFLOP"
   done
 done
+ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+timeout 90 $ncu --csv --metrics gpu__time_duration.sum -k "regex:dispatch|route_kernel|sm89_gemm|sm90_mma|schedule|requant" \
+  --launch-count 24 $B/w4a8moe bench --device cuda --model qwen3-30b-a3b --tokens 1 --iters 3 --layers 1 \
+  > "$OUT/ncu-qwen3-t1.csv" 2> "$OUT/ncu-qwen3-t1.err"; echo "ncu rc=$?"
 ( timeout 100 tests/gpu/run.sh $B tests > "$OUT/tests.log" 2>&1; echo "gpu tests rc=$?" )
 grep -h "FAIL\|passed, " "$OUT/tests.log" | tail -9
 W4A8MOE_TEST_QUICK=1 timeout 45 $san --tool memcheck --error-exitcode 86 $B/tests-gpu/test_gpu_distinct > "$OUT/san-mem.log" 2>&1
