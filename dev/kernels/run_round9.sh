@@ -26,6 +26,9 @@ ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 timeout 90 $ncu --csv --metrics gpu__time_duration.sum -k "regex:dispatch|route_kernel|sm89_gemm|sm90_mma|schedule|requant" \
   --launch-count 24 $B/w4a8moe bench --device cuda --model qwen3-30b-a3b --tokens 1 --iters 3 --layers 1 \
   > "$OUT/ncu-qwen3-t1.csv" 2> "$OUT/ncu-qwen3-t1.err"; echo "ncu rc=$?"
+# the converter-warpgroup lab versions (a, b) against the promoting (2) and scaled (4) kernels
+LAB_ONLY=24ab LAB_ITERS=9 timeout 40 build-lab/sm90_lab 2048 8 28672 4096 128 1 2 > "$OUT/lab.log" 2>&1
+echo "lab rc=$?"; grep -v "^version" "$OUT/lab.log"
 ( timeout 100 tests/gpu/run.sh $B tests > "$OUT/tests.log" 2>&1; echo "gpu tests rc=$?" )
 grep -h "FAIL\|passed, " "$OUT/tests.log" | tail -9
 W4A8MOE_TEST_QUICK=1 timeout 45 $san --tool memcheck --error-exitcode 86 $B/tests-gpu/test_gpu_distinct > "$OUT/san-mem.log" 2>&1
