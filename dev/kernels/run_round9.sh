@@ -16,10 +16,10 @@ W4A8MOE_TEST_QUICK=1 timeout 70 $san --tool racecheck --error-exitcode 86 --prin
   $B/tests-gpu/test_gpu_distinct > "$OUT/san-race.log" 2>&1
 echo "racecheck distinct rc=$? $(grep -h 'SUMMARY' "$OUT/san-race.log")"; grep -m3 "Race reported\|hazard detected" "$OUT/san-race.log"
 for m in qwen3-30b-a3b mixtral-8x7b; do
-  for be in cuda_sm89 cuda_sm90; do
-    echo "== $m $be"
-    W4A8MOE_BACKEND=$be timeout 30 $B/w4a8moe bench --device cuda --model $m --tokens 1,16,64,256 2>&1 \
-      | tee -a "$OUT/bench.log" | grep -v "^ok\|^device\|GB/s, TFLOP"
+  for be in cuda_sm89:0 cuda_sm89:1 cuda_sm90:1; do
+    echo "== $m ${be%%:*} decode prepare ${be##*:}"
+    W4A8MOE_DECODE_PREPARE=${be##*:} W4A8MOE_BACKEND=${be%%:*} timeout 30 $B/w4a8moe bench --device cuda \
+      --model $m --tokens 1,16,64,256 2>&1 | tee -a "$OUT/bench.log" | grep -v "^ok\|^device\|GB/s, TFLOP"
   done
 done
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)

@@ -43,6 +43,7 @@
 typedef struct local_state {
     float *bias;     /* device copy of routing.score_bias [E], or NULL */
     int check_routing;
+    int decode_kernel; /* dispatch_decode_kernel for T*k <= 1024 (W4A8MOE_DECODE_PREPARE=0: off) */
     volatile int32_t *report; /* mapped pinned [2]: bad slots so far, latest first bad token */
     int32_t *report_dev;      /* the same words as the device addresses them */
     int32_t reported;         /* report[0] when the host last reported */
@@ -105,6 +106,8 @@ static w4a8moe_status cuda_local_create(const w4a8moe_stage_ctx *ctx, void **sta
     *state = s;
     const char *chk = getenv("W4A8MOE_CHECK_ROUTING");
     s->check_routing = chk && chk[0] == '1';
+    const char *dk = getenv("W4A8MOE_DECODE_PREPARE");
+    s->decode_kernel = !(dk && dk[0] == '0');
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     if (d->routing.score_bias) {
         size_t bytes = (size_t)d->num_experts * sizeof(float);
@@ -214,7 +217,7 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
     }
     pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl, ctx->token_base};
     float static_scale = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_in : 0.0f;
-    if (pairs <= DISPATCH_CHUNK && nl <= LOCAL_DECODE_MAX_EXPERTS) {
+    if (pairs <= DISPATCH_CHUNK && nl <= LOCAL_DECODE_MAX_EXPERTS && s->decode_kernel) {
         /* decode: sort and quantisation in one launch (one block a token, each sorting all pairs) */
         CUDA_LAUNCH(err, "dispatch_decode_kernel",
                     w4a8moe_launch(dispatch_decode_kernel, dim3((unsigned)T), dim3(DISPATCH_CHUNK),
