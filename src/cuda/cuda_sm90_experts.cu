@@ -383,22 +383,22 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     const int pdl = w4a8moe_cuda_pdl(ctx->dev);
     CUDA_LAUNCH(err, "sm89_schedule_kernel",
                 w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                               (const int32_t *)dp->expert_offsets, nl, bn1, ws.tiles, ws.ntiles,
+                               dp->expert_offsets, nl, bn1, ws.tiles, ws.ntiles,
                                ws.rowmax, R));
     int2 *tiles2 = ws.tiles;
     int32_t *ntiles2 = ws.ntiles;
     if (bn2 != bn1) { /* GEMM2's own tiles (R = 0: GEMM1's row amax is zeroed once) */
         CUDA_LAUNCH(err, "sm89_schedule_kernel (GEMM2)",
                     w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                   (const int32_t *)dp->expert_offsets, nl, bn2, ws.tiles2,
-                                   ws.ntiles2, ws.rowmax, (int64_t)0));
+                                   dp->expert_offsets, nl, bn2, ws.tiles2,
+                                   ws.ntiles2, ws.rowmax, 0));
         tiles2 = ws.tiles2;
         ntiles2 = ws.ntiles2;
     }
     int32_t *total = dp->expert_offsets + nl;
     CUDA_LAUNCH(err, "sm90_widen_kernel",
                 w4a8moe_launch(sm90_widen_kernel, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               (const uint8_t *)dp->a_q, (const int32_t *)total, H, ws.a_wide));
+                               dp->a_q, total, H, ws.a_wide));
     float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
     const int g = d->group_size, blk = sm90s_block_bytes(g);
     sm90_gemm_args a1 = {(const uint2 *)s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, g,
@@ -409,8 +409,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               (const float *)ws.y, (const uint32_t *)ws.rowmax,
-                               (const int32_t *)total, I, r_static, (void *)ws.b_wide, ws.r));
+                               ws.y, ws.rowmax, total, I, r_static, ws.b_wide, ws.r));
     CUDA_TRY(err, gemm_launch<false>(s->w2, bn2, s->b_map[i2], a2, tb2, st));
     return W4A8MOE_STATUS_OK;
 }
