@@ -270,10 +270,10 @@ static w4a8moe_status cuda_local_finalize(const w4a8moe_stage_ctx *ctx, void *st
     CUDA_LAUNCH(err, "dispatch_combine_kernel",
                 w4a8moe_launch(dispatch_combine_kernel, grid, dim3(256), 0, (cudaStream_t)stream,
                                w4a8moe_cuda_pdl(ctx->dev), H, d->top_k, dp->pair_row,
-                               dp->pair_weight, (const float *)dp->y_rows,
+                               dp->pair_weight, dp->y_rows,
                                shared ? shared->pair_row : NULL,
                                shared ? shared->pair_weight : NULL,
-                               shared ? (const float *)shared->y_rows : NULL, (int)d->io_dtype, out));
+                               shared ? shared->y_rows : NULL, (int)d->io_dtype, out));
     return W4A8MOE_STATUS_OK;
 }
 

@@ -259,8 +259,7 @@ static w4a8moe_status launch_pair(const sm89_gemm_args &a1, const sm89_gemm_args
     FORWARD((launch_gemm<NT, KS, true>(a1, tiles_bound, bulk, st, pdl, err)));
     CUDA_LAUNCH(err, "sm89_requant_kernel",
                 w4a8moe_launch(sm89_requant_kernel<false>, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               (const float *)ws.y, (const uint32_t *)ws.rowmax,
-                               (const int32_t *)total, I, r_static, (void *)ws.b, ws.r));
+                               ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r));
     return launch_gemm<NT, KS, false>(a2, tiles_bound, bulk, st, pdl, err);
 }
 
@@ -291,7 +290,7 @@ static w4a8moe_status sm89_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     const int pdl = w4a8moe_cuda_pdl(ctx->dev);
     CUDA_LAUNCH(err, "sm89_schedule_kernel",
                 w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                               (const int32_t *)dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
+                               dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
                                ws.rowmax, R));
     float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
 

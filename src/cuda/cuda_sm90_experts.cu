@@ -405,7 +405,7 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
     CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, tb, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               (const float *)ws.y, (const uint32_t *)ws.rowmax, total, I, r_static,
+                               ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, tb, st, pdl)));
@@ -444,7 +444,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         const int bt = 8 * mc->nt;
         CUDA_LAUNCH(err, "sm89_schedule_kernel",
                     w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                   (const int32_t *)dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
+                                   dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
                                    ws.rowmax, R));
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
@@ -467,28 +467,27 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
      * grid waits for the whole kernel before it, and the kernel after it starts at its end */
     CUDA_LAUNCH(err, "sm89_schedule_kernel",
                 w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                               (const int32_t *)dp->expert_offsets, nl, bn1, ws.tiles, ws.ntiles,
+                               dp->expert_offsets, nl, bn1, ws.tiles, ws.ntiles,
                                ws.rowmax, R));
     int2 *tiles2 = ws.tiles;
     int32_t *ntiles2 = ws.ntiles;
     if (bn2 != bn1) { /* GEMM2's own tiles (R = 0: GEMM1's row amax is zeroed once) */
         CUDA_LAUNCH(err, "sm89_schedule_kernel (GEMM2)",
                     w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                   (const int32_t *)dp->expert_offsets, nl, bn2, ws.tiles2,
-                                   ws.ntiles2, ws.rowmax, (int64_t)0));
+                                   dp->expert_offsets, nl, bn2, ws.tiles2,
+                                   ws.ntiles2, ws.rowmax, 0));
         tiles2 = ws.tiles2;
         ntiles2 = ws.ntiles2;
     }
     CUDA_LAUNCH(err, "sm90_widen_kernel",
                 w4a8moe_launch(sm90_widen_kernel, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               (const uint8_t *)dp->a_q, (const int32_t *)total, H, ws.a_wide));
+                               dp->a_q, total, H, ws.a_wide));
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
     CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               (const float *)ws.y, (const uint32_t *)ws.rowmax,
-                               (const int32_t *)total, I, r_static, (void *)ws.b_wide, ws.r));
+                               ws.y, ws.rowmax, total, I, r_static, ws.b_wide, ws.r));
     CUDA_TRY(err, gemm_launch<false>(s->w2, bn2, s->b_map[i2], a2, tb2, st));
     return W4A8MOE_STATUS_OK;
 }
