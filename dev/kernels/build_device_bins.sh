@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds what a device call runs, here (nvcc, no GPU): the library, CLI and GPU test binaries in
+# build-cuda, the two kernel labs in build-lab, and build-lab/bins.tar.xz — build-cuda's
+# binaries packed small enough to travel with the tree (the device tool carries at most 64 MiB;
+# the run_*.sh scripts unpack it first). Then: run(command="bash dev/kernels/run_roundN.sh",
+# carry=["build-lab"]). build-lab/ is ignored locally (.git/info/exclude), never committed.
+set -eu
+cd "$(dirname "$0")/../.."
+gpu_tests=$(ls tests/gpu/test_gpu_*.c | sed 's|tests/gpu/\(.*\)\.c|build-cuda/tests-gpu/\1|')
+make -j"$(nproc)" BUILD=build-cuda all $gpu_tests
+mkdir -p build-lab
+arch="-gencode=arch=compute_90a,code=sm_90a"
+nvcc -O3 -std=c++17 -Iinclude $arch dev/kernels/sm90_w4a8_gemm.cu -o build-lab/sm90_lab
+nvcc -O3 -std=c++17 -Iinclude $arch dev/kernels/decode_w4a8_gemm.cu -o build-lab/decode_lab
+tar cf - build-cuda/w4a8moe build-cuda/libw4a8moe.so build-cuda/tests-gpu | xz -9 -T0 > build-lab/bins.tar.xz
+du -ch build-lab/* | tail -1
