@@ -1,8 +1,9 @@
 /*
  * pdl.cuh — programmatic dependent launch (PDL, sm_90+), the device side.
  *
- * A forward is a chain of small kernels on one stream; at decode most of its time is the gaps
- * between them (launch, block scheduling, the drain of a one-wave grid). A kernel launched with
+ * A forward is a chain of small kernels on one stream; at decode part of its time is the gaps
+ * between them (launch, block scheduling, the drain of a one-wave grid: ~0.6 µs a boundary on
+ * the H100, docs/PERFORMANCE.md, "GPU decode"). A kernel launched with
  * w4a8moe_launch(..., pdl = 1) (cuda_util.h) may be scheduled while the kernel before it still
  * runs. pdl_enter(), the first statement of every kernel launched that way, makes the thread
  * wait until the kernels before it have finished and their writes are visible
