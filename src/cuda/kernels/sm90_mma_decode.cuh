@@ -58,15 +58,26 @@ __device__ __forceinline__ uint32_t sm90m_act2(const void *row, int64_t k)
     }
 }
 
-/* One k32 step's A fragments from the layout thread's word v (promoting: q; scaled: q·S·2^k,
- * the block's f16 scales of rows r and r + 8 of the block). */
+/* The scaled block's f16 scales of a thread's rows r (low half) and r + 8 (high) for step j of
+ * the block (0 for the promoting layout, which keeps its f32 scales apart). */
 template <bool SCALED>
-__device__ __forceinline__ void sm90m_weights(const char *blk, uint2 v, int g, int j, int r,
-                                              uint32_t (&a)[2][4])
+__device__ __forceinline__ uint32_t sm90m_scales(const char *blk, int g, int j, int r)
 {
     if constexpr (SCALED) {
         const uint16_t *sc = (const uint16_t *)(blk + SM90S_INT4_BYTES);
-        const uint32_t lo = __ldg(sc + sm90s_scale_index(g, j, r)), hi = __ldg(sc + sm90s_scale_index(g, j, r + 8));
+        return (uint32_t)__ldg(sc + sm90s_scale_index(g, j, r)) | (uint32_t)__ldg(sc + sm90s_scale_index(g, j, r + 8)) << 16;
+    } else {
+        return 0u;
+    }
+}
+
+/* One k32 step's A fragments from the layout thread's word v (promoting: q; scaled: q·S·2^k,
+ * with sc from sm90m_scales). */
+template <bool SCALED>
+__device__ __forceinline__ void sm90m_weights(uint2 v, uint32_t sc, uint32_t (&a)[2][4])
+{
+    if constexpr (SCALED) {
+        const uint32_t lo = sc & 0xffffu, hi = sc >> 16;
         sm90s_convert(v, lo | lo << 16, hi | hi << 16, a);
     } else {
 #pragma unroll
@@ -109,17 +120,28 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     float acc[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
+    /* A group's weights and (promoting) its two row scales are loaded one group ahead, so a
+     * warp waits for memory once a group, not twice (the scale round trip is what made the
+     * sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU decode). */
     uint2 cur[GSTEPS], nxt[GSTEPS];
-    auto load_group = [&](int64_t b, uint2 (&w)[GSTEPS]) {
+    uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
+    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
+    auto load_group = [&](int64_t b, uint2 (&w)[GSTEPS], uint32_t (&hs)[GSTEPS], float2 &sc) {
 #pragma unroll
         for (int s = 0; s < GSTEPS; s++) {
             const int64_t ks = b * GSTEPS + s;
-            w[s] = __ldg((const uint2 *)(wb + (ks >> 1) * p.w_block) + sm90s_word_index(t, (int)(ks & 1)));
+            const char *blk = wb + (ks >> 1) * p.w_block;
+            w[s] = __ldg((const uint2 *)blk + sm90s_word_index(t, (int)(ks & 1)));
+            hs[s] = sm90m_scales<SCALED>(blk, p.g, (int)(ks & 1), r);
+        }
+        if constexpr (!SCALED) {
+            sc.x = __ldg(wsp + b * 64);
+            sc.y = __ldg(wsp + b * 64 + 8);
         }
     };
-    if (b0 < b1) load_group(b0, cur);
+    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
     for (int64_t b = b0; b < b1; b++) {
-        if (b + 1 < b1) load_group(b + 1, nxt); /* the next group's weights in flight meanwhile */
+        if (b + 1 < b1) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* the next group in flight meanwhile */
         float tmp[ACC];
 #pragma unroll
         for (int i = 0; i < ACC; i++) tmp[i] = 0.0f;
@@ -127,7 +149,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         for (int s = 0; s < GSTEPS; s++) {
             const int64_t ks = b * GSTEPS + s;
             uint32_t a[2][4];
-            sm90m_weights<SCALED>(wb + (ks >> 1) * p.w_block, cur[s], p.g, (int)(ks & 1), r, a);
+            sm90m_weights<SCALED>(cur[s], hs_cur[s], a);
 #pragma unroll
             for (int f = 0; f < NT; f++)
 #pragma unroll
@@ -140,12 +162,15 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
 #pragma unroll
             for (int i = 0; i < ACC; i++) acc[i] += tmp[i];
         } else {
-            const float s_lo = __ldg(wsp + b * 64), s_hi = __ldg(wsp + b * 64 + 8);
 #pragma unroll
-            for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
+            for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc_cur.y : sc_cur.x, tmp[i], acc[i]);
         }
 #pragma unroll
-        for (int s = 0; s < GSTEPS; s++) cur[s] = nxt[s];
+        for (int s = 0; s < GSTEPS; s++) {
+            cur[s] = nxt[s];
+            hs_cur[s] = hs_nxt[s];
+        }
+        sc_cur = sc_nxt;
     }
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
         if (kq > 0) {
