@@ -15,15 +15,18 @@ san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer
 W4A8MOE_TEST_QUICK=1 timeout 70 $san --tool racecheck --error-exitcode 86 --print-limit 4 \
   $B/tests-gpu/test_gpu_distinct > "$OUT/san-race.log" 2>&1
 echo "racecheck distinct rc=$? $(grep -h 'SUMMARY' "$OUT/san-race.log")"; grep -m3 "Race reported\|hazard detected" "$OUT/san-race.log"
+# cuda_sm89 without/with the one-launch prepare; cuda_sm90 (small-batch path) with the schedule
+# kernel (the first form) and finding its own tiles (the default)
 for m in qwen3-30b-a3b mixtral-8x7b; do
-  for be in cuda_sm89:0 cuda_sm89:1 cuda_sm90:1; do
-    echo "== $m ${be%%:*} decode prepare ${be##*:}"
-    W4A8MOE_DECODE_PREPARE=${be##*:} W4A8MOE_BACKEND=${be%%:*} timeout 30 $B/w4a8moe bench --device cuda \
+  for cfg in "cuda_sm89 W4A8MOE_DECODE_PREPARE=0" "cuda_sm89 W4A8MOE_DECODE_PREPARE=1" \
+             "cuda_sm90 W4A8MOE_SM90_MMA_SCHEDULE=1" "cuda_sm90 W4A8MOE_SM90_MMA_SCHEDULE=0"; do
+    echo "== $m $cfg"
+    env W4A8MOE_BACKEND=$cfg timeout 30 $B/w4a8moe bench --device cuda \
       --model $m --tokens 1,16,64,256 2>&1 | tee -a "$OUT/bench.log" | grep -v "^ok\|^device\|GB/s, TFLOP"
   done
 done
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-timeout 90 $ncu --csv --metrics gpu__time_duration.sum -k "regex:dispatch|route_kernel|sm89_gemm|sm90_mma|schedule|requant" \
+W4A8MOE_BACKEND=cuda_sm90 timeout 90 $ncu --csv --metrics gpu__time_duration.sum -k "regex:dispatch|route_kernel|sm89_gemm|sm90_mma|schedule|requant|combine" \
   --launch-count 24 $B/w4a8moe bench --device cuda --model qwen3-30b-a3b --tokens 1 --iters 3 --layers 1 \
   > "$OUT/ncu-qwen3-t1.csv" 2> "$OUT/ncu-qwen3-t1.err"; echo "ncu rc=$?"
 # the converter-warpgroup lab versions (a, b) against the promoting (2) and scaled (4) kernels

@@ -54,6 +54,8 @@ typedef struct sm90_state {
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
     const void *a_src[3], *b_src[3];
     CUtensorMap a_map[3], b_map[3];
+    int mma_schedule; /* W4A8MOE_SM90_MMA_SCHEDULE=1: the small-batch path runs the schedule
+                         kernel (the form before its GEMMs found their own tiles), to compare */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -296,6 +298,8 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     sm90_state *s = (sm90_state *)calloc(1, sizeof *s);
     RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
     *state = s;
+    const char *ms = getenv("W4A8MOE_SM90_MMA_SCHEDULE");
+    s->mma_schedule = ms && ms[0] == '1';
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -379,38 +383,39 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl)
 
 /* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
-static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
+static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, int nl, unsigned tiles_bound,
                               cudaStream_t st, int pdl)
 {
     dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act, nl);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act, nl);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act, nl);
     return cudaErrorInvalidValue;
 }
 
-/* The small-batch forward after the schedule: GEMM1 on the dispatch's e4m3 rows, the
- * requantisation into f16 codes, GEMM2 on them. */
+/* The small-batch forward: GEMM1 on the dispatch's e4m3 rows, the requantisation into f16
+ * codes, GEMM2 on them — three launches; the GEMMs find their own tiles and the
+ * requantisation its row amax (a1.tiles and a1.rowmax NULL) unless the schedule kernel ran. */
 template <int NT, int KS>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, unsigned tb, cudaStream_t st, int pdl,
+                                float r_static, int64_t R, int nl, unsigned tb, cudaStream_t st, int pdl,
                                 w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
-    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, tb, st, pdl)));
+    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, nl, tb, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               ws.y, ws.rowmax, total, I, r_static,
+                               ws.y, a1.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, nl, tb, st, pdl)));
     else
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, false>(a2, ws.b_wide, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, false>(a2, ws.b_wide, nl, tb, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -442,17 +447,22 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                          (int)d->activation, blk};
     if (const sm90_mma_config *mc = pick_mma(R, nl)) { /* few rows per expert */
         const int bt = 8 * mc->nt;
-        CUDA_LAUNCH(err, "sm89_schedule_kernel",
-                    w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                   dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
-                                   ws.rowmax, R));
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
+        if (s->mma_schedule) {
+            CUDA_LAUNCH(err, "sm89_schedule_kernel",
+                        w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
+                                       dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
+                                       ws.rowmax, R));
+        } else {
+            a1.tiles = a2.tiles = NULL;
+            a1.rowmax = NULL;
+        }
         const unsigned tb = tiles_bound_for(R, bt, nl);
         switch (mc->nt * 10 + mc->ksplit) {
-        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
-        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
-        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, nl, tb, st, pdl, err);
+        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, nl, tb, st, pdl, err);
+        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, nl, tb, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d has no kernel",
