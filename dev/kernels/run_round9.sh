@@ -7,6 +7,7 @@
 set -u
 OUT=${OUT:-lab-out}; mkdir -p "$OUT"
 B=build-cuda
+t_start=$(date +%s)
 python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall()" || exit 1
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 60 $B/tests-gpu/test_gpu_distinct > "$OUT/distinct.log" 2>&1; echo "distinct rc=$?"
@@ -36,3 +37,12 @@ echo "lab rc=$?"; grep -v "^version" "$OUT/lab.log"
 grep -h "FAIL\|passed, " "$OUT/tests.log" | tail -9
 W4A8MOE_TEST_QUICK=1 timeout 45 $san --tool memcheck --error-exitcode 86 $B/tests-gpu/test_gpu_distinct > "$OUT/san-mem.log" 2>&1
 echo "memcheck distinct rc=$? $(grep -h 'SUMMARY' "$OUT/san-mem.log")"
+# the time left: racecheck on the other GPU test binaries (issue 9), as run_round10.sh
+for spec in test_gpu_routing:60 test_gpu_device:40 test_gpu_workspace:150 test_gpu_shared:150 \
+            test_gpu_consistency:150 test_gpu_large:90; do
+  name=${spec%%:*}; lim=${spec##*:}
+  left=$(( 560 - ($(date +%s) - t_start) )); [ "$left" -lt "$lim" ] && lim=$left
+  [ "$lim" -lt 20 ] && { echo "== racecheck $name: no time left"; continue; }
+  SAN_TIMEOUT=$lim tests/gpu/run.sh $B san racecheck "$name" > "$OUT/race-$name.log" 2>&1
+  echo "== racecheck $name rc=$? (limit $lim s)"; grep -h "exit\|SUMMARY\|hazard\|Race\|passed, " "$OUT/race-$name.log" | head -6
+done
