@@ -35,6 +35,7 @@
  */
 #include "configs/sm90_tiles.h"
 #include "cuda_util.h"
+#include "kernels/sm90_convert_gemm.cuh"
 #include "kernels/sm90_mma_decode.cuh"
 #include "kernels/sm90_scaled_gemm.cuh"
 
@@ -52,8 +53,10 @@ typedef struct sm90_matrix {
 typedef struct sm90_state {
     sm90_matrix w13, w2;
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
-    const void *a_src[3], *b_src[3];
-    CUtensorMap a_map[3], b_map[3];
+    const void *a_src[4], *b_src[4];
+    CUtensorMap a_map[4], b_map[4];
+    int convert;      /* W4A8MOE_SM90_CONVERT=1: GEMM1 (promoting) on the converter kernel
+                         at BN >= 128 (kernels/sm90_convert_gemm.cuh) */
     int mma_schedule; /* W4A8MOE_SM90_MMA_SCHEDULE=1: the small-batch path runs the schedule
                          kernel (the form before its GEMMs found their own tiles), to compare */
 } sm90_state;
@@ -300,6 +303,8 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     *state = s;
     const char *ms = getenv("W4A8MOE_SM90_MMA_SCHEDULE");
     s->mma_schedule = ms && ms[0] == '1';
+    const char *cv = getenv("W4A8MOE_SM90_CONVERT");
+    s->convert = cv && cv[0] == '1';
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -353,13 +358,16 @@ static int pick_bn(int64_t rows, int32_t nl, int scaled)
     return bn;
 }
 
-static int bn_index(int bn) { return bn == 64 ? 0 : bn == 128 ? 1 : 2; }
+static int bn_index(int bn) { return bn == 64 ? 0 : bn == 128 ? 1 : bn == 256 ? 2 : 3; }
 
 /* One GEMM of the layer on its matrix's kernel, tiles of bn rows. */
 template <bool GATED>
 static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &map, const sm90_gemm_args &a,
                                unsigned tiles_bound, cudaStream_t st)
 {
+    if (bn == 192) /* only the converter kernel has it (SM90_CONVERT_BN) */
+        return m.scaled ? cudaErrorInvalidValue
+                        : sm90c_gemm_launch<192, SM90_CONVERT_STAGES(192), GATED>(map, a, tiles_bound, st);
     if (m.scaled) {
         if (bn == 256) return sm90s_gemm_launch<256, SM90_TILE_STAGES(256), GATED>(map, a, tiles_bound, st);
         if (bn == 128) return sm90s_gemm_launch<128, SM90_TILE_STAGES(128), GATED>(map, a, tiles_bound, st);
@@ -468,7 +476,10 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d has no kernel",
                    mc->nt, mc->ksplit);
     }
-    const int bn1 = pick_bn(R, nl, s->w13.scaled), bn2 = pick_bn(R, nl, s->w2.scaled);
+    int bn1 = pick_bn(R, nl, s->w13.scaled);
+    const int bn2 = pick_bn(R, nl, s->w2.scaled);
+    const bool convert1 = s->convert && !s->w13.scaled && pick_bn(R, nl, 1) >= 128;
+    if (convert1) bn1 = SM90_CONVERT_BN(pick_bn(R, nl, 1));
     const int i1 = bn_index(bn1), i2 = bn_index(bn2);
     FORWARD(tmap_for(&s->a_src[i1], &s->a_map[i1], ws.a_wide, R_max, H, bn1, err));
     FORWARD(tmap_for(&s->b_src[i2], &s->b_map[i2], ws.b_wide, R_max, I, bn2, err));
@@ -494,7 +505,10 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                                dp->a_q, total, H, ws.a_wide));
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
-    CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
+    if (convert1 && bn1 == 128)
+        CUDA_TRY(err, (sm90c_gemm_launch<128, SM90_CONVERT_STAGES(128), true>(s->a_map[i1], a1, tb1, st)));
+    else
+        CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static, ws.b_wide, ws.r));

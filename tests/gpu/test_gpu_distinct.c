@@ -193,6 +193,8 @@ int main(void)
         {768, 384, 256, 8, 128, 96},  /* DeepSeek-like E and k */
         {1408, 1152, 16, 1, 128, 72}, /* Llama-4-like top-1, I not a multiple of 256 */
         {544, 352, 16, 4, 32, 640},   /* 160 rows an expert, g = 32: 128-row wgmma tiles */
+        {512, 256, 4, 1, 128, 1600},  /* ~400 rows an expert: the widest tiles (256 rows,
+                                         or 192 on the converter kernel) */
     };
     int quick = test_quick();
     size_t ns = quick ? 2 : sizeof shapes / sizeof shapes[0];
