@@ -20,7 +20,7 @@
  *   f16s bn64, f16 bn64   the two kernels at the library's smallest tile (dev/kernels/tune_sm90_tiles.py)
  *   f16x bn128/192 (versions a, b) the promoting kernel with a converter warpgroup writing f16 A
  *                  tiles to shared memory and wgmma on two shared operands
- *                  (src/cuda/kernels/sm90_convert_gemm.cuh): the promotion's accuracy at a wider tile
+ *                  (sm90_convert_ss_gemm.cuh): the promotion's accuracy at a wider tile
  * The scales are bf16 values (stored as f32), as a bf16 checkpoint's, so f16s is exact.
  * Each run poisons the output first (NaN) and checks every sampled row; timing is the median
  * of 15 runs with the L2 flushed (256 MB memset) before each, TFLOP/s = 2*R*N*K / t.
@@ -32,7 +32,7 @@
  */
 #include "../../src/common/quant.h"
 #include "../../src/cuda/kernels/sm90_scaled_gemm.cuh"
-#include "../../src/cuda/kernels/sm90_convert_gemm.cuh"
+#include "sm90_convert_ss_gemm.cuh"
 
 #include <cuda_runtime.h>
 #include <math.h>
@@ -288,10 +288,10 @@ int main(int argc, char **argv)
             }
             sm90_gemm_args a = {q90[wide], s90, c90, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles, d_ntiles,
                                 d_out, d_rowmax, 0};
-            if (v == 10) return P.gated ? sm90c_gemm_launch<128, 6, true>(tm, a, bound, 0)
-                                        : sm90c_gemm_launch<128, 6, false>(tm, a, bound, 0);
-            if (v == 11) return P.gated ? sm90c_gemm_launch<192, 5, true>(tm, a, bound, 0)
-                                        : sm90c_gemm_launch<192, 5, false>(tm, a, bound, 0);
+            if (v == 10) return P.gated ? sm90x_gemm_launch<128, 6, true>(tm, a, bound, 0)
+                                        : sm90x_gemm_launch<128, 6, false>(tm, a, bound, 0);
+            if (v == 11) return P.gated ? sm90x_gemm_launch<192, 5, true>(tm, a, bound, 0)
+                                        : sm90x_gemm_launch<192, 5, false>(tm, a, bound, 0);
             if (v == 9) return P.gated ? sm90_gemm_launch<64, 10, true>(tm, a, bound, 0, SM90_F16)
                                        : sm90_gemm_launch<64, 10, false>(tm, a, bound, 0, SM90_F16);
             if (wide) return P.gated ? sm90_gemm_launch<128, 8, true>(tm, a, bound, 0, SM90_F16)

@@ -35,7 +35,6 @@
  */
 #include "configs/sm90_tiles.h"
 #include "cuda_util.h"
-#include "kernels/sm90_convert_gemm.cuh"
 #include "kernels/sm90_mma_decode.cuh"
 #include "kernels/sm90_scaled_gemm.cuh"
 
@@ -53,12 +52,8 @@ typedef struct sm90_matrix {
 typedef struct sm90_state {
     sm90_matrix w13, w2;
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
-    const void *a_src[4], *b_src[4];
-    CUtensorMap a_map[4], b_map[4];
-    int convert;      /* W4A8MOE_SM90_CONVERT=1: GEMM1 (promoting) on the converter kernel
-                         at BN >= 128 (kernels/sm90_convert_gemm.cuh) */
-    int mma_schedule; /* W4A8MOE_SM90_MMA_SCHEDULE=1: the small-batch path runs the schedule
-                         kernel (the form before its GEMMs found their own tiles), to compare */
+    const void *a_src[3], *b_src[3];
+    CUtensorMap a_map[3], b_map[3];
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -301,10 +296,6 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     sm90_state *s = (sm90_state *)calloc(1, sizeof *s);
     RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
     *state = s;
-    const char *ms = getenv("W4A8MOE_SM90_MMA_SCHEDULE");
-    s->mma_schedule = ms && ms[0] == '1';
-    const char *cv = getenv("W4A8MOE_SM90_CONVERT");
-    s->convert = cv && cv[0] == '1';
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -358,16 +349,13 @@ static int pick_bn(int64_t rows, int32_t nl, int scaled)
     return bn;
 }
 
-static int bn_index(int bn) { return bn == 64 ? 0 : bn == 128 ? 1 : bn == 256 ? 2 : 3; }
+static int bn_index(int bn) { return bn == 64 ? 0 : bn == 128 ? 1 : 2; }
 
 /* One GEMM of the layer on its matrix's kernel, tiles of bn rows. */
 template <bool GATED>
 static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &map, const sm90_gemm_args &a,
                                unsigned tiles_bound, cudaStream_t st)
 {
-    if (bn == 192) /* only the converter kernel has it (SM90_CONVERT_BN) */
-        return m.scaled ? cudaErrorInvalidValue
-                        : sm90c_gemm_launch<192, SM90_CONVERT_STAGES(192), GATED>(map, a, tiles_bound, st);
     if (m.scaled) {
         if (bn == 256) return sm90s_gemm_launch<256, SM90_TILE_STAGES(256), GATED>(map, a, tiles_bound, st);
         if (bn == 128) return sm90s_gemm_launch<128, SM90_TILE_STAGES(128), GATED>(map, a, tiles_bound, st);
@@ -391,39 +379,38 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl)
 
 /* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
-static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, int nl, unsigned tiles_bound,
+static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                               cudaStream_t st, int pdl)
 {
     dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act, nl);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act, nl);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act, nl);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
     return cudaErrorInvalidValue;
 }
 
-/* The small-batch forward: GEMM1 on the dispatch's e4m3 rows, the requantisation into f16
- * codes, GEMM2 on them — three launches; the GEMMs find their own tiles and the
- * requantisation its row amax (a1.tiles and a1.rowmax NULL) unless the schedule kernel ran. */
+/* The small-batch forward after the schedule: GEMM1 on the dispatch's e4m3 rows, the
+ * requantisation into f16 codes, GEMM2 on them. */
 template <int NT, int KS>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, int nl, unsigned tb, cudaStream_t st, int pdl,
+                                float r_static, int64_t R, unsigned tb, cudaStream_t st, int pdl,
                                 w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
-    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, nl, tb, st, pdl)));
+    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, tb, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               ws.y, a1.rowmax, total, I, r_static,
+                               ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, nl, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, tb, st, pdl)));
     else
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, false>(a2, ws.b_wide, nl, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, false>(a2, ws.b_wide, tb, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -455,31 +442,23 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                          (int)d->activation, blk};
     if (const sm90_mma_config *mc = pick_mma(R, nl)) { /* few rows per expert */
         const int bt = 8 * mc->nt;
+        CUDA_LAUNCH(err, "sm89_schedule_kernel",
+                    w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
+                                   dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
+                                   ws.rowmax, R));
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
-        if (s->mma_schedule) {
-            CUDA_LAUNCH(err, "sm89_schedule_kernel",
-                        w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                       dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
-                                       ws.rowmax, R));
-        } else {
-            a1.tiles = a2.tiles = NULL;
-            a1.rowmax = NULL;
-        }
         const unsigned tb = tiles_bound_for(R, bt, nl);
         switch (mc->nt * 10 + mc->ksplit) {
-        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, nl, tb, st, pdl, err);
-        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, nl, tb, st, pdl, err);
-        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, nl, tb, st, pdl, err);
+        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d has no kernel",
                    mc->nt, mc->ksplit);
     }
-    int bn1 = pick_bn(R, nl, s->w13.scaled);
-    const int bn2 = pick_bn(R, nl, s->w2.scaled);
-    const bool convert1 = s->convert && !s->w13.scaled && pick_bn(R, nl, 1) >= 128;
-    if (convert1) bn1 = SM90_CONVERT_BN(pick_bn(R, nl, 1));
+    const int bn1 = pick_bn(R, nl, s->w13.scaled), bn2 = pick_bn(R, nl, s->w2.scaled);
     const int i1 = bn_index(bn1), i2 = bn_index(bn2);
     FORWARD(tmap_for(&s->a_src[i1], &s->a_map[i1], ws.a_wide, R_max, H, bn1, err));
     FORWARD(tmap_for(&s->b_src[i2], &s->b_map[i2], ws.b_wide, R_max, I, bn2, err));
@@ -505,10 +484,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                                dp->a_q, total, H, ws.a_wide));
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
-    if (convert1 && bn1 == 128)
-        CUDA_TRY(err, (sm90c_gemm_launch<128, SM90_CONVERT_STAGES(128), true>(s->a_map[i1], a1, tb1, st)));
-    else
-        CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
+    CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static, ws.b_wide, ws.r));

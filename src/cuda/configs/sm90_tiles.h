@@ -30,16 +30,9 @@ static const sm90_tile_config sm90_tiles[] = {
     {1 << 30, 256}, /* prefill: twice again, tiles mostly full */
 };
 
-/* Ring depth of the scaled kernel (227 KB of shared memory), of the promoting one, and of the
- * converter kernel (kernels/sm90_convert_gemm.cuh: 36 KB a stage at BN = 128, 44 KB at 192). */
+/* Ring depth of the scaled kernel (227 KB of shared memory) and of the promoting one. */
 #define SM90_TILE_STAGES(bn) ((bn) == 256 ? 6 : (bn) == 128 ? 10 : 14)
 #define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : 10)
-#define SM90_CONVERT_STAGES(bn) ((bn) == 192 ? 5 : 6)
-
-/* The converter kernel's tile for a promoting matrix (W4A8MOE_SM90_CONVERT=1) where the table
- * gives BN >= 128: 192 where the table says 256 (its widest: 96 + 96 f32 sums a consumer
- * thread), else 128; BN = 64 stays on the promoting kernel. */
-#define SM90_CONVERT_BN(table_bn) ((table_bn) == 256 ? 192 : 128)
 
 #define SM90_TILE_COUNT (sizeof sm90_tiles / sizeof sm90_tiles[0])
 

@@ -319,9 +319,7 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).
  * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3
- * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly.
- * rowmax NULL: amax is taken here from the row itself (the largest bits of |y|, as the GEMM's
- * atomicMax would find them: max is exact in any order). */
+ * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly. */
 template <bool WIDE>
 static __global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
                                            const int32_t *__restrict__ total, int64_t I, float r_static,
@@ -330,25 +328,8 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
     pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t row = blockIdx.x;
     if (row >= *total) return;
+    float r = r_static > 0.0f ? r_static : w4a8moe_act_scale(w4a8moe_bits_f32(rowmax[row]));
     const float *yr = y + row * I;
-    float r = r_static;
-    if (r_static <= 0.0f && rowmax) {
-        r = w4a8moe_act_scale(w4a8moe_bits_f32(rowmax[row]));
-    } else if (r_static <= 0.0f) {
-        __shared__ uint32_t warp_max[32];
-        uint32_t m = 0u;
-        for (int64_t i = (int64_t)threadIdx.x * 4; i < I; i += (int64_t)blockDim.x * 4) {
-            const float4 v = *(const float4 *)(yr + i);
-            m = max(max(m, max(w4a8moe_f32_bits(fabsf(v.x)), w4a8moe_f32_bits(fabsf(v.y)))),
-                    max(w4a8moe_f32_bits(fabsf(v.z)), w4a8moe_f32_bits(fabsf(v.w))));
-        }
-        m = __reduce_max_sync(0xffffffffu, m);
-        if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = m;
-        __syncthreads();
-        m = 0u;
-        for (int w = 0; w < (int)(blockDim.x >> 5); w++) m = max(m, warp_max[w]);
-        r = w4a8moe_act_scale(w4a8moe_bits_f32(m));
-    }
     for (int64_t i = (int64_t)threadIdx.x * 4; i < I; i += (int64_t)blockDim.x * 4) {
         float4 v = *(const float4 *)(yr + i);
         uint32_t c[4] = {w4a8moe_f32_to_e4m3(__fdiv_rn(v.x, r)), w4a8moe_f32_to_e4m3(__fdiv_rn(v.y, r)),

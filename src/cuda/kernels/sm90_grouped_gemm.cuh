@@ -177,7 +177,7 @@ struct sm90_gemm_args {
     const int2 *tiles;       /* [*ntiles] (expert, row0), BN rows each */
     const int32_t *ntiles;
     float *out;              /* gated: y [R, I]; plain: y_rows [R, H] */
-    uint32_t *rowmax;        /* gated: [R] bits of amax |y| (zeroed before), or NULL */
+    uint32_t *rowmax;        /* gated: [R] bits of amax |y| (zeroed before) */
     int act_fn;
     int w_block;             /* bytes from one (row block, K block) of wq to the next; 0: dense */
 };
@@ -422,7 +422,7 @@ __device__ __forceinline__ void sm90_epilogue_slice(const sm90_gemm_args &p, int
                 if (ch_lo + 8 < p.n_out) p.out[(int64_t)row * p.n_out + ch_lo + 8] = h_hi;
             }
         }
-        if (GATED && p.rowmax) { /* NULL: the requantisation finds the amax itself */
+        if (GATED) {
 #pragma unroll
             for (int c = 0; c < 2; c++) {
                 sm89_rowmax_add(colmax[c], gid, row0 + j * 8 + tig * 2 + c, row_end, p.rowmax);

@@ -21,7 +21,7 @@
  * Inputs: GEMM1 reads the dispatch's e4m3 rows (widened here: cvt.rn.f16x2.e4m3x2, exact), GEMM2
  * the requantised codes already widened to f16 — so this path needs no widening kernel.
  *
- * Grid: (tiles bound) x (NRB x KS): block x is a tile (its own or the schedule's), block y covers row block y / KS and its 4 / KS warp slices
+ * Grid: (tiles bound) x (NRB x KS): block y covers row block y / KS and its 4 / KS warp slices
  * starting at (y % KS) x (4 / KS); the KS warps of a slice split the K groups evenly. Block 128.
  */
 #ifndef W4A8MOE_SM90_MMA_DECODE_CUH
@@ -90,66 +90,17 @@ __device__ __forceinline__ void sm90m_weights(uint2 v, uint32_t sc, uint32_t (&a
     }
 }
 
-/* The tile blockIdx.x of the list sm89_schedule_kernel would write (experts in order, ceil(rows
- * / bt) tiles each, as (expert, first row)), found by the block itself from the offsets: the
- * small-batch path then needs no schedule kernel before its GEMMs. Thread i sums the tiles of
- * experts [i·per, (i+1)·per); a warp scan and the four warps' totals give each thread its first
- * tile; the one holding blockIdx.x names it. Block of 128 threads; false (in every thread) past
- * the last tile. */
-__device__ __forceinline__ bool sm90m_own_tile(const int32_t *__restrict__ offsets, int nl, int bt, int2 *tile)
-{
-    __shared__ int32_t warp_total[4];
-    __shared__ int2 found;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int per = (nl + 127) / 128, e0 = min(tid * per, nl), e1 = min(e0 + per, nl);
-    int32_t mine = 0;
-    for (int e = e0; e < e1; e++) mine += (offsets[e + 1] - offsets[e] + bt - 1) / bt;
-    int32_t incl = mine;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int32_t v = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += v;
-    }
-    if (lane == 31) warp_total[warp] = incl;
-    if (tid == 0) found = make_int2(-1, 0);
-    __syncthreads();
-    int32_t at = incl - mine;
-    for (int w = 0; w < warp; w++) at += warp_total[w];
-    const int32_t t = (int32_t)blockIdx.x;
-    if (t >= at && t < at + mine) {
-        for (int e = e0; e < e1; e++) {
-            const int32_t lo = offsets[e], n = (offsets[e + 1] - lo + bt - 1) / bt;
-            if (t < at + n) {
-                found = make_int2(e, lo + (t - at) * bt);
-                break;
-            }
-            at += n;
-        }
-    }
-    __syncthreads();
-    *tile = found;
-    return found.x >= 0;
-}
-
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
- * F16IN: act is f16 [R, K] (else e4m3). p.w_block is the block stride in bytes. p.tiles NULL:
- * the block finds its tile from p.offsets over nl experts (sm90m_own_tile), else the schedule
- * kernel's list. p.rowmax NULL (gated): no row amax (the requantisation takes it from y). */
+ * F16IN: act is f16 [R, K] (else e4m3). p.w_block is the block stride in bytes. */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED>
-static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
-                                                             int nl)
+static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act)
 {
     pdl_enter(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
-    int2 tile;
-    if (p.tiles) {
-        if ((int)blockIdx.x >= *p.ntiles) return;
-        tile = p.tiles[blockIdx.x];
-    } else if (!sm90m_own_tile(p.offsets, nl, 8 * NT, &tile)) {
-        return;
-    }
+    if ((int)blockIdx.x >= *p.ntiles) return;
+    const int2 tile = p.tiles[blockIdx.x];
     const int64_t e = tile.x;
     const int row0 = tile.y, row_end = p.offsets[e + 1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;

@@ -1,8 +1,8 @@
 /*
- * sm90_convert_gemm.cuh — cuda_sm90's converter kernel: the promoting f16 kernel
- * (sm90_grouped_gemm.cuh) with the int4 → f16 conversion taken out of the consumer warpgroups
- * (lab: dev/kernels/sm90_w4a8_gemm.cu, versions 'a' and 'b'): a converter warpgroup widens
- * each stage's int4 weights into an f16 A tile in shared memory (the 128-byte swizzled K-major layout the tensor copy writes for the
+ * sm90_convert_ss_gemm.cuh — lab version (dev/kernels/sm90_w4a8_gemm.cu, version 'a' and 'b';
+ * not in the library) of the promoting f16 kernel with the int4 → f16 conversion taken out of
+ * the consumer warpgroups: a converter warpgroup widens each stage's int4 weights into an f16 A
+ * tile in shared memory (the 128-byte swizzled K-major layout the tensor copy writes for the
  * activations), and the consumers run wgmma with both operands from shared memory.
  *
  * Why (docs/PERFORMANCE.md, rounds 6-8): GEMM1 must promote each K group in f32 (the tensor
@@ -23,13 +23,13 @@
  * conv (128 converter arrivals, after each thread's proxy fence), empty (one arrival a consumer
  * warp, after its wgmmas have finished reading the stage).
  */
-#ifndef W4A8MOE_SM90_CONVERT_GEMM_CUH
-#define W4A8MOE_SM90_CONVERT_GEMM_CUH
+#ifndef W4A8MOE_SM90_CONVERT_SS_GEMM_CUH
+#define W4A8MOE_SM90_CONVERT_SS_GEMM_CUH
 
-#include "sm90_grouped_gemm.cuh"
+#include "../../src/cuda/kernels/sm90_grouped_gemm.cuh"
 
 /* d[64 x N] (+)= A[64 x 16] (shared, f16, K-major) * B[N x 16]^T (shared, f16), f32. */
-__device__ __forceinline__ void sm90c_wgmma_ss_n128(float (&d)[64], uint64_t da, uint64_t db, int scale_d)
+__device__ __forceinline__ void sm90x_wgmma_ss_n128(float (&d)[64], uint64_t da, uint64_t db, int scale_d)
 {
 #if SM90_ENABLED
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -44,7 +44,7 @@ __device__ __forceinline__ void sm90c_wgmma_ss_n128(float (&d)[64], uint64_t da,
                  : "l"(da), "l"(db), "r"(scale_d));
 #endif
 }
-__device__ __forceinline__ void sm90c_wgmma_ss_n192(float (&d)[96], uint64_t da, uint64_t db, int scale_d)
+__device__ __forceinline__ void sm90x_wgmma_ss_n192(float (&d)[96], uint64_t da, uint64_t db, int scale_d)
 {
 #if SM90_ENABLED
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
@@ -62,16 +62,16 @@ __device__ __forceinline__ void sm90c_wgmma_ss_n192(float (&d)[96], uint64_t da,
 #endif
 }
 template <int BN>
-__device__ __forceinline__ void sm90c_wgmma_ss(float (&d)[BN / 2], uint64_t da, uint64_t db, int scale_d)
+__device__ __forceinline__ void sm90x_wgmma_ss(float (&d)[BN / 2], uint64_t da, uint64_t db, int scale_d)
 {
-    if constexpr (BN == 128) sm90c_wgmma_ss_n128(d, da, db, scale_d);
-    else sm90c_wgmma_ss_n192(d, da, db, scale_d);
+    if constexpr (BN == 128) sm90x_wgmma_ss_n128(d, da, db, scale_d);
+    else sm90x_wgmma_ss_n192(d, da, db, scale_d);
 }
 
 /* Shared memory: STAGES activation boxes, STAGES x 2 A tiles, STAGES x 2 raw int4 blocks, then
  * full, conv, empty [STAGES] each. Boxes and tiles stay 1024-aligned (the swizzle atom). */
 template <int BN, int STAGES>
-struct sm90c_plan {
+struct sm90x_plan {
     static constexpr int act_bytes = BN * 128, a_bytes = 64 * 128, raw_bytes = 2048;
     static constexpr int a_offset = STAGES * act_bytes;
     static constexpr int raw_offset = a_offset + STAGES * 2 * a_bytes;
@@ -80,7 +80,7 @@ struct sm90c_plan {
 };
 
 /* Byte offset of the f16 pair (row r, k .. k+1) of a 64 x 64 A tile, 128-byte swizzle. */
-__device__ __forceinline__ int sm90c_a_offset(int r, int k)
+__device__ __forceinline__ int sm90x_a_offset(int r, int k)
 {
     const int byte = 2 * k;
     return r * 128 + ((((byte >> 4) ^ (r & 7)) & 7) << 4) + (byte & 15);
@@ -88,10 +88,10 @@ __device__ __forceinline__ int sm90c_a_offset(int r, int k)
 
 template <int BN, int STAGES, int GSTEPS, bool GATED>
 static __global__ void __launch_bounds__(SM90_THREADS, 1)
-    sm90c_gemm_kernel(const __grid_constant__ CUtensorMap tmap_act, sm90_gemm_args p)
+    sm90x_gemm_kernel(const __grid_constant__ CUtensorMap tmap_act, sm90_gemm_args p)
 {
 #if SM90_ENABLED
-    using plan = sm90c_plan<BN, STAGES>;
+    using plan = sm90x_plan<BN, STAGES>;
     extern __shared__ __align__(1024) char smem_raw[];
     char *smem = (char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     uint64_t *full = (uint64_t *)(smem + plan::bar_offset), *conv = full + STAGES, *empty = conv + STAGES;
@@ -148,10 +148,10 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         const int k = 32 * j + 16 * h + 2 * tig;
-                        *(uint32_t *)(a + sm90c_a_offset(r_lo, k)) = sm90_int4x2_to_f16x2(v.x, 2 * h);
-                        *(uint32_t *)(a + sm90c_a_offset(r_hi, k)) = sm90_int4x2_to_f16x2(v.y, 2 * h);
-                        *(uint32_t *)(a + sm90c_a_offset(r_lo, k + 8)) = sm90_int4x2_to_f16x2(v.x, 2 * h + 1);
-                        *(uint32_t *)(a + sm90c_a_offset(r_hi, k + 8)) = sm90_int4x2_to_f16x2(v.y, 2 * h + 1);
+                        *(uint32_t *)(a + sm90x_a_offset(r_lo, k)) = sm90_int4x2_to_f16x2(v.x, 2 * h);
+                        *(uint32_t *)(a + sm90x_a_offset(r_hi, k)) = sm90_int4x2_to_f16x2(v.y, 2 * h);
+                        *(uint32_t *)(a + sm90x_a_offset(r_lo, k + 8)) = sm90_int4x2_to_f16x2(v.x, 2 * h + 1);
+                        *(uint32_t *)(a + sm90x_a_offset(r_hi, k + 8)) = sm90_int4x2_to_f16x2(v.y, 2 * h + 1);
                     }
                 }
             }
@@ -190,7 +190,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 #pragma unroll
                 for (int q = 0; q < 2 * CH; q++) { /* k16 steps of the chunk: +32 bytes each */
                     const uint64_t adv = (uint64_t)(((ch * CH * 2 + q) * 32) >> 4);
-                    sm90c_wgmma_ss<BN>(tmp, da + adv, db + adv, !(group_start && q == 0));
+                    sm90x_wgmma_ss<BN>(tmp, da + adv, db + adv, !(group_start && q == 0));
                 }
                 sm90_wgmma_commit();
                 sm90_wgmma_wait<0>();
@@ -210,13 +210,13 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 }
 
 template <int BN, int STAGES, bool GATED>
-static cudaError_t sm90c_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args &p, unsigned tiles_bound,
+static cudaError_t sm90x_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args &p, unsigned tiles_bound,
                                      cudaStream_t st)
 {
-    using plan = sm90c_plan<BN, STAGES>;
+    using plan = sm90x_plan<BN, STAGES>;
     const int gs = p.g / 32;
-    auto kern = gs == 1 ? sm90c_gemm_kernel<BN, STAGES, 1, GATED>
-              : gs == 2 ? sm90c_gemm_kernel<BN, STAGES, 2, GATED> : sm90c_gemm_kernel<BN, STAGES, 4, GATED>;
+    auto kern = gs == 1 ? sm90x_gemm_kernel<BN, STAGES, 1, GATED>
+              : gs == 2 ? sm90x_gemm_kernel<BN, STAGES, 2, GATED> : sm90x_gemm_kernel<BN, STAGES, 4, GATED>;
     if (gs != 1 && gs != 2 && gs != 4) return cudaErrorInvalidValue;
     cudaError_t err = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, plan::bytes);
     if (err != cudaSuccess) return err;
@@ -224,4 +224,4 @@ static cudaError_t sm90c_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args
     return cudaGetLastError();
 }
 
-#endif /* W4A8MOE_SM90_CONVERT_GEMM_CUH */
+#endif /* W4A8MOE_SM90_CONVERT_SS_GEMM_CUH */
