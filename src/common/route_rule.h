@@ -21,8 +21,8 @@
  *
  * exp is w4a8moe_route_exp below, not the platform's expf: glibc's and CUDA's differ in the last
  * bit now and then, and with the router weight on the input (Llama-4) one ulp of a weight can
- * flip an e4m3 code of x·w and, at small H and I, move a whole output row by a few percent
- * (measured: 4.8e-2 rel-L2 on one row of an H = 256, I = 128 layer, both GPU backends alike).
+ * flip an e4m3 code of x·w and, at small H and I, move a whole output row by percents (the
+ * likely cause of one row at 4.8e-2 on both GPU backends in docs/numerics.md "Routing").
  * With one exp of IEEE operations, each rounded once, the host and the device router give the
  * same scores, ids and weights bit for bit.
  */
