@@ -307,7 +307,7 @@ static void test_rule(void)
               w4a8moe_route_softmax_num(3.0f, 3.0f) == 1.0f,
           "softmax: the max's numerator is exactly 1 (also at ±inf)");
     CHECK(w4a8moe_route_softmax_num(2.0f, INFINITY) == 0.0f, "softmax: finite next to +inf is 0");
-    CHECK(w4a8moe_route_softmax_num(1.0f, 2.0f) == expf(-1.0f), "softmax: exp(l - max)");
+    CHECK(w4a8moe_route_softmax_num(1.0f, 2.0f) == w4a8moe_route_exp(-1.0f), "softmax: exp(l - max)");
     CHECK(isnan(w4a8moe_route_softmax_prob(0.0f, 0.0)), "softmax: a row of NaN has NaN weights");
     /* group scores keep the two best, NaN never enters */
     float a = -INFINITY, b = -INFINITY;
@@ -323,6 +323,34 @@ static void test_rule(void)
           "a zero total does not renormalise");
     CHECK(w4a8moe_route_weight(W4A8MOE_ROUTING_SIGMOID_TOP1, 0.75f, 0.75f, 1, 2.0f) == 0.75f,
           "top1 never renormalises nor scales");
+}
+
+/* The rule's exp: within 2 ulp of exp over the whole f32 range it returns numbers for (one in
+ * every 64 floats of [-104, 89], every exponent), exact at 0, and the special values. Host and
+ * device give the same bits by construction (IEEE operations each rounded once); the device
+ * half of that claim is tests/gpu/test_gpu_routing.c's bit-identical weights. */
+static void test_exp(void)
+{
+    CHECK(w4a8moe_route_exp(0.0f) == 1.0f && w4a8moe_route_exp(-0.0f) == 1.0f, "exp(0) = 1");
+    CHECK(w4a8moe_route_exp(-INFINITY) == 0.0f && w4a8moe_route_exp(-200.0f) == 0.0f, "exp(-inf) = 0");
+    CHECK(isinf(w4a8moe_route_exp(INFINITY)) && isinf(w4a8moe_route_exp(100.0f)), "exp(+inf) = inf");
+    CHECK(isnan(w4a8moe_route_exp(NAN)), "exp(NaN) is NaN");
+    double worst = 0.0;
+    float at = 0.0f;
+    long n = 0;
+    for (int sign = 0; sign < 2; sign++) {
+        for (uint32_t u = 0x00800000u; u < 0x7f800000u; u += 64) {
+            float x = w4a8moe_bits_f32(u | (uint32_t)sign << 31);
+            if (x > 88.72f || x < -87.33f) continue; /* the normal results */
+            double want = exp((double)x), got = w4a8moe_route_exp(x);
+            double ulp = ldexp(1.0, ilogb(want) - 23);
+            double err = fabs(got - want) / ulp;
+            if (err > worst) { worst = err; at = x; }
+            n++;
+        }
+    }
+    CHECK(worst <= 2.0, "exp: worst %.2f ulp at x = %.9g over %ld values", worst, (double)at, n);
+    printf("ok exp: worst %.2f ulp over %ld values (at x = %.9g)\n", worst, n, (double)at);
 }
 
 /* Rows the rule settles that plain code gets wrong: +inf logits, all -inf, all NaN, and top1
@@ -380,7 +408,7 @@ static void ref_grouped(const float *l, const float *bias, int E, int k, int G, 
     double gs[64];
     int per = E / G;
     for (int e = 0; e < E; e++) {
-        s[e] = 1.0f / (1.0f + expf(-l[e]));
+        s[e] = 1.0f / (1.0f + w4a8moe_route_exp(-l[e])); /* the rule's exp (route_rule.h) */
         sb[e] = s[e] + bias[e];
     }
     for (int g = 0; g < G; g++) { /* sort-free: the best two by a double scan */
@@ -471,6 +499,7 @@ int main(void)
     test_validation();
     test_nan_logits(&r);
     test_rule();
+    test_exp();
     test_special_rows();
     test_random(&r, test_quick() ? 200 : 2000);
     TEST_MAIN_END();

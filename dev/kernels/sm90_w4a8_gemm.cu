@@ -18,6 +18,9 @@
  *   f16s-pP bnN    the same with the tensor-core sum added into f32 every P k32 steps (for
  *                  GEMM1: fewer truncating additions a sum; needs a second BN/2 of registers)
  *   f16s bn64, f16 bn64   the two kernels at the library's smallest tile (dev/kernels/tune_sm90_tiles.py)
+ *   f16x bn128/192 (versions a, b) the promoting kernel with a converter warpgroup writing f16 A
+ *                  tiles to shared memory and wgmma on two shared operands
+ *                  (sm90_convert_ss_gemm.cuh): the promotion's accuracy at a wider tile
  * The scales are bf16 values (stored as f32), as a bf16 checkpoint's, so f16s is exact.
  * Each run poisons the output first (NaN) and checks every sampled row; timing is the median
  * of 15 runs with the L2 flushed (256 MB memset) before each, TFLOP/s = 2*R*N*K / t.
@@ -29,6 +32,7 @@
  */
 #include "../../src/common/quant.h"
 #include "../../src/cuda/kernels/sm90_scaled_gemm.cuh"
+#include "sm90_convert_ss_gemm.cuh"
 
 #include <cuda_runtime.h>
 #include <math.h>
@@ -242,11 +246,12 @@ int main(int argc, char **argv)
     const double flops = 2.0 * P.R * P.N * P.K;
     printf("%-14s %10s %10s %12s\n", "version", "us", "TFLOP/s", "worst relL2");
     const char *names[] = {"sm89 nt4", "fp8grp bn128", "f16 bn128", "f16s bn128", "f16s bn256",
-                           "f16s-p8 bn128", "f16s-p8 bn192", "f16s-p16 bn192", "f16s bn64", "f16 bn64"};
-    const char *only = getenv("LAB_ONLY"); /* the versions to run, as digits: "2456" */
-    for (int v = 0; v < 10; v++) {
-        if (only && !strchr(only, '0' + v)) continue;
-        const int bn = v == 0 ? 32 : v == 4 ? 256 : v >= 8 ? 64 : v >= 6 ? 192 : 128;
+                           "f16s-p8 bn128", "f16s-p8 bn192", "f16s-p16 bn192", "f16s bn64", "f16 bn64",
+                           "f16x bn128", "f16x bn192"};
+    const char *only = getenv("LAB_ONLY"); /* the versions to run, as digits/letters: "24ab" */
+    for (int v = 0; v < 12; v++) {
+        if (only && !strchr(only, v < 10 ? '0' + v : 'a' + v - 10)) continue;
+        const int bn = v == 0 ? 32 : v == 4 ? 256 : v == 10 ? 128 : v == 11 ? 192 : v >= 8 ? 64 : v >= 6 ? 192 : 128;
         const bool wide = v >= 2;
         const char *name = names[v];
         unsigned bound = (unsigned)((P.R + bn - 1) / bn + P.E);
@@ -283,6 +288,10 @@ int main(int argc, char **argv)
             }
             sm90_gemm_args a = {q90[wide], s90, c90, nrb, n_out, P.K, P.g, d_sa, d_off, d_tiles, d_ntiles,
                                 d_out, d_rowmax, 0};
+            if (v == 10) return P.gated ? sm90x_gemm_launch<128, 6, true>(tm, a, bound, 0)
+                                        : sm90x_gemm_launch<128, 6, false>(tm, a, bound, 0);
+            if (v == 11) return P.gated ? sm90x_gemm_launch<192, 5, true>(tm, a, bound, 0)
+                                        : sm90x_gemm_launch<192, 5, false>(tm, a, bound, 0);
             if (v == 9) return P.gated ? sm90_gemm_launch<64, 10, true>(tm, a, bound, 0, SM90_F16)
                                        : sm90_gemm_launch<64, 10, false>(tm, a, bound, 0, SM90_F16);
             if (wide) return P.gated ? sm90_gemm_launch<128, 8, true>(tm, a, bound, 0, SM90_F16)

@@ -19,9 +19,12 @@
  *             grouped routing then multiplies by routed_scaling_factor (a second rounding);
  *             sigmoid_top1 never renormalises (k = 1: its weight is sigmoid(logit)).
  *
- * exp is the platform's expf (glibc's on the host, CUDA's on the device): they may differ in the
- * last bit, so host and device weights agree to a few ulp and ids agree except between experts
- * whose scores round to within an ulp of each other.
+ * exp is w4a8moe_route_exp below, not the platform's expf: glibc's and CUDA's differ in the last
+ * bit now and then, and with the router weight on the input (Llama-4) one ulp of a weight can
+ * flip an e4m3 code of x·w and, at small H and I, move a whole output row by percents (the
+ * likely cause of one row at 4.8e-2 on both GPU backends in docs/numerics.md "Routing").
+ * With one exp of IEEE operations, each rounded once, the host and the device router give the
+ * same scores, ids and weights bit for bit.
  */
 #ifndef W4A8MOE_ROUTE_RULE_H
 #define W4A8MOE_ROUTE_RULE_H
@@ -30,6 +33,45 @@
 #include "w4a8moe.h"
 
 #include <math.h>
+
+/* One f32 multiply and add, each rounded once: the device's explicit roundings keep nvcc from
+ * fusing them (it contracts a * b + c by default); the host compiles in ISO C/C++ mode, where
+ * GCC and Clang do not contract. */
+#ifdef __CUDA_ARCH__
+#define W4A8MOE_RMUL(a, b) __fmul_rn((a), (b))
+#define W4A8MOE_RADD(a, b) __fadd_rn((a), (b))
+#else
+#define W4A8MOE_RMUL(a, b) ((a) * (b))
+#define W4A8MOE_RADD(a, b) ((a) + (b))
+#endif
+
+/* 2^n as an f32, for -126 <= n <= 127 (the exponent field alone). */
+W4A8MOE_HD float w4a8moe_route_pow2(int n) { return w4a8moe_bits_f32((uint32_t)(n + 127) << 23); }
+
+/* exp(x) in f32, the same bits on host and device (see the header): x = n ln2 + r with
+ * |r| <= ln2/2 (Cody-Waite, ln2 in two parts so n·ln2_hi is exact), exp(r) by a degree-7
+ * Taylor polynomial in Horner form (truncation < 1e-8 relative), times 2^n in two exact-or-
+ * once-rounded steps. Within 2 ulp of exp; NaN gives NaN, exp(-inf) = 0, exp(+inf) = inf. */
+W4A8MOE_HD float w4a8moe_route_exp(float x)
+{
+    if (x != x) return x;
+    if (x > 88.8f) return INFINITY;
+    if (x < -104.0f) return 0.0f;
+    const float n = rintf(W4A8MOE_RMUL(x, 1.44269502f));
+    const float r = W4A8MOE_RADD(W4A8MOE_RADD(x, -W4A8MOE_RMUL(n, 0.693145751953125f)),
+                                 -W4A8MOE_RMUL(n, 1.42860677e-6f));
+    float p = 1.98412701e-4f; /* 1/7! */
+    p = W4A8MOE_RADD(W4A8MOE_RMUL(p, r), 1.38888892e-3f);
+    p = W4A8MOE_RADD(W4A8MOE_RMUL(p, r), 8.33333377e-3f);
+    p = W4A8MOE_RADD(W4A8MOE_RMUL(p, r), 4.16666679e-2f);
+    p = W4A8MOE_RADD(W4A8MOE_RMUL(p, r), 1.66666672e-1f);
+    p = W4A8MOE_RADD(W4A8MOE_RMUL(p, r), 0.5f);
+    p = W4A8MOE_RADD(W4A8MOE_RMUL(p, r), 1.0f);
+    p = W4A8MOE_RADD(W4A8MOE_RMUL(p, r), 1.0f);
+    const int ni = (int)n; /* -150 .. 129 */
+    const int n1 = ni / 2; /* two steps, so that 2^n1 and 2^(n - n1) are normal numbers */
+    return W4A8MOE_RMUL(W4A8MOE_RMUL(p, w4a8moe_route_pow2(n1)), w4a8moe_route_pow2(ni - n1));
+}
 
 /* a ranks above b: larger value, NaN lowest. */
 W4A8MOE_HD int w4a8moe_route_above(float a, float b)
@@ -52,13 +94,13 @@ W4A8MOE_HD float w4a8moe_route_softmax_num(float l, float mx)
 {
     if (l != l) return 0.0f;
     if (l == mx) return 1.0f; /* exp(0) exactly; also keeps inf - inf out */
-    return expf(l - mx);
+    return w4a8moe_route_exp(l - mx);
 }
 
 /* Softmax probability from a numerator and the f64 sum of the row's numerators. */
 W4A8MOE_HD float w4a8moe_route_softmax_prob(float num, double sum) { return (float)((double)num / sum); }
 
-W4A8MOE_HD float w4a8moe_route_sigmoid(float l) { return 1.0f / (1.0f + expf(-l)); }
+W4A8MOE_HD float w4a8moe_route_sigmoid(float l) { return 1.0f / (1.0f + w4a8moe_route_exp(-l)); }
 
 /* The score grouped routing ranks by: sigmoid(l) + bias (bias 0 when the layer has none). */
 W4A8MOE_HD float w4a8moe_route_biased(float l, float bias) { return w4a8moe_route_sigmoid(l) + bias; }

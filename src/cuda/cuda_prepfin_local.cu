@@ -5,7 +5,9 @@
  *
  * prepare (all on `stream`, no host synchronisation, capturable in a CUDA graph):
  *   [router on logits] → count pairs per (chunk, expert) → scan → stable assign of rows
- *   (one kernel when T*k <= 1024) → per-token quantisation written into each of its rows.
+ *   → per-token quantisation written into each of its rows; when T*k <= 1024 all of it after
+ *   the router is one kernel (dispatch_decode_kernel: a block a token, each block sorting the
+ *   few pairs itself).
  * finalize: the deterministic combine (j ascending, f32, one rounding), shared expert included:
  *   the shared row's weighted value is added after the routed pairs, in the same f32 sum and with
  *   the host finalize's operations in its order (products and sums rounded apart, no FMA), so a
@@ -35,10 +37,13 @@
 #include <string.h>
 
 #define LOCAL_MAX_K 64 /* the quantise kernel keeps a token's rows in shared memory */
+/* dispatch_decode_kernel keeps a cursor per local expert in (default-sized) shared memory */
+#define LOCAL_DECODE_MAX_EXPERTS 8192
 
 typedef struct local_state {
     float *bias;     /* device copy of routing.score_bias [E], or NULL */
     int check_routing;
+    int decode_kernel; /* dispatch_decode_kernel for T*k <= 1024 (W4A8MOE_DECODE_PREPARE=0: off) */
     volatile int32_t *report; /* mapped pinned [2]: bad slots so far, latest first bad token */
     int32_t *report_dev;      /* the same words as the device addresses them */
     int32_t reported;         /* report[0] when the host last reported */
@@ -101,6 +106,8 @@ static w4a8moe_status cuda_local_create(const w4a8moe_stage_ctx *ctx, void **sta
     *state = s;
     const char *chk = getenv("W4A8MOE_CHECK_ROUTING");
     s->check_routing = chk && chk[0] == '1';
+    const char *dk = getenv("W4A8MOE_DECODE_PREPARE");
+    s->decode_kernel = !(dk && dk[0] == '0');
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     if (d->routing.score_bias) {
         size_t bytes = (size_t)d->num_experts * sizeof(float);
@@ -209,7 +216,19 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
         wts = ex.wts;
     }
     pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl, ctx->token_base};
-    if (pairs <= DISPATCH_CHUNK) { /* decode: one kernel instead of three and three memsets */
+    float static_scale = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_in : 0.0f;
+    if (pairs <= DISPATCH_CHUNK && nl <= LOCAL_DECODE_MAX_EXPERTS && s->decode_kernel) {
+        /* decode: sort and quantisation in one launch (one block a token, each sorting all pairs) */
+        CUDA_LAUNCH(err, "dispatch_decode_kernel",
+                    w4a8moe_launch(dispatch_decode_kernel, dim3((unsigned)T), dim3(DISPATCH_CHUNK),
+                                   (size_t)nl * 4, st, pdl, m, ex.err, s->report_dev,
+                                   dp->expert_offsets, wts, d->router_weight_on_input, dp->pair_row,
+                                   dp->row_token, dp->pair_weight, x, (int)d->io_dtype, H,
+                                   static_scale, dp->a_q, dp->a_scale));
+        if (s->check_routing && routing->topk_ids) FORWARD(check_routing(s, d, st, err));
+        return W4A8MOE_STATUS_OK;
+    }
+    if (pairs <= DISPATCH_CHUNK) { /* one kernel instead of three and three memsets */
         CUDA_LAUNCH(err, "dispatch_small_kernel",
                     w4a8moe_launch(dispatch_small_kernel, dim3(1), dim3(DISPATCH_CHUNK), 0, st, pdl,
                                    m, ex.counts, ex.err, s->report_dev, dp->expert_offsets, wts,
@@ -232,7 +251,6 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
                                    0, st, pdl, m, ex.counts, wts, d->router_weight_on_input,
                                    dp->pair_row, dp->row_token, dp->pair_weight));
     }
-    float static_scale = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_in : 0.0f;
     CUDA_LAUNCH(err, "dispatch_quant_kernel",
                 w4a8moe_launch(dispatch_quant_kernel, dim3((unsigned)T), dim3(256), 0, st, pdl, x,
                                (int)d->io_dtype, H, k, dp->pair_row, wts,

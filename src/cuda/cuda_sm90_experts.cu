@@ -9,7 +9,11 @@
  *       when its scales are not exact in the scaled kernel's f16 weights (f32, f16 scales);
  *   scaled (kernels/sm90_scaled_gemm.cuh): the group scales folded into the f16 weights, one
  *       tensor-core accumulator over all of K and up to 256 routed rows a tile; GEMM2 when its
- *       scales have at most 8 significant bits (bf16, e4m3), found while packing.
+ *       scales have at most 8 significant bits (bf16, e4m3), found while packing;
+ *   small-batch (kernels/sm90_mma_decode.cuh): mma.sync m16n8k16 f16 on the same weight blocks
+ *       when an expert has few rows (configs/sm90_tiles.h: up to 32 on average), K split across
+ *       the warps of a block; it sums like the promoting kernel and reads the e4m3 rows (GEMM1)
+ *       and the f16 codes (GEMM2) directly, so that path has no widening kernel.
  *
  *   pack_weights (once): upload each expert's logical int4 words and scales and convert them on
  *       the device into the fragment-major weight blocks of the wgmma kernels (GEMM1's gate and
@@ -18,8 +22,9 @@
  *       blocks keep that room unused, 6-12 % of its bytes, for one layout for both kernels).
  *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
  *       → widen the e4m3 rows to f16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
- *       its epilogue → requantisation to e4m3 codes stored widened to f16 → GEMM2. The
- *       schedule and requantisation kernels are cuda_sm89's.
+ *       its epilogue → requantisation to e4m3 codes stored widened to f16 → GEMM2 (the
+ *       small-batch path: schedule → GEMM1 → requantisation → GEMM2). The schedule and
+ *       requantisation kernels are cuda_sm89's.
  *
  * Tensor maps (the copy engine's view of the [R, H] and [R, I] e4m3 inputs) are encoded on the
  * host when run() first sees an input buffer and kept; the dispatch and workspace buffers of a
@@ -30,6 +35,7 @@
  */
 #include "configs/sm90_tiles.h"
 #include "cuda_util.h"
+#include "kernels/sm90_mma_decode.cuh"
 #include "kernels/sm90_scaled_gemm.cuh"
 
 #include <stdio.h>
@@ -132,7 +138,13 @@ static size_t sm90_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm90_ws *
 {
     const w4a8moe_layer_desc *d = ctx->desc;
     size_t R = (size_t)d->max_tokens * (size_t)d->top_k, I = (size_t)d->inter;
-    size_t max_tiles = (R + 63) / 64 + (size_t)ctx->num_local; /* the smallest tile: 64 rows */
+    /* tiles: the wgmma kernels' (at least 64 rows each), or the small-batch kernel's (at least 8
+     * rows, and only while the average is at most the mma table's last entry, so at most
+     * that many rows per local expert in all) */
+    size_t nl = (size_t)ctx->num_local, mma_rows = (size_t)sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
+    size_t R_mma = R < mma_rows * nl ? R : mma_rows * nl;
+    size_t max_tiles = (R + 63) / 64 + nl, mma_tiles = (R_mma + 7) / 8 + nl;
+    if (mma_tiles > max_tiles) max_tiles = mma_tiles;
     char *p = base;
     size_t off = 0;
 #define SM90_CARVE(field, type, bytes)                                                         \
@@ -354,6 +366,54 @@ static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &
     return cudaErrorInvalidValue; /* pick_bn gives the promoting kernel at most 128 */
 }
 
+/* The small-batch entry for `rows` routed rows over nl local experts, or NULL: the wgmma
+ * kernels (configs/sm90_tiles.h). */
+static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl)
+{
+    int64_t active = rows < nl ? rows : nl;
+    int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
+    for (size_t i = 0; i < SM90_MMA_COUNT; i++)
+        if (avg <= sm90_mma_tiles[i].max_rows_per_expert) return &sm90_mma_tiles[i];
+    return NULL;
+}
+
+/* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
+static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
+                              cudaStream_t st, int pdl)
+{
+    dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
+    if (p.g == 32)
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+    if (p.g == 64)
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+    if (p.g == 128)
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+    return cudaErrorInvalidValue;
+}
+
+/* The small-batch forward after the schedule: GEMM1 on the dispatch's e4m3 rows, the
+ * requantisation into f16 codes, GEMM2 on them. */
+template <int NT, int KS>
+static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
+                                const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
+                                float r_static, int64_t R, unsigned tb, cudaStream_t st, int pdl,
+                                w4a8moe_err *err)
+{
+    RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
+              "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
+    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, tb, st, pdl)));
+    CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
+                w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                               ws.y, ws.rowmax, total, I, r_static,
+                               (void *)ws.b_wide, ws.r));
+    if (s->w2.scaled)
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, tb, st, pdl)));
+    else
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, false>(a2, ws.b_wide, tb, st, pdl)));
+    return W4A8MOE_STATUS_OK;
+}
+
 /* Tiles of bn rows per local expert and their bound for a grid. */
 static unsigned tiles_bound_for(int64_t R, int bn, int32_t nl)
 {
@@ -373,14 +433,38 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     if (R == 0) return W4A8MOE_STATUS_OK;
     sm90_ws ws;
     sm90_ws_layout(ctx, (char *)workspace, &ws);
+    const int pdl = w4a8moe_cuda_pdl(ctx->dev);
+    float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
+    const int g = d->group_size, blk = sm90s_block_bytes(g);
+    int32_t *total = dp->expert_offsets + nl;
+    sm90_gemm_args a1 = {(const uint2 *)s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, g,
+                         dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
+                         (int)d->activation, blk};
+    if (const sm90_mma_config *mc = pick_mma(R, nl)) { /* few rows per expert */
+        const int bt = 8 * mc->nt;
+        CUDA_LAUNCH(err, "sm89_schedule_kernel",
+                    w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
+                                   dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
+                                   ws.rowmax, R));
+        sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
+                             dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
+        const unsigned tb = tiles_bound_for(R, bt, nl);
+        switch (mc->nt * 10 + mc->ksplit) {
+        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        default: break;
+        }
+        RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d has no kernel",
+                   mc->nt, mc->ksplit);
+    }
     const int bn1 = pick_bn(R, nl, s->w13.scaled), bn2 = pick_bn(R, nl, s->w2.scaled);
     const int i1 = bn_index(bn1), i2 = bn_index(bn2);
     FORWARD(tmap_for(&s->a_src[i1], &s->a_map[i1], ws.a_wide, R_max, H, bn1, err));
     FORWARD(tmap_for(&s->b_src[i2], &s->b_map[i2], ws.b_wide, R_max, I, bn2, err));
     const unsigned tb1 = tiles_bound_for(R, bn1, nl), tb2 = tiles_bound_for(R, bn2, nl);
-    /* the small kernels launch with PDL (kernels/pdl.cuh); the GEMMs plainly: a GEMM's grid
-     * waits for the whole kernel before it, and the kernel after it starts at its end */
-    const int pdl = w4a8moe_cuda_pdl(ctx->dev);
+    /* the small kernels launch with PDL (kernels/pdl.cuh); the wgmma GEMMs plainly: a GEMM's
+     * grid waits for the whole kernel before it, and the kernel after it starts at its end */
     CUDA_LAUNCH(err, "sm89_schedule_kernel",
                 w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
                                dp->expert_offsets, nl, bn1, ws.tiles, ws.ntiles,
@@ -395,15 +479,9 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         tiles2 = ws.tiles2;
         ntiles2 = ws.ntiles2;
     }
-    int32_t *total = dp->expert_offsets + nl;
     CUDA_LAUNCH(err, "sm90_widen_kernel",
                 w4a8moe_launch(sm90_widen_kernel, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                dp->a_q, total, H, ws.a_wide));
-    float r_static = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_mid : 0.0f;
-    const int g = d->group_size, blk = sm90s_block_bytes(g);
-    sm90_gemm_args a1 = {(const uint2 *)s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, g,
-                         dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
-                         (int)d->activation, blk};
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
     CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));

@@ -57,12 +57,21 @@ static w4a8moe_status make_layer(const w4a8moe_layer_desc *d, const w4a8moe_weig
 static const char *const gpu_backends[] = {"cuda_sm90", "cuda_sm89"};
 #define N_GPU_BACKENDS (sizeof gpu_backends / sizeof gpu_backends[0])
 
+/* FNV-1a of a case's name: its data depends on the seed and the name only, so that the printed
+ * seed replays a failure (the name's address would change with every run). */
+static uint64_t name_hash(const char *name)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *name; name++) h = (h ^ (uint8_t)*name) * 1099511628211ull;
+    return h;
+}
+
 /* One case: cpu_ref vs the CUDA layer with experts backend `backend`. */
 static void run_case(const gcase *c, const char *backend)
 {
     const w4a8moe_layer_desc *d = &c->d;
     int64_t T = c->T, H = d->hidden;
-    w4a8moe_synth_rng rng = {g_seed ^ (uint64_t)(uintptr_t)c->name ^ (uint64_t)T * 7919u};
+    w4a8moe_synth_rng rng = {g_seed ^ name_hash(c->name) ^ (uint64_t)T * 7919u};
     w4a8moe_synth_weights sw;
     if (w4a8moe_synth_weights_make(&sw, d, c->sdt, c->channel, c->pool, rng.s)) {
         CHECK(0, "%s: synthetic weights", c->name);

@@ -9,7 +9,10 @@
  *      own router on the host; cuda_sm89 at 62433f5 put row 60 at 7.9e-3 there.
  * Each run must meet the GPU tolerance (every row <= 1e-2 rel-L2, mean <= 1e-3, no NaN/Inf where
  * cpu_ref has none); the fraction of rows above the CPU bound 2e-3 is printed.
- * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the two smallest shapes.
+ * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
+ * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
+ * kernels. W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the first two shapes
+ * (one of each).
  */
 #include "gpu_harness.h"
 #include "loader/safetensors.h"
@@ -182,11 +185,16 @@ int main(void)
     /* H, I: multiples of g, several not multiples of 128 or 256 */
     static const struct { int64_t H, I; int E, k, g; int64_t T; } shapes[] = {
         {1024, 512, 8, 2, 128, 64},   /* the checkpoint's shape, synthetic weights */
+        {1024, 512, 8, 2, 128, 192},  /* 48 rows an expert: cuda_sm90's wgmma kernels (the
+                                         small-batch kernel takes up to 32) */
         {544, 352, 128, 4, 32, 80},   /* odd multiples of 32 */
         {576, 320, 128, 6, 64, 64},   /* odd multiples of 64 */
         {1024, 512, 128, 8, 128, 128},
         {768, 384, 256, 8, 128, 96},  /* DeepSeek-like E and k */
         {1408, 1152, 16, 1, 128, 72}, /* Llama-4-like top-1, I not a multiple of 256 */
+        {544, 352, 16, 4, 32, 640},   /* 160 rows an expert, g = 32: 128-row wgmma tiles */
+        {512, 256, 4, 1, 128, 1600},  /* ~400 rows an expert: the widest tiles (256 rows,
+                                         or 192 on the converter kernel) */
     };
     int quick = test_quick();
     size_t ns = quick ? 2 : sizeof shapes / sizeof shapes[0];

@@ -36,4 +36,26 @@ static const sm90_tile_config sm90_tiles[] = {
 
 #define SM90_TILE_COUNT (sizeof sm90_tiles / sizeof sm90_tiles[0])
 
+/* Small batches: below the wgmma table, the mma.sync kernel (kernels/sm90_mma_decode.cuh) on the
+ * same weight blocks. A block is 4 warps: 4 / ksplit weight slices of 16 rows, each K split
+ * ksplit ways; nt n8 fragments of routed rows a tile. The first entry whose max_rows_per_expert
+ * is at least the average rows per active expert is used; above the last, the wgmma kernels.
+ * Every entry splits K four ways (cuda_sm89's decode split, sm89_tiles.h): with one split the
+ * sums of a token do not depend on its batch inside this path (the sums of the wgmma kernels
+ * differ: a batch that crosses the last entry's bound changes a token's last bits — the batch
+ * invariance question of docs/numerics.md, open until this path has numbers). The 32-row
+ * boundary to the 64-row wgmma tile is an estimate (at 32 rows a wgmma tile is half empty). */
+typedef struct sm90_mma_config {
+    int max_rows_per_expert;
+    int nt;     /* n8 fragments of routed rows: tiles of 8 * nt rows */
+    int ksplit; /* warps splitting K for one 16-row slice */
+} sm90_mma_config;
+
+static const sm90_mma_config sm90_mma_tiles[] = {
+    {8, 1, 4},  /* decode: one fragment, K split four ways for the bytes in flight */
+    {16, 2, 4}, /* small batches */
+    {32, 4, 4}, /* four fragments per converted weight */
+};
+#define SM90_MMA_COUNT (sizeof sm90_mma_tiles / sizeof sm90_mma_tiles[0])
+
 #endif /* W4A8MOE_SM90_TILES_H */

@@ -202,32 +202,14 @@ __device__ __forceinline__ void io_store(void *x, int dt, int64_t i, float v)
     else ((float *)x)[i] = v;
 }
 
-/* One block (256 threads) a token: steps 1-2 (router weight on input, scale, e4m3) written
- * straight into each of the token's rows. x [T, H] io dtype; a_q [R, H]; a_scale [R].
- * static_scale > 0: the static scheme. 4 elements a thread-iteration (H % 32 == 0). */
-__global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_t H, int k,
-                                      const int32_t *__restrict__ pair_row,
-                                      const float *__restrict__ weights, int on_input,
-                                      float static_scale, uint8_t *__restrict__ a_q,
-                                      float *__restrict__ a_scale)
+/* The block quantises token t (steps 1-2: router weight on input, scale, e4m3) straight into
+ * each of its nrows rows (rows: shared). red: shared [32]. Any block size that is a multiple
+ * of 32; 4 elements a thread-iteration (H % 32 == 0). static_scale > 0: the static scheme. */
+__device__ __forceinline__ void dispatch_quant_token(const void *__restrict__ x, int dt, int64_t H, int64_t t,
+                                                     const int32_t *rows, int nrows, float w_in,
+                                                     float static_scale, uint8_t *__restrict__ a_q,
+                                                     float *__restrict__ a_scale, uint32_t *red)
 {
-    pdl_enter(); /* kernels/pdl.cuh: before any global access */
-    __shared__ int32_t rows[64];
-    __shared__ uint32_t red[8];
-    int64_t t = blockIdx.x;
-    int nrows = 0;
-    if (threadIdx.x == 0) {
-        for (int j = 0; j < k; j++) {
-            int32_t r = pair_row[t * k + j];
-            if (r >= 0) rows[nrows++] = r;
-        }
-        red[0] = (uint32_t)nrows;
-    }
-    __syncthreads();
-    nrows = (int)red[0];
-    __syncthreads();
-    if (nrows == 0) return;
-    float w_in = on_input ? weights[t * k] : 1.0f;
     const int64_t base = t * H;
     float scale = static_scale;
     if (!(static_scale > 0.0f)) {
@@ -256,6 +238,118 @@ __global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_
         for (int r = 0; r < nrows; r++) *(uint32_t *)(a_q + (int64_t)rows[r] * H + h) = packed;
     }
     if (threadIdx.x < nrows) a_scale[rows[threadIdx.x]] = scale;
+}
+
+/* One block (256 threads) a token: its rows gathered from pair_row, then dispatch_quant_token.
+ * x [T, H] io dtype; a_q [R, H]; a_scale [R]. */
+__global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_t H, int k,
+                                      const int32_t *__restrict__ pair_row,
+                                      const float *__restrict__ weights, int on_input,
+                                      float static_scale, uint8_t *__restrict__ a_q,
+                                      float *__restrict__ a_scale)
+{
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    __shared__ int32_t rows[64];
+    __shared__ uint32_t red[32];
+    int64_t t = blockIdx.x;
+    int nrows = 0;
+    if (threadIdx.x == 0) {
+        for (int j = 0; j < k; j++) {
+            int32_t r = pair_row[t * k + j];
+            if (r >= 0) rows[nrows++] = r;
+        }
+        red[0] = (uint32_t)nrows;
+    }
+    __syncthreads();
+    nrows = (int)red[0];
+    __syncthreads();
+    if (nrows == 0) return;
+    float w_in = on_input ? weights[t * k] : 1.0f;
+    dispatch_quant_token(x, dt, H, t, rows, nrows, w_in, static_scale, a_q, a_scale, red);
+}
+
+/* Decode-sized batches (T*k <= DISPATCH_CHUNK): the whole prepare after routing in one launch.
+ * Grid T, block DISPATCH_CHUNK, dynamic shared memory nl int32. Every block sorts all the pairs
+ * as dispatch_small_kernel does, but in shared memory (a few hundred pairs cost less than a
+ * launch) and stepping only through the warps that hold pairs; block 0 writes the dispatch
+ * arrays, the error words and the report; block t then quantises token t into its rows, taken
+ * from its own sort. Same results as dispatch_small_kernel followed by dispatch_quant_kernel. */
+__global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report,
+                                       int32_t *__restrict__ offsets, const float *__restrict__ weights,
+                                       int on_input, int32_t *__restrict__ pair_row,
+                                       int32_t *__restrict__ row_token, float *__restrict__ pair_weight,
+                                       const void *__restrict__ x, int dt, int64_t H, float static_scale,
+                                       uint8_t *__restrict__ a_q, float *__restrict__ a_scale)
+{
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    extern __shared__ int32_t cursor[]; /* [nl]: counts, then each expert's next row */
+    __shared__ int32_t part[1024];
+    __shared__ int32_t rows[64], slot_row[64];
+    __shared__ uint32_t red[32];
+    __shared__ int32_t nbad, badtok, nrows_s;
+    const bool writer = blockIdx.x == 0;
+    const int64_t t = blockIdx.x, pairs = m.T * m.k, p = threadIdx.x;
+    for (int e = threadIdx.x; e < m.nl; e += blockDim.x) cursor[e] = 0;
+    if (threadIdx.x == 0) { nbad = 0; badtok = 0x7f7f7f7f; }
+    __syncthreads();
+    const bool live = p < pairs;
+    int bad = 0, e = live ? pair_local_expert(m, p, &bad) : -1;
+    if (bad) { atomicAdd(&nbad, 1); atomicMin(&badtok, (int32_t)(m.token_base + p / m.k)); }
+    if (e >= 0) atomicAdd(&cursor[e], 1);
+    __syncthreads();
+    if (writer && threadIdx.x == 0) {
+        err[0] = nbad;
+        err[1] = badtok;
+        dispatch_report_bad(err, report);
+    }
+    /* exclusive scan of the counts: offsets (block 0) and the cursors; thread i owns experts
+     * [i*per, (i+1)*per) */
+    int per = (m.nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, m.nl);
+    int32_t mine = 0;
+    for (int i = lo; i < hi; i++) mine += cursor[i];
+    int32_t run = block_exclusive_scan_1024(part, mine);
+    for (int i = lo; i < hi; i++) {
+        int32_t v = cursor[i];
+        if (writer) offsets[i] = run;
+        cursor[i] = run;
+        run += v;
+    }
+    if (writer && threadIdx.x == 1023) offsets[m.nl] = part[1023];
+    __syncthreads();
+    /* stable assign, warp by warp, only the warps that hold pairs (a uniform bound) */
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned peers = __match_any_sync(0xffffffffu, e);
+    int32_t row = -1;
+    const int live_warps = (int)((pairs + 31) / 32);
+    for (int w = 0; w < live_warps; w++) {
+        if (w == warp && e >= 0) {
+            int32_t b = cursor[e];
+            row = b + __popc(peers & ((1u << lane) - 1u));
+            __syncwarp(peers);
+            if (lane == __ffs(peers) - 1) cursor[e] = b + __popc(peers);
+        }
+        __syncthreads();
+    }
+    if (live) {
+        if (writer) {
+            pair_row[p] = row;
+            pair_weight[p] = on_input ? 1.0f : weights[p];
+            if (row >= 0) row_token[row] = (int32_t)(p / m.k);
+        }
+        if (p / m.k == t) slot_row[p % m.k] = row;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) { /* this token's rows in slot order, as dispatch_quant_kernel gathers */
+        int n = 0;
+        for (int j = 0; j < m.k; j++)
+            if (slot_row[j] >= 0) rows[n++] = slot_row[j];
+        nrows_s = n;
+    }
+    __syncthreads();
+    const int nrows = nrows_s;
+    if (nrows == 0) return;
+    const float w_in = on_input ? weights[t * m.k] : 1.0f;
+    dispatch_quant_token(x, dt, H, t, rows, nrows, w_in, static_scale, a_q, a_scale, red);
 }
 
 /* Step 7: out[t, h] = sum_j w_j * y[row(t, j), h] (j ascending) + the shared expert's term, f32,

@@ -20,7 +20,7 @@
  * CTA: warpgroup 0 is the producer (one thread issues the copies; setmaxnreg gives its registers
  * to the others), warpgroups 1 and 2 the consumers (64 weight rows each, BN routed rows).
  * A STAGES-deep ring of (activation box BN x 128 bytes, 2 x 4 KB of packed weights) with a
- * full and an empty mbarrier per stage.
+ * full and an empty mbarrier per stage (released by every consumer thread).
  *
  * Packed weight layout (sm90_pack_kernel, once at create), for a matrix of N rows and K columns:
  *   wq [E, NRB, KB, 128 threads, 4 k32 steps] uint2, NRB = 64-row blocks rounded up to even,
@@ -55,6 +55,11 @@
 #define SM90_BM (SM90_WG_ROWS * SM90_CONSUMERS)
 #define SM90_W_STAGE_BYTES (SM90_WG_ROWS * SM90_BK / 2) /* 4 KB of int4 per warpgroup a stage */
 #define SM90_THREADS (128 * (SM90_CONSUMERS + 1))
+/* Arrivals that release a stage of this kernel's ring: every consumer thread arrives after
+ * fencing its own reads of the stage (a fence in one lane after __syncwarp orders the same on
+ * paper, but compute-sanitizer's racecheck reported the other lanes' reads against the refill;
+ * each thread arriving for itself is the form it follows) */
+#define SM90_PROMOTE_ARRIVALS (SM90_CONSUMERS * 128)
 
 /* ---- packing (once, at create) ---------------------------------------------------------- */
 
@@ -222,7 +227,7 @@ __device__ __forceinline__ void sm90_consume(const sm90_gemm_args &p, char *smem
                                              float (&acc)[BN / 2])
 {
     using plan = sm90_smem_plan<BN, STAGES>;
-    const int t = threadIdx.x & 127, warp = t >> 5, lane = t & 31, gid = lane >> 2;
+    const int t = threadIdx.x & 127, warp = t >> 5, gid = (t & 31) >> 2;
     const int64_t nks = p.K / 32, KB = (p.K + SM90_BK - 1) / SM90_BK, groups = p.K / p.g;
     const int steps_per_group = p.g / 32;
     const float *ws = p.ws + ((e * p.nrb + rb) * groups) * 64 + warp * 16 + gid;
@@ -263,9 +268,8 @@ __device__ __forceinline__ void sm90_consume(const sm90_gemm_args &p, char *smem
 #pragma unroll
             for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
         }
-        sm90_fence_proxy_async(); /* each lane's ld.shared of the stage before its refill */
-        __syncwarp();
-        if (lane == 0) sm90_bar_arrive(&empty[s]);
+        sm90_fence_proxy_async(); /* this thread's ld.shared of the stage before its refill */
+        sm90_bar_arrive(&empty[s]); /* every consumer thread (SM90_PROMOTE_ARRIVALS) */
     }
 }
 
@@ -300,7 +304,7 @@ __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *
     using plan = sm90_smem_plan<BN, STAGES, true>;
     using op = sm90_op<true>;
     constexpr int CH = GSTEPS < 2 ? GSTEPS : 2;
-    const int t = threadIdx.x & 127, warp = t >> 5, lane = t & 31, gid = lane >> 2;
+    const int t = threadIdx.x & 127, warp = t >> 5, gid = (t & 31) >> 2;
     const int64_t nks = p.K / 32, KB = (p.K + op::bk - 1) / op::bk, groups = p.K / p.g;
     const float *ws = p.ws + ((e * p.nrb + rb) * groups) * 64 + warp * 16 + gid;
     float tmp[BN / 2];
@@ -353,9 +357,8 @@ __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *
                 for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
             }
         }
-        sm90_fence_proxy_async(); /* each lane's ld.shared of the stage before its refill */
-        __syncwarp();
-        if (lane == 0) sm90_bar_arrive(&empty[s]);
+        sm90_fence_proxy_async(); /* this thread's ld.shared of the stage before its refill */
+        sm90_bar_arrive(&empty[s]); /* every consumer thread (SM90_PROMOTE_ARRIVALS) */
     }
 }
 
@@ -366,7 +369,7 @@ struct sm90_cta {
     int row0, row_end;
 };
 
-template <int STAGES>
+template <int STAGES, int EMPTY_ARRIVALS>
 __device__ __forceinline__ bool sm90_cta_setup(const sm90_gemm_args &p, uint64_t *full, uint64_t *empty,
                                                sm90_cta *c)
 {
@@ -379,7 +382,7 @@ __device__ __forceinline__ bool sm90_cta_setup(const sm90_gemm_args &p, uint64_t
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; s++) {
             sm90_bar_init(&full[s], 1);
-            sm90_bar_init(&empty[s], SM90_CONSUMERS * 4);
+            sm90_bar_init(&empty[s], EMPTY_ARRIVALS);
         }
         sm90_bar_init_fence();
     }
@@ -387,12 +390,16 @@ __device__ __forceinline__ bool sm90_cta_setup(const sm90_gemm_args &p, uint64_t
     return true;
 }
 
-/* Epilogue: h = s_t * (C * acc); gated: y = act(gate) * up and the row amax; plain: out = h. */
+/* Epilogue of the tile's rows [row0, row_end) for the 16 weight rows of warp slice `warp` of
+ * block rb (the accumulators in the wgmma layout): h = s_t * (C * acc); gated: y = act(gate) *
+ * up and the row amax; plain: out = h. The wgmma kernels and the mma.sync kernel
+ * (sm90_mma_decode.cuh) end with it. */
 template <int BN, bool GATED>
-__device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e, int64_t rb,
-                                              int row0, int row_end, const float (&acc)[BN / 2])
+__device__ __forceinline__ void sm90_epilogue_slice(const sm90_gemm_args &p, int64_t e, int64_t rb, int warp,
+                                                    int lane, int row0, int row_end,
+                                                    const float (&acc)[BN / 2])
 {
-    const int t = threadIdx.x & 127, warp = t >> 5, lane = t & 31, gid = lane >> 2, tig = lane & 3;
+    const int gid = lane >> 2, tig = lane & 3;
     const float *wc = p.wc + (e * p.nrb + rb) * 64 + warp * 16 + gid;
     const float c_lo = wc[0], c_hi = wc[8];
     const int64_t ch_lo = GATED ? rb * 32 + warp * 8 + gid : rb * 64 + warp * 16 + gid;
@@ -424,6 +431,15 @@ __device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e
     }
 }
 
+/* The wgmma consumer's epilogue: its warp is the slice. */
+template <int BN, bool GATED>
+__device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e, int64_t rb,
+                                              int row0, int row_end, const float (&acc)[BN / 2])
+{
+    const int t = threadIdx.x & 127;
+    sm90_epilogue_slice<BN, GATED>(p, e, rb, t >> 5, t & 31, row0, row_end, acc);
+}
+
 /*
  * Grid: (M tiles bound x NRB/2) CTAs in one dimension, rastered by sm90_raster; block
  * SM90_THREADS; dynamic shared memory sm90_smem_plan::bytes. tmap_act: the [R, K] e4m3 input
@@ -441,7 +457,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
     uint64_t *full = (uint64_t *)(smem + plan::bar_offset), *empty = full + STAGES;
 
     sm90_cta cta;
-    if (!sm90_cta_setup<STAGES>(p, full, empty, &cta)) return;
+    if (!sm90_cta_setup<STAGES, SM90_PROMOTE_ARRIVALS>(p, full, empty, &cta)) return;
     const int64_t e = cta.e, n = cta.n;
     const int row0 = cta.row0, row_end = cta.row_end;
     const int wg = threadIdx.x / 128;

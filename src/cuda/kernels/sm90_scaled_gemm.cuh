@@ -241,7 +241,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
     uint64_t *full = (uint64_t *)(smem + plan::bar_offset), *empty = full + STAGES;
 
     sm90_cta cta;
-    if (!sm90_cta_setup<STAGES>(p, full, empty, &cta)) return;
+    if (!sm90_cta_setup<STAGES, SM90_CONSUMERS * 4>(p, full, empty, &cta)) return;
     const int64_t e = cta.e, n = cta.n;
     const int row0 = cta.row0, row_end = cta.row_end;
     const int wg = threadIdx.x / 128;

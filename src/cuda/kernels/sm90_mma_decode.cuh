@@ -1,0 +1,191 @@
+/*
+ * sm90_mma_decode.cuh — the small-batch kernel of the cuda_sm90 experts: the same weight blocks
+ * as the wgmma kernels (sm90_grouped_gemm.cuh, sm90_scaled_gemm.cuh), multiplied with mma.sync
+ * m16n8k16 f16 against 8 routed rows a fragment, for tiles where an expert has few rows (a
+ * wgmma tile is at least 64 rows: at decode it would be 1/64 full) and K is split across the
+ * warps of a block so that enough weight bytes are in flight.
+ *
+ * Why one layout serves both: a 64-row weight block's thread t = 32 w + lane holds, per k32
+ * step, the wgmma A fragment of rows 16 w + gid and 16 w + gid + 8 — and the wgmma A fragment of
+ * a warp's 16 rows is the mma.sync m16n8k16 A fragment. So warp w of a block here reads exactly
+ * the uint2 the wgmma consumer's warp w reads, and the accumulators come out in the wgmma
+ * layout (acc[4 f + i]: rows gid (i < 2) and gid + 8, routed rows 8 f + 2 tig + (i & 1)), which
+ * lets the wgmma kernels' epilogue finish the tile.
+ *
+ * Sums, as the promoting kernel's: each K group's f16 products (exact) accumulate in the tensor
+ * core, then the group is added into an f32 sum — with its f32 scale (fmaf, promoting matrices)
+ * or as is (scaled matrices: the f16 weight already carries S·2^k, and the channel scale 2^-k).
+ * The split-K partials are added in warp order (deterministic), then the epilogue as the wgmma
+ * kernels' (h = s_t · (C · acc); gated: act(gate) · up and the row amax).
+ *
+ * Inputs: GEMM1 reads the dispatch's e4m3 rows (widened here: cvt.rn.f16x2.e4m3x2, exact), GEMM2
+ * the requantised codes already widened to f16 — so this path needs no widening kernel.
+ *
+ * Grid: (tiles bound) x (NRB x KS): block y covers row block y / KS and its 4 / KS warp slices
+ * starting at (y % KS) x (4 / KS); the KS warps of a slice split the K groups evenly. Block 128.
+ */
+#ifndef W4A8MOE_SM90_MMA_DECODE_CUH
+#define W4A8MOE_SM90_MMA_DECODE_CUH
+
+#include "pdl.cuh"
+#include "sm90_scaled_gemm.cuh"
+
+/* d += A(16x16 f16) · B(16x8 f16), f32 accumulation. */
+__device__ __forceinline__ void sm90m_mma(float *d, const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+#if SM90_ENABLED
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+/* Two consecutive input values at element k of a row as f16x2 (low half: k): f16 inputs as
+ * stored, e4m3 inputs widened exactly. */
+template <bool F16IN>
+__device__ __forceinline__ uint32_t sm90m_act2(const void *row, int64_t k)
+{
+    if constexpr (F16IN) {
+        return __ldg((const uint32_t *)((const uint16_t *)row + k));
+    } else {
+        uint32_t out = 0;
+#if SM90_ENABLED
+        const uint16_t v = __ldg((const uint16_t *)((const uint8_t *)row + k));
+        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"(v));
+#endif
+        return out;
+    }
+}
+
+/* The scaled block's f16 scales of a thread's rows r (low half) and r + 8 (high) for step j of
+ * the block (0 for the promoting layout, which keeps its f32 scales apart). */
+template <bool SCALED>
+__device__ __forceinline__ uint32_t sm90m_scales(const char *blk, int g, int j, int r)
+{
+    if constexpr (SCALED) {
+        const uint16_t *sc = (const uint16_t *)(blk + SM90S_INT4_BYTES);
+        return (uint32_t)__ldg(sc + sm90s_scale_index(g, j, r)) | (uint32_t)__ldg(sc + sm90s_scale_index(g, j, r + 8)) << 16;
+    } else {
+        return 0u;
+    }
+}
+
+/* One k32 step's A fragments from the layout thread's word v (promoting: q; scaled: q·S·2^k,
+ * with sc from sm90m_scales). */
+template <bool SCALED>
+__device__ __forceinline__ void sm90m_weights(uint2 v, uint32_t sc, uint32_t (&a)[2][4])
+{
+    if constexpr (SCALED) {
+        const uint32_t lo = sc & 0xffffu, hi = sc >> 16;
+        sm90s_convert(v, lo | lo << 16, hi | hi << 16, a);
+    } else {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            a[h][0] = sm90_int4x2_to_f16x2(v.x, 2 * h);
+            a[h][1] = sm90_int4x2_to_f16x2(v.y, 2 * h);
+            a[h][2] = sm90_int4x2_to_f16x2(v.x, 2 * h + 1);
+            a[h][3] = sm90_int4x2_to_f16x2(v.y, 2 * h + 1);
+        }
+    }
+}
+
+/* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
+ * F16IN: act is f16 [R, K] (else e4m3). p.w_block is the block stride in bytes. */
+template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED>
+static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act)
+{
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
+#if SM90_ENABLED
+    constexpr int WN = 4 / KS, ACC = NT * 4;
+    __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
+    if ((int)blockIdx.x >= *p.ntiles) return;
+    const int2 tile = p.tiles[blockIdx.x];
+    const int64_t e = tile.x;
+    const int row0 = tile.y, row_end = p.offsets[e + 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int wn = warp / KS, kq = warp % KS;
+    const int64_t rb = blockIdx.y / KS;
+    const int slice = (int)(blockIdx.y % KS) * WN + wn, t = slice * 32 + lane, r = slice * 16 + gid;
+    const int64_t KB = (p.K + SM90S_BK - 1) / SM90S_BK, groups = p.K / p.g;
+    const char *wb = (const char *)p.wq + (e * p.nrb + rb) * KB * p.w_block;
+    const float *wsp = SCALED ? nullptr : p.ws + (e * p.nrb + rb) * groups * 64 + r;
+    const int64_t b0 = kq * groups / KS, b1 = (kq + 1) * groups / KS;
+    const size_t esz = F16IN ? 2 : 1;
+    const char *arow[NT];
+#pragma unroll
+    for (int f = 0; f < NT; f++) /* rows past the tile's end read its last row; never stored */
+        arow[f] = (const char *)act + (size_t)min(row0 + f * 8 + gid, row_end - 1) * (size_t)p.K * esz;
+
+    float acc[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
+    /* A group's weights and (promoting) its two row scales are loaded one group ahead, so a
+     * warp waits for memory once a group, not twice (the scale round trip is what made the
+     * sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU decode). */
+    uint2 cur[GSTEPS], nxt[GSTEPS];
+    uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
+    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
+    auto load_group = [&](int64_t b, uint2 (&w)[GSTEPS], uint32_t (&hs)[GSTEPS], float2 &sc) {
+#pragma unroll
+        for (int s = 0; s < GSTEPS; s++) {
+            const int64_t ks = b * GSTEPS + s;
+            const char *blk = wb + (ks >> 1) * p.w_block;
+            w[s] = __ldg((const uint2 *)blk + sm90s_word_index(t, (int)(ks & 1)));
+            hs[s] = sm90m_scales<SCALED>(blk, p.g, (int)(ks & 1), r);
+        }
+        if constexpr (!SCALED) {
+            sc.x = __ldg(wsp + b * 64);
+            sc.y = __ldg(wsp + b * 64 + 8);
+        }
+    };
+    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+    for (int64_t b = b0; b < b1; b++) {
+        if (b + 1 < b1) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* the next group in flight meanwhile */
+        float tmp[ACC];
+#pragma unroll
+        for (int i = 0; i < ACC; i++) tmp[i] = 0.0f;
+#pragma unroll
+        for (int s = 0; s < GSTEPS; s++) {
+            const int64_t ks = b * GSTEPS + s;
+            uint32_t a[2][4];
+            sm90m_weights<SCALED>(cur[s], hs_cur[s], a);
+#pragma unroll
+            for (int f = 0; f < NT; f++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int64_t k = ks * 32 + h * 16 + 2 * tig;
+                    sm90m_mma(&tmp[4 * f], a[h], sm90m_act2<F16IN>(arow[f], k), sm90m_act2<F16IN>(arow[f], k + 8));
+                }
+        }
+        if constexpr (SCALED) {
+#pragma unroll
+            for (int i = 0; i < ACC; i++) acc[i] += tmp[i];
+        } else {
+#pragma unroll
+            for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc_cur.y : sc_cur.x, tmp[i], acc[i]);
+        }
+#pragma unroll
+        for (int s = 0; s < GSTEPS; s++) {
+            cur[s] = nxt[s];
+            hs_cur[s] = hs_nxt[s];
+        }
+        sc_cur = sc_nxt;
+    }
+    if constexpr (KS > 1) { /* split-K partials, added in warp order */
+        if (kq > 0) {
+#pragma unroll
+            for (int i = 0; i < ACC; i++) red[(((kq - 1) * WN + wn) * 32 + lane) * ACC + i] = acc[i];
+        }
+        __syncthreads();
+        if (kq > 0) return;
+#pragma unroll
+        for (int q = 1; q < KS; q++)
+#pragma unroll
+            for (int i = 0; i < ACC; i++) acc[i] += red[(((q - 1) * WN + wn) * 32 + lane) * ACC + i];
+    }
+    sm90_epilogue_slice<8 * NT, GATED>(p, e, rb, slice, lane, row0, row_end, acc);
+#endif
+}
+
+#endif /* W4A8MOE_SM90_MMA_DECODE_CUH */
