@@ -3,7 +3,9 @@
 # kernel), the one-launch decode prepare (dispatch_decode_kernel), the promoting kernel's
 # per-thread stage release, and GEMM1 on the converter kernel (kernels/sm90_convert_gemm.cuh,
 # W4A8MOE_SM90_CONVERT=1). Most important first; every step's time limit is cut to what is left
-# of 575 s, so the call ends inside its 600. Logs under $OUT.
+# of 575 s, so the call ends inside its 600. Logs under $OUT. Ran once, at 9468834 (H100;
+# docs/PERFORMANCE.md "Round 9, measured"); the two switches it names (W4A8MOE_SM90_MMA_SCHEDULE,
+# W4A8MOE_SM90_CONVERT) went with the forms they chose between, so this is its record.
 set -u
 OUT=${OUT:-lab-out}; mkdir -p "$OUT"
 B=build-cuda
