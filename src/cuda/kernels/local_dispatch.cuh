@@ -104,6 +104,56 @@ __global__ void dispatch_scan_kernel(int32_t *__restrict__ counts, int chunks, i
     if (threadIdx.x == 1023) offsets[nl] = part[1023];
 }
 
+/* The exclusive scan of a block's per-expert counts (cursor [nl], shared or global): cursor[e]
+ * becomes expert e's first row, and offsets [nl + 1] (unless NULL) the same and the total.
+ * Thread i owns experts [i·per, (i+1)·per). A block of exactly 1024; part: shared [1024]. */
+__device__ __forceinline__ void dispatch_scan_counts(int32_t *part, int32_t *cursor, int nl, int32_t *offsets)
+{
+    const int per = (nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, nl);
+    int32_t mine = 0;
+    for (int x = lo; x < hi; x++) mine += cursor[x];
+    int32_t run = block_exclusive_scan_1024(part, mine);
+    for (int x = lo; x < hi; x++) {
+        const int32_t v = cursor[x];
+        if (offsets) offsets[x] = run;
+        cursor[x] = run;
+        run += v;
+    }
+    if (offsets && threadIdx.x == 1023) offsets[nl] = part[1023];
+}
+
+/* The stable assignment of a block's pairs to rows: warp by warp in thread order (warps [0,
+ * warps), a bound uniform over the block), each pair of expert e >= 0 takes the next row of
+ * cursor[e], the lower lanes of a warp first; returns the pair's row (-1 where e < 0). cursor
+ * (shared or global) holds each expert's next row and is advanced. Every thread calls it. */
+__device__ __forceinline__ int32_t dispatch_assign_rows(int32_t *cursor, int e, int warps)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    int32_t row = -1;
+    for (int w = 0; w < warps; w++) {
+        if (w == warp && e >= 0) {
+            const int32_t b = cursor[e];
+            row = b + __popc(peers & ((1u << lane) - 1u));
+            __syncwarp(peers);
+            if (lane == __ffs(peers) - 1) cursor[e] = b + __popc(peers);
+        }
+        __syncthreads(); /* the next warp sees this one's cursor updates */
+    }
+    return row;
+}
+
+/* What the dispatch keeps of pair p (row from dispatch_assign_rows): its row, its weight in the
+ * combine (1 when the router weight went on the input) and the row's token. */
+__device__ __forceinline__ void dispatch_write_pair(const pair_map &m, int64_t p, int32_t row,
+                                                    const float *weights, int on_input, int32_t *pair_row,
+                                                    int32_t *row_token, float *pair_weight)
+{
+    pair_row[p] = row;
+    pair_weight[p] = on_input ? 1.0f : weights[p];
+    if (row >= 0) row_token[row] = (int32_t)(p / m.k);
+}
+
 /* Stable rows: pair_row [T, k], row_token [R], pair_weight [T, k]. base [chunks, nl] from the
  * scan (advanced in place). weights: caller's or the router's; on_input: 1 → pair weight 1. */
 __global__ void dispatch_assign_kernel(pair_map m, int32_t *__restrict__ base,
@@ -115,23 +165,8 @@ __global__ void dispatch_assign_kernel(pair_map m, int32_t *__restrict__ base,
     int64_t p = (int64_t)blockIdx.x * DISPATCH_CHUNK + threadIdx.x;
     bool live = p < m.T * m.k;
     int bad, e = live ? pair_local_expert(m, p, &bad) : -1;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    unsigned peers = __match_any_sync(0xffffffffu, e);
-    int32_t *cursor = base + (int64_t)blockIdx.x * m.nl;
-    int32_t row = -1;
-    for (int w = 0; w < DISPATCH_CHUNK / 32; w++) {
-        if (w == warp && e >= 0) {
-            int32_t b = cursor[e];
-            row = b + __popc(peers & ((1u << lane) - 1u));
-            __syncwarp(peers);
-            if (lane == __ffs(peers) - 1) cursor[e] = b + __popc(peers);
-        }
-        __syncthreads(); /* the next warp sees this one's cursor updates */
-    }
-    if (!live) return;
-    pair_row[p] = row;
-    pair_weight[p] = on_input ? 1.0f : weights[p];
-    if (row >= 0) row_token[row] = (int32_t)(p / m.k);
+    const int32_t row = dispatch_assign_rows(base + (int64_t)blockIdx.x * m.nl, e, DISPATCH_CHUNK / 32);
+    if (live) dispatch_write_pair(m, p, row, weights, on_input, pair_row, row_token, pair_weight);
 }
 
 /* Decode-sized batches (T*k <= DISPATCH_CHUNK): count, scan and assign in one block, no memsets
@@ -155,36 +190,11 @@ __global__ void dispatch_small_kernel(pair_map m, int32_t *__restrict__ counts, 
     if (e >= 0) atomicAdd(&counts[e], 1);
     __syncthreads();
     if (threadIdx.x == 0) dispatch_report_bad(err, report);
-    /* exclusive scan of counts into offsets; thread i owns experts [i*per, (i+1)*per) */
-    int per = (m.nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, m.nl);
-    int32_t mine = 0;
-    for (int x = lo; x < hi; x++) mine += counts[x];
-    int32_t run = block_exclusive_scan_1024(part, mine);
-    for (int x = lo; x < hi; x++) {
-        int32_t v = counts[x];
-        offsets[x] = run;
-        counts[x] = run; /* becomes the cursor */
-        run += v;
-    }
-    if (threadIdx.x == 1023) offsets[m.nl] = part[1023];
+    dispatch_scan_counts(part, counts, m.nl, offsets); /* counts become the cursors */
     __syncthreads();
     /* stable assign, warp by warp (as dispatch_assign_kernel) */
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    unsigned peers = __match_any_sync(0xffffffffu, e);
-    int32_t row = -1;
-    for (int w = 0; w < DISPATCH_CHUNK / 32; w++) {
-        if (w == warp && e >= 0) {
-            int32_t b = counts[e];
-            row = b + __popc(peers & ((1u << lane) - 1u));
-            __syncwarp(peers);
-            if (lane == __ffs(peers) - 1) counts[e] = b + __popc(peers);
-        }
-        __syncthreads();
-    }
-    if (!live) return;
-    pair_row[p] = row;
-    pair_weight[p] = on_input ? 1.0f : weights[p];
-    if (row >= 0) row_token[row] = (int32_t)(p / m.k);
+    const int32_t row = dispatch_assign_rows(counts, e, DISPATCH_CHUNK / 32);
+    if (live) dispatch_write_pair(m, p, row, weights, on_input, pair_row, row_token, pair_weight);
 }
 
 /* I/O element i of x widened to f32 (bf16 / f16 / f32). */
@@ -302,40 +312,12 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
         err[1] = badtok;
         dispatch_report_bad(err, report);
     }
-    /* exclusive scan of the counts: offsets (block 0) and the cursors; thread i owns experts
-     * [i*per, (i+1)*per) */
-    int per = (m.nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, m.nl);
-    int32_t mine = 0;
-    for (int i = lo; i < hi; i++) mine += cursor[i];
-    int32_t run = block_exclusive_scan_1024(part, mine);
-    for (int i = lo; i < hi; i++) {
-        int32_t v = cursor[i];
-        if (writer) offsets[i] = run;
-        cursor[i] = run;
-        run += v;
-    }
-    if (writer && threadIdx.x == 1023) offsets[m.nl] = part[1023];
+    dispatch_scan_counts(part, cursor, m.nl, writer ? offsets : nullptr); /* block 0 writes offsets */
     __syncthreads();
     /* stable assign, warp by warp, only the warps that hold pairs (a uniform bound) */
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    unsigned peers = __match_any_sync(0xffffffffu, e);
-    int32_t row = -1;
-    const int live_warps = (int)((pairs + 31) / 32);
-    for (int w = 0; w < live_warps; w++) {
-        if (w == warp && e >= 0) {
-            int32_t b = cursor[e];
-            row = b + __popc(peers & ((1u << lane) - 1u));
-            __syncwarp(peers);
-            if (lane == __ffs(peers) - 1) cursor[e] = b + __popc(peers);
-        }
-        __syncthreads();
-    }
+    const int32_t row = dispatch_assign_rows(cursor, e, (int)((pairs + 31) / 32));
     if (live) {
-        if (writer) {
-            pair_row[p] = row;
-            pair_weight[p] = on_input ? 1.0f : weights[p];
-            if (row >= 0) row_token[row] = (int32_t)(p / m.k);
-        }
+        if (writer) dispatch_write_pair(m, p, row, weights, on_input, pair_row, row_token, pair_weight);
         if (p / m.k == t) slot_row[p % m.k] = row;
     }
     __syncthreads();
