@@ -11,8 +11,10 @@
  * cpu_ref has none); the fraction of rows above the CPU bound 2e-3 is printed.
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
- * kernels. W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the first two shapes
- * (one of each).
+ * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), one cuda_sm90's
+ * four-fragment small-batch tiles. Every GPU forward is run twice and must give the same bits.
+ * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
+ * each path).
  */
 #include "gpu_harness.h"
 #include "loader/safetensors.h"
@@ -36,6 +38,26 @@ static void report(const char *what, const char *backend, const gh_stats *s)
     printf("ok %-46s %-9s worst %.2e mean %.2e, rows > 2e-3: %lld of %lld (%.1f%%)\n", what, backend,
            s->worst, s->mean, (long long)s->above_cpu_tol, (long long)s->rows,
            s->rows ? 100.0 * (double)s->above_cpu_tol / (double)s->rows : 0.0);
+}
+
+/* The same forward again gives the same bits (docs/numerics.md: no sum may depend on timing). */
+static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv, int64_t T,
+                       const float *got, const char *what, const char *backend)
+{
+    const int64_t n = T * d->hidden;
+    float *again = malloc((size_t)n * 4);
+    CHECK(again, "%s: host buffer", what);
+    if (!again) return;
+    cudaMemset(dv->out, 0xff, (size_t)n * 4); /* poison */
+    w4a8moe_routing_input rd = gh_routing(dv->ids, dv->weights, NULL);
+    CHECK(w4a8moe_layer_forward(L, T, dv->x, &rd, dv->out, NULL) == W4A8MOE_STATUS_OK,
+          "%s: %s second forward: %s", what, backend, w4a8moe_layer_error(L));
+    CHECK(gh_fetch(d, T, dv->out, again) == 0, "%s: fetch", what);
+    int64_t diff = 0;
+    for (int64_t i = 0; i < n; i++) diff += memcmp(&again[i], &got[i], 4) != 0;
+    CHECK(diff == 0, "%s: %s: a second forward differs in %lld of %lld values", what, backend,
+          (long long)diff, (long long)n);
+    free(again);
 }
 
 /* One synthetic case: distinct weights for all E experts, random routing, every backend. */
@@ -81,6 +103,7 @@ static void synth_case(int64_t H, int64_t I, int E, int k, int g, int64_t T, uin
         CHECK(gh_fetch(&d, T, dv.out, got) == 0, "%s: fetch", what);
         gh_stats s = gh_compare_stats(ref, got, T, H);
         report(what, backends[b], &s);
+        same_again(L, &d, &dv, T, got, what, backends[b]);
         w4a8moe_layer_free(L);
     }
     w4a8moe_layer_free(R);
@@ -183,23 +206,26 @@ int main(void)
         TEST_MAIN_END();
     }
     /* H, I: multiples of g, several not multiples of 128 or 256 */
-    static const struct { int64_t H, I; int E, k, g; int64_t T; } shapes[] = {
-        {1024, 512, 8, 2, 128, 64},   /* the checkpoint's shape, synthetic weights */
-        {1024, 512, 8, 2, 128, 192},  /* 48 rows an expert: cuda_sm90's wgmma kernels (the
-                                         small-batch kernel takes up to 32) */
-        {544, 352, 128, 4, 32, 80},   /* odd multiples of 32 */
-        {576, 320, 128, 6, 64, 64},   /* odd multiples of 64 */
-        {1024, 512, 128, 8, 128, 128},
-        {768, 384, 256, 8, 128, 96},  /* DeepSeek-like E and k */
-        {1408, 1152, 16, 1, 128, 72}, /* Llama-4-like top-1, I not a multiple of 256 */
-        {544, 352, 16, 4, 32, 640},   /* 160 rows an expert, g = 32: 128-row wgmma tiles */
-        {512, 256, 4, 1, 128, 1600},  /* ~400 rows an expert: the widest tiles (256 rows,
-                                         or 192 on the converter kernel) */
+    static const struct { int64_t H, I; int E, k, g; int64_t T; int quick; } shapes[] = {
+        {1024, 512, 8, 2, 128, 64, 1},   /* the checkpoint's shape, synthetic weights */
+        {1024, 512, 8, 2, 128, 192, 1},  /* 48 rows an expert: cuda_sm90's wgmma kernels (the
+                                            small-batch kernel takes up to 32) */
+        {544, 352, 128, 4, 32, 80, 0},   /* odd multiples of 32 */
+        {576, 320, 128, 6, 64, 64, 0},   /* odd multiples of 64 */
+        {1024, 512, 128, 8, 128, 128, 0},
+        {768, 384, 256, 8, 128, 96, 0},  /* DeepSeek-like E and k */
+        {1408, 1152, 16, 1, 128, 72, 0}, /* Llama-4-like top-1, I not a multiple of 256 */
+        {544, 352, 16, 4, 32, 640, 0},   /* 160 rows an expert, g = 32: 128-row wgmma tiles */
+        {512, 256, 4, 1, 128, 1600, 0},  /* ~400 rows an expert: the widest tiles (256 rows,
+                                            or 192 on the converter kernel) */
+        {512, 4096, 32, 2, 128, 64, 1},  /* 4 rows an expert at a large I (GEMM2's long K) */
+        {256, 8192, 32, 2, 64, 64, 0},   /* and larger */
+        {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert: cuda_sm90's four-fragment tiles
+                                            (16 rows: two, the first shape) */
     };
     int quick = test_quick();
-    size_t ns = quick ? 2 : sizeof shapes / sizeof shapes[0];
-    for (size_t i = 0; i < ns; i++)
-        for (int s = 0; s < (quick ? 1 : 2); s++)
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int s = 0; s < (quick ? 1 : 2) && (shapes[i].quick || !quick); s++)
             synth_case(shapes[i].H, shapes[i].I, shapes[i].E, shapes[i].k, shapes[i].g, shapes[i].T,
                        g_seed ^ (0x9e3779b97f4a7c15ull * (i * 2 + (size_t)s + 1)));
     checkpoint_case();
