@@ -34,7 +34,8 @@ def activate(activation, gate, up):
     """Step 4 in f32. exp and tanh are taken in f64 and rounded once to f32 (the correctly
     rounded value, as the C library's expf gives in practice): numpy's own f32 exp can differ
     from it in the last bit, which can flip a requantised e4m3 code and move a whole output row
-    by ~1e-3 (seen: test_layer.py's bf16 case at W4A8MOE_TEST_SEED=1507497938, 2.2e-3 against its 2e-3)."""
+    by ~1e-3 (seen: test_layer.py's bf16 case at W4A8MOE_TEST_SEED=1507497938, 2.2e-3 against
+    its 2e-3)."""
     np = _np()
     gate, up = gate.astype(np.float32), up.astype(np.float32)
     if activation == "gelu_tanh":
