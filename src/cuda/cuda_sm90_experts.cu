@@ -54,6 +54,7 @@ typedef struct sm90_state {
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
     const void *a_src[3], *b_src[3];
     CUtensorMap a_map[3], b_map[3];
+    int early; /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -296,6 +297,8 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     sm90_state *s = (sm90_state *)calloc(1, sizeof *s);
     RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
     *state = s;
+    const char *early = getenv("W4A8MOE_SM90_EARLY");
+    s->early = !(early && early[0] == '0');
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -377,40 +380,58 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl)
     return NULL;
 }
 
-/* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group. */
-template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
-static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
+/* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
+ * EARLY: what it does before its PDL wait (kernels/sm90_mma_decode.cuh); nl, bt: the local
+ * experts and the schedule's tile rows. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY>
+static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl, int bt,
                               cudaStream_t st, int pdl)
 {
     dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, bt);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, bt);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, bt);
     return cudaErrorInvalidValue;
 }
 
+/* GEMM1 or GEMM2 with or without its early prologue. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY_ON>
+static cudaError_t mma_launch_early(bool early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
+                                    int nl, int bt, cudaStream_t st, int pdl)
+{
+    if (early) return mma_launch<NT, KS, GATED, F16IN, SCALED, EARLY_ON>(p, act, tiles_bound, nl, bt, st, pdl);
+    return mma_launch<NT, KS, GATED, F16IN, SCALED, SM90M_EARLY_NONE>(p, act, tiles_bound, nl, bt, st, pdl);
+}
+
 /* The small-batch forward after the schedule: GEMM1 on the dispatch's e4m3 rows, the
- * requantisation into f16 codes, GEMM2 on them. */
+ * requantisation into f16 codes, GEMM2 on them. With s->early, GEMM1 runs its main loop beside
+ * the schedule kernel and GEMM2 loads its first weights beside the requantisation (PDL
+ * prologues: kernels/sm90_mma_decode.cuh); GEMM1's needs nl <= SM90M_FIND_MAX_EXPERTS. */
 template <int NT, int KS>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, unsigned tb, cudaStream_t st, int pdl,
+                                float r_static, int64_t R, unsigned tb, int nl, cudaStream_t st, int pdl,
                                 w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
-    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, tb, st, pdl)));
+    const int bt = 8 * NT;
+    const bool early1 = s->early && nl <= SM90M_FIND_MAX_EXPERTS, early2 = s->early;
+    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
+                (mma_launch_early<NT, KS, true, false, false, SM90M_EARLY_LOOP>(early1, a1, a_q, tb, nl, bt, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
+                    (mma_launch_early<NT, KS, false, true, true, SM90M_EARLY_WEIGHTS>(early2, a2, ws.b_wide, tb, nl, bt, st, pdl)));
     else
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, false>(a2, ws.b_wide, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
+                    (mma_launch_early<NT, KS, false, true, false, SM90M_EARLY_WEIGHTS>(early2, a2, ws.b_wide, tb, nl, bt, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -450,9 +471,9 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
         const unsigned tb = tiles_bound_for(R, bt, nl);
         switch (mc->nt * 10 + mc->ksplit) {
-        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
-        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
-        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d has no kernel",

@@ -42,8 +42,9 @@ __device__ __forceinline__ void sm90m_mma(float *d, const uint32_t (&a)[4], uint
 }
 
 /* Two consecutive input values at element k of a row as f16x2 (low half: k): f16 inputs as
- * stored, e4m3 inputs widened exactly. */
-template <bool F16IN>
+ * stored, e4m3 inputs widened exactly. CG: through L2 only (ld.global.cg), for rows read before
+ * the kernel's PDL wait (see sm90_mma_kernel's EARLY). */
+template <bool F16IN, bool CG = false>
 __device__ __forceinline__ uint32_t sm90m_act2(const void *row, int64_t k)
 {
     if constexpr (F16IN) {
@@ -51,7 +52,8 @@ __device__ __forceinline__ uint32_t sm90m_act2(const void *row, int64_t k)
     } else {
         uint32_t out = 0;
 #if SM90_ENABLED
-        const uint16_t v = __ldg((const uint16_t *)((const uint8_t *)row + k));
+        const uint16_t *at = (const uint16_t *)((const uint8_t *)row + k);
+        const uint16_t v = CG ? __ldcg(at) : __ldg(at);
         asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"(v));
 #endif
         return out;
@@ -90,19 +92,103 @@ __device__ __forceinline__ void sm90m_weights(uint2 v, uint32_t sc, uint32_t (&a
     }
 }
 
-/* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
- * F16IN: act is f16 [R, K] (else e4m3). p.w_block is the block stride in bytes. */
-template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED>
-static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act)
+/* Most local experts sm90m_find_tile handles: 32 lanes × SM90M_FIND_PER each. */
+#define SM90M_FIND_PER 8
+#define SM90M_FIND_MAX_EXPERTS (32 * SM90M_FIND_PER)
+
+/* Tile b of the schedule's order — experts ascending, ceil(rows / bt) tiles of bt rows each,
+ * as sm89_schedule_kernel lists them — found by each warp from the offsets [nl + 1] alone (nl
+ * <= SM90M_FIND_MAX_EXPERTS): one round of loads and a warp scan. False when the forward has
+ * at most b tiles. The offsets are read through L2 (ld.global.cg): the caller reads them
+ * before its PDL wait, where only kernels two launches back are known to be done
+ * (kernels/pdl.cuh) and this SM's L1 may hold an earlier forward's lines. */
+__device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, int bt, int b, int *e_out,
+                                                int *row0_out, int *row_end_out)
 {
-    pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    const int lane = threadIdx.x & 31, per = (nl + 31) / 32, lo = lane * per;
+    const int n = max(0, min(per, nl - lo)); /* this lane's experts: [lo, lo + n) */
+    int32_t off[SM90M_FIND_PER + 1];
+#pragma unroll
+    for (int j = 0; j <= SM90M_FIND_PER; j++) off[j] = (n > 0 && j <= n) ? __ldcg(offsets + lo + j) : 0;
+    int mine = 0;
+#pragma unroll
+    for (int j = 0; j < SM90M_FIND_PER; j++)
+        if (j < n) mine += (off[j + 1] - off[j] + bt - 1) / bt;
+    int incl = mine;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, d);
+        if (lane >= d) incl += v;
+    }
+    const int excl = incl - mine;
+    if (b >= __shfl_sync(0xffffffffu, incl, 31)) return false;
+    const unsigned hit = __ballot_sync(0xffffffffu, b >= excl && b < incl);
+    const int src = __ffs(hit) - 1;
+    int e = 0, row0 = 0, row_end = 0, at = excl;
+    if (lane == src) {
+#pragma unroll
+        for (int j = 0; j < SM90M_FIND_PER; j++) {
+            const int c = j < n ? (off[j + 1] - off[j] + bt - 1) / bt : 0;
+            if (c > 0 && b >= at && b < at + c) {
+                e = lo + j;
+                row0 = off[j] + (b - at) * bt;
+                row_end = off[j + 1];
+            }
+            at += c;
+        }
+    }
+    *e_out = __shfl_sync(0xffffffffu, e, src);
+    *row0_out = __shfl_sync(0xffffffffu, row0, src);
+    *row_end_out = __shfl_sync(0xffffffffu, row_end, src);
+    return true;
+}
+
+/* What a block does before its PDL wait (kernels/pdl.cuh), besides nothing:
+ *   SM90M_EARLY_NONE    everything after the wait;
+ *   SM90M_EARLY_WEIGHTS the tile from the schedule's list and its first two groups of weights
+ *                       (GEMM2: the list was written two launches back; the weights are the
+ *                       layer's), so the weight stream starts while the requantisation runs;
+ *   SM90M_EARLY_LOOP    the tile found from the offsets (sm90m_find_tile) and the whole main
+ *                       loop (GEMM1: its rows and their scales come from the prepare, two
+ *                       launches back), so the GEMM runs beside the schedule kernel; only the
+ *                       epilogue (the row amax that the schedule zeroes) waits. */
+#define SM90M_EARLY_NONE 0
+#define SM90M_EARLY_WEIGHTS 1
+#define SM90M_EARLY_LOOP 2
+
+/* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
+ * F16IN: act is f16 [R, K] (else e4m3); EARLY: above (LOOP needs nl <= SM90M_FIND_MAX_EXPERTS;
+ * nl and bt, the schedule's tile rows, are read only there). p.w_block is the block stride in
+ * bytes. */
+template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
+static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
+                                                              int nl, int bt)
+{
+    static_assert(EARLY != SM90M_EARLY_LOOP || !F16IN, "the early main loop reads e4m3 rows");
+    if constexpr (EARLY == SM90M_EARLY_NONE) pdl_enter(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
+    constexpr bool CG = EARLY == SM90M_EARLY_LOOP;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
-    if ((int)blockIdx.x >= *p.ntiles) return;
-    const int2 tile = p.tiles[blockIdx.x];
-    const int64_t e = tile.x;
-    const int row0 = tile.y, row_end = p.offsets[e + 1];
+    int64_t e;
+    int row0, row_end;
+    if constexpr (EARLY == SM90M_EARLY_LOOP) {
+        int fe;
+        if (!sm90m_find_tile(p.offsets, nl, bt, (int)blockIdx.x, &fe, &row0, &row_end)) return;
+        e = fe;
+    } else if constexpr (EARLY == SM90M_EARLY_WEIGHTS) { /* written two launches back: via L2 */
+        if ((int)blockIdx.x >= __ldcg(p.ntiles)) return;
+        const int2 tile = __ldcg(p.tiles + blockIdx.x);
+        e = tile.x;
+        row0 = tile.y;
+        row_end = __ldcg(p.offsets + e + 1);
+    } else {
+        if ((int)blockIdx.x >= *p.ntiles) return;
+        const int2 tile = p.tiles[blockIdx.x];
+        e = tile.x;
+        row0 = tile.y;
+        row_end = p.offsets[e + 1];
+    }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int wn = warp / KS, kq = warp % KS;
     const int64_t rb = blockIdx.y / KS;
@@ -140,8 +226,13 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         }
     };
     if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+    constexpr bool two_ahead = EARLY == SM90M_EARLY_WEIGHTS; /* group b0 + 1 also before the wait */
+    if (two_ahead) {
+        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+        pdl_enter(); /* the requantised rows come from the kernel just before */
+    }
     for (int64_t b = b0; b < b1; b++) {
-        if (b + 1 < b1) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* the next group in flight meanwhile */
+        if (b + 1 < b1 && !(two_ahead && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
         float tmp[ACC];
 #pragma unroll
         for (int i = 0; i < ACC; i++) tmp[i] = 0.0f;
@@ -155,7 +246,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const int64_t k = ks * 32 + h * 16 + 2 * tig;
-                    sm90m_mma(&tmp[4 * f], a[h], sm90m_act2<F16IN>(arow[f], k), sm90m_act2<F16IN>(arow[f], k + 8));
+                    sm90m_mma(&tmp[4 * f], a[h], sm90m_act2<F16IN, CG>(arow[f], k), sm90m_act2<F16IN, CG>(arow[f], k + 8));
                 }
         }
         if constexpr (SCALED) {
@@ -172,6 +263,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         }
         sc_cur = sc_nxt;
     }
+    if constexpr (EARLY == SM90M_EARLY_LOOP) pdl_enter(); /* the epilogue's row amax: zeroed by the schedule */
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
         if (kq > 0) {
 #pragma unroll
