@@ -143,40 +143,47 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
     return true;
 }
 
-/* What a block does before its PDL wait (kernels/pdl.cuh), besides nothing:
- *   SM90M_EARLY_NONE    everything after the wait;
- *   SM90M_EARLY_WEIGHTS the tile from the schedule's list and its first two groups of weights
- *                       (GEMM2: the list was written two launches back; the weights are the
- *                       layer's), so the weight stream starts while the requantisation runs;
- *   SM90M_EARLY_LOOP    the tile found from the offsets (sm90m_find_tile) and the whole main
- *                       loop (GEMM1: its rows and their scales come from the prepare, two
- *                       launches back), so the GEMM runs beside the schedule kernel; only the
- *                       epilogue (the row amax that the schedule zeroes) waits. */
-#define SM90M_EARLY_NONE 0
-#define SM90M_EARLY_WEIGHTS 1
-#define SM90M_EARLY_LOOP 2
+/* How a block finds its tile and what it does before its PDL wait (kernels/pdl.cuh), as bits:
+ *   none                the tile from the schedule's list, everything after the wait;
+ *   SM90M_FIND          the tile found from the offsets (sm90m_find_tile), no schedule needed;
+ *   SM90M_PRE_WEIGHTS   the tile and its first two groups of weights before the wait (GEMM2: the
+ *                       list or the offsets were written two or more launches back, the weights
+ *                       are the layer's), so the weight stream starts while the requantisation
+ *                       runs;
+ *   SM90M_PRE_LOOP      (with SM90M_FIND) the tile and the whole main loop before the wait
+ *                       (GEMM1 after a schedule kernel: its rows and their scales come from the
+ *                       prepare, two launches back), so the GEMM runs beside the schedule
+ *                       kernel; only the epilogue (the row amax the schedule zeroes) waits.
+ * Reads before the wait of what other kernels wrote go through L2 (ld.global.cg): this SM's L1
+ * may hold an earlier forward's lines. */
+#define SM90M_FIND 1
+#define SM90M_PRE_WEIGHTS 2
+#define SM90M_PRE_LOOP 4
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
- * F16IN: act is f16 [R, K] (else e4m3); EARLY: above (LOOP needs nl <= SM90M_FIND_MAX_EXPERTS;
- * nl and bt, the schedule's tile rows, are read only there). p.w_block is the block stride in
+ * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
+ * SM90M_FIND_MAX_EXPERTS; nl and bt, the tile rows, are read only with it). p.rowmax NULL: the
+ * gated epilogue leaves the row amax to the requantisation. p.w_block is the block stride in
  * bytes. */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
                                                               int nl, int bt)
 {
-    static_assert(EARLY != SM90M_EARLY_LOOP || !F16IN, "the early main loop reads e4m3 rows");
-    if constexpr (EARLY == SM90M_EARLY_NONE) pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS, PRE_L = EARLY & SM90M_PRE_LOOP;
+    static_assert(!PRE_L || (FIND && !F16IN && !PRE_W), "the early main loop finds its tile, reads e4m3 rows");
+    constexpr bool PRE = PRE_W || PRE_L; /* something before the wait */
+    if constexpr (!PRE) pdl_enter(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
-    constexpr bool CG = EARLY == SM90M_EARLY_LOOP;
+    constexpr bool CG = PRE_L;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
     int64_t e;
     int row0, row_end;
-    if constexpr (EARLY == SM90M_EARLY_LOOP) {
+    if constexpr (FIND) {
         int fe;
         if (!sm90m_find_tile(p.offsets, nl, bt, (int)blockIdx.x, &fe, &row0, &row_end)) return;
         e = fe;
-    } else if constexpr (EARLY == SM90M_EARLY_WEIGHTS) { /* written two launches back: via L2 */
+    } else if constexpr (PRE) { /* the schedule's list, written two launches back: via L2 */
         if ((int)blockIdx.x >= __ldcg(p.ntiles)) return;
         const int2 tile = __ldcg(p.tiles + blockIdx.x);
         e = tile.x;
@@ -226,7 +233,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         }
     };
     if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-    constexpr bool two_ahead = EARLY == SM90M_EARLY_WEIGHTS; /* group b0 + 1 also before the wait */
+    constexpr bool two_ahead = PRE_W; /* group b0 + 1 also before the wait */
     if (two_ahead) {
         if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
         pdl_enter(); /* the requantised rows come from the kernel just before */
@@ -263,7 +270,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         }
         sc_cur = sc_nxt;
     }
-    if constexpr (EARLY == SM90M_EARLY_LOOP) pdl_enter(); /* the epilogue's row amax: zeroed by the schedule */
+    if constexpr (PRE_L) pdl_enter(); /* the epilogue's row amax: zeroed by the schedule */
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
         if (kq > 0) {
 #pragma unroll
