@@ -12,6 +12,14 @@
  * they read or write: every global access, reads and writes alike, follows the wait, and the
  * chain stays ordered transitively (a kernel is released only by one that has passed its own
  * wait). Below sm_90, or when launched without the attribute, both instructions are no-ops.
+ *
+ * What a kernel may do before its wait: because every kernel releases the next only after its
+ * own wait, a kernel is scheduled only once the kernel two launches back has finished and its
+ * writes are in L2. So a prologue may read what kernels two or more launches back wrote —
+ * through L2 (ld.global.cg: this SM's L1 may hold an earlier forward's lines) — and the layer's
+ * constant weights, and may write nothing the kernel just before reads or writes.
+ * cuda_sm90's small-batch GEMMs use this (kernels/sm90_mma_decode.cuh, SM90M_PRE_*): every other
+ * kernel calls pdl_enter() first.
  */
 #ifndef W4A8MOE_PDL_CUH
 #define W4A8MOE_PDL_CUH
