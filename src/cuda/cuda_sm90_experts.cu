@@ -55,6 +55,7 @@ typedef struct sm90_state {
     const void *a_src[3], *b_src[3];
     CUtensorMap a_map[3], b_map[3];
     int early; /* the small-batch GEMMs' tiles and PDL prologues (mma_layer): W4A8MOE_SM90_EARLY, 1 */
+    int deep;  /* their weight stream SM90M_DEPTH groups deep: W4A8MOE_SM90_DEPTH=4 */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -299,6 +300,8 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     *state = s;
     const char *early = getenv("W4A8MOE_SM90_EARLY");
     s->early = early && (early[0] == '0' || early[0] == '2') ? early[0] - '0' : 1;
+    const char *depth = getenv("W4A8MOE_SM90_DEPTH");
+    s->deep = depth && depth[0] == '4';
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -398,17 +401,26 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
 }
 
 /* GEMM1 or GEMM2 with the tile finding and PDL prologue bits `early` (SM90M_*): GEMM1 takes
- * 0, FIND or FIND | PRE_LOOP; GEMM2 0, PRE_WEIGHTS or FIND | PRE_WEIGHTS. */
+ * 0, FIND or FIND | PRE_LOOP; GEMM2 0, PRE_WEIGHTS or FIND | PRE_WEIGHTS; either with DEEP. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int DEEP>
+static cudaError_t mma_launch_bits(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
+                                   int nl, int bt, cudaStream_t st, int pdl)
+{
+    constexpr int one = DEEP | (GATED ? SM90M_FIND : SM90M_PRE_WEIGHTS);
+    constexpr int two = DEEP | (GATED ? SM90M_FIND | SM90M_PRE_LOOP : SM90M_FIND | SM90M_PRE_WEIGHTS);
+    if (early == one) return mma_launch<NT, KS, GATED, F16IN, SCALED, one>(p, act, tiles_bound, nl, bt, st, pdl);
+    if (early == two) return mma_launch<NT, KS, GATED, F16IN, SCALED, two>(p, act, tiles_bound, nl, bt, st, pdl);
+    if (early == DEEP) return mma_launch<NT, KS, GATED, F16IN, SCALED, DEEP>(p, act, tiles_bound, nl, bt, st, pdl);
+    return cudaErrorInvalidValue;
+}
+
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                                     int nl, int bt, cudaStream_t st, int pdl)
 {
-    constexpr int one = GATED ? SM90M_FIND : SM90M_PRE_WEIGHTS;
-    constexpr int two = GATED ? SM90M_FIND | SM90M_PRE_LOOP : SM90M_FIND | SM90M_PRE_WEIGHTS;
-    if (early == one) return mma_launch<NT, KS, GATED, F16IN, SCALED, one>(p, act, tiles_bound, nl, bt, st, pdl);
-    if (early == two) return mma_launch<NT, KS, GATED, F16IN, SCALED, two>(p, act, tiles_bound, nl, bt, st, pdl);
-    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, bt, st, pdl);
-    return cudaErrorInvalidValue;
+    if (early & SM90M_DEEP)
+        return mma_launch_bits<NT, KS, GATED, F16IN, SCALED, SM90M_DEEP>(early, p, act, tiles_bound, nl, bt, st, pdl);
+    return mma_launch_bits<NT, KS, GATED, F16IN, SCALED, 0>(early, p, act, tiles_bound, nl, bt, st, pdl);
 }
 
 /* The small-batch forward: [the schedule,] GEMM1 on the dispatch's e4m3 rows, the
@@ -419,7 +431,8 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
  *      the offsets), GEMM2 loads its first weights beside the requantisation;
  *   2  no schedule kernel: GEMM1 finds its tile after the prepare, the requantisation takes the
  *      row amax itself, GEMM2 finds its tile and loads its first weights beside it.
- * Finding a tile needs nl <= SM90M_FIND_MAX_EXPERTS: above, 1 keeps GEMM1 plain and 2 acts as 1. */
+ * Finding a tile needs nl <= SM90M_FIND_MAX_EXPERTS: above, 1 keeps GEMM1 plain and 2 acts as 1.
+ * s->deep (W4A8MOE_SM90_DEPTH=4): both GEMMs keep SM90M_DEPTH groups a warp in flight, not two. */
 template <int NT, int KS>
 static w4a8moe_status mma_layer(const sm90_state *s, sm90_gemm_args a1, sm90_gemm_args a2, const void *a_q,
                                 const sm90_ws &ws, int64_t I, const int32_t *total, float r_static, int64_t R,
@@ -430,13 +443,13 @@ static w4a8moe_status mma_layer(const sm90_state *s, sm90_gemm_args a1, sm90_gem
     const int bt = 8 * NT;
     const bool find = nl <= SM90M_FIND_MAX_EXPERTS;
     const int mode = s->early == 2 && !find ? 1 : s->early;
-    int e1 = 0, e2 = 0;
+    int e1 = s->deep ? SM90M_DEEP : 0, e2 = e1;
     if (mode == 1) {
-        e1 = find ? SM90M_FIND | SM90M_PRE_LOOP : 0;
-        e2 = SM90M_PRE_WEIGHTS;
+        e1 |= find ? SM90M_FIND | SM90M_PRE_LOOP : 0;
+        e2 |= SM90M_PRE_WEIGHTS;
     } else if (mode == 2) {
-        e1 = SM90M_FIND;
-        e2 = SM90M_FIND | SM90M_PRE_WEIGHTS;
+        e1 |= SM90M_FIND;
+        e2 |= SM90M_FIND | SM90M_PRE_WEIGHTS;
         a1.rowmax = NULL; /* the requantisation's own amax */
     }
     if (mode != 2)

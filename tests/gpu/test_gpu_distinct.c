@@ -14,7 +14,7 @@
  * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), one cuda_sm90's
  * four-fragment small-batch tiles; two are decode steps of 1 and 5 tokens. Every GPU forward is
  * run twice and must give the same bits, and cuda_sm90's the same bits again with its other
- * small-batch schedules (W4A8MOE_SM90_EARLY=0 and 2).
+ * small-batch schedules (W4A8MOE_SM90_EARLY=0 and 2, W4A8MOE_SM90_DEPTH=4).
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
  * each path).
  */
@@ -62,10 +62,11 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
     free(again);
 }
 
-/* cuda_sm90 with its small-batch tiles found and its PDL prologues chosen otherwise
- * (W4A8MOE_SM90_EARLY=0: the schedule's list, nothing early; 2: no schedule kernel; read when a
- * layer is made) gives the same bits as the default: they change when loads are issued and who
- * takes the row amax, never a sum. */
+/* cuda_sm90 with its small-batch tiles found, its PDL prologues and its weight stream's depth
+ * chosen otherwise (W4A8MOE_SM90_EARLY=0: the schedule's list, nothing early; 2: no schedule
+ * kernel; W4A8MOE_SM90_DEPTH=4: four groups in flight; read when a layer is made) gives the same
+ * bits as the default: they change when loads are issued and who takes the row amax, never a
+ * sum. */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const char *what)
 {
@@ -73,23 +74,27 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
     float *other = malloc((size_t)n * 4);
     CHECK(other, "%s: host buffer", what);
     if (!other) return;
-    static const char *const modes[] = {"0", "2"};
-    for (int m = 0; m < 2; m++) {
-        setenv("W4A8MOE_SM90_EARLY", modes[m], 1);
+    static const char *const modes[][2] = {{"0", "2"}, {"2", "2"}, {"1", "4"}, {"2", "4"}}; /* early, depth */
+    for (int m = 0; m < 4; m++) {
+        char mode[64];
+        snprintf(mode, sizeof mode, "EARLY=%s DEPTH=%s", modes[m][0], modes[m][1]);
+        setenv("W4A8MOE_SM90_EARLY", modes[m][0], 1);
+        setenv("W4A8MOE_SM90_DEPTH", modes[m][1], 1);
         w4a8moe_status st;
         w4a8moe_layer *L = gh_layer(d, w, W4A8MOE_DEVICE_CUDA, "cuda_sm90", &st);
         unsetenv("W4A8MOE_SM90_EARLY");
-        CHECK(L, "%s: cuda_sm90 (W4A8MOE_SM90_EARLY=%s) create: %s", what, modes[m], w4a8moe_last_error());
+        unsetenv("W4A8MOE_SM90_DEPTH");
+        CHECK(L, "%s: cuda_sm90 (W4A8MOE_SM90_%s) create: %s", what, mode, w4a8moe_last_error());
         if (!L) continue;
         cudaMemset(dv->out, 0xff, (size_t)n * 4); /* poison */
         w4a8moe_routing_input rd = gh_routing(dv->ids, dv->weights, NULL);
         CHECK(w4a8moe_layer_forward(L, T, dv->x, &rd, dv->out, NULL) == W4A8MOE_STATUS_OK,
-              "%s: cuda_sm90 (W4A8MOE_SM90_EARLY=%s) forward: %s", what, modes[m], w4a8moe_layer_error(L));
+              "%s: cuda_sm90 (W4A8MOE_SM90_%s) forward: %s", what, mode, w4a8moe_layer_error(L));
         CHECK(gh_fetch(d, T, dv->out, other) == 0, "%s: fetch", what);
         int64_t diff = 0;
         for (int64_t i = 0; i < n; i++) diff += memcmp(&other[i], &got[i], 4) != 0;
-        CHECK(diff == 0, "%s: cuda_sm90 with W4A8MOE_SM90_EARLY=%s differs from the default in %lld of %lld "
-              "values", what, modes[m], (long long)diff, (long long)n);
+        CHECK(diff == 0, "%s: cuda_sm90 with W4A8MOE_SM90_%s differs from the default in %lld of %lld values",
+              what, mode, (long long)diff, (long long)n);
         w4a8moe_layer_free(L);
     }
     free(other);

@@ -159,6 +159,11 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
 #define SM90M_FIND 1
 #define SM90M_PRE_WEIGHTS 2
 #define SM90M_PRE_LOOP 4
+/* And how deep the weight stream is: SM90M_DEEP keeps SM90M_DEPTH groups of a warp in flight
+ * (slot d refilled as soon as it is used) instead of two; with PRE_WEIGHTS all of them are
+ * issued before the wait. */
+#define SM90M_DEEP 8
+#define SM90M_DEPTH 4
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
@@ -175,7 +180,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     if constexpr (!PRE) pdl_enter(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
-    constexpr bool CG = PRE_L;
+    constexpr bool CG = PRE_L, DEEP = EARLY & SM90M_DEEP;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
     int64_t e;
     int row0, row_end;
@@ -213,12 +218,10 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     float acc[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
-    /* A group's weights and (promoting) its two row scales are loaded one group ahead, so a
-     * warp waits for memory once a group, not twice (the scale round trip is what made the
-     * sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU decode). */
-    uint2 cur[GSTEPS], nxt[GSTEPS];
-    uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
-    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
+    /* A group's weights and (promoting) its two row scales are loaded one group ahead (DEEP:
+     * SM90M_DEPTH - 1 ahead), so a warp waits for memory once a group, not twice (the scale
+     * round trip is what made the sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU
+     * decode). */
     auto load_group = [&](int64_t b, uint2 (&w)[GSTEPS], uint32_t (&hs)[GSTEPS], float2 &sc) {
 #pragma unroll
         for (int s = 0; s < GSTEPS; s++) {
@@ -232,14 +235,8 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
             sc.y = __ldg(wsp + b * 64 + 8);
         }
     };
-    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-    constexpr bool two_ahead = PRE_W; /* group b0 + 1 also before the wait */
-    if (two_ahead) {
-        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
-        pdl_enter(); /* the requantised rows come from the kernel just before */
-    }
-    for (int64_t b = b0; b < b1; b++) {
-        if (b + 1 < b1 && !(two_ahead && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
+    /* one group's products into acc (scaled: as is; promoting: with its row scales) */
+    auto mma_group = [&](int64_t b, const uint2 (&w)[GSTEPS], const uint32_t (&hs)[GSTEPS], float2 sc) {
         float tmp[ACC];
 #pragma unroll
         for (int i = 0; i < ACC; i++) tmp[i] = 0.0f;
@@ -247,7 +244,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         for (int s = 0; s < GSTEPS; s++) {
             const int64_t ks = b * GSTEPS + s;
             uint32_t a[2][4];
-            sm90m_weights<SCALED>(cur[s], hs_cur[s], a);
+            sm90m_weights<SCALED>(w[s], hs[s], a);
 #pragma unroll
             for (int f = 0; f < NT; f++)
 #pragma unroll
@@ -261,14 +258,48 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
             for (int i = 0; i < ACC; i++) acc[i] += tmp[i];
         } else {
 #pragma unroll
-            for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc_cur.y : sc_cur.x, tmp[i], acc[i]);
+            for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc.y : sc.x, tmp[i], acc[i]);
         }
+    };
+    if constexpr (DEEP) { /* SM90M_DEPTH groups in flight: slot d refilled as soon as it is used */
+        constexpr int D = SM90M_DEPTH;
+        uint2 ring[D][GSTEPS];
+        uint32_t hring[D][GSTEPS];
+        float2 sring[D];
 #pragma unroll
-        for (int s = 0; s < GSTEPS; s++) {
-            cur[s] = nxt[s];
-            hs_cur[s] = hs_nxt[s];
+        for (int d = 0; d < D; d++) {
+            sring[d] = make_float2(0.0f, 0.0f);
+            if (b0 + d < b1) load_group(b0 + d, ring[d], hring[d], sring[d]);
         }
-        sc_cur = sc_nxt;
+        if constexpr (PRE_W) pdl_enter(); /* the requantised rows come from the kernel just before */
+        for (int64_t b = b0; b < b1; b += D) {
+#pragma unroll
+            for (int d = 0; d < D; d++) {
+                if (b + d < b1) {
+                    mma_group(b + d, ring[d], hring[d], sring[d]);
+                    if (b + d + D < b1) load_group(b + d + D, ring[d], hring[d], sring[d]);
+                }
+            }
+        }
+    } else {
+        uint2 cur[GSTEPS], nxt[GSTEPS];
+        uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
+        float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
+        if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+        if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
+            if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+            pdl_enter(); /* the requantised rows come from the kernel just before */
+        }
+        for (int64_t b = b0; b < b1; b++) {
+            if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
+            mma_group(b, cur, hs_cur, sc_cur);
+#pragma unroll
+            for (int s = 0; s < GSTEPS; s++) {
+                cur[s] = nxt[s];
+                hs_cur[s] = hs_nxt[s];
+            }
+            sc_cur = sc_nxt;
+        }
     }
     if constexpr (PRE_L) pdl_enter(); /* the epilogue's row amax: zeroed by the schedule */
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
