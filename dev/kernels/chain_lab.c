@@ -54,7 +54,8 @@ static int chain_order(cudaGraph_t g, cudaGraphNode_t *out)
             size_t nd = 0;
             CK(cudaGraphNodeGetDependencies(all[i], NULL, NULL, &nd));
             cudaGraphNode_t deps[MAX_NODES];
-            if (nd) CK(cudaGraphNodeGetDependencies(all[i], deps, NULL, &nd));
+            cudaGraphEdgeData edges[MAX_NODES]; /* PDL edges are programmatic: ask for their data */
+            if (nd) CK(cudaGraphNodeGetDependencies(all[i], deps, edges, &nd));
             int ready = 1;
             for (size_t d = 0; d < nd && ready; d++) {
                 int found = 0;

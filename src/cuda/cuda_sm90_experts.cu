@@ -23,8 +23,8 @@
  *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
  *       → widen the e4m3 rows to f16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
  *       its epilogue → requantisation to e4m3 codes stored widened to f16 → GEMM2 (the
- *       small-batch path: schedule → GEMM1 → requantisation → GEMM2, or without the schedule:
- *       mma_layer). The schedule and requantisation kernels are cuda_sm89's.
+ *       small-batch path: schedule → GEMM1 → requantisation → GEMM2). The schedule and
+ *       requantisation kernels are cuda_sm89's.
  *
  * Tensor maps (the copy engine's view of the [R, H] and [R, I] e4m3 inputs) are encoded on the
  * host when run() first sees an input buffer and kept; the dispatch and workspace buffers of a
@@ -54,8 +54,7 @@ typedef struct sm90_state {
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
     const void *a_src[3], *b_src[3];
     CUtensorMap a_map[3], b_map[3];
-    int early; /* the small-batch GEMMs' tiles and PDL prologues (mma_layer): W4A8MOE_SM90_EARLY, 1 */
-    int deep;  /* their weight stream SM90M_DEPTH groups deep: W4A8MOE_SM90_DEPTH=4 */
+    int early; /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -299,9 +298,7 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
     *state = s;
     const char *early = getenv("W4A8MOE_SM90_EARLY");
-    s->early = early && (early[0] == '0' || early[0] == '2') ? early[0] - '0' : 1;
-    const char *depth = getenv("W4A8MOE_SM90_DEPTH");
-    s->deep = depth && depth[0] == '4';
+    s->early = !(early && early[0] == '0');
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -401,66 +398,47 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
 }
 
 /* GEMM1 or GEMM2 with the tile finding and PDL prologue bits `early` (SM90M_*): GEMM1 takes
- * 0, FIND or FIND | PRE_LOOP; GEMM2 0, PRE_WEIGHTS or FIND | PRE_WEIGHTS; either with DEEP. */
-template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int DEEP>
-static cudaError_t mma_launch_bits(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
-                                   int nl, int bt, cudaStream_t st, int pdl)
-{
-    constexpr int one = DEEP | (GATED ? SM90M_FIND : SM90M_PRE_WEIGHTS);
-    constexpr int two = DEEP | (GATED ? SM90M_FIND | SM90M_PRE_LOOP : SM90M_FIND | SM90M_PRE_WEIGHTS);
-    if (early == one) return mma_launch<NT, KS, GATED, F16IN, SCALED, one>(p, act, tiles_bound, nl, bt, st, pdl);
-    if (early == two) return mma_launch<NT, KS, GATED, F16IN, SCALED, two>(p, act, tiles_bound, nl, bt, st, pdl);
-    if (early == DEEP) return mma_launch<NT, KS, GATED, F16IN, SCALED, DEEP>(p, act, tiles_bound, nl, bt, st, pdl);
-    return cudaErrorInvalidValue;
-}
-
+ * 0 or FIND | PRE_LOOP, GEMM2 0 or PRE_WEIGHTS. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                                     int nl, int bt, cudaStream_t st, int pdl)
 {
-    if (early & SM90M_DEEP)
-        return mma_launch_bits<NT, KS, GATED, F16IN, SCALED, SM90M_DEEP>(early, p, act, tiles_bound, nl, bt, st, pdl);
-    return mma_launch_bits<NT, KS, GATED, F16IN, SCALED, 0>(early, p, act, tiles_bound, nl, bt, st, pdl);
+    constexpr int pre = GATED ? SM90M_FIND | SM90M_PRE_LOOP : SM90M_PRE_WEIGHTS;
+    if (early == pre) return mma_launch<NT, KS, GATED, F16IN, SCALED, pre>(p, act, tiles_bound, nl, bt, st, pdl);
+    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, bt, st, pdl);
+    return cudaErrorInvalidValue;
 }
 
-/* The small-batch forward: [the schedule,] GEMM1 on the dispatch's e4m3 rows, the
- * requantisation into f16 codes, GEMM2 on them. s->early (W4A8MOE_SM90_EARLY) picks how the two
- * GEMMs find their tiles and what they do before their PDL wait (kernels/sm90_mma_decode.cuh):
- *   0  the schedule kernel's list, nothing early;
- *   1  (default) the schedule kernel, GEMM1 runs its main loop beside it (its tile found from
- *      the offsets), GEMM2 loads its first weights beside the requantisation;
- *   2  no schedule kernel: GEMM1 finds its tile after the prepare, the requantisation takes the
- *      row amax itself, GEMM2 finds its tile and loads its first weights beside it.
- * Finding a tile needs nl <= SM90M_FIND_MAX_EXPERTS: above, 1 keeps GEMM1 plain and 2 acts as 1.
- * s->deep (W4A8MOE_SM90_DEPTH=4): both GEMMs keep SM90M_DEPTH groups a warp in flight, not two. */
+/* Routed rows up to which the small-batch GEMMs take their PDL prologues (round 15,
+ * docs/PERFORMANCE.md: at qwen3-30b-a3b T = 16, 128 rows, the tile scans of 28 thousand blocks
+ * and GEMM1's L2-only row reads cost 60 % more than the prologues save). */
+#define SM90_EARLY_MAX_ROWS 16
+
+/* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows, the
+ * requantisation into f16 codes, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
+ * off) and at most SM90_EARLY_MAX_ROWS rows, GEMM1 runs its main loop beside the schedule
+ * kernel (its tile found from the offsets; nl <= SM90M_FIND_MAX_EXPERTS) and GEMM2 loads its
+ * first weights beside the requantisation (PDL prologues: kernels/sm90_mma_decode.cuh). */
 template <int NT, int KS>
-static w4a8moe_status mma_layer(const sm90_state *s, sm90_gemm_args a1, sm90_gemm_args a2, const void *a_q,
-                                const sm90_ws &ws, int64_t I, const int32_t *total, float r_static, int64_t R,
-                                unsigned tb, int nl, cudaStream_t st, int pdl, w4a8moe_err *err)
+static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
+                                const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
+                                float r_static, int64_t R, unsigned tb, int nl, cudaStream_t st, int pdl,
+                                w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
     const int bt = 8 * NT;
-    const bool find = nl <= SM90M_FIND_MAX_EXPERTS;
-    const int mode = s->early == 2 && !find ? 1 : s->early;
-    int e1 = s->deep ? SM90M_DEEP : 0, e2 = e1;
-    if (mode == 1) {
-        e1 |= find ? SM90M_FIND | SM90M_PRE_LOOP : 0;
-        e2 |= SM90M_PRE_WEIGHTS;
-    } else if (mode == 2) {
-        e1 |= SM90M_FIND;
-        e2 |= SM90M_FIND | SM90M_PRE_WEIGHTS;
-        a1.rowmax = NULL; /* the requantisation's own amax */
-    }
-    if (mode != 2)
-        CUDA_LAUNCH(err, "sm89_schedule_kernel",
-                    w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                   a1.offsets, nl, bt, ws.tiles, ws.ntiles, ws.rowmax, R));
+    const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
+    const int e1 = early && nl <= SM90M_FIND_MAX_EXPERTS ? SM90M_FIND | SM90M_PRE_LOOP : 0;
+    const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
+    CUDA_LAUNCH(err, "sm89_schedule_kernel",
+                w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
+                               a1.offsets, nl, bt, ws.tiles, ws.ntiles, ws.rowmax, R));
     CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
                 (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, bt, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
-                               ws.y, (const uint32_t *)a1.rowmax, total, I, r_static,
+                               ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",

@@ -82,14 +82,13 @@ __device__ __forceinline__ void sm89_mma_step(float (&P)[NA][NT][4], const uint2
 }
 
 /* The max of m over the 8 lanes of a warp that share tig (one column of an mma tile, i.e. one
- * routed row), into rowmax[row] by the gid-0 lane (0 changes nothing: rowmax starts zeroed).
- * rowmax NULL: nothing (the requantisation then takes the amax itself). */
+ * routed row), into rowmax[row] by the gid-0 lane (0 changes nothing: rowmax starts zeroed). */
 __device__ __forceinline__ void sm89_rowmax_add(uint32_t m, int gid, int row, int row_end, uint32_t *rowmax)
 {
     m = max(m, __shfl_xor_sync(0xffffffffu, m, 4));
     m = max(m, __shfl_xor_sync(0xffffffffu, m, 8));
     m = max(m, __shfl_xor_sync(0xffffffffu, m, 16));
-    if (gid == 0 && row < row_end && m && rowmax) atomicMax(&rowmax[row], m);
+    if (gid == 0 && row < row_end && m) atomicMax(&rowmax[row], m);
 }
 
 /* ---- packing (once, at create) ---------------------------------------------------------- */
@@ -320,8 +319,7 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).
  * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3
- * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly. amax:
- * rowmax [R] from GEMM1's epilogue, or (rowmax NULL) taken here from y, the same value. */
+ * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly. */
 template <bool WIDE>
 static __global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
                                            const int32_t *__restrict__ total, int64_t I, float r_static,
@@ -330,24 +328,8 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
     pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t row = blockIdx.x;
     if (row >= *total) return;
+    float r = r_static > 0.0f ? r_static : w4a8moe_act_scale(w4a8moe_bits_f32(rowmax[row]));
     const float *yr = y + row * I;
-    float r = r_static;
-    if (!(r_static > 0.0f)) {
-        uint32_t m;
-        if (rowmax) {
-            m = rowmax[row];
-        } else { /* the row's amax here: bits of |y|, unsigned order is float order (NaN on top) */
-            __shared__ uint32_t red[32];
-            m = 0;
-            for (int64_t i = threadIdx.x; i < I; i += blockDim.x) m = max(m, w4a8moe_f32_bits(fabsf(yr[i])));
-            for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
-            if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
-            __syncthreads();
-            m = 0;
-            for (int w = 0; w < (int)(blockDim.x >> 5); w++) m = max(m, red[w]);
-        }
-        r = w4a8moe_act_scale(w4a8moe_bits_f32(m));
-    }
     for (int64_t i = (int64_t)threadIdx.x * 4; i < I; i += (int64_t)blockDim.x * 4) {
         float4 v = *(const float4 *)(yr + i);
         uint32_t c[4] = {w4a8moe_f32_to_e4m3(__fdiv_rn(v.x, r)), w4a8moe_f32_to_e4m3(__fdiv_rn(v.y, r)),

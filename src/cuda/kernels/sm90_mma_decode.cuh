@@ -145,31 +145,27 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
 
 /* How a block finds its tile and what it does before its PDL wait (kernels/pdl.cuh), as bits:
  *   none                the tile from the schedule's list, everything after the wait;
- *   SM90M_FIND          the tile found from the offsets (sm90m_find_tile), no schedule needed;
- *   SM90M_PRE_WEIGHTS   the tile and its first two groups of weights before the wait (GEMM2: the
- *                       list or the offsets were written two or more launches back, the weights
- *                       are the layer's), so the weight stream starts while the requantisation
- *                       runs;
+ *   SM90M_FIND          the tile found from the offsets (sm90m_find_tile) instead;
+ *   SM90M_PRE_WEIGHTS   the tile from the list and its first two groups of weights before the
+ *                       wait (GEMM2: the list was written three launches back, the weights are
+ *                       the layer's), so the weight stream starts while the requantisation runs;
  *   SM90M_PRE_LOOP      (with SM90M_FIND) the tile and the whole main loop before the wait
- *                       (GEMM1 after a schedule kernel: its rows and their scales come from the
- *                       prepare, two launches back), so the GEMM runs beside the schedule
- *                       kernel; only the epilogue (the row amax the schedule zeroes) waits.
- * Reads before the wait of what other kernels wrote go through L2 (ld.global.cg): this SM's L1
- * may hold an earlier forward's lines. */
+ *                       (GEMM1 after the schedule kernel: its rows, their scales and the offsets
+ *                       come from the prepare, two launches back), so the GEMM runs beside the
+ *                       schedule kernel; only the epilogue (the row amax the schedule zeroes)
+ *                       waits.
+ * With either PRE bit the block releases the next kernel first. Reads before the wait of what
+ * other kernels wrote go through L2 (ld.global.cg): this SM's L1 may hold an earlier forward's
+ * lines. That costs where many blocks share a tile's rows, and finding a tile costs every block
+ * of the grid a scan: both are for the smallest batches (cuda_sm90_experts.cu, mma_layer). */
 #define SM90M_FIND 1
 #define SM90M_PRE_WEIGHTS 2
 #define SM90M_PRE_LOOP 4
-/* And how deep the weight stream is: SM90M_DEEP keeps SM90M_DEPTH groups of a warp in flight
- * (slot d refilled as soon as it is used) instead of two; with PRE_WEIGHTS all of them are
- * issued before the wait. */
-#define SM90M_DEEP 8
-#define SM90M_DEPTH 4
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
- * SM90M_FIND_MAX_EXPERTS; nl and bt, the tile rows, are read only with it). p.rowmax NULL: the
- * gated epilogue leaves the row amax to the requantisation. p.w_block is the block stride in
- * bytes. */
+ * SM90M_FIND_MAX_EXPERTS; nl and bt, the tile rows, are read only with it). p.w_block is the
+ * block stride in bytes. */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
                                                               int nl, int bt)
@@ -178,9 +174,10 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     static_assert(!PRE_L || (FIND && !F16IN && !PRE_W), "the early main loop finds its tile, reads e4m3 rows");
     constexpr bool PRE = PRE_W || PRE_L; /* something before the wait */
     if constexpr (!PRE) pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    else pdl_release(); /* the next kernel (requantisation, combine) has no prologue: kernels/pdl.cuh */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
-    constexpr bool CG = PRE_L, DEEP = EARLY & SM90M_DEEP;
+    constexpr bool CG = PRE_L;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
     int64_t e;
     int row0, row_end;
@@ -218,10 +215,9 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     float acc[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
-    /* A group's weights and (promoting) its two row scales are loaded one group ahead (DEEP:
-     * SM90M_DEPTH - 1 ahead), so a warp waits for memory once a group, not twice (the scale
-     * round trip is what made the sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU
-     * decode). */
+    /* A group's weights and (promoting) its two row scales are loaded one group ahead, so a
+     * warp waits for memory once a group, not twice (the scale round trip is what made the
+     * sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU decode). */
     auto load_group = [&](int64_t b, uint2 (&w)[GSTEPS], uint32_t (&hs)[GSTEPS], float2 &sc) {
 #pragma unroll
         for (int s = 0; s < GSTEPS; s++) {
@@ -261,47 +257,25 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
             for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc.y : sc.x, tmp[i], acc[i]);
         }
     };
-    if constexpr (DEEP) { /* SM90M_DEPTH groups in flight: slot d refilled as soon as it is used */
-        constexpr int D = SM90M_DEPTH;
-        uint2 ring[D][GSTEPS];
-        uint32_t hring[D][GSTEPS];
-        float2 sring[D];
-#pragma unroll
-        for (int d = 0; d < D; d++) {
-            sring[d] = make_float2(0.0f, 0.0f);
-            if (b0 + d < b1) load_group(b0 + d, ring[d], hring[d], sring[d]);
-        }
-        if constexpr (PRE_W) pdl_enter(); /* the requantised rows come from the kernel just before */
-        for (int64_t b = b0; b < b1; b += D) {
-#pragma unroll
-            for (int d = 0; d < D; d++) {
-                if (b + d < b1) {
-                    mma_group(b + d, ring[d], hring[d], sring[d]);
-                    if (b + d + D < b1) load_group(b + d + D, ring[d], hring[d], sring[d]);
-                }
-            }
-        }
-    } else {
-        uint2 cur[GSTEPS], nxt[GSTEPS];
-        uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
-        float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
-        if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-        if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
-            if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
-            pdl_enter(); /* the requantised rows come from the kernel just before */
-        }
-        for (int64_t b = b0; b < b1; b++) {
-            if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
-            mma_group(b, cur, hs_cur, sc_cur);
-#pragma unroll
-            for (int s = 0; s < GSTEPS; s++) {
-                cur[s] = nxt[s];
-                hs_cur[s] = hs_nxt[s];
-            }
-            sc_cur = sc_nxt;
-        }
+    uint2 cur[GSTEPS], nxt[GSTEPS];
+    uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
+    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
+    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+    if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
+        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+        pdl_wait(); /* the requantised rows come from the kernel just before */
     }
-    if constexpr (PRE_L) pdl_enter(); /* the epilogue's row amax: zeroed by the schedule */
+    for (int64_t b = b0; b < b1; b++) {
+        if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
+        mma_group(b, cur, hs_cur, sc_cur);
+#pragma unroll
+        for (int s = 0; s < GSTEPS; s++) {
+            cur[s] = nxt[s];
+            hs_cur[s] = hs_nxt[s];
+        }
+        sc_cur = sc_nxt;
+    }
+    if constexpr (PRE_L) pdl_wait(); /* the epilogue's row amax: zeroed by the schedule */
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
         if (kq > 0) {
 #pragma unroll
