@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Round 15: cuda_sm90's small-batch PDL prologues (kernels/sm90_mma_decode.cuh, SM90M_PRE_*; for
-# at most 16 routed rows): GEMM1 finds its tile from the offsets and runs its main loop beside the
-# schedule kernel, GEMM2 loads its first weights beside the requantisation, and both release the
-# next kernel first. W4A8MOE_SM90_EARLY=0 turns them off. Prediction (H100): qwen3-30b-a3b T = 1
-# from ~35 to ~31 us. The chain lab (dev/kernels/chain_lab.c) gives each kernel's share of the
-# graph time. (Round 15a, branch sm90-early-r15a, measured the first version; see PERFORMANCE.md.)
+# Round 15: cuda_sm90's small-batch PDL prologues (kernels/sm90_mma_decode.cuh, SM90M_PRE_WEIGHTS;
+# for at most 16 routed rows): GEMM1 finds its tile from the offsets and loads its first two
+# groups of weights beside the schedule kernel, GEMM2 beside the requantisation, and both release
+# the next kernel first. W4A8MOE_SM90_EARLY=0 turns them off. Prediction (H100): qwen3-30b-a3b
+# T = 1 from ~34.5 to ~31 us. The chain lab (dev/kernels/chain_lab.c) gives each kernel's share
+# of the graph time. (Rounds 15a/15b measured earlier versions: sm90-early-r15a, 0bf2d8f.)
 # `run_round15.sh PARTS [SECONDS]`, parts in order, each step cut to the deadline:
 #   c  chain lab T = 1: qwen3-30b (sm90 early / plain, sm89), mixtral, llama4-scout (sm90 both)
 #   t  test_gpu_distinct (early against plain bit for bit), test_gpu_workspace

@@ -398,27 +398,27 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
 }
 
 /* GEMM1 or GEMM2 with the tile finding and PDL prologue bits `early` (SM90M_*): GEMM1 takes
- * 0 or FIND | PRE_LOOP, GEMM2 0 or PRE_WEIGHTS. */
+ * 0 or FIND | PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                                     int nl, int bt, cudaStream_t st, int pdl)
 {
-    constexpr int pre = GATED ? SM90M_FIND | SM90M_PRE_LOOP : SM90M_PRE_WEIGHTS;
+    constexpr int pre = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
     if (early == pre) return mma_launch<NT, KS, GATED, F16IN, SCALED, pre>(p, act, tiles_bound, nl, bt, st, pdl);
     if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, bt, st, pdl);
     return cudaErrorInvalidValue;
 }
 
-/* Routed rows up to which the small-batch GEMMs take their PDL prologues (round 15,
- * docs/PERFORMANCE.md: at qwen3-30b-a3b T = 16, 128 rows, the tile scans of 28 thousand blocks
- * and GEMM1's L2-only row reads cost 60 % more than the prologues save). */
+/* Routed rows up to which the small-batch GEMMs take their PDL prologues: finding a tile costs
+ * each block of GEMM1's grid a scan of the offsets, and at qwen3-30b-a3b T = 16 that grid is 12
+ * thousand blocks, most of them past the last tile (docs/PERFORMANCE.md, round 15). */
 #define SM90_EARLY_MAX_ROWS 16
 
 /* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows, the
  * requantisation into f16 codes, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
- * off) and at most SM90_EARLY_MAX_ROWS rows, GEMM1 runs its main loop beside the schedule
- * kernel (its tile found from the offsets; nl <= SM90M_FIND_MAX_EXPERTS) and GEMM2 loads its
- * first weights beside the requantisation (PDL prologues: kernels/sm90_mma_decode.cuh). */
+ * off) and at most SM90_EARLY_MAX_ROWS rows, GEMM1 finds its tile and loads its first weights
+ * beside the schedule kernel (nl <= SM90M_FIND_MAX_EXPERTS) and GEMM2 beside the
+ * requantisation (PDL prologues: kernels/sm90_mma_decode.cuh). */
 template <int NT, int KS>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
@@ -429,7 +429,7 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
     const int bt = 8 * NT;
     const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
-    const int e1 = early && nl <= SM90M_FIND_MAX_EXPERTS ? SM90M_FIND | SM90M_PRE_LOOP : 0;
+    const int e1 = early && nl <= SM90M_FIND_MAX_EXPERTS ? SM90M_FIND | SM90M_PRE_WEIGHTS : 0;
     const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
     CUDA_LAUNCH(err, "sm89_schedule_kernel",
                 w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,

@@ -21,8 +21,8 @@
  * kernel with a prologue may release the next one first, before its own wait, when that next
  * kernel has no prologue (pdl_enter() first): its wait still covers this kernel's whole run,
  * and the kernel after it is released only after that wait. cuda_sm90's small-batch GEMMs do
- * both (kernels/sm90_mma_decode.cuh, SM90M_PRE_*; the requantisation and the combine after them
- * have no prologue); every other kernel calls pdl_enter() first.
+ * both (kernels/sm90_mma_decode.cuh, SM90M_PRE_WEIGHTS; the requantisation and the combine
+ * after them have no prologue); every other kernel calls pdl_enter() first.
  */
 #ifndef W4A8MOE_PDL_CUH
 #define W4A8MOE_PDL_CUH

@@ -42,9 +42,8 @@ __device__ __forceinline__ void sm90m_mma(float *d, const uint32_t (&a)[4], uint
 }
 
 /* Two consecutive input values at element k of a row as f16x2 (low half: k): f16 inputs as
- * stored, e4m3 inputs widened exactly. CG: through L2 only (ld.global.cg), for rows read before
- * the kernel's PDL wait (see sm90_mma_kernel's EARLY). */
-template <bool F16IN, bool CG = false>
+ * stored, e4m3 inputs widened exactly. */
+template <bool F16IN>
 __device__ __forceinline__ uint32_t sm90m_act2(const void *row, int64_t k)
 {
     if constexpr (F16IN) {
@@ -52,8 +51,7 @@ __device__ __forceinline__ uint32_t sm90m_act2(const void *row, int64_t k)
     } else {
         uint32_t out = 0;
 #if SM90_ENABLED
-        const uint16_t *at = (const uint16_t *)((const uint8_t *)row + k);
-        const uint16_t v = CG ? __ldcg(at) : __ldg(at);
+        const uint16_t v = __ldg((const uint16_t *)((const uint8_t *)row + k));
         asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"(v));
 #endif
         return out;
@@ -145,22 +143,20 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
 
 /* How a block finds its tile and what it does before its PDL wait (kernels/pdl.cuh), as bits:
  *   none                the tile from the schedule's list, everything after the wait;
- *   SM90M_FIND          the tile found from the offsets (sm90m_find_tile) instead;
- *   SM90M_PRE_WEIGHTS   the tile from the list and its first two groups of weights before the
- *                       wait (GEMM2: the list was written three launches back, the weights are
- *                       the layer's), so the weight stream starts while the requantisation runs;
- *   SM90M_PRE_LOOP      (with SM90M_FIND) the tile and the whole main loop before the wait
- *                       (GEMM1 after the schedule kernel: its rows, their scales and the offsets
- *                       come from the prepare, two launches back), so the GEMM runs beside the
- *                       schedule kernel; only the epilogue (the row amax the schedule zeroes)
- *                       waits.
- * With either PRE bit the block releases the next kernel first. Reads before the wait of what
- * other kernels wrote go through L2 (ld.global.cg): this SM's L1 may hold an earlier forward's
- * lines. That costs where many blocks share a tile's rows, and finding a tile costs every block
- * of the grid a scan: both are for the smallest batches (cuda_sm90_experts.cu, mma_layer). */
+ *   SM90M_FIND          the tile found from the offsets (sm90m_find_tile) instead: GEMM1, whose
+ *                       kernel before is the schedule, reads them before its wait;
+ *   SM90M_PRE_WEIGHTS   the tile and its first two groups of weights before the wait (the
+ *                       offsets and the list were written two or more launches back, the
+ *                       weights are the layer's), so the weight stream starts while the kernel
+ *                       before runs (GEMM1: the schedule; GEMM2: the requantisation); the block
+ *                       also releases the next kernel first. The activations are read after
+ *                       the wait, through L1 (round 15: reading GEMM1's rows before it, through
+ *                       L2 only, took GEMM1 from 12.8 to 20.2 µs at qwen3-30b-a3b T = 1).
+ * Reads before the wait of what other kernels wrote go through L2 (ld.global.cg): this SM's L1
+ * may hold an earlier forward's lines. Finding a tile costs every block of the grid a scan, so
+ * the prologues are for the smallest batches (cuda_sm90_experts.cu, mma_layer). */
 #define SM90M_FIND 1
 #define SM90M_PRE_WEIGHTS 2
-#define SM90M_PRE_LOOP 4
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
@@ -170,14 +166,12 @@ template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int E
 static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
                                                               int nl, int bt)
 {
-    constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS, PRE_L = EARLY & SM90M_PRE_LOOP;
-    static_assert(!PRE_L || (FIND && !F16IN && !PRE_W), "the early main loop finds its tile, reads e4m3 rows");
-    constexpr bool PRE = PRE_W || PRE_L; /* something before the wait */
-    if constexpr (!PRE) pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
+    static_assert(!FIND || PRE_W, "a tile is found before the wait");
+    if constexpr (!PRE_W) pdl_enter(); /* kernels/pdl.cuh: before any global access */
     else pdl_release(); /* the next kernel (requantisation, combine) has no prologue: kernels/pdl.cuh */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
-    constexpr bool CG = PRE_L;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
     int64_t e;
     int row0, row_end;
@@ -185,7 +179,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         int fe;
         if (!sm90m_find_tile(p.offsets, nl, bt, (int)blockIdx.x, &fe, &row0, &row_end)) return;
         e = fe;
-    } else if constexpr (PRE) { /* the schedule's list, written two launches back: via L2 */
+    } else if constexpr (PRE_W) { /* the schedule's list, written three launches back: via L2 */
         if ((int)blockIdx.x >= __ldcg(p.ntiles)) return;
         const int2 tile = __ldcg(p.tiles + blockIdx.x);
         e = tile.x;
@@ -246,7 +240,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const int64_t k = ks * 32 + h * 16 + 2 * tig;
-                    sm90m_mma(&tmp[4 * f], a[h], sm90m_act2<F16IN, CG>(arow[f], k), sm90m_act2<F16IN, CG>(arow[f], k + 8));
+                    sm90m_mma(&tmp[4 * f], a[h], sm90m_act2<F16IN>(arow[f], k), sm90m_act2<F16IN>(arow[f], k + 8));
                 }
         }
         if constexpr (SCALED) {
@@ -263,7 +257,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
     if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
         if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
-        pdl_wait(); /* the requantised rows come from the kernel just before */
+        pdl_wait(); /* the rows: GEMM1's from the prepare, GEMM2's from the kernel just before */
     }
     for (int64_t b = b0; b < b1; b++) {
         if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
@@ -275,7 +269,6 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         }
         sc_cur = sc_nxt;
     }
-    if constexpr (PRE_L) pdl_wait(); /* the epilogue's row amax: zeroed by the schedule */
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
         if (kq > 0) {
 #pragma unroll
