@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Round 15: cuda_sm90's small-batch PDL prologues (kernels/sm90_mma_decode.cuh, SM90M_PRE_WEIGHTS;
-# for at most 16 routed rows): GEMM1 finds its tile from the offsets and loads its first two
-# groups of weights beside the schedule kernel, GEMM2 beside the requantisation, and both release
-# the next kernel first. W4A8MOE_SM90_EARLY=0 turns them off. Prediction (H100): qwen3-30b-a3b
-# T = 1 from ~34.5 to ~31 us. The chain lab (dev/kernels/chain_lab.c) gives each kernel's share
-# of the graph time. (Rounds 15a/15b measured earlier versions: sm90-early-r15a, 0bf2d8f.)
+# Round 15: cuda_sm90's small-batch PDL prologues (kernels/sm90_mma_decode.cuh, SM90M_*; for at
+# most 16 routed rows): GEMM1 releases the requantisation first and, for at most 32 local experts
+# (W4A8MOE_SM90_FIND_MAX), finds its tile from the offsets and loads its first two groups of
+# weights beside the schedule kernel; GEMM2 loads its first weights beside the requantisation.
+# W4A8MOE_SM90_EARLY=0 turns them off. Prediction (H100): qwen3-30b-a3b T = 1 from ~34.8 to ~33;
+# llama4-scout T = 1 ~63. Config sm90f: tile finding for up to 256 experts (its division now a
+# shift). (Rounds 15a-c measured earlier versions: sm90-early-r15a, 0bf2d8f, 62bcd5a.)
 # `run_round15.sh PARTS [SECONDS]`, parts in order, each step cut to the deadline:
-#   c  chain lab T = 1: qwen3-30b (sm90 early / plain, sm89), mixtral, llama4-scout (sm90 both)
+#   c  chain lab T = 1: qwen3-30b (every config), llama4-scout (sm90 early / plain)
 #   t  test_gpu_distinct (early against plain bit for bit), test_gpu_workspace
 #   q  bench qwen3-30b-a3b T = 1, 16, 64 and T = 1 on one layer copy: sm90 early / plain, sm89
-#   b  bench mixtral T = 1, 16, llama4-scout T = 1, 8, 16 (as q)
+#   b  bench mixtral T = 1, llama4-scout T = 1, 8, 16 (as q)
 #   m  memcheck on test_gpu_distinct (quick)
 #   d  bench llama4-maverick, qwen3-235b-a22b, deepseek-v3 T = 1 (as q)
 set -u
@@ -22,24 +23,25 @@ t_start=$(date +%s)
 lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
 python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall()" || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
-configs="cuda_sm90:1 cuda_sm90:0 cuda_sm89:1"
+configs="cuda_sm90:1 cuda_sm90:0 cuda_sm89:1 cuda_sm90:f"
 bench() { # model tokens [extra]
   for c in $configs; do
+    e=${c##*:}; fm=32; [ "$e" = f ] && { e=1; fm=256; }
     echo "== $1 T=$2 ${c%%:*} early=${c##*:} ${3:-} ${4:-}"
-    W4A8MOE_SM90_EARLY=${c##*:} W4A8MOE_BACKEND=${c%%:*} timeout "$(lim 45)" $B/w4a8moe bench \
+    W4A8MOE_SM90_FIND_MAX=$fm W4A8MOE_SM90_EARLY=$e W4A8MOE_BACKEND=${c%%:*} timeout "$(lim 45)" $B/w4a8moe bench \
       --device cuda --model $1 --tokens $2 ${3:-} ${4:-} 2>&1 | tee -a "$OUT/bench.log" | grep -E "^ +[0-9]+ |error|FAIL"
   done
 }
 chain() { # model configs
   for c in $2; do
+    e=${c##*:}; fm=32; [ "$e" = f ] && { e=1; fm=256; }
     echo "== chain $1 T=1 ${c%%:*} early=${c##*:}"
-    W4A8MOE_SM90_EARLY=${c##*:} W4A8MOE_BACKEND=${c%%:*} timeout "$(lim 40)" build-lab/chain_lab $1 1 \
+    W4A8MOE_SM90_FIND_MAX=$fm W4A8MOE_SM90_EARLY=$e W4A8MOE_BACKEND=${c%%:*} timeout "$(lim 40)" build-lab/chain_lab $1 1 \
       2>&1 | tee -a "$OUT/chain.log" | tail -n +2
   done
 }
 if has c; then
   chain qwen3-30b-a3b "$configs"
-  chain mixtral-8x7b "cuda_sm90:1 cuda_sm90:0"
   chain llama4-scout "cuda_sm90:1 cuda_sm90:0"
 fi
 if has t; then
@@ -53,7 +55,7 @@ if has q; then
   bench qwen3-30b-a3b 1 --layers 1
 fi
 if has b; then
-  bench mixtral-8x7b 1,16
+  bench mixtral-8x7b 1
   bench llama4-scout 1,8,16
 fi
 if has m; then

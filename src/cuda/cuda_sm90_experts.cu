@@ -54,7 +54,8 @@ typedef struct sm90_state {
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
     const void *a_src[3], *b_src[3];
     CUtensorMap a_map[3], b_map[3];
-    int early; /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
+    int early;    /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
+    int find_max; /* local experts up to which GEMM1 finds its own tile (mma_layer) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -299,6 +300,12 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     *state = s;
     const char *early = getenv("W4A8MOE_SM90_EARLY");
     s->early = !(early && early[0] == '0');
+    /* round 15: a tile found from 8 or 16 experts' offsets cost nothing, from 128 or 256 it took
+     * GEMM1 from 13 to 20 µs (qwen3-30b-a3b T = 1; docs/PERFORMANCE.md); W4A8MOE_SM90_FIND_MAX
+     * overrides the bound, for measuring */
+    const char *fm = getenv("W4A8MOE_SM90_FIND_MAX");
+    s->find_max = fm ? atoi(fm) : 32;
+    if (s->find_max > SM90M_FIND_MAX_EXPERTS) s->find_max = SM90M_FIND_MAX_EXPERTS;
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -381,31 +388,33 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl)
 }
 
 /* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
- * EARLY: what it does before its PDL wait (kernels/sm90_mma_decode.cuh); nl, bt: the local
- * experts and the schedule's tile rows. */
+ * EARLY: how it finds its tile and what it does before its PDL wait (SM90M_*,
+ * kernels/sm90_mma_decode.cuh); nl: the local experts. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY>
-static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl, int bt,
+static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl,
                               cudaStream_t st, int pdl)
 {
     dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, bt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, bt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, bt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
     return cudaErrorInvalidValue;
 }
 
-/* GEMM1 or GEMM2 with the tile finding and PDL prologue bits `early` (SM90M_*): GEMM1 takes
- * 0 or FIND | PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS. */
+/* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE or FIND | PRE_WEIGHTS, GEMM2 0
+ * or PRE_WEIGHTS. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
-                                    int nl, int bt, cudaStream_t st, int pdl)
+                                    int nl, cudaStream_t st, int pdl)
 {
-    constexpr int pre = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
-    if (early == pre) return mma_launch<NT, KS, GATED, F16IN, SCALED, pre>(p, act, tiles_bound, nl, bt, st, pdl);
-    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, bt, st, pdl);
+    constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
+    constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
+    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, st, pdl);
+    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, st, pdl);
+    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
     return cudaErrorInvalidValue;
 }
 
@@ -416,9 +425,10 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 
 /* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows, the
  * requantisation into f16 codes, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
- * off) and at most SM90_EARLY_MAX_ROWS rows, GEMM1 finds its tile and loads its first weights
- * beside the schedule kernel (nl <= SM90M_FIND_MAX_EXPERTS) and GEMM2 beside the
- * requantisation (PDL prologues: kernels/sm90_mma_decode.cuh). */
+ * off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues: kernels/sm90_mma_decode.cuh):
+ * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
+ * its tile and loads its first weights beside the schedule kernel; GEMM2 loads its first
+ * weights beside the requantisation. */
 template <int NT, int KS>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
@@ -427,25 +437,24 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
-    const int bt = 8 * NT;
     const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
-    const int e1 = early && nl <= SM90M_FIND_MAX_EXPERTS ? SM90M_FIND | SM90M_PRE_WEIGHTS : 0;
+    const int e1 = !early ? 0 : nl <= s->find_max ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_RELEASE;
     const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
     CUDA_LAUNCH(err, "sm89_schedule_kernel",
                 w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                               a1.offsets, nl, bt, ws.tiles, ws.ntiles, ws.rowmax, R));
+                               a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
     CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
-                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, bt, st, pdl)));
+                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS, false, true, true>(e2, a2, ws.b_wide, tb, nl, bt, st, pdl)));
+                    (mma_launch_early<NT, KS, false, true, true>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
     else
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS, false, true, false>(e2, a2, ws.b_wide, tb, nl, bt, st, pdl)));
+                    (mma_launch_early<NT, KS, false, true, false>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 

@@ -94,14 +94,15 @@ __device__ __forceinline__ void sm90m_weights(uint2 v, uint32_t sc, uint32_t (&a
 #define SM90M_FIND_PER 8
 #define SM90M_FIND_MAX_EXPERTS (32 * SM90M_FIND_PER)
 
-/* Tile b of the schedule's order — experts ascending, ceil(rows / bt) tiles of bt rows each,
+/* Tile b of the schedule's order — experts ascending, ceil(rows / BT) tiles of BT rows each,
  * as sm89_schedule_kernel lists them — found by each warp from the offsets [nl + 1] alone (nl
  * <= SM90M_FIND_MAX_EXPERTS): one round of loads and a warp scan. False when the forward has
  * at most b tiles. The offsets are read through L2 (ld.global.cg): the caller reads them
  * before its PDL wait, where only kernels two launches back are known to be done
  * (kernels/pdl.cuh) and this SM's L1 may hold an earlier forward's lines. */
-__device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, int bt, int b, int *e_out,
-                                                int *row0_out, int *row_end_out)
+template <int BT>
+__device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, int b, int *e_out, int *row0_out,
+                                                int *row_end_out)
 {
     const int lane = threadIdx.x & 31, per = (nl + 31) / 32, lo = lane * per;
     const int n = max(0, min(per, nl - lo)); /* this lane's experts: [lo, lo + n) */
@@ -111,7 +112,7 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
     int mine = 0;
 #pragma unroll
     for (int j = 0; j < SM90M_FIND_PER; j++)
-        if (j < n) mine += (off[j + 1] - off[j] + bt - 1) / bt;
+        if (j < n) mine += (off[j + 1] - off[j] + BT - 1) / BT;
     int incl = mine;
 #pragma unroll
     for (int d = 1; d < 32; d <<= 1) {
@@ -126,10 +127,10 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
     if (lane == src) {
 #pragma unroll
         for (int j = 0; j < SM90M_FIND_PER; j++) {
-            const int c = j < n ? (off[j + 1] - off[j] + bt - 1) / bt : 0;
+            const int c = j < n ? (off[j + 1] - off[j] + BT - 1) / BT : 0;
             if (c > 0 && b >= at && b < at + c) {
                 e = lo + j;
-                row0 = off[j] + (b - at) * bt;
+                row0 = off[j] + (b - at) * BT;
                 row_end = off[j + 1];
             }
             at += c;
@@ -151,25 +152,28 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
  *                       before runs (GEMM1: the schedule; GEMM2: the requantisation); the block
  *                       also releases the next kernel first. The activations are read after
  *                       the wait, through L1 (round 15: reading GEMM1's rows before it, through
- *                       L2 only, took GEMM1 from 12.8 to 20.2 µs at qwen3-30b-a3b T = 1).
+ *                       L2 only, took Mixtral's GEMM1 at T = 1 from 59 to 99 µs);
+ *   SM90M_RELEASE       no prologue, the next kernel released before the wait.
  * Reads before the wait of what other kernels wrote go through L2 (ld.global.cg): this SM's L1
  * may hold an earlier forward's lines. Finding a tile costs every block of the grid a scan, so
  * the prologues are for the smallest batches (cuda_sm90_experts.cu, mma_layer). */
 #define SM90M_FIND 1
 #define SM90M_PRE_WEIGHTS 2
+#define SM90M_RELEASE 4 /* no prologue, but the next kernel released before the wait */
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
- * SM90M_FIND_MAX_EXPERTS; nl and bt, the tile rows, are read only with it). p.w_block is the
+ * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it). p.w_block is the
  * block stride in bytes. */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
-                                                              int nl, int bt)
+                                                              int nl)
 {
     constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
+    constexpr bool REL = EARLY & SM90M_RELEASE;
     static_assert(!FIND || PRE_W, "a tile is found before the wait");
-    if constexpr (!PRE_W) pdl_enter(); /* kernels/pdl.cuh: before any global access */
-    else pdl_release(); /* the next kernel (requantisation, combine) has no prologue: kernels/pdl.cuh */
+    if constexpr (PRE_W || REL) pdl_release(); /* the next kernel (requantisation, combine) has no prologue */
+    if constexpr (!PRE_W) pdl_wait(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
@@ -177,7 +181,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     int row0, row_end;
     if constexpr (FIND) {
         int fe;
-        if (!sm90m_find_tile(p.offsets, nl, bt, (int)blockIdx.x, &fe, &row0, &row_end)) return;
+        if (!sm90m_find_tile<8 * NT>(p.offsets, nl, (int)blockIdx.x, &fe, &row0, &row_end)) return;
         e = fe;
     } else if constexpr (PRE_W) { /* the schedule's list, written three launches back: via L2 */
         if ((int)blockIdx.x >= __ldcg(p.ntiles)) return;
