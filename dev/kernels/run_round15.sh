@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Round 15: cuda_sm90's small-batch PDL prologues (kernels/sm90_mma_decode.cuh, SM90M_*; for at
-# most 16 routed rows): GEMM1 releases the requantisation first and, for at most 32 local experts
-# (W4A8MOE_SM90_FIND_MAX), finds its tile from the offsets and loads its first two groups of
-# weights beside the schedule kernel; GEMM2 loads its first weights beside the requantisation.
-# W4A8MOE_SM90_EARLY=0 turns them off. Prediction (H100): qwen3-30b-a3b T = 1 from ~34.8 to ~33;
-# llama4-scout T = 1 ~63. Config sm90f: tile finding for up to 256 experts (its division now a
-# shift). (Rounds 15a-c measured earlier versions: sm90-early-r15a, 0bf2d8f, 62bcd5a.)
+# most 8 routed rows, 16 until round 15d): GEMM1 releases the requantisation first and, for at
+# most 32 local experts (W4A8MOE_SM90_FIND_MAX), finds its tile from the offsets and loads its
+# first two groups of weights beside the schedule kernel; GEMM2 loads its first weights beside
+# the requantisation. W4A8MOE_SM90_EARLY=0 turns them off. Prediction (H100): qwen3-30b-a3b
+# T = 1 from ~34.8 to ~33; llama4-scout T = 1 ~63. Config sm90f: tile finding for up to 256
+# experts (its division now a shift). (Rounds 15a-c measured earlier versions: sm90-early-r15a,
+# 0bf2d8f, 62bcd5a.)
 # `run_round15.sh PARTS [SECONDS]`, parts in order, each step cut to the deadline:
 #   c  chain lab T = 1: qwen3-30b (every config), llama4-scout (sm90 early / plain)
 #   t  test_gpu_distinct (early against plain bit for bit), test_gpu_workspace
@@ -13,6 +14,7 @@
 #   b  bench mixtral T = 1, llama4-scout T = 1, 8, 16 (as q)
 #   m  memcheck on test_gpu_distinct (quick)
 #   d  bench llama4-maverick, qwen3-235b-a22b, deepseek-v3 T = 1 (as q)
+#   n  ncu of dispatch_decode_kernel (the prepare, ~5 us of a T = 1 step): where its time goes
 set -u
 PARTS=${1:-ctqbmd}
 DEADLINE=${2:-560}
@@ -65,5 +67,13 @@ if has m; then
 fi
 if has d; then
   for m in llama4-maverick qwen3-235b-a22b deepseek-v3; do bench $m 1; done
+fi
+if has n; then
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  secs="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section LaunchStats --section SourceCounters"
+  W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 90)" $ncu $secs -k regex:dispatch_decode --launch-skip 2 --launch-count 1 \
+    $B/w4a8moe bench --device cuda --model qwen3-30b-a3b --tokens 1 --iters 3 > "$OUT/ncu-prepare.txt" 2>&1
+  echo "ncu prepare rc=$?"
+  grep -E "Duration|Elapsed Cycles|Registers|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|Block Size" "$OUT/ncu-prepare.txt" | head -30
 fi
 echo "round15 done in $(( $(date +%s) - t_start )) s"

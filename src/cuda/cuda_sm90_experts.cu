@@ -418,10 +418,11 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
     return cudaErrorInvalidValue;
 }
 
-/* Routed rows up to which the small-batch GEMMs take their PDL prologues: finding a tile costs
- * each block of GEMM1's grid a scan of the offsets, and at qwen3-30b-a3b T = 16 that grid is 12
- * thousand blocks, most of them past the last tile (docs/PERFORMANCE.md, round 15). */
-#define SM90_EARLY_MAX_ROWS 16
+/* Routed rows up to which the small-batch GEMMs take their PDL prologues (docs/PERFORMANCE.md,
+ * round 15): they gained 1-4 % at T = 1 (8 rows or fewer) and lost 1 % at llama4-scout T = 16;
+ * a first version at qwen3-30b-a3b T = 16 (12 thousand GEMM1 blocks, most past the last tile,
+ * each finding its tile) lost 60 %. */
+#define SM90_EARLY_MAX_ROWS 8
 
 /* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows, the
  * requantisation into f16 codes, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
