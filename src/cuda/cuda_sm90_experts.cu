@@ -54,6 +54,8 @@ typedef struct sm90_state {
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
     const void *a_src[3], *b_src[3];
     CUtensorMap a_map[3], b_map[3];
+    int early;    /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
+    int find_max; /* local experts up to which GEMM1 finds its own tile (mma_layer) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -296,6 +298,14 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     sm90_state *s = (sm90_state *)calloc(1, sizeof *s);
     RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
     *state = s;
+    const char *early = getenv("W4A8MOE_SM90_EARLY");
+    s->early = !(early && early[0] == '0');
+    /* round 15: a tile found from 8 or 16 experts' offsets cost nothing, from 128 or 256 it took
+     * GEMM1 from 13 to 20 µs (qwen3-30b-a3b T = 1; docs/PERFORMANCE.md); W4A8MOE_SM90_FIND_MAX
+     * overrides the bound, for measuring */
+    const char *fm = getenv("W4A8MOE_SM90_FIND_MAX");
+    s->find_max = fm ? atoi(fm) : 32;
+    if (s->find_max > SM90M_FIND_MAX_EXPERTS) s->find_max = SM90M_FIND_MAX_EXPERTS;
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -377,40 +387,75 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl)
     return NULL;
 }
 
-/* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group. */
-template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
-static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
+/* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
+ * EARLY: how it finds its tile and what it does before its PDL wait (SM90M_*,
+ * kernels/sm90_mma_decode.cuh); nl: the local experts. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY>
+static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl,
                               cudaStream_t st, int pdl)
 {
     dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED>, grid, block, 0, st, pdl, p, act);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
     return cudaErrorInvalidValue;
 }
 
-/* The small-batch forward after the schedule: GEMM1 on the dispatch's e4m3 rows, the
- * requantisation into f16 codes, GEMM2 on them. */
+/* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE or FIND | PRE_WEIGHTS, GEMM2 0
+ * or PRE_WEIGHTS. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
+static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
+                                    int nl, cudaStream_t st, int pdl)
+{
+    constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
+    constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
+    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, st, pdl);
+    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, st, pdl);
+    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
+    return cudaErrorInvalidValue;
+}
+
+/* Routed rows up to which the small-batch GEMMs take their PDL prologues (docs/PERFORMANCE.md,
+ * round 15): they gained 1-4 % at T = 1 (8 rows or fewer) and lost 1 % at llama4-scout T = 16;
+ * a first version at qwen3-30b-a3b T = 16 (12 thousand GEMM1 blocks, most past the last tile,
+ * each finding its tile) lost 60 %. */
+#define SM90_EARLY_MAX_ROWS 8
+
+/* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows, the
+ * requantisation into f16 codes, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
+ * off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues: kernels/sm90_mma_decode.cuh):
+ * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
+ * its tile and loads its first weights beside the schedule kernel; GEMM2 loads its first
+ * weights beside the requantisation. */
 template <int NT, int KS>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, unsigned tb, cudaStream_t st, int pdl,
+                                float r_static, int64_t R, unsigned tb, int nl, cudaStream_t st, int pdl,
                                 w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
-    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)", (mma_launch<NT, KS, true, false, false>(a1, a_q, tb, st, pdl)));
+    const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
+    const int e1 = !early ? 0 : nl <= s->find_max ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_RELEASE;
+    const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
+    CUDA_LAUNCH(err, "sm89_schedule_kernel",
+                w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
+                               a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
+    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
+                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, true>(a2, ws.b_wide, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
+                    (mma_launch_early<NT, KS, false, true, true>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
     else
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)", (mma_launch<NT, KS, false, true, false>(a2, ws.b_wide, tb, st, pdl)));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
+                    (mma_launch_early<NT, KS, false, true, false>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -442,17 +487,13 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                          (int)d->activation, blk};
     if (const sm90_mma_config *mc = pick_mma(R, nl)) { /* few rows per expert */
         const int bt = 8 * mc->nt;
-        CUDA_LAUNCH(err, "sm89_schedule_kernel",
-                    w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                   dp->expert_offsets, nl, bt, ws.tiles, ws.ntiles,
-                                   ws.rowmax, R));
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
         const unsigned tb = tiles_bound_for(R, bt, nl);
         switch (mc->nt * 10 + mc->ksplit) {
-        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
-        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
-        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, st, pdl, err);
+        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        case 44: return mma_layer<4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d has no kernel",

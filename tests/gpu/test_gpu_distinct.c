@@ -12,7 +12,9 @@
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
  * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), one cuda_sm90's
- * four-fragment small-batch tiles. Every GPU forward is run twice and must give the same bits.
+ * four-fragment small-batch tiles; three are decode steps of 1, 2 and 8 tokens. Every GPU forward is
+ * run twice and must give the same bits, and cuda_sm90's the same bits again with its
+ * small-batch PDL prologues set otherwise (same_other_early).
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
  * each path).
  */
@@ -60,6 +62,39 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
     free(again);
 }
 
+/* cuda_sm90 with its small-batch PDL prologues set otherwise gives the same bits as the
+ * default: W4A8MOE_SM90_EARLY=0 (none: the schedule's tile list, nothing before a kernel's
+ * wait) and W4A8MOE_SM90_FIND_MAX=256 (GEMM1 finds its tile for up to 256 local experts, not
+ * 32); both are read when a layer is made. Prologues change when loads are issued, never a sum. */
+static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
+                             const float *got, const char *what)
+{
+    static const char *const env[][2] = {{"W4A8MOE_SM90_EARLY", "0"}, {"W4A8MOE_SM90_FIND_MAX", "256"}};
+    const int64_t n = T * d->hidden;
+    float *other = malloc((size_t)n * 4);
+    CHECK(other, "%s: host buffer", what);
+    if (!other) return;
+    for (size_t m = 0; m < sizeof env / sizeof env[0]; m++) {
+        setenv(env[m][0], env[m][1], 1);
+        w4a8moe_status st;
+        w4a8moe_layer *L = gh_layer(d, w, W4A8MOE_DEVICE_CUDA, "cuda_sm90", &st);
+        unsetenv(env[m][0]);
+        CHECK(L, "%s: cuda_sm90 (%s=%s) create: %s", what, env[m][0], env[m][1], w4a8moe_last_error());
+        if (!L) continue;
+        cudaMemset(dv->out, 0xff, (size_t)n * 4); /* poison */
+        w4a8moe_routing_input rd = gh_routing(dv->ids, dv->weights, NULL);
+        CHECK(w4a8moe_layer_forward(L, T, dv->x, &rd, dv->out, NULL) == W4A8MOE_STATUS_OK,
+              "%s: cuda_sm90 (%s=%s) forward: %s", what, env[m][0], env[m][1], w4a8moe_layer_error(L));
+        CHECK(gh_fetch(d, T, dv->out, other) == 0, "%s: fetch", what);
+        int64_t diff = 0;
+        for (int64_t i = 0; i < n; i++) diff += memcmp(&other[i], &got[i], 4) != 0;
+        CHECK(diff == 0, "%s: cuda_sm90 with %s=%s differs from the default in %lld of %lld values", what,
+              env[m][0], env[m][1], (long long)diff, (long long)n);
+        w4a8moe_layer_free(L);
+    }
+    free(other);
+}
+
 /* One synthetic case: distinct weights for all E experts, random routing, every backend. */
 static void synth_case(int64_t H, int64_t I, int E, int k, int g, int64_t T, uint64_t seed)
 {
@@ -104,6 +139,7 @@ static void synth_case(int64_t H, int64_t I, int E, int k, int g, int64_t T, uin
         gh_stats s = gh_compare_stats(ref, got, T, H);
         report(what, backends[b], &s);
         same_again(L, &d, &dv, T, got, what, backends[b]);
+        if (strcmp(backends[b], "cuda_sm90") == 0) same_other_early(&d, &sw.weights, &dv, T, got, what);
         w4a8moe_layer_free(L);
     }
     w4a8moe_layer_free(R);
@@ -222,6 +258,10 @@ int main(void)
         {256, 8192, 32, 2, 64, 64, 0},   /* and larger */
         {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert: cuda_sm90's four-fragment tiles
                                             (16 rows: two, the first shape) */
+        {2048, 768, 128, 8, 128, 1, 1},  /* one token (qwen3-30b-a3b's shape): 8 one-row tiles */
+        {1024, 512, 64, 4, 64, 2, 0},    /* 2 tokens: fewer tiles than the grid's bound */
+        {1024, 512, 16, 1, 128, 8, 1},   /* 8 tokens, top-1 of 16 (Llama-4-like): GEMM1 finds its
+                                            own tiles by default */
     };
     int quick = test_quick();
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)

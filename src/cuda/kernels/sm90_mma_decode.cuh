@@ -90,19 +90,112 @@ __device__ __forceinline__ void sm90m_weights(uint2 v, uint32_t sc, uint32_t (&a
     }
 }
 
-/* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
- * F16IN: act is f16 [R, K] (else e4m3). p.w_block is the block stride in bytes. */
-template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED>
-static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act)
+/* Most local experts sm90m_find_tile handles: 32 lanes × SM90M_FIND_PER each. */
+#define SM90M_FIND_PER 8
+#define SM90M_FIND_MAX_EXPERTS (32 * SM90M_FIND_PER)
+
+/* Tile b of the schedule's order — experts ascending, ceil(rows / BT) tiles of BT rows each,
+ * as sm89_schedule_kernel lists them — found by each warp from the offsets [nl + 1] alone (nl
+ * <= SM90M_FIND_MAX_EXPERTS): one round of loads and a warp scan. False when the forward has
+ * at most b tiles. The offsets are read through L2 (ld.global.cg): the caller reads them
+ * before its PDL wait, where only kernels two launches back are known to be done
+ * (kernels/pdl.cuh) and this SM's L1 may hold an earlier forward's lines. */
+template <int BT>
+__device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, int b, int *e_out, int *row0_out,
+                                                int *row_end_out)
 {
-    pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    const int lane = threadIdx.x & 31, per = (nl + 31) / 32, lo = lane * per;
+    const int n = max(0, min(per, nl - lo)); /* this lane's experts: [lo, lo + n) */
+    int32_t off[SM90M_FIND_PER + 1];
+#pragma unroll
+    for (int j = 0; j <= SM90M_FIND_PER; j++) off[j] = (n > 0 && j <= n) ? __ldcg(offsets + lo + j) : 0;
+    int mine = 0;
+#pragma unroll
+    for (int j = 0; j < SM90M_FIND_PER; j++)
+        if (j < n) mine += (off[j + 1] - off[j] + BT - 1) / BT;
+    int incl = mine;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, d);
+        if (lane >= d) incl += v;
+    }
+    const int excl = incl - mine;
+    if (b >= __shfl_sync(0xffffffffu, incl, 31)) return false;
+    const unsigned hit = __ballot_sync(0xffffffffu, b >= excl && b < incl);
+    const int src = __ffs(hit) - 1;
+    int e = 0, row0 = 0, row_end = 0, at = excl;
+    if (lane == src) {
+#pragma unroll
+        for (int j = 0; j < SM90M_FIND_PER; j++) {
+            const int c = j < n ? (off[j + 1] - off[j] + BT - 1) / BT : 0;
+            if (c > 0 && b >= at && b < at + c) {
+                e = lo + j;
+                row0 = off[j] + (b - at) * BT;
+                row_end = off[j + 1];
+            }
+            at += c;
+        }
+    }
+    *e_out = __shfl_sync(0xffffffffu, e, src);
+    *row0_out = __shfl_sync(0xffffffffu, row0, src);
+    *row_end_out = __shfl_sync(0xffffffffu, row_end, src);
+    return true;
+}
+
+/* How a block finds its tile and what it does before its PDL wait (kernels/pdl.cuh), as bits:
+ *   none                the tile from the schedule's list, everything after the wait;
+ *   SM90M_FIND          the tile found from the offsets (sm90m_find_tile) instead: GEMM1, whose
+ *                       kernel before is the schedule, reads them before its wait;
+ *   SM90M_PRE_WEIGHTS   the tile and its first two groups of weights before the wait (the
+ *                       offsets and the list were written two or more launches back, the
+ *                       weights are the layer's), so the weight stream starts while the kernel
+ *                       before runs (GEMM1: the schedule; GEMM2: the requantisation); the block
+ *                       also releases the next kernel first. The activations are read after
+ *                       the wait, through L1 (round 15: reading GEMM1's rows before it, through
+ *                       L2 only, took Mixtral's GEMM1 at T = 1 from 59 to 99 µs);
+ *   SM90M_RELEASE       no prologue, the next kernel released before the wait.
+ * Reads before the wait of what other kernels wrote go through L2 (ld.global.cg): this SM's L1
+ * may hold an earlier forward's lines. Finding a tile costs every block of the grid a scan, so
+ * the prologues are for the smallest batches (cuda_sm90_experts.cu, mma_layer). */
+#define SM90M_FIND 1
+#define SM90M_PRE_WEIGHTS 2
+#define SM90M_RELEASE 4 /* no prologue, but the next kernel released before the wait */
+
+/* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
+ * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
+ * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it). p.w_block is the
+ * block stride in bytes. */
+template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
+static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
+                                                              int nl)
+{
+    constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
+    constexpr bool REL = EARLY & SM90M_RELEASE;
+    static_assert(!FIND || PRE_W, "a tile is found before the wait");
+    if constexpr (PRE_W || REL) pdl_release(); /* the next kernel (requantisation, combine) has no prologue */
+    if constexpr (!PRE_W) pdl_wait(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
-    if ((int)blockIdx.x >= *p.ntiles) return;
-    const int2 tile = p.tiles[blockIdx.x];
-    const int64_t e = tile.x;
-    const int row0 = tile.y, row_end = p.offsets[e + 1];
+    int64_t e;
+    int row0, row_end;
+    if constexpr (FIND) {
+        int fe;
+        if (!sm90m_find_tile<8 * NT>(p.offsets, nl, (int)blockIdx.x, &fe, &row0, &row_end)) return;
+        e = fe;
+    } else if constexpr (PRE_W) { /* the schedule's list, written three launches back: via L2 */
+        if ((int)blockIdx.x >= __ldcg(p.ntiles)) return;
+        const int2 tile = __ldcg(p.tiles + blockIdx.x);
+        e = tile.x;
+        row0 = tile.y;
+        row_end = __ldcg(p.offsets + e + 1);
+    } else {
+        if ((int)blockIdx.x >= *p.ntiles) return;
+        const int2 tile = p.tiles[blockIdx.x];
+        e = tile.x;
+        row0 = tile.y;
+        row_end = p.offsets[e + 1];
+    }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int wn = warp / KS, kq = warp % KS;
     const int64_t rb = blockIdx.y / KS;
@@ -123,9 +216,6 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
     /* A group's weights and (promoting) its two row scales are loaded one group ahead, so a
      * warp waits for memory once a group, not twice (the scale round trip is what made the
      * sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU decode). */
-    uint2 cur[GSTEPS], nxt[GSTEPS];
-    uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
-    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
     auto load_group = [&](int64_t b, uint2 (&w)[GSTEPS], uint32_t (&hs)[GSTEPS], float2 &sc) {
 #pragma unroll
         for (int s = 0; s < GSTEPS; s++) {
@@ -139,9 +229,8 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
             sc.y = __ldg(wsp + b * 64 + 8);
         }
     };
-    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-    for (int64_t b = b0; b < b1; b++) {
-        if (b + 1 < b1) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* the next group in flight meanwhile */
+    /* one group's products into acc (scaled: as is; promoting: with its row scales) */
+    auto mma_group = [&](int64_t b, const uint2 (&w)[GSTEPS], const uint32_t (&hs)[GSTEPS], float2 sc) {
         float tmp[ACC];
 #pragma unroll
         for (int i = 0; i < ACC; i++) tmp[i] = 0.0f;
@@ -149,7 +238,7 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
         for (int s = 0; s < GSTEPS; s++) {
             const int64_t ks = b * GSTEPS + s;
             uint32_t a[2][4];
-            sm90m_weights<SCALED>(cur[s], hs_cur[s], a);
+            sm90m_weights<SCALED>(w[s], hs[s], a);
 #pragma unroll
             for (int f = 0; f < NT; f++)
 #pragma unroll
@@ -163,8 +252,20 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
             for (int i = 0; i < ACC; i++) acc[i] += tmp[i];
         } else {
 #pragma unroll
-            for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc_cur.y : sc_cur.x, tmp[i], acc[i]);
+            for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc.y : sc.x, tmp[i], acc[i]);
         }
+    };
+    uint2 cur[GSTEPS], nxt[GSTEPS];
+    uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
+    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
+    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+    if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
+        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+        pdl_wait(); /* the rows: GEMM1's from the prepare, GEMM2's from the kernel just before */
+    }
+    for (int64_t b = b0; b < b1; b++) {
+        if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
+        mma_group(b, cur, hs_cur, sc_cur);
 #pragma unroll
         for (int s = 0; s < GSTEPS; s++) {
             cur[s] = nxt[s];
