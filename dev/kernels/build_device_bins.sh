@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds what a device call runs, here (nvcc, no GPU): the library, CLI and GPU test binaries in
-# build-cuda, the kernel labs and the graph-chain lab in build-lab, and build-lab/bins.tar.xz — build-cuda's
-# binaries packed small enough to travel with the tree (the device tool carries at most 64 MiB;
-# the run_*.sh scripts unpack it first). Then: run(command="bash dev/kernels/run_roundN.sh",
-# carry=["build-lab"]). build-lab/ is ignored locally (.git/info/exclude), never committed.
+# build-cuda, the kernel labs and the graph-chain lab in build-lab, and build-lab/bins.tar.xz —
+# build-cuda's binaries packed small enough to travel with the tree (the device tool carries at
+# most 64 MiB; the run_*.sh scripts unpack it first). Then: run(command="bash
+# dev/kernels/run_roundN.sh", carry=["build-lab"]). build-lab/ is ignored locally
+# (.git/info/exclude), never committed.
 set -eu
 cd "$(dirname "$0")/../.."
 gpu_tests=$(ls tests/gpu/test_gpu_*.c | sed 's|tests/gpu/\(.*\)\.c|build-cuda/tests-gpu/\1|')

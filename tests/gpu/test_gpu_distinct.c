@@ -12,9 +12,9 @@
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
  * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), one cuda_sm90's
- * four-fragment small-batch tiles; three are decode steps of 1, 2 and 8 tokens. Every GPU forward is
- * run twice and must give the same bits, and cuda_sm90's the same bits again with its
- * small-batch PDL prologues set otherwise (same_other_early).
+ * four-fragment small-batch tiles; three are decode steps of 1, 2 and 8 tokens. Every GPU
+ * forward is run twice and must give the same bits, and cuda_sm90's the same bits again with
+ * its small-batch PDL prologues set otherwise (same_other_early).
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
  * each path).
  */
@@ -259,7 +259,7 @@ int main(void)
         {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert: cuda_sm90's four-fragment tiles
                                             (16 rows: two, the first shape) */
         {2048, 768, 128, 8, 128, 1, 1},  /* one token (qwen3-30b-a3b's shape): 8 one-row tiles */
-        {1024, 512, 64, 4, 64, 2, 0},    /* 2 tokens: fewer tiles than the grid's bound */
+        {1024, 512, 4, 4, 64, 2, 0},     /* 2 tokens on all 4 experts: 4 tiles, a grid bound of 5 */
         {1024, 512, 16, 1, 128, 8, 1},   /* 8 tokens, top-1 of 16 (Llama-4-like): GEMM1 finds its
                                             own tiles by default */
     };
