@@ -259,7 +259,7 @@ int main(void)
         {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert: cuda_sm90's four-fragment tiles
                                             (16 rows: two, the first shape) */
         {2048, 768, 128, 8, 128, 1, 1},  /* one token (qwen3-30b-a3b's shape): 8 one-row tiles */
-        {1024, 512, 4, 4, 64, 2, 0},     /* 2 tokens on all 4 experts: 4 tiles, a grid bound of 5 */
+        {1024, 512, 64, 4, 64, 2, 0},    /* 2 tokens of 4 pairs over 64 experts */
         {1024, 512, 16, 1, 128, 8, 1},   /* 8 tokens, top-1 of 16 (Llama-4-like): GEMM1 finds its
                                             own tiles by default */
     };
