@@ -5,13 +5,15 @@
  * between them (launch, block scheduling, the drain of a one-wave grid: ~0.6 µs a boundary on
  * the H100, docs/PERFORMANCE.md, "GPU decode"). A kernel launched with
  * w4a8moe_launch(..., pdl = 1) (cuda_util.h) may be scheduled while the kernel before it still
- * runs. pdl_enter(), the first statement of every kernel launched that way, makes the thread
- * wait until the kernels before it have finished and their writes are visible
- * (griddepcontrol.wait), then lets the next kernel of the stream be scheduled
+ * runs. pdl_enter(), the first statement of every kernel launched that way but the few with a
+ * prologue (below), makes the thread wait until the kernels before it have finished and their
+ * writes are visible (griddepcontrol.wait), then lets the next kernel of the stream be scheduled
  * (griddepcontrol.launch_dependents). So PDL changes when a kernel's blocks start, never what
- * they read or write: every global access, reads and writes alike, follows the wait, and the
- * chain stays ordered transitively (a kernel is released only by one that has passed its own
- * wait). Below sm_90, or when launched without the attribute, both instructions are no-ops.
+ * they read or write: every global access outside a prologue, reads and writes alike, follows
+ * the wait, and the chain stays ordered transitively (a kernel is released only by one that
+ * has passed its own wait, or, for a kernel with no prologue, by one whose wait is still ahead
+ * of its every access: below). Below sm_90, or when launched without the attribute, both
+ * instructions are no-ops.
  *
  * What a kernel may do before its wait (a prologue): because a kernel releases the next only
  * after its own wait, a kernel is scheduled only once the kernel two launches back has finished
