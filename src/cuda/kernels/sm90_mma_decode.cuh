@@ -222,7 +222,9 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
             const int64_t ks = b * GSTEPS + s;
             const char *blk = wb + (ks >> 1) * p.w_block;
             w[s] = __ldg((const uint2 *)blk + sm90s_word_index(t, (int)(ks & 1)));
-            hs[s] = sm90m_scales<SCALED>(blk, p.g, (int)(ks & 1), r);
+            /* a group's f16 scales are the same in each of its steps (and in both blocks of a
+             * g = 128 group): loaded once a group, not once a step */
+            hs[s] = s == 0 ? sm90m_scales<SCALED>(blk, 32 * GSTEPS, (int)(ks & 1), r) : hs[0];
         }
         if constexpr (!SCALED) {
             sc.x = __ldg(wsp + b * 64);
