@@ -395,6 +395,7 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
                               cudaStream_t st, int pdl)
 {
     dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
+    if (p.w_block != sm90s_block_bytes(p.g)) return cudaErrorInvalidValue; /* the kernel's block stride */
     if (p.g == 32)
         return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
     if (p.g == 64)
@@ -412,9 +413,13 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 {
     constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
     constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
-    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, st, pdl);
-    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, st, pdl);
-    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
+    if constexpr (NT > 1) { /* prologues only at most SM90_EARLY_MAX_ROWS (8) rows: the NT = 1 tiles */
+        if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
+    } else {
+        if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, st, pdl);
+        if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, st, pdl);
+        if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
+    }
     return cudaErrorInvalidValue;
 }
 

@@ -273,19 +273,32 @@ __device__ __forceinline__ void sm90_consume(const sm90_gemm_args &p, char *smem
     }
 }
 
-/* int4 (q + 8) nibbles i and i + 4 of w → f16x2 (1024 + q_i + 8, 1024 + q_{i+4} + 8): 0x6400 | n
- * is the f16 of 1024 + n (its last significand bits are n). */
+/* int4 (q + 8) nibbles i and i + 4 of w → f16x2, one lop3 (and, or) each: i even: (1024 + n_i,
+ * 1024 + n_{i+4}) — 0x6400 | n is the f16 of 1024 + n (its last significand bits are n); i odd:
+ * the nibbles are left where they are (bits 4-7 of each half), giving 1024 + 16 n, which saves
+ * the shift that would bring them down (the bias removal undoes the 16, exactly). Nibbles 2, 3
+ * come from w >> 8: one shift for four nibbles. */
 __device__ __forceinline__ uint32_t sm90_int4x2_biased_f16x2(uint32_t w, int i)
 {
-    return ((w >> (4 * i)) & 0x000F000Fu) | 0x64006400u;
+    const uint32_t x = (i & 2) ? w >> 8 : w;
+    uint32_t r;
+    if (i & 1) /* lop3 0xEA: (x & b) | c */
+        asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(x), "n"(0x00F000F0), "n"(0x64006400));
+    else
+        asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(x), "n"(0x000F000F), "n"(0x64006400));
+    return r;
 }
 
-/* ... → f16x2 (q_i, q_{i+4}), exact: one f16x2 fma subtracts 1032. */
+/* ... → f16x2 (q_i, q_{i+4}), exact: one f16x2 fma removes the bias, (1024 + n) · 1 - 1032 or
+ * (1024 + 16 n) · 1/16 - 72 (every value and product an f16 integer). */
 __device__ __forceinline__ uint32_t sm90_int4x2_to_f16x2(uint32_t w, int i)
 {
     uint32_t r = sm90_int4x2_biased_f16x2(w, i), out = r;
 #if SM90_ENABLED
-    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(0x3C003C00u), "r"(0xE408E408u));
+    if (i & 1)
+        asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(0x2C002C00u), "r"(0xD480D480u));
+    else
+        asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(0x3C003C00u), "r"(0xE408E408u));
 #endif
     return out;
 }

@@ -41,18 +41,26 @@ __device__ __forceinline__ void sm90m_mma(float *d, const uint32_t (&a)[4], uint
 #endif
 }
 
-/* Two consecutive input values at element k of a row as f16x2 (low half: k): f16 inputs as
- * stored, e4m3 inputs widened exactly. */
+/* Two consecutive input values at `at`, as loaded: f16x2 (F16IN) or two e4m3 codes in the low
+ * 16 bits; sm90m_widen makes the f16x2 (low half: the first) of either, e4m3 exactly. */
 template <bool F16IN>
-__device__ __forceinline__ uint32_t sm90m_act2(const void *row, int64_t k)
+__device__ __forceinline__ uint32_t sm90m_act_raw(const char *at)
+{
+    if constexpr (F16IN)
+        return __ldg((const uint32_t *)at);
+    else
+        return __ldg((const uint16_t *)at);
+}
+
+template <bool F16IN>
+__device__ __forceinline__ uint32_t sm90m_widen(uint32_t raw)
 {
     if constexpr (F16IN) {
-        return __ldg((const uint32_t *)((const uint16_t *)row + k));
+        return raw;
     } else {
         uint32_t out = 0;
 #if SM90_ENABLED
-        const uint16_t v = __ldg((const uint16_t *)((const uint8_t *)row + k));
-        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"(v));
+        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"((uint16_t)raw));
 #endif
         return out;
     }
@@ -161,13 +169,19 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
 #define SM90M_PRE_WEIGHTS 2
 #define SM90M_RELEASE 4 /* no prologue, but the next kernel released before the wait */
 
+/* Blocks an SM must hold, which bounds the registers a thread (round 17): 8 at NT = 1 (64:
+ * llama4-scout's 1,024 GEMM1 blocks and qwen3-30b-a3b's 1,024 GEMM2 blocks at T = 1 stay one
+ * wave, where 7 took two; the gated GEMM1 spills one word, two or three local accesses in its
+ * SASS), 3 at NT = 4 (168); NT = 2 spills below the compiler's own 102. */
+#define SM90M_MIN_BLOCKS(nt) ((nt) == 1 ? 8 : (nt) == 2 ? 1 : 3)
+
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
- * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it). p.w_block is the
- * block stride in bytes. */
+ * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it). p.w_block, the block
+ * stride in bytes, must be sm90s_block_bytes(g). */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
-static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act,
-                                                              int nl)
+static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
+    sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act, int nl)
 {
     constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
     constexpr bool REL = EARLY & SM90M_RELEASE;
@@ -177,76 +191,113 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
 #if SM90_ENABLED
     constexpr int WN = 4 / KS, ACC = NT * 4;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
-    int64_t e;
-    int row0, row_end;
+    int e; /* 32-bit, as rb: registers held to the epilogue (SM90M_MIN_BLOCKS) */
+    int row0, row_end = 0;
     if constexpr (FIND) {
         int fe;
         if (!sm90m_find_tile<8 * NT>(p.offsets, nl, (int)blockIdx.x, &fe, &row0, &row_end)) return;
         e = fe;
-    } else if constexpr (PRE_W) { /* the schedule's list, written three launches back: via L2 */
-        if ((int)blockIdx.x >= __ldcg(p.ntiles)) return;
-        const int2 tile = __ldcg(p.tiles + blockIdx.x);
+    } else { /* the count and the entry read together (the list has room for every block of
+              * the grid); the tile's end only after its first weights are asked for */
+        int ntiles;
+        int2 tile;
+        if constexpr (PRE_W) { /* the schedule's list, written three launches back: via L2 */
+            ntiles = __ldcg(p.ntiles);
+            tile = __ldcg(p.tiles + blockIdx.x);
+        } else {
+            ntiles = *p.ntiles;
+            tile = p.tiles[blockIdx.x];
+        }
+        if ((int)blockIdx.x >= ntiles) return;
         e = tile.x;
         row0 = tile.y;
-        row_end = __ldcg(p.offsets + e + 1);
-    } else {
-        if ((int)blockIdx.x >= *p.ntiles) return;
-        const int2 tile = p.tiles[blockIdx.x];
-        e = tile.x;
-        row0 = tile.y;
-        row_end = p.offsets[e + 1];
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int wn = warp / KS, kq = warp % KS;
-    const int64_t rb = blockIdx.y / KS;
+    const int rb = blockIdx.y / KS;
     const int slice = (int)(blockIdx.y % KS) * WN + wn, t = slice * 32 + lane, r = slice * 16 + gid;
-    const int64_t KB = (p.K + SM90S_BK - 1) / SM90S_BK, groups = p.K / p.g;
-    const char *wb = (const char *)p.wq + (e * p.nrb + rb) * KB * p.w_block;
-    const float *wsp = SCALED ? nullptr : p.ws + (e * p.nrb + rb) * groups * 64 + r;
-    const int64_t b0 = kq * groups / KS, b1 = (kq + 1) * groups / KS;
-    const size_t esz = F16IN ? 2 : 1;
-    const char *arow[NT];
-#pragma unroll
-    for (int f = 0; f < NT; f++) /* rows past the tile's end read its last row; never stored */
-        arow[f] = (const char *)act + (size_t)min(row0 + f * 8 + gid, row_end - 1) * (size_t)p.K * esz;
+    const int64_t KB = (p.K + SM90S_BK - 1) / SM90S_BK;
+    const int groups = (int)(p.K / (32 * GSTEPS)); /* g = 32 GSTEPS (mma_launch): no runtime division */
+    /* Every address a group reads is its base plus a constant, folded into the loads (round
+     * 17: computing them a load each cost more instructions than the products): the block
+     * stride is sm90s_block_bytes(g), which mma_launch checks against p.w_block; a block holds
+     * two k32 steps, the thread's word j of a block is word sm90s_word_index(t, j) = 2 t + j. */
+    static_assert(SM90S_BK == 64, "two k32 steps a weight block");
+    constexpr int WBLK = SM90S_INT4_BYTES + (GSTEPS == 1 ? 256 : 128);
+    const char *wb = (const char *)p.wq + ((int64_t)e * p.nrb + rb) * KB * WBLK;
+    const char *wt = (const char *)((const uint2 *)wb + sm90s_word_index(t, 0));
+    const float *wsp = SCALED ? nullptr : p.ws + ((int64_t)e * p.nrb + rb) * groups * 64 + r;
+    const int b0 = kq * groups / KS, b1 = (kq + 1) * groups / KS;
+    /* byte offset of group b's first block, and of step s's word from it */
+    auto group_off = [&](int b) -> int64_t {
+        return GSTEPS >= 2 ? (int64_t)b * (GSTEPS / 2) * WBLK : (int64_t)(b >> 1) * WBLK + (b & 1) * 8;
+    };
+    auto step_off = [](int s) { return (s >> 1) * WBLK + (s & 1) * 8; };
 
-    float acc[ACC];
+    /* A group's weights and scales (promoting: its two f32 row scales; scaled: the f16 scales of
+     * its rows, the same in each of its steps and in both blocks of a g = 128 group) are loaded
+     * one group ahead, so a warp waits for memory once a group, not twice (the scale round
+     * trip is what made the sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU decode). */
+    auto load_group = [&](int b, uint2 (&w)[GSTEPS], uint32_t &hs, float2 &sc) {
+        const char *gw = wt + group_off(b);
 #pragma unroll
-    for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
-    /* A group's weights and (promoting) its two row scales are loaded one group ahead, so a
-     * warp waits for memory once a group, not twice (the scale round trip is what made the
-     * sm89 decode tiles latency-bound: docs/PERFORMANCE.md, GPU decode). */
-    auto load_group = [&](int64_t b, uint2 (&w)[GSTEPS], uint32_t (&hs)[GSTEPS], float2 &sc) {
-#pragma unroll
-        for (int s = 0; s < GSTEPS; s++) {
-            const int64_t ks = b * GSTEPS + s;
-            const char *blk = wb + (ks >> 1) * p.w_block;
-            w[s] = __ldg((const uint2 *)blk + sm90s_word_index(t, (int)(ks & 1)));
-            /* a group's f16 scales are the same in each of its steps (and in both blocks of a
-             * g = 128 group): loaded once a group, not once a step */
-            hs[s] = s == 0 ? sm90m_scales<SCALED>(blk, 32 * GSTEPS, (int)(ks & 1), r) : hs[0];
-        }
+        for (int s = 0; s < GSTEPS; s++) w[s] = __ldg((const uint2 *)(gw + step_off(s)));
+        if constexpr (GSTEPS >= 2)
+            hs = sm90m_scales<SCALED>(wb + group_off(b), 32 * GSTEPS, 0, r);
+        else
+            hs = sm90m_scales<SCALED>(wb + (int64_t)(b >> 1) * WBLK, 32, b & 1, r);
         if constexpr (!SCALED) {
             sc.x = __ldg(wsp + b * 64);
             sc.y = __ldg(wsp + b * 64 + 8);
         }
     };
+    uint2 cur[GSTEPS], nxt[GSTEPS];
+    uint32_t hs_cur = 0, hs_nxt = 0; /* scaled: the group's f16 scales, rows r and r + 8 */
+    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
+    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+    if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
+        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+    }
+    if constexpr (!FIND) row_end = PRE_W ? __ldcg(p.offsets + e + 1) : p.offsets[e + 1];
+    if constexpr (PRE_W) pdl_wait(); /* the rows: GEMM1's from the prepare, GEMM2's from the kernel just before */
+
+    /* The thread's input values of step s, half h: elements 32 s + 16 h + 2 tig (+ 8) of its
+     * group's slice of each row; arow[f] points at element 2 tig of row f. */
+    constexpr int ESZ = F16IN ? 2 : 1, GB = 32 * GSTEPS * ESZ; /* GB: bytes of a group's row slice */
+    const char *arow[NT];
+#pragma unroll
+    for (int f = 0; f < NT; f++) /* rows past the tile's end read its last row; never stored */
+        arow[f] = (const char *)act + ((int64_t)min(row0 + f * 8 + gid, row_end - 1) * p.K + 2 * tig) * ESZ;
+    /* Group b's input lines into this SM's L1, two groups ahead of their loads (round 17: at
+     * qwen3-30b-a3b T = 1 a third of GEMM1's stall samples were its widening waiting on its
+     * inputs: each warp reads its own K range of a row, so nearly every group's line came from
+     * L2 when asked for; registers to load them a group ahead would cost a wave of blocks). */
+    auto prefetch_act = [&](int b) {
+#pragma unroll
+        for (int f = 0; f < NT; f++)
+#pragma unroll
+            for (int o = 0; o < GB; o += 128)
+                asm volatile("prefetch.global.L1 [%0];" ::"l"(arow[f] + (int64_t)b * GB + o));
+    };
+    float acc[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
     /* one group's products into acc (scaled: as is; promoting: with its row scales) */
-    auto mma_group = [&](int64_t b, const uint2 (&w)[GSTEPS], const uint32_t (&hs)[GSTEPS], float2 sc) {
+    auto mma_group = [&](int b, const uint2 (&w)[GSTEPS], uint32_t hs, float2 sc) {
         float tmp[ACC];
 #pragma unroll
         for (int i = 0; i < ACC; i++) tmp[i] = 0.0f;
 #pragma unroll
         for (int s = 0; s < GSTEPS; s++) {
-            const int64_t ks = b * GSTEPS + s;
             uint32_t a[2][4];
-            sm90m_weights<SCALED>(w[s], hs[s], a);
+            sm90m_weights<SCALED>(w[s], hs, a);
 #pragma unroll
             for (int f = 0; f < NT; f++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    const int64_t k = ks * 32 + h * 16 + 2 * tig;
-                    sm90m_mma(&tmp[4 * f], a[h], sm90m_act2<F16IN>(arow[f], k), sm90m_act2<F16IN>(arow[f], k + 8));
+                    const char *x = arow[f] + (int64_t)b * GB + (s * 32 + h * 16) * ESZ;
+                    const uint32_t lo = sm90m_act_raw<F16IN>(x), hi = sm90m_act_raw<F16IN>(x + 8 * ESZ);
+                    sm90m_mma(&tmp[4 * f], a[h], sm90m_widen<F16IN>(lo), sm90m_widen<F16IN>(hi));
                 }
         }
         if constexpr (SCALED) {
@@ -257,22 +308,14 @@ static __global__ void __launch_bounds__(128) sm90_mma_kernel(sm90_gemm_args p, 
             for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc.y : sc.x, tmp[i], acc[i]);
         }
     };
-    uint2 cur[GSTEPS], nxt[GSTEPS];
-    uint32_t hs_cur[GSTEPS], hs_nxt[GSTEPS]; /* scaled: f16 scales of each step */
-    float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
-    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-    if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
-        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
-        pdl_wait(); /* the rows: GEMM1's from the prepare, GEMM2's from the kernel just before */
-    }
-    for (int64_t b = b0; b < b1; b++) {
+    if (b0 + 1 < b1) prefetch_act(b0 + 1);
+    for (int b = b0; b < b1; b++) {
+        if (b + 2 < b1) prefetch_act(b + 2);
         if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
         mma_group(b, cur, hs_cur, sc_cur);
 #pragma unroll
-        for (int s = 0; s < GSTEPS; s++) {
-            cur[s] = nxt[s];
-            hs_cur[s] = hs_nxt[s];
-        }
+        for (int s = 0; s < GSTEPS; s++) cur[s] = nxt[s];
+        hs_cur = hs_nxt;
         sc_cur = sc_nxt;
     }
     if constexpr (KS > 1) { /* split-K partials, added in warp order */

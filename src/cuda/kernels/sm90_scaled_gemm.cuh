@@ -131,12 +131,11 @@ struct sm90s_smem_plan {
 };
 
 /* The int4 (q + 8) nibbles i, i + 4 of w → f16x2 (q·s), exact under the header's condition:
- * 1024 + n → n - 8 = q (exact) → q·s (exact). */
+ * q exactly (sm90_int4x2_to_f16x2) → q·s (exact). */
 __device__ __forceinline__ uint32_t sm90s_scaled_f16x2(uint32_t w, int i, uint32_t s2)
 {
-    uint32_t r = sm90_int4x2_biased_f16x2(w, i);
+    uint32_t r = sm90_int4x2_to_f16x2(w, i);
 #if SM90_ENABLED
-    asm("sub.rn.f16x2 %0, %0, %1;" : "+r"(r) : "r"(0x64086408u));
     asm("mul.rn.f16x2 %0, %0, %1;" : "+r"(r) : "r"(s2));
 #endif
     return r;
