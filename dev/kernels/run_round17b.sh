@@ -23,24 +23,17 @@ lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1"
 python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall(); tarfile.open('build-lab/gs.tar.xz').extractall()" || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
-if has b; then
-  for m in qwen3-30b-a3b llama4-scout mixtral-8x7b; do
+pair() { # models: build-gs, then this build, T = 1, 16, 64
+  for m in "$@"; do
     for b in build-gs $B; do
       echo "== $b $m"
       W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 45)" $b/w4a8moe bench --device cuda --model $m --tokens 1,16,64 \
         2>&1 | tee -a "$OUT/bench.log" | grep -E "^ +[0-9]+ |error|FAIL"
     done
   done
-fi
-if has d; then
-  for m in llama4-maverick qwen3-235b-a22b deepseek-v3; do
-    for b in build-gs $B; do
-      echo "== $b $m"
-      W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 45)" $b/w4a8moe bench --device cuda --model $m --tokens 1,16,64 \
-        2>&1 | tee -a "$OUT/bench.log" | grep -E "^ +[0-9]+ |error|FAIL"
-    done
-  done
-fi
+}
+has b && pair qwen3-30b-a3b llama4-scout mixtral-8x7b
+has d && pair llama4-maverick qwen3-235b-a22b deepseek-v3
 if has c; then
   for m in qwen3-30b-a3b llama4-scout; do
     echo "== chain $m T=1"
