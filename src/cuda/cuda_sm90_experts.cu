@@ -12,8 +12,9 @@
  *       scales have at most 8 significant bits (bf16, e4m3), found while packing;
  *   small-batch (kernels/sm90_mma_decode.cuh): mma.sync m16n8k16 f16 on the same weight blocks
  *       when an expert has few rows (configs/sm90_tiles.h: up to 32 on average), K split across
- *       the warps of a block; it sums like the promoting kernel and reads the e4m3 rows (GEMM1)
- *       and the f16 codes (GEMM2) directly, so that path has no widening kernel.
+ *       the warps of a block; it sums like the promoting kernel and reads the f16 codes (GEMM2)
+ *       in fragment order (kernels/frag_order.cuh), and for GEMM1 the e4m3 rows directly
+ *       (one-fragment tiles, no widening kernel) or their f16 widening in that order.
  *
  *   pack_weights (once): upload each expert's logical int4 words and scales and convert them on
  *       the device into the fragment-major weight blocks of the wgmma kernels (GEMM1's gate and
@@ -131,7 +132,8 @@ typedef struct sm90_ws {
     int32_t *ntiles, *ntiles2;
     float *y;
     uint32_t *rowmax;
-    uint16_t *a_wide; /* [R, H] f16: the e4m3 input rows widened, exactly */
+    uint16_t *a_wide; /* [R, H] f16: the e4m3 input rows widened, exactly (in fragment order for
+                       * the small-batch kernel: kernels/frag_order.cuh) */
     uint16_t *b_wide; /* [R, I] f16: the requantised e4m3 codes widened */
     float *r;
 } sm90_ws;
@@ -429,8 +431,9 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
  * each finding its tile) lost 60 %. */
 #define SM90_EARLY_MAX_ROWS 8
 
-/* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows, the
- * requantisation into f16 codes, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
+/* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows (one-fragment
+ * tiles) or on their f16 widening in fragment order (kernels/frag_order.cuh), the
+ * requantisation into f16 codes in fragment order, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
  * off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues: kernels/sm90_mma_decode.cuh):
  * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
  * its tile and loads its first weights beside the schedule kernel; GEMM2 loads its first
@@ -449,10 +452,18 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
     CUDA_LAUNCH(err, "sm89_schedule_kernel",
                 w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
                                a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
-    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
-                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
-    CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
-                w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+    if constexpr (NT == 1) {
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
+                    (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
+    } else { /* each fragment's inputs one load a step, not four loads and four widenings */
+        CUDA_LAUNCH(err, "sm90_widen_kernel (fragment order)",
+                    w4a8moe_launch(sm90_widen_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                                   (const uint8_t *)a_q, total, a1.K, ws.a_wide));
+        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
+                    (mma_launch_early<NT, KS, true, true, false>(e1, a1, ws.a_wide, tb, nl, st, pdl)));
+    }
+    CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes, fragment order)",
+                w4a8moe_launch(sm89_requant_kernel<true, true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
@@ -526,7 +537,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         ntiles2 = ws.ntiles2;
     }
     CUDA_LAUNCH(err, "sm90_widen_kernel",
-                w4a8moe_launch(sm90_widen_kernel, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm90_widen_kernel<false>, dim3((unsigned)R), dim3(256), 0, st, pdl,
                                dp->a_q, total, H, ws.a_wide));
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};

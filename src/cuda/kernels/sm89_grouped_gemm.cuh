@@ -26,6 +26,7 @@
 #include "../../common/quant.h"
 #include "block_scan.cuh"
 #include "contract_math.cuh"
+#include "frag_order.cuh"
 
 #include <stdint.h>
 #include "pdl.cuh"
@@ -319,8 +320,9 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
 
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).
  * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3
- * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly. */
-template <bool WIDE>
+ * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly; FRAG
+ * (with WIDE): stored in fragment order (kernels/frag_order.cuh), for the small-batch kernel. */
+template <bool WIDE, bool FRAG = false>
 static __global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
                                            const int32_t *__restrict__ total, int64_t I, float r_static,
                                            void *__restrict__ b, float *__restrict__ r_out)
@@ -337,7 +339,10 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
         if (WIDE) {
             uint32_t w[4];
             for (int k = 0; k < 4; k++) w[k] = w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)c[k]));
-            *(uint2 *)((uint16_t *)b + row * I + i) = make_uint2(w[0] | w[1] << 16, w[2] | w[3] << 16);
+            if (FRAG)
+                frag_order_store4((uint16_t *)b + row * I, i, w[0] | w[1] << 16, w[2] | w[3] << 16);
+            else
+                *(uint2 *)((uint16_t *)b + row * I + i) = make_uint2(w[0] | w[1] << 16, w[2] | w[3] << 16);
         } else {
             *(uint32_t *)((uint8_t *)b + row * I + i) = c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24;
         }

@@ -18,8 +18,12 @@
  * The split-K partials are added in warp order (deterministic), then the epilogue as the wgmma
  * kernels' (h = s_t · (C · acc); gated: act(gate) · up and the row amax).
  *
- * Inputs: GEMM1 reads the dispatch's e4m3 rows (widened here: cvt.rn.f16x2.e4m3x2, exact), GEMM2
- * the requantised codes already widened to f16 — so this path needs no widening kernel.
+ * Inputs (F16IN): f16 rows in fragment order (kernels/frag_order.cuh), one 16-byte load per
+ * 8-row fragment a k32 step — GEMM2's from the requantisation, GEMM1's from sm90_widen_kernel
+ * for tiles of 16 rows or more; or (one-fragment tiles: no widening kernel to wait for) the
+ * dispatch's e4m3 rows, four 2-byte loads widened here (cvt.rn.f16x2.e4m3x2, exact). Round 17:
+ * where rows, not weights, dominate (16-32 an expert) those per-fragment loads and widenings
+ * held the kernel to ~50 TFLOP/s.
  *
  * Grid: (tiles bound) x (NRB x KS): block y covers row block y / KS and its 4 / KS warp slices
  * starting at (y % KS) x (4 / KS); the KS warps of a slice split the K groups evenly. Block 128.
@@ -41,28 +45,29 @@ __device__ __forceinline__ void sm90m_mma(float *d, const uint32_t (&a)[4], uint
 #endif
 }
 
-/* Two consecutive input values at `at`, as loaded: f16x2 (F16IN) or two e4m3 codes in the low
- * 16 bits; sm90m_widen makes the f16x2 (low half: the first) of either, e4m3 exactly. */
+/* A thread's B fragments of one k32 step of a row: bx[h] = (b0, b1) of half h. e4m3 rows (at:
+ * the row's element 32 ks + 2 tig): four pairs loaded and widened exactly; f16 rows in fragment
+ * order (kernels/frag_order.cuh; at: the row's element 32 ks + 8 tig): one 16-byte load. */
 template <bool F16IN>
-__device__ __forceinline__ uint32_t sm90m_act_raw(const char *at)
-{
-    if constexpr (F16IN)
-        return __ldg((const uint32_t *)at);
-    else
-        return __ldg((const uint16_t *)at);
-}
-
-template <bool F16IN>
-__device__ __forceinline__ uint32_t sm90m_widen(uint32_t raw)
+__device__ __forceinline__ void sm90m_b_frags(const char *at, uint32_t (&bx)[2][2])
 {
     if constexpr (F16IN) {
-        return raw;
+        const uint4 v = __ldg((const uint4 *)at);
+        bx[0][0] = v.x;
+        bx[0][1] = v.y;
+        bx[1][0] = v.z;
+        bx[1][1] = v.w;
     } else {
-        uint32_t out = 0;
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const uint16_t raw = __ldg((const uint16_t *)(at + h * 16 + c * 8));
+                bx[h][c] = 0;
 #if SM90_ENABLED
-        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"((uint16_t)raw));
+                asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(bx[h][c]) : "h"(raw));
 #endif
-        return out;
+            }
     }
 }
 
@@ -261,13 +266,13 @@ static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
     if constexpr (!FIND) row_end = PRE_W ? __ldcg(p.offsets + e + 1) : p.offsets[e + 1];
     if constexpr (PRE_W) pdl_wait(); /* the rows: GEMM1's from the prepare, GEMM2's from the kernel just before */
 
-    /* The thread's input values of step s, half h: elements 32 s + 16 h + 2 tig (+ 8) of its
-     * group's slice of each row; arow[f] points at element 2 tig of row f. */
+    /* The thread's input values of step s: sm90m_b_frags at element 32 s of its group's slice
+     * of each row, plus 2 tig (e4m3) or 8 tig (f16, fragment order): arow[f], row f's. */
     constexpr int ESZ = F16IN ? 2 : 1, GB = 32 * GSTEPS * ESZ; /* GB: bytes of a group's row slice */
     const char *arow[NT];
 #pragma unroll
     for (int f = 0; f < NT; f++) /* rows past the tile's end read its last row; never stored */
-        arow[f] = (const char *)act + ((int64_t)min(row0 + f * 8 + gid, row_end - 1) * p.K + 2 * tig) * ESZ;
+        arow[f] = (const char *)act + ((int64_t)min(row0 + f * 8 + gid, row_end - 1) * p.K + (F16IN ? 8 : 2) * tig) * ESZ;
     /* Group b's input lines into this SM's L1, two groups ahead of their loads (round 17: at
      * qwen3-30b-a3b T = 1 a third of GEMM1's stall samples were its widening waiting on its
      * inputs: each warp reads its own K range of a row, so nearly every group's line came from
@@ -292,13 +297,12 @@ static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
             uint32_t a[2][4];
             sm90m_weights<SCALED>(w[s], hs, a);
 #pragma unroll
-            for (int f = 0; f < NT; f++)
+            for (int f = 0; f < NT; f++) {
+                uint32_t bx[2][2];
+                sm90m_b_frags<F16IN>(arow[f] + (int64_t)b * GB + s * 32 * ESZ, bx);
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const char *x = arow[f] + (int64_t)b * GB + (s * 32 + h * 16) * ESZ;
-                    const uint32_t lo = sm90m_act_raw<F16IN>(x), hi = sm90m_act_raw<F16IN>(x + 8 * ESZ);
-                    sm90m_mma(&tmp[4 * f], a[h], sm90m_widen<F16IN>(lo), sm90m_widen<F16IN>(hi));
-                }
+                for (int h = 0; h < 2; h++) sm90m_mma(&tmp[4 * f], a[h], bx[h][0], bx[h][1]);
+            }
         }
         if constexpr (SCALED) {
 #pragma unroll
