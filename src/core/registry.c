@@ -23,10 +23,10 @@ extern const w4a8moe_shared_device_ops w4a8moe_cuda_shared_device;
 
 static const w4a8moe_experts_ops *const experts_table[] = {
 #ifdef W4A8MOE_WITH_CUDA
-    /* cuda_sm89 before cuda_sm90: the oracle decides once per layer, and cuda_sm90, 2-4x faster
-     * at prefill, is with its small-batch path faster at decode at 7 of the 8 points measured
-     * but 1.3x slower at mixtral T = 64 (docs/PERFORMANCE.md, round 9); it runs when forced
-     * (W4A8MOE_BACKEND=cuda_sm90) until it wins at every measured point */
+    /* cuda_sm89 before cuda_sm90: the oracle decides once per layer, and cuda_sm90, faster at
+     * every decode point measured (T = 1, 16, 64, 256 on six models) and at T = 1024 on five,
+     * is 1.6x slower at deepseek-v3 T = 1024 (docs/PERFORMANCE.md, round 18); it runs when
+     * forced (W4A8MOE_BACKEND=cuda_sm90) until it wins at every measured point */
     &w4a8moe_cuda_sm89_experts,
     &w4a8moe_cuda_sm90_experts,
     /* unquantised (bf16 x bf16) shared experts only: no W4A8 layer reaches it */
