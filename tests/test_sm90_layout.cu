@@ -11,9 +11,11 @@
  * q·S·2^k exactly (scaled layout) or q with the f32 scales beside it (promoting layout).
  * Shapes: plain and gated (gate/up interleaved), K with a half stage at the end, g = 32/64/128,
  * two experts, bf16 scales (exact: the scaled kernel) and f16 / f32 ones (refused by the
- * exactness check: the promoting kernel).
+ * exactness check: the promoting kernel). Also the small-batch kernel's input "fragment order"
+ * (kernels/frag_order.cuh) against the mma m16n8k16 B fragment.
  */
 #include "../src/common/quant.h"
+#include "../src/cuda/kernels/frag_order.cuh"
 #include "../src/cuda/kernels/sm90_scaled_gemm.cuh"
 #include "test_util.h"
 
@@ -184,5 +186,27 @@ int main(void)
         CHECK(bad == (span == 26), "scales 2^-%d apart in a row: %s", span, bad ? "promoting" : "scaled");
         CHECK(sh == 11 && wcv == ldexpf(1.0f, -11), "row shift %d, channel %g", sh, wcv);
     }
+
+    /* fragment order: a permutation of each chunk of 32 values, putting at 16-byte slot tig of
+     * a chunk what sm90m_b_frags hands the mma as (b0, b1) of half 0 then half 1 — per the PTX
+     * ISA's m16n8k16 .f16 B fragment, b0 = k 2tig, 2tig + 1 and b1 = k 2tig + 8, 2tig + 9 of
+     * each k16 half */
+    int seen[96] = {0}, bad_perm = 0, bad_slot = 0;
+    for (int64_t k = 0; k < 96; k++) {
+        const int64_t p = frag_order_pos(k);
+        if (p < 0 || p >= 96 || p / 32 != k / 32) bad_perm++;
+        else seen[p]++;
+    }
+    for (int i = 0; i < 96; i++) bad_perm += seen[i] != 1;
+    CHECK(bad_perm == 0, "fragment order is not a permutation within each chunk of 32");
+    for (int tig = 0; tig < 4; tig++)
+        for (int h = 0; h < 2; h++)
+            for (int reg = 0; reg < 2; reg++)
+                for (int half = 0; half < 2; half++) { /* f16 half of the register */
+                    const int64_t k = 64 + h * 16 + 2 * tig + reg * 8 + half;
+                    const int64_t slot = 64 + tig * 8 + (h * 2 + reg) * 2 + half; /* uint4 word h*2+reg */
+                    bad_slot += frag_order_pos(k) != slot;
+                }
+    CHECK(bad_slot == 0, "%d values of a thread's B fragments not in its 16-byte slot", bad_slot);
     TEST_MAIN_END();
 }
