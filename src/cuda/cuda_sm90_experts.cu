@@ -433,8 +433,9 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 
 /* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows (one-fragment
  * tiles) or on their f16 widening in fragment order (kernels/frag_order.cuh), the
- * requantisation into f16 codes in fragment order, GEMM2 on them. With s->early (W4A8MOE_SM90_EARLY=0 turns it
- * off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues: kernels/sm90_mma_decode.cuh):
+ * requantisation into f16 codes in fragment order, GEMM2 on them. With s->early
+ * (W4A8MOE_SM90_EARLY=0 turns it off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues:
+ * kernels/sm90_mma_decode.cuh):
  * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
  * its tile and loads its first weights beside the schedule kernel; GEMM2 loads its first
  * weights beside the requantisation. */

@@ -23,7 +23,8 @@ __host__ __device__ __forceinline__ int64_t frag_order_pos(int64_t k)
 
 /* Stores four f16 values of elements k..k+3 (k % 4 == 0) of a row in fragment order: pairs
  * (k, k + 1) and (k + 2, k + 3) stay pairs, at two places. */
-__device__ __forceinline__ void frag_order_store4(uint16_t *row, int64_t k, uint32_t lo_pair, uint32_t hi_pair)
+__device__ __forceinline__ void frag_order_store4(uint16_t *row, int64_t k, uint32_t lo_pair,
+                                                  uint32_t hi_pair)
 {
     *(uint32_t *)(row + frag_order_pos(k)) = lo_pair;
     *(uint32_t *)(row + frag_order_pos(k + 2)) = hi_pair;

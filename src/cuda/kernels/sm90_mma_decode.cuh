@@ -264,7 +264,7 @@ static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
         if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
     }
     if constexpr (!FIND) row_end = PRE_W ? __ldcg(p.offsets + e + 1) : p.offsets[e + 1];
-    if constexpr (PRE_W) pdl_wait(); /* the rows: GEMM1's from the prepare, GEMM2's from the kernel just before */
+    if constexpr (PRE_W) pdl_wait(); /* the rows (GEMM1: the prepare; GEMM2: the requant) */
 
     /* The thread's input values of step s: sm90m_b_frags at element 32 s of its group's slice
      * of each row, plus 2 tig (e4m3) or 8 tig (f16, fragment order): arow[f], row f's. */
@@ -272,7 +272,8 @@ static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
     const char *arow[NT];
 #pragma unroll
     for (int f = 0; f < NT; f++) /* rows past the tile's end read its last row; never stored */
-        arow[f] = (const char *)act + ((int64_t)min(row0 + f * 8 + gid, row_end - 1) * p.K + (F16IN ? 8 : 2) * tig) * ESZ;
+        arow[f] = (const char *)act +
+                  ((int64_t)min(row0 + f * 8 + gid, row_end - 1) * p.K + (F16IN ? 8 : 2) * tig) * ESZ;
     /* Group b's input lines into this SM's L1, two groups ahead of their loads (round 17: at
      * qwen3-30b-a3b T = 1 a third of GEMM1's stall samples were its widening waiting on its
      * inputs: each warp reads its own K range of a row, so nearly every group's line came from
