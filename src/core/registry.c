@@ -23,12 +23,11 @@ extern const w4a8moe_shared_device_ops w4a8moe_cuda_shared_device;
 
 static const w4a8moe_experts_ops *const experts_table[] = {
 #ifdef W4A8MOE_WITH_CUDA
-    /* cuda_sm89 before cuda_sm90: the oracle decides once per layer, and cuda_sm90, faster at
-     * every decode point measured (T = 1, 16, 64, 256 on six models) and at T = 1024 on five,
-     * is 1.6x slower at deepseek-v3 T = 1024 (docs/PERFORMANCE.md, round 18); it runs when
-     * forced (W4A8MOE_BACKEND=cuda_sm90) until it wins at every measured point */
-    &w4a8moe_cuda_sm89_experts,
+    /* cuda_sm90 before cuda_sm89 (sm_90 cards; elsewhere it rejects the device): faster at
+     * every point measured, T = 1-1024 on six models (docs/PERFORMANCE.md, round 18, with
+     * tiles of 17-32 rows an expert on its wgmma kernels) */
     &w4a8moe_cuda_sm90_experts,
+    &w4a8moe_cuda_sm89_experts,
     /* unquantised (bf16 x bf16) shared experts only: no W4A8 layer reaches it */
     &w4a8moe_cuda_dense_experts,
 #endif

@@ -7,7 +7,7 @@
  * each GPU experts backend this card supports (forced). Both run the same x and routing; the
  * rows must meet the contract's GPU tolerance (gpu_harness.h; no NaN/Inf where cpu_ref has
  * none), the device output is poisoned before the run, and a second device forward must be
- * bit-identical. The oracle's own choice must be cuda_sm89 (cuda_sm90 only when forced).
+ * bit-identical. The oracle's own choice must be cuda_sm90 on sm_90 cards, cuda_sm89 elsewhere.
  *
  * Cases: every built-in model at T = 2; T = 1; every token to one expert; experts with zero
  * tokens; -1 slots (one token with none); router logits (softmax renormalised, DeepSeek grouped
@@ -285,7 +285,7 @@ int main(void)
         w4a8moe_layer *L = NULL;
         if (w4a8moe_synth_weights_make(&sw, &t, W4A8MOE_DTYPE_BF16, 0, 0, 3) == 0 &&
             make_layer(&t, &sw.weights, W4A8MOE_DEVICE_CUDA, NULL, &L) == W4A8MOE_STATUS_OK) {
-            const char *want = "cuda_sm89"; /* cuda_sm90 runs when forced (registry.c) */
+            const char *want = sm == 90 ? "cuda_sm90" : "cuda_sm89"; /* registry.c's order */
             CHECK(strcmp(w4a8moe_layer_backend(L), want) == 0, "oracle chose %s on sm_%d, expected %s",
                   w4a8moe_layer_backend(L), sm, want);
         } else

@@ -43,8 +43,9 @@ static const sm90_tile_config sm90_tiles[] = {
  * Every entry splits K four ways (cuda_sm89's decode split, sm89_tiles.h): with one split the
  * sums of a token do not depend on its batch inside this path (the sums of the wgmma kernels
  * differ: a batch that crosses the last entry's bound changes a token's last bits — the batch
- * invariance question of docs/numerics.md, open until this path has numbers). The 32-row
- * boundary to the 64-row wgmma tile is an estimate (at 32 rows a wgmma tile is half empty). */
+ * invariance question of docs/numerics.md, open until this path has numbers). Above 16 rows
+ * the 64-row wgmma tiles win though half empty or more (docs/PERFORMANCE.md, round 18: a
+ * four-fragment entry up to 32 rows took deepseek-v3 T = 1024 16.7 ms, the wgmma tiles 5.9). */
 typedef struct sm90_mma_config {
     int max_rows_per_expert;
     int nt;     /* n8 fragments of routed rows: tiles of 8 * nt rows */
@@ -54,7 +55,6 @@ typedef struct sm90_mma_config {
 static const sm90_mma_config sm90_mma_tiles[] = {
     {8, 1, 4},  /* decode: one fragment, K split four ways for the bytes in flight */
     {16, 2, 4}, /* small batches */
-    {32, 4, 4}, /* four fragments per converted weight */
 };
 #define SM90_MMA_COUNT (sizeof sm90_mma_tiles / sizeof sm90_mma_tiles[0])
 
