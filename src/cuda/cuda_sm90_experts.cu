@@ -458,13 +458,13 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
                     (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
     } else { /* each fragment's inputs one load a step, not four loads and four widenings */
         CUDA_LAUNCH(err, "sm90_widen_kernel (fragment order)",
-                    w4a8moe_launch(sm90_widen_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                    w4a8moe_launch(sm90_widen_kernel<true>, row_slice_grid(R, a1.K), dim3(256), 0, st, pdl,
                                    (const uint8_t *)a_q, total, a1.K, ws.a_wide));
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
                     (mma_launch_early<NT, KS, true, true, false>(e1, a1, ws.a_wide, tb, nl, st, pdl)));
     }
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes, fragment order)",
-                w4a8moe_launch(sm89_requant_kernel<true, true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm89_requant_kernel<true, true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
@@ -537,13 +537,13 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         ntiles2 = ws.ntiles2;
     }
     CUDA_LAUNCH(err, "sm90_widen_kernel",
-                w4a8moe_launch(sm90_widen_kernel<false>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm90_widen_kernel<false>, row_slice_grid(R, H), dim3(256), 0, st, pdl,
                                dp->a_q, total, H, ws.a_wide));
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
     CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
-                w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm89_requant_kernel<true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static, ws.b_wide, ws.r));
     CUDA_TRY(err, gemm_launch<false>(s->w2, bn2, s->b_map[i2], a2, tb2, st));
     return W4A8MOE_STATUS_OK;
