@@ -38,7 +38,7 @@ static const sm90_tile_config sm90_tiles[] = {
 
 /* Small batches: below the wgmma table, the mma.sync kernel (kernels/sm90_mma_decode.cuh) on the
  * same weight blocks. A block is 4 warps: 4 / ksplit weight slices of 16 rows, each K split
- * ksplit ways; nt n8 fragments of routed rows a tile. The first entry whose max_rows_per_expert
+ * ksplit ways (GEMM2: see SM90_MMA_KS8_GROUPS below); nt n8 fragments of routed rows a tile. The first entry whose max_rows_per_expert
  * is at least the average rows per active expert is used; above the last, the wgmma kernels.
  * Every entry splits K four ways (cuda_sm89's decode split, sm89_tiles.h): with one split the
  * sums of a token do not depend on its batch inside this path (the sums of the wgmma kernels
@@ -57,5 +57,12 @@ static const sm90_mma_config sm90_mma_tiles[] = {
     {16, 2, 4}, /* small batches */
 };
 #define SM90_MMA_COUNT (sizeof sm90_mma_tiles / sizeof sm90_mma_tiles[0])
+
+/* GEMM2 of these tiles splits K eight ways (blocks of 8 warps) where K, the layer's I, has at
+ * least this many groups (Mixtral's 14,336 and Llama-4's 8,192 at g = 128): at T = 1 its 1-2
+ * experts of 4,096-5,120 rows were 320-512 blocks of 4 warps, too few warps a row's K to keep
+ * the copy rate's bytes in flight (GEMM2 at 35-54 % of it; docs/PERFORMANCE.md, round 20). Set
+ * by the layer's shape alone, for every entry, so a token's sums stay independent of its batch. */
+#define SM90_MMA_KS8_GROUPS 64
 
 #endif /* W4A8MOE_SM90_TILES_H */
