@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Round 20b (2026-12-07, branch sm90-rows-split): the requantisation and widening on a grid of
-# (rows, 1024-element slices) without round 20's schedule-widening (a loss: dropped). Base
-# (build-base/, base.tar.xz: w4a8moe and tests-gpu/test_gpu_workspace) is sm90-mma-no-nt4.
-# Build here: bash dev/kernels/build_device_bins.sh on this branch, base.tar.xz as in round 20.
+# Round 20b (2026-12-07, branch sm90-rows-split): three builds — base (build-base/, base.tar.xz:
+# w4a8moe and tests-gpu/test_gpu_workspace; branch sm90-mma-no-nt4), split (build-split/,
+# split.tar.xz: + the requantisation and widening on a grid of (rows, 1024-element slices),
+# without round 20's schedule-widening, a loss) and new (build-cuda/: + GEMM2 of the
+# small-batch path with K split eight ways where I >= 64 groups). Prediction (H100, T = 1):
+# GEMM2 of llama4-scout/maverick ~20 → ~12 µs, Mixtral's ~36 → ~26.
+# Build here: bash dev/kernels/build_device_bins.sh (new), the two archives, and the chain labs
+# chain_lab_base, chain_lab_split, chain_lab in build-lab/.
 #   t  every GPU test binary, memcheck (quick) on test_gpu_distinct and test_gpu_workspace,
 #      racecheck (quick) on test_gpu_distinct; test_gpu_workspace on base
-#   b  bench T = 1, 16, 64, 256, six models, base / new (cuda_sm90)
-#   c  chain lab T = 1: llama4-scout and mixtral-8x7b, base / new
+#   b  bench T = 1, 16, 64, 256, six models, base / split / new (cuda_sm90)
+#   c  chain lab T = 1: llama4-scout and mixtral-8x7b, base / split / new
 # `run_round20b.sh PARTS [SECONDS]`; each step's limit is cut to what is left.
 set -u
 PARTS=${1:-tbc}
@@ -17,12 +21,12 @@ t_start=$(date +%s)
 lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
 python3 -c "
 import tarfile
-for f in ('bins', 'base'): tarfile.open('build-lab/%s.tar.xz' % f).extractall()" || exit 1
+for f in ('bins', 'base', 'split'): tarfile.open('build-lab/%s.tar.xz' % f).extractall()" || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
 if has b; then
   for m in qwen3-30b-a3b llama4-scout mixtral-8x7b deepseek-v3 qwen3-235b-a22b llama4-maverick; do
-    for b in build-base $B; do
+    for b in build-base build-split $B; do
       echo "== $b $m"
       W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" $b/w4a8moe bench --device cuda --model $m \
         --tokens 1,16,64,256 2>&1 | tee -a "$OUT/bench.log" | grep -E "^ +[0-9]+ |error|FAIL"
@@ -31,7 +35,7 @@ if has b; then
 fi
 if has c; then
   for m in llama4-scout mixtral-8x7b; do
-    for lab in chain_lab_base chain_lab; do
+    for lab in chain_lab_base chain_lab_split chain_lab; do
       echo "== $lab $m T=1"
       W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" build-lab/$lab $m 1 2>&1 | tee -a "$OUT/chain.log" | tail -n +2
     done
