@@ -508,12 +508,12 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
         const unsigned tb = tiles_bound_for(R, bt, nl);
-        const int ks2 = I / g >= SM90_MMA_KS8_GROUPS ? 8 : mc->ksplit; /* configs/sm90_tiles.h */
+        /* GEMM2's K split (configs/sm90_tiles.h): eight ways for a long K at decode */
+        const int ks2 = I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit;
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
         case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
         case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
         case 244: return mma_layer<2, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
-        case 248: return mma_layer<2, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",

@@ -11,9 +11,9 @@
  * cpu_ref has none); the fraction of rows above the CPU bound 2e-3 is printed.
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
- * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), two more cuda_sm90's GEMM2
- * with K split eight ways (I >= 64 groups) at g = 128 and 32, one 24 rows an expert (wgmma
- * tiles, half empty); three are decode steps of 1, 2 and 8 tokens. Every GPU
+ * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), three more at most 8 rows
+ * and I >= 64 groups (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one 24
+ * rows an expert (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens. Every GPU
  * forward is run twice and must give the same bits, and cuda_sm90's the same bits again with
  * its small-batch PDL prologues set otherwise (same_other_early).
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
@@ -256,9 +256,11 @@ int main(void)
         {512, 256, 4, 1, 128, 1600, 0},  /* ~400 rows an expert: the widest tiles (256 rows,
                                             or 192 on the converter kernel) */
         {512, 4096, 32, 2, 128, 64, 1},  /* 4 rows an expert at a large I (GEMM2's long K) */
-        {256, 8192, 32, 2, 64, 64, 0},   /* and larger (cuda_sm90: GEMM2's K split 8 ways) */
-        {512, 8192, 16, 2, 128, 32, 1},  /* that split at g = 128, 4 rows an expert */
-        {256, 2048, 16, 2, 32, 96, 0},   /* and at g = 32, 12 rows an expert (two fragments) */
+        {256, 8192, 32, 2, 64, 64, 0},   /* and larger */
+        {512, 8192, 16, 1, 128, 4, 1},   /* at most 8 rows and I >= 64 groups: cuda_sm90's GEMM2
+                                            splits K eight ways; g = 128, */
+        {256, 8192, 32, 2, 64, 3, 0},    /* g = 64, */
+        {256, 2048, 16, 2, 32, 4, 0},    /* g = 32 (8 rows) */
         {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert: cuda_sm90's wgmma tiles, half
                                             empty (16 rows: two-fragment tiles, the first shape) */
         {2048, 768, 128, 8, 128, 1, 1},  /* one token (qwen3-30b-a3b's shape): 8 one-row tiles */
