@@ -63,7 +63,7 @@ static const sm90_mma_config sm90_mma_tiles[] = {
  * forward has at most SM90_MMA_KS8_MAX_ROWS routed rows: at T = 1 such a GEMM2 has 1-2 experts
  * of 4,096-5,120 rows, 320-512 blocks of 4 warps, too few warps on a row's K to keep the copy
  * rate's bytes in flight. Round 20b (docs/PERFORMANCE.md): T = 1 −7 to −8 µs on the three
- * models, but at T = 16-256, with enough blocks, up to 2 % slower, hence the row bound — which
+ * models, but at T = 16-256, with enough blocks, up to 3 % slower, hence the row bound — which
  * makes a token's last bits depend on its batch (docs/numerics.md, batch invariance). */
 #define SM90_MMA_KS8_GROUPS 64
 #define SM90_MMA_KS8_MAX_ROWS 8
