@@ -258,7 +258,7 @@ static w4a8moe_status launch_pair(const sm89_gemm_args &a1, const sm89_gemm_args
 {
     FORWARD((launch_gemm<NT, KS, true>(a1, tiles_bound, bulk, st, pdl, err)));
     CUDA_LAUNCH(err, "sm89_requant_kernel",
-                w4a8moe_launch(sm89_requant_kernel<false>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm89_requant_kernel<false>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static, ws.b, ws.r));
     return launch_gemm<NT, KS, false>(a2, tiles_bound, bulk, st, pdl, err);
 }

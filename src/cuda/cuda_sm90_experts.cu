@@ -396,7 +396,8 @@ template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl,
                               cudaStream_t st, int pdl)
 {
-    dim3 grid(tiles_bound, (unsigned)(p.nrb * KS)), block(128);
+    constexpr int W = SM90M_WARPS(KS); /* warps a block, 4 KS / W blocks a row block */
+    dim3 grid(tiles_bound, (unsigned)(p.nrb * (4 * KS / W))), block(32 * W);
     if (p.w_block != sm90s_block_bytes(p.g)) return cudaErrorInvalidValue; /* the kernel's block stride */
     if (p.g == 32)
         return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
@@ -438,8 +439,8 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
  * kernels/sm90_mma_decode.cuh):
  * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
  * its tile and loads its first weights beside the schedule kernel; GEMM2 loads its first
- * weights beside the requantisation. */
-template <int NT, int KS>
+ * weights beside the requantisation. KS, KS2: GEMM1's and GEMM2's K splits. */
+template <int NT, int KS, int KS2>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
                                 float r_static, int64_t R, unsigned tb, int nl, cudaStream_t st, int pdl,
@@ -458,21 +459,21 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
                     (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
     } else { /* each fragment's inputs one load a step, not four loads and four widenings */
         CUDA_LAUNCH(err, "sm90_widen_kernel (fragment order)",
-                    w4a8moe_launch(sm90_widen_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                    w4a8moe_launch(sm90_widen_kernel<true>, row_slice_grid(R, a1.K), dim3(256), 0, st, pdl,
                                    (const uint8_t *)a_q, total, a1.K, ws.a_wide));
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
                     (mma_launch_early<NT, KS, true, true, false>(e1, a1, ws.a_wide, tb, nl, st, pdl)));
     }
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes, fragment order)",
-                w4a8moe_launch(sm89_requant_kernel<true, true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm89_requant_kernel<true, true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS, false, true, true>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
+                    (mma_launch_early<NT, KS2, false, true, true>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
     else
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS, false, true, false>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
+                    (mma_launch_early<NT, KS2, false, true, false>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -507,13 +508,16 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
         const unsigned tb = tiles_bound_for(R, bt, nl);
-        switch (mc->nt * 10 + mc->ksplit) {
-        case 14: return mma_layer<1, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
-        case 24: return mma_layer<2, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        /* GEMM2's K split (configs/sm90_tiles.h): eight ways for a long K at decode */
+        const int ks2 = I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit;
+        switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
+        case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        case 244: return mma_layer<2, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
         default: break;
         }
-        RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d has no kernel",
-                   mc->nt, mc->ksplit);
+        RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",
+                   mc->nt, mc->ksplit, ks2);
     }
     const int bn1 = pick_bn(R, nl, s->w13.scaled), bn2 = pick_bn(R, nl, s->w2.scaled);
     const int i1 = bn_index(bn1), i2 = bn_index(bn2);
@@ -537,13 +541,13 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         ntiles2 = ws.ntiles2;
     }
     CUDA_LAUNCH(err, "sm90_widen_kernel",
-                w4a8moe_launch(sm90_widen_kernel<false>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm90_widen_kernel<false>, row_slice_grid(R, H), dim3(256), 0, st, pdl,
                                dp->a_q, total, H, ws.a_wide));
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
     CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
-                w4a8moe_launch(sm89_requant_kernel<true>, dim3((unsigned)R), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm89_requant_kernel<true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static, ws.b_wide, ws.r));
     CUDA_TRY(err, gemm_launch<false>(s->w2, bn2, s->b_map[i2], a2, tb2, st));
     return W4A8MOE_STATUS_OK;

@@ -38,13 +38,13 @@ static const sm90_tile_config sm90_tiles[] = {
 
 /* Small batches: below the wgmma table, the mma.sync kernel (kernels/sm90_mma_decode.cuh) on the
  * same weight blocks. A block is 4 warps: 4 / ksplit weight slices of 16 rows, each K split
- * ksplit ways; nt n8 fragments of routed rows a tile. The first entry whose max_rows_per_expert
- * is at least the average rows per active expert is used; above the last, the wgmma kernels.
- * Every entry splits K four ways (cuda_sm89's decode split, sm89_tiles.h): with one split the
- * sums of a token do not depend on its batch inside this path (the sums of the wgmma kernels
- * differ: a batch that crosses the last entry's bound changes a token's last bits — the batch
- * invariance question of docs/numerics.md, open until this path has numbers). Above 16 rows
- * the 64-row wgmma tiles win though half empty or more (docs/PERFORMANCE.md, round 18: a
+ * ksplit ways (GEMM2 at decode: SM90_MMA_KS8_GROUPS below); nt n8 fragments of routed rows a
+ * tile. The first entry whose max_rows_per_expert is at least the average rows per active
+ * expert is used; above the last, the wgmma kernels. Every entry splits K four ways (cuda_sm89's
+ * decode split, sm89_tiles.h): with one split the sums of a token do not depend on its batch
+ * inside this path (the sums of the wgmma kernels differ: a batch that crosses the last entry's
+ * bound changes a token's last bits — docs/numerics.md, batch invariance). Above 16 rows the
+ * 64-row wgmma tiles win though half empty or more (docs/PERFORMANCE.md, round 18: a
  * four-fragment entry up to 32 rows took deepseek-v3 T = 1024 16.7 ms, the wgmma tiles 5.9). */
 typedef struct sm90_mma_config {
     int max_rows_per_expert;
@@ -57,5 +57,15 @@ static const sm90_mma_config sm90_mma_tiles[] = {
     {16, 2, 4}, /* small batches */
 };
 #define SM90_MMA_COUNT (sizeof sm90_mma_tiles / sizeof sm90_mma_tiles[0])
+
+/* GEMM2 of these tiles splits K eight ways (blocks of 8 warps) where K, the layer's I, has at
+ * least SM90_MMA_KS8_GROUPS groups (Mixtral's 14,336 and Llama-4's 8,192 at g = 128) and the
+ * forward has at most SM90_MMA_KS8_MAX_ROWS routed rows: at T = 1 such a GEMM2 has 1-2 experts
+ * of 4,096-5,120 rows, 320-512 blocks of 4 warps, too few warps on a row's K to keep the copy
+ * rate's bytes in flight. Round 20b (docs/PERFORMANCE.md): T = 1 −7 to −8 µs on the three
+ * models, but at T = 16-256, with enough blocks, up to 3 % slower, hence the row bound — which
+ * makes a token's last bits depend on its batch (docs/numerics.md, batch invariance). */
+#define SM90_MMA_KS8_GROUPS 64
+#define SM90_MMA_KS8_MAX_ROWS 8
 
 #endif /* W4A8MOE_SM90_TILES_H */

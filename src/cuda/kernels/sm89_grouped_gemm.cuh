@@ -318,10 +318,21 @@ static __global__ void __launch_bounds__(128) sm89_gemm_kernel(sm89_gemm_args p)
     sm89_finish<NT, KS, GATED>(p, acc, red, e, row0, row_end, ct, valid);
 }
 
+/* The per-row elementwise kernels (the requantisation, cuda_sm90's widening) run a grid of
+ * (rows, slices of ROW_SLICE elements), block 256, four elements a thread: a whole row in one
+ * block was a chain of dependent load-convert-store rounds, 14 of them for Mixtral's I = 14,336
+ * (18.5 µs at T = 1, where a few rows leave the GPU idle; docs/PERFORMANCE.md, rounds 15, 20). */
+#define ROW_SLICE 1024 /* 256 threads x 4 elements */
+static inline dim3 row_slice_grid(int64_t rows, int64_t n)
+{
+    return dim3((unsigned)rows, (unsigned)((n + ROW_SLICE - 1) / ROW_SLICE));
+}
+
 /* Step 5 for each routed row: r = act_scale(amax) (static: r_static), b = e4m3(y / r).
- * Grid (R bound), block 256; rows at or past offsets[nl] exit. y [R, I] f32 → b [R, I] e4m3
- * codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes widened to f16, exactly; FRAG
- * (with WIDE): stored in fragment order (kernels/frag_order.cuh), for the small-batch kernel. */
+ * Grid row_slice_grid(R bound, I), block 256; rows at or past offsets[nl] exit.
+ * y [R, I] f32 → b [R, I] e4m3 codes, or (WIDE, cuda_sm90's f16 GEMM2 input) the same codes
+ * widened to f16, exactly; FRAG (with WIDE): stored in fragment order (kernels/frag_order.cuh),
+ * for the small-batch kernel. */
 template <bool WIDE, bool FRAG = false>
 static __global__ void sm89_requant_kernel(const float *__restrict__ y, const uint32_t *__restrict__ rowmax,
                                            const int32_t *__restrict__ total, int64_t I, float r_static,
@@ -332,7 +343,8 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
     if (row >= *total) return;
     float r = r_static > 0.0f ? r_static : w4a8moe_act_scale(w4a8moe_bits_f32(rowmax[row]));
     const float *yr = y + row * I;
-    for (int64_t i = (int64_t)threadIdx.x * 4; i < I; i += (int64_t)blockDim.x * 4) {
+    for (int64_t i = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * 4; i < I;
+         i += (int64_t)gridDim.y * blockDim.x * 4) {
         float4 v = *(const float4 *)(yr + i);
         uint32_t c[4] = {w4a8moe_f32_to_e4m3(__fdiv_rn(v.x, r)), w4a8moe_f32_to_e4m3(__fdiv_rn(v.y, r)),
                          w4a8moe_f32_to_e4m3(__fdiv_rn(v.z, r)), w4a8moe_f32_to_e4m3(__fdiv_rn(v.w, r))};
@@ -347,7 +359,7 @@ static __global__ void sm89_requant_kernel(const float *__restrict__ y, const ui
             *(uint32_t *)((uint8_t *)b + row * I + i) = c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24;
         }
     }
-    if (threadIdx.x == 0) r_out[row] = r;
+    if (blockIdx.y == 0 && threadIdx.x == 0) r_out[row] = r;
 }
 
 #endif /* W4A8MOE_SM89_GROUPED_GEMM_CUH */

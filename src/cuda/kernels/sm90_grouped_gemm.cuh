@@ -117,8 +117,9 @@ static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int6
 }
 
 /* e4m3 [R, K] → f16 [R, K], exact (4 significant bits); rows at or past *total exit. Grid
- * (R bound), block 256. FRAG: each row in fragment order (kernels/frag_order.cuh), the
- * small-batch kernel's input; else as is, the wgmma kernels' (TMA). */
+ * row_slice_grid(R bound, K), block 256 (kernels/sm89_grouped_gemm.cuh). FRAG: each row in
+ * fragment order (kernels/frag_order.cuh), the small-batch kernel's input; else as is, the
+ * wgmma kernels' (TMA). */
 template <bool FRAG>
 static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const int32_t *__restrict__ total,
                                          int64_t K, uint16_t *__restrict__ out)
@@ -126,7 +127,8 @@ static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const in
     pdl_enter(); /* kernels/pdl.cuh: before any global access */
     int64_t row = blockIdx.x;
     if (row >= *total) return;
-    for (int64_t i = (int64_t)threadIdx.x * 4; i < K; i += (int64_t)blockDim.x * 4) {
+    for (int64_t i = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * 4; i < K;
+         i += (int64_t)gridDim.y * blockDim.x * 4) {
         uint32_t q = *(const uint32_t *)(a + row * K + i);
         uint2 o;
         o.x = (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)q)) |

@@ -25,8 +25,11 @@
  * where rows, not weights, dominate (16-32 an expert) those per-fragment loads and widenings
  * held the kernel to ~50 TFLOP/s.
  *
- * Grid: (tiles bound) x (NRB x KS): block y covers row block y / KS and its 4 / KS warp slices
- * starting at (y % KS) x (4 / KS); the KS warps of a slice split the K groups evenly. Block 128.
+ * Grid: (tiles bound) x (NRB x BPR): a row block's four 16-row warp slices are covered by BPR =
+ * 4 KS / W blocks of W = SM90M_WARPS(KS) warps, block y covering row block y / BPR and its WN =
+ * W / KS slices from (y % BPR) x WN; the KS warps of a slice split the K groups evenly. Up to
+ * KS = 4 a block is 4 warps; KS = 8 (the longest K: fewer rows than SMs keep bytes in flight
+ * only with more warps on each row's K) is one slice a block of 8 warps.
  */
 #ifndef W4A8MOE_SM90_MMA_DECODE_CUH
 #define W4A8MOE_SM90_MMA_DECODE_CUH
@@ -174,18 +177,22 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
 #define SM90M_PRE_WEIGHTS 2
 #define SM90M_RELEASE 4 /* no prologue, but the next kernel released before the wait */
 
+/* Warps a block (the grid above). */
+#define SM90M_WARPS(ks) ((ks) > 4 ? (ks) : 4)
+
 /* Blocks an SM must hold, which bounds the registers a thread (round 17): 8 at NT = 1 (64:
  * llama4-scout's 1,024 GEMM1 blocks and qwen3-30b-a3b's 1,024 GEMM2 blocks at T = 1 stay one
  * wave, where 7 took two; the gated GEMM1 spills one word, two or three local accesses in its
- * SASS), 3 at NT = 4 (168); NT = 2 spills below the compiler's own 102. */
-#define SM90M_MIN_BLOCKS(nt) ((nt) == 1 ? 8 : (nt) == 2 ? 1 : 3)
+ * SASS; 4 blocks of 8 warps at KS = 8), 3 at NT = 4 (168); NT = 2 spills below the
+ * compiler's own 102. */
+#define SM90M_MIN_BLOCKS(nt, ks) ((nt) == 1 ? 32 / SM90M_WARPS(ks) : (nt) == 2 ? 1 : 3)
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
  * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it). p.w_block, the block
  * stride in bytes, must be sm90s_block_bytes(g). */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
-static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
+static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(NT, KS))
     sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act, int nl)
 {
     constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
@@ -194,7 +201,7 @@ static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
     if constexpr (PRE_W || REL) pdl_release(); /* the next kernel (requantisation, combine) has no prologue */
     if constexpr (!PRE_W) pdl_wait(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
-    constexpr int WN = 4 / KS, ACC = NT * 4;
+    constexpr int WN = SM90M_WARPS(KS) / KS, BPR = 4 / WN, ACC = NT * 4;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
     int e; /* 32-bit, as rb: registers held to the epilogue (SM90M_MIN_BLOCKS) */
     int row0, row_end = 0;
@@ -219,8 +226,8 @@ static __global__ void __launch_bounds__(128, SM90M_MIN_BLOCKS(NT))
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int wn = warp / KS, kq = warp % KS;
-    const int rb = blockIdx.y / KS;
-    const int slice = (int)(blockIdx.y % KS) * WN + wn, t = slice * 32 + lane, r = slice * 16 + gid;
+    const int rb = blockIdx.y / BPR;
+    const int slice = (int)(blockIdx.y % BPR) * WN + wn, t = slice * 32 + lane, r = slice * 16 + gid;
     const int64_t KB = (p.K + SM90S_BK - 1) / SM90S_BK;
     const int groups = (int)(p.K / (32 * GSTEPS)); /* g = 32 GSTEPS (mma_launch): no runtime division */
     /* Every address a group reads is its base plus a constant, folded into the loads (round
