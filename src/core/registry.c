@@ -24,7 +24,7 @@ extern const w4a8moe_shared_device_ops w4a8moe_cuda_shared_device;
 static const w4a8moe_experts_ops *const experts_table[] = {
 #ifdef W4A8MOE_WITH_CUDA
     /* cuda_sm90 before cuda_sm89 (sm_90 cards; elsewhere it rejects the device): faster at
-     * every point measured, T = 1-1024 on six models (docs/PERFORMANCE.md, round 18, with
+     * every point measured, T = 1-1024 on six models (docs/PERFORMANCE.md, round 19: with
      * tiles of 17-32 rows an expert on its wgmma kernels) */
     &w4a8moe_cuda_sm90_experts,
     &w4a8moe_cuda_sm89_experts,
