@@ -12,10 +12,10 @@
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
  * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), three more at most 8 rows
- * and I >= 64 groups (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one 24
- * rows an expert (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens. Every GPU
- * forward is run twice and must give the same bits, and cuda_sm90's the same bits again with
- * its small-batch PDL prologues set otherwise (same_other_early).
+ * and I >= 64 groups (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one
+ * 24 rows an expert (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens.
+ * Every GPU forward is run twice and must give the same bits, and cuda_sm90's the same bits
+ * again with its small-batch PDL prologues set otherwise (same_other_early).
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
  * each path).
  */

@@ -28,8 +28,9 @@
  * Grid: (tiles bound) x (NRB x BPR): a row block's four 16-row warp slices are covered by BPR =
  * 4 KS / W blocks of W = SM90M_WARPS(KS) warps, block y covering row block y / BPR and its WN =
  * W / KS slices from (y % BPR) x WN; the KS warps of a slice split the K groups evenly. Up to
- * KS = 4 a block is 4 warps; KS = 8 (the longest K: fewer rows than SMs keep bytes in flight
- * only with more warps on each row's K) is one slice a block of 8 warps.
+ * KS = 4 a block is 4 warps; KS = 8 is one slice a block of 8 warps (GEMM2 of a long K at
+ * decode, whose one or two experts are too few blocks of 4 warps for the copy rate's bytes in
+ * flight: configs/sm90_tiles.h).
  */
 #ifndef W4A8MOE_SM90_MMA_DECODE_CUH
 #define W4A8MOE_SM90_MMA_DECODE_CUH
@@ -180,11 +181,11 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
 /* Warps a block (the grid above). */
 #define SM90M_WARPS(ks) ((ks) > 4 ? (ks) : 4)
 
-/* Blocks an SM must hold, which bounds the registers a thread (round 17): 8 at NT = 1 (64:
- * llama4-scout's 1,024 GEMM1 blocks and qwen3-30b-a3b's 1,024 GEMM2 blocks at T = 1 stay one
- * wave, where 7 took two; the gated GEMM1 spills one word, two or three local accesses in its
- * SASS; 4 blocks of 8 warps at KS = 8), 3 at NT = 4 (168); NT = 2 spills below the
- * compiler's own 102. */
+/* Blocks an SM must hold, which bounds the registers a thread (round 17): at NT = 1, 32 warps
+ * (64 registers: 8 blocks of 4 warps, 4 of 8 at KS = 8; llama4-scout's 1,024 GEMM1 blocks and
+ * qwen3-30b-a3b's 1,024 GEMM2 blocks at T = 1 stay one wave, where 7 took two; the gated GEMM1
+ * spills one word, two or three local accesses in its SASS), 3 at NT = 4 (168); NT = 2 spills
+ * below the compiler's own 102. */
 #define SM90M_MIN_BLOCKS(nt, ks) ((nt) == 1 ? 32 / SM90M_WARPS(ks) : (nt) == 2 ? 1 : 3)
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
