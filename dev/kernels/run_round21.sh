@@ -8,7 +8,7 @@
 # Build here: bash dev/kernels/build_device_bins.sh on this branch; main's w4a8moe as
 # build-lab/base.tar.xz (build-base/w4a8moe) and main's chain lab as build-lab/chain_lab_base.
 #   t  test_gpu_distinct (full: every shape also with W4A8MOE_DECODE_PREPARE=0, bit for bit),
-#      test_gpu_routing, test_gpu_workspace; memcheck (quick) on test_gpu_distinct
+#      test_gpu_routing, test_gpu_workspace; memcheck and racecheck (quick) on test_gpu_distinct
 #   b  bench T = 1, 16, 64, six models, base / new, twice, alternating (cuda_sm90)
 #   c  chain lab T = 1: qwen3-30b-a3b and deepseek-v3 (H = 7,168, the most values a thread),
 #      base / new
@@ -32,6 +32,8 @@ if has t; then
   done
   W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 120) tests/gpu/run.sh $B san memcheck test_gpu_distinct \
     > "$OUT/memcheck.log" 2>&1; echo "memcheck rc=$?"; grep -h "ERROR SUMMARY" "$OUT/memcheck.log"
+  W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 120) tests/gpu/run.sh $B san racecheck test_gpu_distinct \
+    > "$OUT/racecheck.log" 2>&1; echo "racecheck rc=$?"; grep -h "RACECHECK SUMMARY\|ERROR SUMMARY" "$OUT/racecheck.log"
 fi
 if has b; then
   for m in qwen3-30b-a3b llama4-scout mixtral-8x7b deepseek-v3 qwen3-235b-a22b llama4-maverick; do
