@@ -250,6 +250,62 @@ __device__ __forceinline__ void dispatch_quant_token(const void *__restrict__ x,
     if (threadIdx.x < nrows) a_scale[rows[threadIdx.x]] = scale;
 }
 
+/* The decode prepare's token in registers (H <= DECODE_TOKEN_MAX, a block of DISPATCH_CHUNK =
+ * 1024 threads): thread i holds elements 4i..4i+3 and 4096 + 4i..4096 + 4i + 3 of x[t] times
+ * w_in, as dispatch_quant_token's loop visits them with that block. Loaded before the pair sort, whose steps do not touch them,
+ * so the loads' latency and the amax run beside it (round 21). */
+#define DECODE_TOKEN_MAX 8192
+struct decode_token {
+    float v[8];
+};
+
+/* Loads the thread's values of token t and puts its warp's amax (as |v| bits, dispatch_quant_token's
+ * order) in red[warp]; the caller's next __syncthreads publishes it. static_scale > 0: no amax. */
+__device__ __forceinline__ void decode_token_load(const void *__restrict__ x, int dt, int64_t H, int64_t t,
+                                                  float w_in, float static_scale, decode_token &tk,
+                                                  uint32_t *red)
+{
+    uint32_t m = 0;
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int64_t h = (int64_t)threadIdx.x * 4 + j * 4096 + i;
+            tk.v[j * 4 + i] = h < H ? __fmul_rn(io_load(x, dt, t * H + h), w_in) : 0.0f;
+            const uint32_t b = w4a8moe_f32_bits(fabsf(tk.v[j * 4 + i]));
+            m = b > m ? b : m;
+        }
+    if (static_scale > 0.0f) return;
+    for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+}
+
+/* Quantises the loaded token into its nrows rows (rows: shared) once red holds every warp's
+ * amax: each warp reduces the 32 words itself (no barrier). Same codes and scale as
+ * dispatch_quant_token. */
+__device__ __forceinline__ void decode_token_store(const decode_token &tk, int64_t H, const int32_t *rows,
+                                                   int nrows, float static_scale, const uint32_t *red,
+                                                   uint8_t *__restrict__ a_q, float *__restrict__ a_scale)
+{
+    float scale = static_scale;
+    if (!(static_scale > 0.0f)) {
+        uint32_t m = red[threadIdx.x & 31];
+        for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+        scale = w4a8moe_act_scale(w4a8moe_bits_f32(m));
+    }
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int64_t h = (int64_t)threadIdx.x * 4 + j * 4096;
+        if (h >= H) break;
+        uint32_t packed = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            packed |= (uint32_t)w4a8moe_f32_to_e4m3(__fdiv_rn(tk.v[j * 4 + i], scale)) << (8 * i);
+        for (int r = 0; r < nrows; r++) *(uint32_t *)(a_q + (int64_t)rows[r] * H + h) = packed;
+    }
+    if (threadIdx.x < nrows) a_scale[rows[threadIdx.x]] = scale;
+}
+
 /* One block (256 threads) a token: its rows gathered from pair_row, then dispatch_quant_token.
  * x [T, H] io dtype; a_q [R, H]; a_scale [R]. */
 __global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_t H, int k,
@@ -283,7 +339,9 @@ __global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_
  * as dispatch_small_kernel does, but in shared memory (a few hundred pairs cost less than a
  * launch) and stepping only through the warps that hold pairs; block 0 writes the dispatch
  * arrays, the error words and the report; block t then quantises token t into its rows, taken
- * from its own sort. Same results as dispatch_small_kernel followed by dispatch_quant_kernel. */
+ * from its own sort — for H <= DECODE_TOKEN_MAX with the token loaded and its amax taken before
+ * the sort (decode_token_load). Same results as dispatch_small_kernel followed by
+ * dispatch_quant_kernel. */
 __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report,
                                        int32_t *__restrict__ offsets, const float *__restrict__ weights,
                                        int on_input, int32_t *__restrict__ pair_row,
@@ -299,6 +357,10 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
     __shared__ int32_t nbad, badtok, nrows_s;
     const bool writer = blockIdx.x == 0;
     const int64_t t = blockIdx.x, pairs = m.T * m.k, p = threadIdx.x;
+    const float w_in = on_input ? weights[t * m.k] : 1.0f;
+    const bool early = H <= DECODE_TOKEN_MAX; /* uniform over the grid */
+    decode_token tk;
+    if (early) decode_token_load(x, dt, H, t, w_in, static_scale, tk, red);
     for (int e = threadIdx.x; e < m.nl; e += blockDim.x) cursor[e] = 0;
     if (threadIdx.x == 0) { nbad = 0; badtok = 0x7f7f7f7f; }
     __syncthreads();
@@ -330,8 +392,10 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
     __syncthreads();
     const int nrows = nrows_s;
     if (nrows == 0) return;
-    const float w_in = on_input ? weights[t * m.k] : 1.0f;
-    dispatch_quant_token(x, dt, H, t, rows, nrows, w_in, static_scale, a_q, a_scale, red);
+    if (early)
+        decode_token_store(tk, H, rows, nrows, static_scale, red, a_q, a_scale);
+    else
+        dispatch_quant_token(x, dt, H, t, rows, nrows, w_in, static_scale, a_q, a_scale, red);
 }
 
 /* Step 7: out[t, h] = sum_j w_j * y[row(t, j), h] (j ascending) + the shared expert's term, f32,
