@@ -121,6 +121,24 @@ typedef struct w4a8moe_stage_ctx {
  * The pointers point into the prepare/finalize workspace; a_q rows are 16-byte aligned when H
  * is a multiple of 16. expert_offsets lives on the layer's device; CPU stages read it directly.
  */
+/*
+ * A tile list the experts may ask the prepare to write beside the dispatch (experts op
+ * plan_tiles, before the prepare), so that their first kernel needs no schedule kernel of its
+ * own: tiles[i] = (local expert, first row) for ceil(rows / rows_a_tile) tiles per expert, experts
+ * ascending; *ntiles their count; zero[0, nzero) set to 0 (the experts' accumulators). rows_a_tile
+ * 0: nothing asked. `written` is set by a prepare that wrote them (the CUDA local prepare's
+ * one-launch decode kernel); a prepare that did not leaves it 0 and the experts schedule as
+ * before. Device pointers into the experts' workspace.
+ */
+typedef struct w4a8moe_tile_plan {
+    int32_t rows_a_tile;
+    int32_t written;
+    int32_t *tiles; /* [2 * bound] int32 pairs */
+    int32_t *ntiles;
+    uint32_t *zero;
+    int64_t nzero;
+} w4a8moe_tile_plan;
+
 typedef struct w4a8moe_dispatch {
     int64_t T;
     uint8_t *a_q;
@@ -131,6 +149,7 @@ typedef struct w4a8moe_dispatch {
     float *pair_weight;
     float *y_rows;
     const void *x; /* the caller's x [T, H] in io_dtype (what ACT_BF16 experts read) */
+    w4a8moe_tile_plan plan; /* set before the prepare (plan_tiles); the prepare sets .written */
 } w4a8moe_dispatch;
 
 typedef struct w4a8moe_experts_ops {
@@ -154,6 +173,10 @@ typedef struct w4a8moe_experts_ops {
     w4a8moe_status (*run)(const w4a8moe_stage_ctx *ctx, void *state,
                           const w4a8moe_dispatch *dispatch, void *workspace, void *stream,
                           w4a8moe_err *err);
+    /* Optional (NULL: none): the tile list a forward of T tokens asks the prepare for (see
+     * w4a8moe_tile_plan); called before each prepare with plan zeroed. */
+    void (*plan_tiles)(const w4a8moe_stage_ctx *ctx, void *state, int64_t T, void *workspace,
+                       w4a8moe_tile_plan *plan);
 } w4a8moe_experts_ops;
 
 typedef struct w4a8moe_prepfin_ops {

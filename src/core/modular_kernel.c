@@ -3,6 +3,8 @@
  */
 #include "modular_kernel.h"
 
+#include <string.h>
+
 static w4a8moe_status alloc_ws(w4a8moe_mk *mk, size_t bytes, void **ptr, w4a8moe_err *err)
 {
     *ptr = NULL;
@@ -24,12 +26,21 @@ w4a8moe_status w4a8moe_mk_init(w4a8moe_mk *mk, const w4a8moe_logical_weights *w,
     return W4A8MOE_STATUS_OK;
 }
 
+/* The dispatch of one forward before its prepare: the experts' tile plan asked for, if any. */
+static void mk_dispatch_init(const w4a8moe_mk *mk, int64_t T, w4a8moe_dispatch *dp)
+{
+    memset(dp, 0, sizeof *dp);
+    if (mk->experts->plan_tiles)
+        mk->experts->plan_tiles(&mk->ctx, mk->experts_state, T, mk->experts_ws, &dp->plan);
+}
+
 w4a8moe_status w4a8moe_mk_forward(w4a8moe_mk *mk, int64_t T, const void *x,
                                   const w4a8moe_routing_input *routing, void *out, void *stream,
                                   w4a8moe_err *err)
 {
     w4a8moe_dispatch dispatch;
     const w4a8moe_stage_ctx *ctx = &mk->ctx;
+    mk_dispatch_init(mk, T, &dispatch);
     FORWARD(mk->prepfin->prepare(ctx, mk->prepfin_state, T, x, routing, mk->prepfin_ws, &dispatch,
                                  stream, err));
     FORWARD(mk->experts->run(ctx, mk->experts_state, &dispatch, mk->experts_ws, stream, err));
@@ -43,6 +54,8 @@ w4a8moe_status w4a8moe_mk_forward_shared(w4a8moe_mk *mk, w4a8moe_mk *smk,
                                          void *out, void *stream, w4a8moe_err *err)
 {
     w4a8moe_dispatch dispatch, shared;
+    mk_dispatch_init(mk, T, &dispatch);
+    mk_dispatch_init(smk, T, &shared);
     FORWARD(mk->prepfin->prepare(&mk->ctx, mk->prepfin_state, T, x, routing, mk->prepfin_ws,
                                  &dispatch, stream, err));
     FORWARD(mk->experts->run(&mk->ctx, mk->experts_state, &dispatch, mk->experts_ws, stream, err));

@@ -188,4 +188,5 @@ extern "C" const w4a8moe_experts_ops w4a8moe_cuda_dense_experts = {
     dense_pack,
     dense_free,
     dense_run,
+    NULL, /* plan_tiles: none */
 };

@@ -7,7 +7,8 @@
  *   [router on logits] → count pairs per (chunk, expert) → scan → stable assign of rows
  *   → per-token quantisation written into each of its rows; when T*k <= 1024 all of it after
  *   the router is one kernel (dispatch_decode_kernel: a block a token, each block sorting the
- *   few pairs itself).
+ *   few pairs itself), which also writes the experts' tile list when they ask for one
+ *   (w4a8moe_tile_plan, src/core/backend.h).
  * finalize: the deterministic combine (j ascending, f32, one rounding), shared expert included:
  *   the shared row's weighted value is added after the routed pairs, in the same f32 sum and with
  *   the host finalize's operations in its order (products and sums rounded apart, no FMA), so a
@@ -199,6 +200,7 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     w4a8moe_dispatch_carve(d, nl, workspace, dp);
     dp->T = T;
+    dp->plan.written = 0; /* the experts' tile list: only the decode kernel writes it */
     dp->x = x; /* unquantised (ACT_BF16) experts read the caller's rows, as on the host */
     local_extra ex;
     local_extra_layout(ctx, (char *)workspace + w4a8moe_dispatch_bytes(d, nl), &ex);
@@ -218,13 +220,19 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
     pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl, ctx->token_base};
     float static_scale = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_in : 0.0f;
     if (pairs <= DISPATCH_CHUNK && nl <= LOCAL_DECODE_MAX_EXPERTS && s->decode_kernel) {
-        /* decode: sort and quantisation in one launch (one block a token, each sorting all pairs) */
+        /* decode: sort and quantisation in one launch (one block a token, each sorting all
+         * pairs), and the experts' tile list where they asked for one */
+        const w4a8moe_tile_plan *pl = &dp->plan;
+        dispatch_tiles tl = {0, NULL, NULL, NULL, 0};
+        if (pl->rows_a_tile > 0 && pl->tiles && pl->ntiles)
+            tl = {pl->rows_a_tile, (int2 *)pl->tiles, pl->ntiles, pl->zero, pl->zero ? pl->nzero : 0};
         CUDA_LAUNCH(err, "dispatch_decode_kernel",
                     w4a8moe_launch(dispatch_decode_kernel, dim3((unsigned)T), dim3(DISPATCH_CHUNK),
                                    (size_t)nl * 4, st, pdl, m, ex.err, s->report_dev,
                                    dp->expert_offsets, wts, d->router_weight_on_input, dp->pair_row,
                                    dp->row_token, dp->pair_weight, x, (int)d->io_dtype, H,
-                                   static_scale, dp->a_q, dp->a_scale));
+                                   static_scale, dp->a_q, dp->a_scale, tl));
+        dp->plan.written = tl.bt > 0;
         if (s->check_routing && routing->topk_ids) FORWARD(check_routing(s, d, st, err));
         return W4A8MOE_STATUS_OK;
     }

@@ -325,4 +325,5 @@ extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm89_experts = {
     sm89_pack,
     sm89_free,
     sm89_run,
+    NULL, /* plan_tiles: none */
 };

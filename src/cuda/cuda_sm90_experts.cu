@@ -57,6 +57,9 @@ typedef struct sm90_state {
     CUtensorMap a_map[3], b_map[3];
     int early;    /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
     int find_max; /* local experts up to which GEMM1 finds its own tile (mma_layer) */
+    int prepare_tiles; /* the small-batch tile list written by the prepare (sm90_plan_tiles): 0
+                        * never, 1 where GEMM1 does not find its own tile, 2 always
+                        * (W4A8MOE_SM90_PREPARE_TILES) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -308,6 +311,8 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     const char *fm = getenv("W4A8MOE_SM90_FIND_MAX");
     s->find_max = fm ? atoi(fm) : 32;
     if (s->find_max > SM90M_FIND_MAX_EXPERTS) s->find_max = SM90M_FIND_MAX_EXPERTS;
+    const char *pt = getenv("W4A8MOE_SM90_PREPARE_TILES");
+    s->prepare_tiles = pt ? atoi(pt) : 1;
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -432,9 +437,10 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
  * each finding its tile) lost 60 %. */
 #define SM90_EARLY_MAX_ROWS 8
 
-/* The small-batch forward: the schedule, GEMM1 on the dispatch's e4m3 rows (one-fragment
- * tiles) or on their f16 widening in fragment order (kernels/frag_order.cuh), the
- * requantisation into f16 codes in fragment order, GEMM2 on them. With s->early
+/* The small-batch forward: the schedule (unless the prepare wrote its tile list: tiles_ready),
+ * GEMM1 on the dispatch's e4m3 rows (one-fragment tiles) or on their f16 widening in fragment
+ * order (kernels/frag_order.cuh), the requantisation into f16 codes in fragment order, GEMM2 on
+ * them. With s->early
  * (W4A8MOE_SM90_EARLY=0 turns it off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues:
  * kernels/sm90_mma_decode.cuh):
  * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
@@ -443,17 +449,20 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 template <int NT, int KS, int KS2>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, unsigned tb, int nl, cudaStream_t st, int pdl,
-                                w4a8moe_err *err)
+                                float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready, cudaStream_t st,
+                                int pdl, w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
     const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
-    const int e1 = !early ? 0 : nl <= s->find_max ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_RELEASE;
+    /* a tile found from the offsets before GEMM1's wait needs them two launches back: not
+     * when the prepare, the kernel just before, wrote them with the tile list */
+    const int e1 = !early ? 0 : nl <= s->find_max && !tiles_ready ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_RELEASE;
     const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
-    CUDA_LAUNCH(err, "sm89_schedule_kernel",
-                w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                               a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
+    if (!tiles_ready)
+        CUDA_LAUNCH(err, "sm89_schedule_kernel",
+                    w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
+                                   a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
     if constexpr (NT == 1) {
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
                     (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
@@ -475,6 +484,31 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
                     (mma_launch_early<NT, KS2, false, true, false>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
     return W4A8MOE_STATUS_OK;
+}
+
+/* The small-batch tile list asked of the prepare (w4a8moe_tile_plan, src/core/backend.h): its
+ * decode kernel writes it and zeroes GEMM1's row amax, so the forward runs no schedule kernel
+ * (a dependent step of ~2.2 µs at decode; docs/PERFORMANCE.md, round 23). Not where GEMM1 finds
+ * its own tile before its wait from the offsets (at most s->find_max local experts), which
+ * needs the kernel before it to be the schedule (kernels/pdl.cuh), unless prepare_tiles = 2. */
+static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T, void *workspace,
+                            w4a8moe_tile_plan *plan)
+{
+    const sm90_state *s = (const sm90_state *)state;
+    const int64_t R = T * ctx->desc->top_k;
+    const int32_t nl = ctx->num_local;
+    if (!s || !workspace || R <= 0 || s->prepare_tiles <= 0) return;
+    const sm90_mma_config *mc = pick_mma(R, nl);
+    if (!mc || s->w13.scaled) return; /* the wgmma path keeps its schedule kernels */
+    const bool finds = s->early && R <= SM90_EARLY_MAX_ROWS && nl <= s->find_max;
+    if (finds && s->prepare_tiles < 2) return;
+    sm90_ws ws;
+    sm90_ws_layout(ctx, (char *)workspace, &ws);
+    plan->rows_a_tile = 8 * mc->nt;
+    plan->tiles = (int32_t *)ws.tiles;
+    plan->ntiles = ws.ntiles;
+    plan->zero = ws.rowmax;
+    plan->nzero = R;
 }
 
 /* Tiles of bn rows per local expert and their bound for a grid. */
@@ -508,12 +542,15 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
         const unsigned tb = tiles_bound_for(R, bt, nl);
+        const w4a8moe_tile_plan &pl = dp->plan; /* sm90_plan_tiles asked the prepare for it */
+        const bool ready = pl.written && pl.rows_a_tile == bt && pl.tiles == (int32_t *)ws.tiles &&
+                           pl.ntiles == ws.ntiles && pl.zero == ws.rowmax && pl.nzero >= R;
         /* GEMM2's K split (configs/sm90_tiles.h): eight ways for a long K at decode */
         const int ks2 = I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit;
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
-        case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
-        case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
-        case 244: return mma_layer<2, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, st, pdl, err);
+        case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
+        case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
+        case 244: return mma_layer<2, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",
@@ -567,4 +604,5 @@ extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts = {
     sm90_pack,
     sm90_free,
     sm90_run,
+    sm90_plan_tiles,
 };

@@ -15,8 +15,9 @@
  * and I >= 64 groups (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one
  * 24 rows an expert (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens.
  * Every GPU forward is run twice and must give the same bits, and cuda_sm90's the same bits
- * again with its small-batch PDL prologues set otherwise and with the prepare's two-kernel form
- * in place of its one-launch decode kernel (same_other_early).
+ * again with its small-batch PDL prologues set otherwise, with the prepare's two-kernel form
+ * in place of its one-launch decode kernel and with its tile list from the schedule kernel or
+ * the prepare (same_other_early).
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
  * each path).
  */
@@ -69,12 +70,15 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * wait) and W4A8MOE_SM90_FIND_MAX=256 (GEMM1 finds its tile for up to 256 local experts, not
  * 32); both are read when a layer is made. Prologues change when loads are issued, never a sum.
  * So does W4A8MOE_DECODE_PREPARE=0 (the prepare's count, scan, assign and quantise kernels
- * where T·k <= 1024 takes dispatch_decode_kernel): the same codes, scales and rows. */
+ * where T·k <= 1024 takes dispatch_decode_kernel): the same codes, scales and rows; and
+ * W4A8MOE_SM90_PREPARE_TILES=0 and =2 (the small-batch tile list from cuda_sm90's schedule
+ * kernel always, or from the prepare's decode kernel always, against the default's rule). */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const char *what)
 {
-    static const char *const env[][2] = {{"W4A8MOE_SM90_EARLY", "0"}, {"W4A8MOE_SM90_FIND_MAX", "256"},
-                                         {"W4A8MOE_DECODE_PREPARE", "0"}};
+    static const char *const env[][2] = {{"W4A8MOE_SM90_EARLY", "0"},          {"W4A8MOE_SM90_FIND_MAX", "256"},
+                                         {"W4A8MOE_DECODE_PREPARE", "0"},      {"W4A8MOE_SM90_PREPARE_TILES", "0"},
+                                         {"W4A8MOE_SM90_PREPARE_TILES", "2"}};
     const int64_t n = T * d->hidden;
     float *other = malloc((size_t)n * 4);
     CHECK(other, "%s: host buffer", what);

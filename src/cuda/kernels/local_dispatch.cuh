@@ -107,19 +107,40 @@ __global__ void dispatch_scan_kernel(int32_t *__restrict__ counts, int chunks, i
 /* The exclusive scan of a block's per-expert counts (cursor [nl], shared or global): cursor[e]
  * becomes expert e's first row, and offsets [nl + 1] (unless NULL) the same and the total.
  * Thread i owns experts [i·per, (i+1)·per). A block of exactly 1024; part: shared [1024]. */
-__device__ __forceinline__ void dispatch_scan_counts(int32_t *part, int32_t *cursor, int nl, int32_t *offsets)
+/* The experts' tile list that the decode kernel's block 0 writes (w4a8moe_tile_plan in
+ * src/core/backend.h): bt rows a tile (0: none), tiles [(expert, row0)], *ntiles, zero[0,
+ * nzero) zeroed. */
+struct dispatch_tiles {
+    int bt;
+    int2 *tiles;
+    int32_t *ntiles;
+    uint32_t *zero;
+    int64_t nzero;
+};
+
+__device__ __forceinline__ void dispatch_scan_counts(int32_t *part, int32_t *cursor, int nl, int32_t *offsets,
+                                                     const dispatch_tiles *tl = nullptr)
 {
     const int per = (nl + 1023) / 1024, lo = threadIdx.x * per, hi = min(lo + per, nl);
+    /* with a tile list: each expert's tiles summed in the same scan, in the high 16 bits (a
+     * decode batch has at most DISPATCH_CHUNK = 1,024 pairs, so both sums fit 16 bits) */
+    const int bt = tl ? tl->bt : 0, shift = bt ? 16 : 0, mask = bt ? 0xffff : -1;
     int32_t mine = 0;
-    for (int x = lo; x < hi; x++) mine += cursor[x];
-    int32_t run = block_exclusive_scan_1024(part, mine);
+    for (int x = lo; x < hi; x++) mine += cursor[x] + (bt ? (cursor[x] + bt - 1) / bt << 16 : 0);
+    const int32_t both = block_exclusive_scan_1024(part, mine);
+    int32_t run = both & mask, tile = both >> shift;
     for (int x = lo; x < hi; x++) {
         const int32_t v = cursor[x];
         if (offsets) offsets[x] = run;
+        if (offsets && bt)
+            for (int32_t r = 0; r < v; r += bt) tl->tiles[tile++] = make_int2(x, run + r);
         cursor[x] = run;
         run += v;
     }
-    if (offsets && threadIdx.x == 1023) offsets[nl] = part[1023];
+    if (offsets && threadIdx.x == 1023) {
+        offsets[nl] = part[1023] & mask;
+        if (bt) *tl->ntiles = part[1023] >> 16;
+    }
 }
 
 /* The stable assignment of a block's pairs to rows: warp by warp in thread order (warps [0,
@@ -341,13 +362,15 @@ __global__ void dispatch_quant_kernel(const void *__restrict__ x, int dt, int64_
  * arrays, the error words and the report; block t then quantises token t into its rows, taken
  * from its own sort — for H <= DECODE_TOKEN_MAX with the token loaded and its amax taken before
  * the sort (decode_token_load). Same results as dispatch_small_kernel followed by
- * dispatch_quant_kernel. */
+ * dispatch_quant_kernel. With tl.bt > 0 block 0 also writes the experts' tile list (the
+ * tiles summed in the offsets' own scan) and zeroes tl.zero, so the experts launch no schedule
+ * kernel of their own. */
 __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report,
                                        int32_t *__restrict__ offsets, const float *__restrict__ weights,
                                        int on_input, int32_t *__restrict__ pair_row,
                                        int32_t *__restrict__ row_token, float *__restrict__ pair_weight,
                                        const void *__restrict__ x, int dt, int64_t H, float static_scale,
-                                       uint8_t *__restrict__ a_q, float *__restrict__ a_scale)
+                                       uint8_t *__restrict__ a_q, float *__restrict__ a_scale, dispatch_tiles tl)
 {
     pdl_enter(); /* kernels/pdl.cuh: before any global access */
     extern __shared__ int32_t cursor[]; /* [nl]: counts, then each expert's next row */
@@ -374,7 +397,9 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
         err[1] = badtok;
         dispatch_report_bad(err, report);
     }
-    dispatch_scan_counts(part, cursor, m.nl, writer ? offsets : nullptr); /* block 0 writes offsets */
+    if (writer && tl.bt)
+        for (int64_t i = threadIdx.x; i < tl.nzero; i += blockDim.x) tl.zero[i] = 0u;
+    dispatch_scan_counts(part, cursor, m.nl, writer ? offsets : nullptr, &tl); /* block 0 writes offsets */
     __syncthreads();
     /* stable assign, warp by warp, only the warps that hold pairs (a uniform bound) */
     const int32_t row = dispatch_assign_rows(cursor, e, (int)((pairs + 31) / 32));
