@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Round 22b (written 2026-12-07): on main at 6a80c9b (round 22 kept nothing), the side-by-side with PyTorch
-# (bench/peers.py at T = 1, 16, 64, 256; not run since round 17) — issue 8's "faster than
-# torch._scaled_grouped_mm at every T <= 256" — then the GPU test binaries round 22 did not run,
-# with what time is left. Build: build_device_bins.sh; run(carry=["build-lab"]).
+# Round 22b (written 2026-12-07, not run yet: the session's device time went to round 23): on
+# main's build, the side-by-side with PyTorch (bench/peers.py at T = 1, 16, 64, 256; not run
+# since round 17) — issue 8's "faster than torch._scaled_grouped_mm at every T <= 256" — then
+# test_gpu_large, test_gpu_device and test_gpu_fused (where built), with what time is left.
+# Build: build_device_bins.sh; run(carry=["build-lab"]).
 # `run_round22b.sh [SECONDS]`.
 set -u
 DEADLINE=${1:-560}
