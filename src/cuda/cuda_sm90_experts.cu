@@ -24,7 +24,8 @@
  *   run (per forward, no host synchronisation, capturable): schedule (BN-row tiles per expert)
  *       → widen the e4m3 rows to f16 → GEMM1 with SiLU·up (or gelu_tanh) and the row amax in
  *       its epilogue → requantisation to e4m3 codes stored widened to f16 → GEMM2 (the
- *       small-batch path: schedule → GEMM1 → requantisation → GEMM2). The schedule and
+ *       small-batch path: schedule → GEMM1 → requantisation → GEMM2, the schedule's tile list
+ *       written by the prepare instead where it can: sm90_plan_tiles). The schedule and
  *       requantisation kernels are cuda_sm89's.
  *
  * Tensor maps (the copy engine's view of the [R, H] and [R, I] e4m3 inputs) are encoded on the
