@@ -109,19 +109,6 @@ typedef struct w4a8moe_stage_ctx {
 } w4a8moe_stage_ctx;
 
 /*
- * Contiguous dispatch: what prepare fills and experts and finalize read. Sizes use R = T*k (an
- * upper bound on the routed rows that needs no host synchronisation to know).
- *   a_q            [R, H] e4m3   quantised input rows, grouped by local expert
- *   a_scale        [R] f32       the row's activation scale s_t (static: act_scale_in)
- *   expert_offsets [E_local+1]   int32, rows of local expert e are [off[e], off[e+1])
- *   row_token      [R] int32     token of each row
- *   pair_row       [T, k] int32  row of pair (t, j), or -1 (no expert / not local)
- *   pair_weight    [T, k] f32    combine weight of pair (t, j) (1 when applied on the input)
- *   y_rows         [R, H] f32    experts' output rows (before the combine weight)
- * The pointers point into the prepare/finalize workspace; a_q rows are 16-byte aligned when H
- * is a multiple of 16. expert_offsets lives on the layer's device; CPU stages read it directly.
- */
-/*
  * A tile list the experts may ask the prepare to write beside the dispatch (experts op
  * plan_tiles, before the prepare), so that their first kernel needs no schedule kernel of its
  * own: tiles[i] = (local expert, first row) for ceil(rows / rows_a_tile) tiles per expert, experts
@@ -139,6 +126,19 @@ typedef struct w4a8moe_tile_plan {
     int64_t nzero;
 } w4a8moe_tile_plan;
 
+/*
+ * Contiguous dispatch: what prepare fills and experts and finalize read. Sizes use R = T*k (an
+ * upper bound on the routed rows that needs no host synchronisation to know).
+ *   a_q            [R, H] e4m3   quantised input rows, grouped by local expert
+ *   a_scale        [R] f32       the row's activation scale s_t (static: act_scale_in)
+ *   expert_offsets [E_local+1]   int32, rows of local expert e are [off[e], off[e+1])
+ *   row_token      [R] int32     token of each row
+ *   pair_row       [T, k] int32  row of pair (t, j), or -1 (no expert / not local)
+ *   pair_weight    [T, k] f32    combine weight of pair (t, j) (1 when applied on the input)
+ *   y_rows         [R, H] f32    experts' output rows (before the combine weight)
+ * The pointers point into the prepare/finalize workspace; a_q rows are 16-byte aligned when H
+ * is a multiple of 16. expert_offsets lives on the layer's device; CPU stages read it directly.
+ */
 typedef struct w4a8moe_dispatch {
     int64_t T;
     uint8_t *a_q;

@@ -450,15 +450,16 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 template <int NT, int KS, int KS2>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready, cudaStream_t st,
-                                int pdl, w4a8moe_err *err)
+                                float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready,
+                                cudaStream_t st, int pdl, w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
     const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
     /* a tile found from the offsets before GEMM1's wait needs them two launches back: not
      * when the prepare, the kernel just before, wrote them with the tile list */
-    const int e1 = !early ? 0 : nl <= s->find_max && !tiles_ready ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_RELEASE;
+    const bool finds = nl <= s->find_max && !tiles_ready;
+    const int e1 = !early ? 0 : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_RELEASE;
     const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
     if (!tiles_ready)
         CUDA_LAUNCH(err, "sm89_schedule_kernel",

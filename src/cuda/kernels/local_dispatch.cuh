@@ -104,9 +104,6 @@ __global__ void dispatch_scan_kernel(int32_t *__restrict__ counts, int chunks, i
     if (threadIdx.x == 1023) offsets[nl] = part[1023];
 }
 
-/* The exclusive scan of a block's per-expert counts (cursor [nl], shared or global): cursor[e]
- * becomes expert e's first row, and offsets [nl + 1] (unless NULL) the same and the total.
- * Thread i owns experts [i·per, (i+1)·per). A block of exactly 1024; part: shared [1024]. */
 /* The experts' tile list that the decode kernel's block 0 writes (w4a8moe_tile_plan in
  * src/core/backend.h): bt rows a tile (0: none), tiles [(expert, row0)], *ntiles, zero[0,
  * nzero) zeroed. */
@@ -118,6 +115,11 @@ struct dispatch_tiles {
     int64_t nzero;
 };
 
+/* The exclusive scan of a block's per-expert counts (cursor [nl], shared or global): cursor[e]
+ * becomes expert e's first row, and offsets [nl + 1] (unless NULL) the same and the total;
+ * with tl (bt > 0) and offsets, also the tile list tl->tiles and *tl->ntiles, in the order
+ * sm89_schedule_kernel writes them. Thread i owns experts [i·per, (i+1)·per). A block of
+ * exactly 1024; part: shared [1024]. */
 __device__ __forceinline__ void dispatch_scan_counts(int32_t *part, int32_t *cursor, int nl, int32_t *offsets,
                                                      const dispatch_tiles *tl = nullptr)
 {
@@ -273,8 +275,9 @@ __device__ __forceinline__ void dispatch_quant_token(const void *__restrict__ x,
 
 /* The decode prepare's token in registers (H <= DECODE_TOKEN_MAX, a block of DISPATCH_CHUNK =
  * 1024 threads): thread i holds elements 4i..4i+3 and 4096 + 4i..4096 + 4i + 3 of x[t] times
- * w_in, as dispatch_quant_token's loop visits them with that block. Loaded before the pair sort, whose steps do not touch them,
- * so the loads' latency and the amax run beside it (round 21). */
+ * w_in, as dispatch_quant_token's loop visits them with that block. Loaded before the pair
+ * sort, whose steps do not touch them, so the loads' latency and the amax run beside it
+ * (docs/PERFORMANCE.md, round 21). */
 #define DECODE_TOKEN_MAX 8192
 struct decode_token {
     float v[8];
