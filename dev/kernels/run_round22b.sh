@@ -6,11 +6,10 @@
 # Build: build_device_bins.sh; run(carry=["build-lab"]).
 # `run_round22b.sh [SECONDS]`.
 set -u
+PARTS=
 DEADLINE=${1:-560}
-OUT=${OUT:-lab-out}; mkdir -p "$OUT"
-t_start=$(date +%s)
-lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
-python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall()" || exit 1
+. "$(dirname "$0")/round_common.sh"
+unpack bins || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
 budget=$(lim 330)
