@@ -1,5 +1,5 @@
-# round_common.sh — what every device-call script from round 21 on starts with, sourced after it
-# sets PARTS (the letters of the parts to run) and DEADLINE (seconds the whole call may take):
+# round_common.sh — what the device-call scripts of rounds 15-24 start with, sourced after they
+# set PARTS (the letters of the parts to run) and DEADLINE (seconds the whole call may take):
 #   OUT      the folder for logs ($OUT on the device machine; lab-out elsewhere), created
 #   has P    true when part P was asked for
 #   lim S    S, or what is left of DEADLINE when that is less (at least 1): a step's timeout

@@ -18,12 +18,9 @@
 set -u
 PARTS=${1:-ctqbmd}
 DEADLINE=${2:-560}
-has() { case "$PARTS" in *"$1"*) return 0 ;; esac; return 1; }
-OUT=${OUT:-lab-out}; mkdir -p "$OUT"
 B=build-cuda
-t_start=$(date +%s)
-lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
-python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall()" || exit 1
+. "$(dirname "$0")/round_common.sh"
+unpack bins || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 configs="cuda_sm90:1 cuda_sm90:0 cuda_sm89:1 cuda_sm90:f"
 bench() { # model tokens [extra]

@@ -16,11 +16,8 @@
 set -u
 PARTS=${1:-bctnm}
 DEADLINE=${2:-560}
-has() { case "$PARTS" in *"$1"*) return 0 ;; esac; return 1; }
-OUT=${OUT:-lab-out}; mkdir -p "$OUT"
-t_start=$(date +%s)
-lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
-python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall(); tarfile.open('build-lab/gs.tar.xz').extractall()" || exit 1
+. "$(dirname "$0")/round_common.sh"
+unpack bins gs || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
 pair() { # models: build-gs, then this build, T = 1, 16, 64

@@ -13,11 +13,8 @@
 set -u
 PARTS=${1:-tbm}
 DEADLINE=${2:-400}
-has() { case "$PARTS" in *"$1"*) return 0 ;; esac; return 1; }
-OUT=${OUT:-lab-out}; mkdir -p "$OUT"
-t_start=$(date +%s)
-lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
-python3 -c "import tarfile; tarfile.open('build-lab/bins.tar.xz').extractall(); tarfile.open('build-lab/base.tar.xz').extractall()" || exit 1
+. "$(dirname "$0")/round_common.sh"
+unpack bins base || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
 if has t; then

@@ -16,13 +16,8 @@
 set -u
 PARTS=${1:-tbc}
 DEADLINE=${2:-580}
-has() { case "$PARTS" in *"$1"*) return 0 ;; esac; return 1; }
-OUT=${OUT:-lab-out}; mkdir -p "$OUT"
-t_start=$(date +%s)
-lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
-python3 -c "
-import tarfile
-for f in ('bins', 'base', 'split'): tarfile.open('build-lab/%s.tar.xz' % f).extractall()" || exit 1
+. "$(dirname "$0")/round_common.sh"
+unpack bins base split || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
 if has b; then
