@@ -310,12 +310,20 @@ __device__ __forceinline__ uint32_t sm90_int4x2_to_f16x2(uint32_t w, int i)
     return out;
 }
 
-/* The f16 consumer: GSTEPS = g/32 k32 steps a K group; chunks of CH = min(GSTEPS, 2) k32 steps
- * (4 k16 wgmmas at most) end with a wait; the tensor core's f16 products are exact and its
- * f32 accumulation adds them like an f32 sum, so tmp accumulates a whole group before the
- * promotion acc += S[n, b] * tmp. Packed layout: as the e4m3 one with 64 K a stage and, per
- * k32 step, the nibbles of columns 2tig + {0, 8, 16, 24} in bits 0-15 and 2tig + 1 + {0, 8,
- * 16, 24} in bits 16-31, so nibble pairs (i, i + 4) are the f16x2 halves of one register. */
+/* The f16 consumer: GSTEPS = g/32 k32 steps a K group. The tensor core's f16 products are exact
+ * and its f32 accumulation adds them like an f32 sum, so a group's wgmmas accumulate into tmp
+ * before the promotion acc += S[n, b] * tmp. Packed layout: as the e4m3 one with 64 K a stage
+ * and, per k32 step, the nibbles of columns 2tig + {0, 8, 16, 24} in bits 0-15 and 2tig + 1 +
+ * {0, 8, 16, 24} in bits 16-31, so nibble pairs (i, i + 4) are the f16x2 halves of one register.
+ *
+ * Pipelined as the scaled kernel's loop (sm90_scaled_gemm.cuh): step ks's two wgmmas are
+ * issued, then wait<1> (step ks-1 done: its A registers and, at a stage boundary, its stage
+ * are free) and step ks+1 is converted while they run; only a group's last step waits for all
+ * (wait<0>) before the promotion, after the next step's conversion. A second tmp, so that the
+ * promotion of one group overlaps the next group's wgmmas, serialises every wgmma (ptxas: its
+ * reads of a finished accumulator sit inside a later wgmma's pipeline stage). The order of
+ * every sum is the earlier loop's (a drain every two k32 steps, nothing converted while the
+ * wgmmas ran): same bits. */
 template <int BN, int STAGES, int GSTEPS>
 __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *smem, uint64_t *full,
                                                   uint64_t *empty, int wg, int64_t e, int64_t rb,
@@ -323,62 +331,64 @@ __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *
 {
     using plan = sm90_smem_plan<BN, STAGES, true>;
     using op = sm90_op<true>;
-    constexpr int CH = GSTEPS < 2 ? GSTEPS : 2;
+    static_assert(op::steps == 2, "two k32 steps a stage");
     const int t = threadIdx.x & 127, warp = t >> 5, gid = (t & 31) >> 2;
-    const int64_t nks = p.K / 32, KB = (p.K + op::bk - 1) / op::bk, groups = p.K / p.g;
+    const int64_t nks = p.K / 32, groups = p.K / p.g;
     const float *ws = p.ws + ((e * p.nrb + rb) * groups) * 64 + warp * 16 + gid;
     float tmp[BN / 2];
+    float2 sc = make_float2(0.0f, 0.0f); /* the group's scales, rows r and r + 8 */
+    uint32_t a[2][2][4];
+    /* step ks's A fragments from its stage's slot (ks & 1 static where called) */
+    auto convert = [&](int64_t ks, uint32_t(&dst)[2][4]) {
+        const char *stage = smem + (int)((ks >> 1) % STAGES) * plan::stage_bytes;
+        const uint2 v = ((const uint2 *)(stage + plan::act_bytes + wg * op::w_stage))[t * op::steps + (int)(ks & 1)];
 #pragma unroll
-    for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
-    for (int64_t kb = 0; kb < KB; kb++) {
-        const int s = (int)(kb % STAGES);
-        sm90_bar_wait(&full[s], (uint32_t)((kb / STAGES) & 1));
-        char *stage = smem + s * plan::stage_bytes;
-        const uint2 *wsm = (const uint2 *)(stage + plan::act_bytes + wg * op::w_stage) + t * op::steps;
-        const uint64_t desc = sm90_desc_k128(stage);
+        for (int h = 0; h < 2; h++) {
+            dst[h][0] = sm90_int4x2_to_f16x2(v.x, 2 * h);
+            dst[h][1] = sm90_int4x2_to_f16x2(v.y, 2 * h);
+            dst[h][2] = sm90_int4x2_to_f16x2(v.x, 2 * h + 1);
+            dst[h][3] = sm90_int4x2_to_f16x2(v.y, 2 * h + 1);
+        }
+    };
 #pragma unroll
-        for (int c = 0; c < op::steps / CH; c++) {
-            const int64_t ks0 = kb * op::steps + c * CH;
-            if (ks0 >= nks) break;
-            const bool group_start = ks0 % GSTEPS == 0, group_end = (ks0 + CH) % GSTEPS == 0;
-            const int64_t b = ks0 / GSTEPS;
-            float s_lo = 0.0f, s_hi = 0.0f;
-            if (group_end) {
-                s_lo = __ldg(ws + b * 64);
-                s_hi = __ldg(ws + b * 64 + 8);
-            }
-            uint32_t a[CH][2][4];
+    for (int k = 0; k < BN / 2; k++) acc[k] = 0.0f;
+    sm90_bar_wait(&full[0], 0);
+    convert(0, a[0]);
+    /* Units of U k32 steps (whole groups and whole stages), so that a step's place in its group
+     * and its stage are static: ptxas then sees every path wait for a group's wgmmas before
+     * its promotion and injects no waits of its own (a runtime "last" cost one a stage). */
+    constexpr int U = GSTEPS > 2 ? GSTEPS : 2;
+    for (int64_t u = 0; u * U < nks; u++) {
 #pragma unroll
-            for (int j = 0; j < CH; j++) {
-                const uint2 v = wsm[c * CH + j];
+        for (int s = 0; s < U; s++) {
+            const int64_t ks = u * U + s, kb = ks >> 1;
+            const int j = s & 1;
+            if (GSTEPS == 1 && ks >= nks) break; /* an odd number of g = 32 steps (K is a multiple of g) */
+            const bool first = s % GSTEPS == 0, last = s % GSTEPS == GSTEPS - 1;
+            if (first) sc = make_float2(__ldg(ws + (ks / GSTEPS) * 64), __ldg(ws + (ks / GSTEPS) * 64 + 8));
+            const uint64_t desc = sm90_desc_k128(smem + (int)(kb % STAGES) * plan::stage_bytes);
+            sm90_wgmma_fence(); /* no register fence on tmp here: it would read step ks-1's sums */
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    a[j][h][0] = sm90_int4x2_to_f16x2(v.x, 2 * h);
-                    a[j][h][1] = sm90_int4x2_to_f16x2(v.y, 2 * h);
-                    a[j][h][2] = sm90_int4x2_to_f16x2(v.x, 2 * h + 1);
-                    a[j][h][3] = sm90_int4x2_to_f16x2(v.y, 2 * h + 1);
-                }
-            }
-#pragma unroll
-            for (int i = 0; i < BN / 2; i++) sm90_fence_reg(tmp[i]);
-            sm90_wgmma_fence();
-#pragma unroll
-            for (int j = 0; j < CH; j++)
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-                    sm90_wgmma_f16<BN>(tmp, a[j][h], desc + (uint64_t)((((c * CH + j) * 2 + h) * 32) >> 4),
-                                        !(group_start && j == 0 && h == 0));
+            for (int h = 0; h < 2; h++)
+                sm90_wgmma_f16<BN>(tmp, a[j][h], desc + (uint64_t)(((j * 2 + h) * 32) >> 4), !(first && h == 0));
             sm90_wgmma_commit();
-            sm90_wgmma_wait<0>();
+            sm90_wgmma_wait<1>();
+            if (j == 0 && kb > 0) { /* step ks - 1, the last of stage kb - 1, is done */
+                sm90_fence_proxy_async(); /* this thread's ld.shared of the stage before its refill */
+                sm90_bar_arrive(&empty[(kb - 1) % STAGES]); /* every consumer thread (SM90_PROMOTE_ARRIVALS) */
+            }
+            if (ks + 1 < nks) {
+                if (j == 1) sm90_bar_wait(&full[(kb + 1) % STAGES], (uint32_t)(((kb + 1) / STAGES) & 1));
+                convert(ks + 1, a[j ^ 1]);
+            }
+            if (last) {
+                sm90_wgmma_wait<0>();
 #pragma unroll
-            for (int i = 0; i < BN / 2; i++) sm90_fence_reg(tmp[i]);
-            if (group_end) {
+                for (int k = 0; k < BN / 2; k++) sm90_fence_reg(tmp[k]);
 #pragma unroll
-                for (int i = 0; i < BN / 2; i++) acc[i] = fmaf((i & 2) ? s_hi : s_lo, tmp[i], acc[i]);
+                for (int k = 0; k < BN / 2; k++) acc[k] = fmaf((k & 2) ? sc.y : sc.x, tmp[k], acc[k]);
             }
         }
-        sm90_fence_proxy_async(); /* this thread's ld.shared of the stage before its refill */
-        sm90_bar_arrive(&empty[s]); /* every consumer thread (SM90_PROMOTE_ARRIVALS) */
     }
 }
 
