@@ -341,7 +341,8 @@ __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *
     /* step ks's A fragments from its stage's slot (ks & 1 static where called) */
     auto convert = [&](int64_t ks, uint32_t(&dst)[2][4]) {
         const char *stage = smem + (int)((ks >> 1) % STAGES) * plan::stage_bytes;
-        const uint2 v = ((const uint2 *)(stage + plan::act_bytes + wg * op::w_stage))[t * op::steps + (int)(ks & 1)];
+        const uint2 *slot = (const uint2 *)(stage + plan::act_bytes + wg * op::w_stage);
+        const uint2 v = slot[t * op::steps + (int)(ks & 1)];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             dst[h][0] = sm90_int4x2_to_f16x2(v.x, 2 * h);
@@ -370,7 +371,8 @@ __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *
             sm90_wgmma_fence(); /* no register fence on tmp here: it would read step ks-1's sums */
 #pragma unroll
             for (int h = 0; h < 2; h++)
-                sm90_wgmma_f16<BN>(tmp, a[j][h], desc + (uint64_t)(((j * 2 + h) * 32) >> 4), !(first && h == 0));
+                sm90_wgmma_f16<BN>(tmp, a[j][h], desc + (uint64_t)(((j * 2 + h) * 32) >> 4),
+                                    !(first && h == 0));
             sm90_wgmma_commit();
             sm90_wgmma_wait<1>();
             if (j == 0 && kb > 0) { /* step ks - 1, the last of stage kb - 1, is done */
