@@ -30,9 +30,10 @@ static const sm90_tile_config sm90_tiles[] = {
     {1 << 30, 256}, /* prefill: twice again, tiles mostly full */
 };
 
-/* Ring depth of the scaled kernel (227 KB of shared memory) and of the promoting one. */
-#define SM90_TILE_STAGES(bn) ((bn) == 256 ? 6 : (bn) == 128 ? 10 : 14)
-#define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : 10)
+/* Ring depth of the scaled kernel (227 KB of shared memory) and of the promoting one. BN = 64:
+ * rings of at most 113 KB, two CTAs an SM (kernels/sm90_grouped_gemm.cuh, sm90_ctas_per_sm). */
+#define SM90_TILE_STAGES(bn) ((bn) == 256 ? 6 : (bn) == 128 ? 10 : 8)
+#define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : 9)
 
 #define SM90_TILE_COUNT (sizeof sm90_tiles / sizeof sm90_tiles[0])
 

@@ -199,6 +199,19 @@ struct sm90_op {
     static constexpr int steps = bk / 32;                    /* k32 steps a stage */
 };
 
+/* CTAs an SM for tiles of BN rows and a ring of `bytes` of shared memory: two when two fit
+ * (228 KB an SM, 1 KB of it reserved a CTA) and BN <= 64 (the consumers' registers below), so
+ * that one CTA's ring fill, polls and epilogue overlap the other's K loop (round 25: the 64-row
+ * tiles, one CTA an SM, kept the tensor pipe 30 % busy and DRAM at 20 %). The registers follow:
+ * a CTA launches with 65,536 / (384 CTAs) a thread, 168 or 80, and its producer gives back what
+ * its consumers take (setmaxnreg): 40 → 232, or 32 → 104. */
+__host__ __device__ constexpr int sm90_ctas_per_sm(int bn, int bytes)
+{
+    return bn <= 64 && bytes <= 113 * 1024 ? 2 : 1;
+}
+__host__ __device__ constexpr int sm90_producer_regs(int ctas) { return ctas == 2 ? 32 : 40; }
+__host__ __device__ constexpr int sm90_consumer_regs(int ctas) { return ctas == 2 ? 104 : 232; }
+
 /* Dynamic shared memory: STAGES x (activation box, 2 weight blocks), then the barriers. */
 template <int BN, int STAGES, bool F16 = false>
 struct sm90_smem_plan {
@@ -206,6 +219,7 @@ struct sm90_smem_plan {
     static constexpr int stage_bytes = act_bytes + SM90_CONSUMERS * sm90_op<F16>::w_stage;
     static constexpr int bar_offset = STAGES * stage_bytes;
     static constexpr int bytes = bar_offset + 2 * STAGES * 8 + 1024; /* + alignment slack */
+    static constexpr int ctas = sm90_ctas_per_sm(BN, bytes);
 };
 
 /* CTA raster: groups of 8 M tiles sweep the weight blocks together, so a wave of CTAs reads
@@ -478,7 +492,7 @@ __device__ __forceinline__ void sm90_epilogue(const sm90_gemm_args &p, int64_t e
  * as a 2-D tensor map with a (128, BN) box and the 128-byte swizzle.
  */
 template <int BN, int STAGES, int SPG, bool GATED, bool F16 = false>
-static __global__ void __launch_bounds__(SM90_THREADS, 1)
+static __global__ void __launch_bounds__(SM90_THREADS, (sm90_smem_plan<BN, STAGES, F16>::ctas))
     sm90_gemm_kernel(const __grid_constant__ CUtensorMap tmap_act, sm90_gemm_args p)
 {
 #if SM90_ENABLED
@@ -496,7 +510,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 
     const int64_t KB = (p.K + op::bk - 1) / op::bk;
     if (wg == 0) { /* producer */
-        sm90_reg_dealloc<40>();
+        sm90_reg_dealloc<sm90_producer_regs(plan::ctas)>();
         if (threadIdx.x == 0) {
             sm90_prefetch_tmap(&tmap_act);
             const int64_t blk = p.w_block ? p.w_block : op::w_stage;
@@ -514,7 +528,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
             }
         }
     } else { /* consumers */
-        sm90_reg_alloc<232>();
+        sm90_reg_alloc<sm90_consumer_regs(plan::ctas)>();
         const int c = wg - 1;
         const int64_t rb = 2 * n + c;
         float acc[BN / 2];
@@ -573,6 +587,9 @@ static cudaError_t sm90_gemm_launch_spg(const CUtensorMap &tm, const sm90_gemm_a
     using plan = sm90_smem_plan<BN, STAGES, F16>;
     auto kern = sm90_gemm_kernel<BN, STAGES, SPG, GATED, F16>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, plan::bytes);
+    if (e == cudaSuccess && plan::ctas == 2) /* room for two rings an SM */
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
     unsigned grid = tiles_bound * (unsigned)(p.nrb / 2);
     kern<<<grid, SM90_THREADS, plan::bytes, st>>>(tm, p);

@@ -128,6 +128,7 @@ struct sm90s_smem_plan {
     static constexpr int w_offset = STAGES * act_bytes;
     static constexpr int bar_offset = w_offset + STAGES * SM90_CONSUMERS * SM90S_SLOT_BYTES;
     static constexpr int bytes = bar_offset + 2 * STAGES * 8 + 1024; /* + alignment slack */
+    static constexpr int ctas = sm90_ctas_per_sm(BN, bytes); /* sm90_grouped_gemm.cuh */
 };
 
 /* The int4 (q + 8) nibbles i, i + 4 of w → f16x2 (q·s), exact under the header's condition:
@@ -230,7 +231,7 @@ __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *sme
  * C·2^-k per physical row.
  */
 template <int BN, int STAGES, bool GATED, int PSTEPS = 0>
-static __global__ void __launch_bounds__(SM90_THREADS, 1)
+static __global__ void __launch_bounds__(SM90_THREADS, (sm90s_smem_plan<BN, STAGES>::ctas))
     sm90s_gemm_kernel(const __grid_constant__ CUtensorMap tmap_act, sm90_gemm_args p)
 {
 #if SM90_ENABLED
@@ -247,7 +248,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 
     const int64_t KB = (p.K + SM90S_BK - 1) / SM90S_BK;
     if (wg == 0) { /* producer */
-        sm90_reg_dealloc<40>();
+        sm90_reg_dealloc<sm90_producer_regs(plan::ctas)>();
         if (threadIdx.x == 0) {
             sm90_prefetch_tmap(&tmap_act);
             const int blk = sm90s_block_bytes(p.g);
@@ -263,7 +264,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
             }
         }
     } else { /* consumers */
-        sm90_reg_alloc<232>();
+        sm90_reg_alloc<sm90_consumer_regs(plan::ctas)>();
         const int c = wg - 1;
         const int64_t rb = 2 * n + c;
         float acc[BN / 2];
@@ -281,6 +282,9 @@ static cudaError_t sm90s_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args
     if (p.g != 32 && p.g % 64) return cudaErrorInvalidValue;
     auto kern = sm90s_gemm_kernel<BN, STAGES, GATED, PSTEPS>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, plan::bytes);
+    if (e == cudaSuccess && plan::ctas == 2) /* room for two rings an SM */
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
     unsigned grid = tiles_bound * (unsigned)(p.nrb / 2);
     kern<<<grid, SM90_THREADS, plan::bytes, st>>>(tm, p);
