@@ -61,6 +61,8 @@ typedef struct sm90_state {
     int prepare_tiles; /* the small-batch tile list written by the prepare (sm90_plan_tiles): 0
                         * never, 1 where GEMM1 does not find its own tile, 2 always
                         * (W4A8MOE_SM90_PREPARE_TILES) */
+    int mma_max;  /* average rows an expert up to which the small-batch kernel runs (the mma
+                   * table's last bound; W4A8MOE_SM90_MMA_MAX_ROWS lowers it, for measuring) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -314,6 +316,9 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     if (s->find_max > SM90M_FIND_MAX_EXPERTS) s->find_max = SM90M_FIND_MAX_EXPERTS;
     const char *pt = getenv("W4A8MOE_SM90_PREPARE_TILES");
     s->prepare_tiles = pt ? atoi(pt) : 1;
+    const char *mm = getenv("W4A8MOE_SM90_MMA_MAX_ROWS");
+    s->mma_max = sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
+    if (mm && atoi(mm) < s->mma_max) s->mma_max = atoi(mm);
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -385,11 +390,12 @@ static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &
 }
 
 /* The small-batch entry for `rows` routed rows over nl local experts, or NULL: the wgmma
- * kernels (configs/sm90_tiles.h). */
-static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl)
+ * kernels (configs/sm90_tiles.h; above an average of mma_max rows an expert too). */
+static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl, int mma_max)
 {
     int64_t active = rows < nl ? rows : nl;
     int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
+    if (avg > mma_max) return NULL;
     for (size_t i = 0; i < SM90_MMA_COUNT; i++)
         if (avg <= sm90_mma_tiles[i].max_rows_per_expert) return &sm90_mma_tiles[i];
     return NULL;
@@ -500,7 +506,7 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     const int64_t R = T * ctx->desc->top_k;
     const int32_t nl = ctx->num_local;
     if (!s || !workspace || R <= 0 || s->prepare_tiles <= 0) return;
-    const sm90_mma_config *mc = pick_mma(R, nl);
+    const sm90_mma_config *mc = pick_mma(R, nl, s->mma_max);
     if (!mc || s->w13.scaled) return; /* the wgmma path keeps its schedule kernels */
     const bool finds = s->early && R <= SM90_EARLY_MAX_ROWS && nl <= s->find_max;
     if (finds && s->prepare_tiles < 2) return;
@@ -539,7 +545,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     sm90_gemm_args a1 = {(const uint2 *)s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, g,
                          dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
                          (int)d->activation, blk};
-    if (const sm90_mma_config *mc = pick_mma(R, nl)) { /* few rows per expert */
+    if (const sm90_mma_config *mc = pick_mma(R, nl, s->mma_max)) { /* few rows per expert */
         const int bt = 8 * mc->nt;
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
