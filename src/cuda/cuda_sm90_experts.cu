@@ -396,6 +396,7 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl, int mma_max)
     int64_t active = rows < nl ? rows : nl;
     int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
     if (avg > mma_max) return NULL;
+    if (nl >= SM90_MMA_MANY_EXPERTS && avg > sm90_mma_tiles[0].max_rows_per_expert) return NULL;
     for (size_t i = 0; i < SM90_MMA_COUNT; i++)
         if (avg <= sm90_mma_tiles[i].max_rows_per_expert) return &sm90_mma_tiles[i];
     return NULL;
