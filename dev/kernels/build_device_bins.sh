@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds what a device call runs, here (nvcc, no GPU): the library, CLI and GPU test binaries in
-# build-cuda, the kernel labs, the graph-chain lab and the tolerance replay in build-lab, and
+# build-cuda, the kernel labs, the graph-chain lab and the tolerance tools in build-lab, and
 # build-lab/bins.tar.xz — build-cuda's binaries packed small enough to travel with the tree (the
 # device tool carries at most 64 MiB; the run_*.sh scripts unpack it first). Then: run(command="bash
 # dev/kernels/run_roundN.sh", carry=["build-lab"]). build-lab/ is ignored locally
@@ -16,8 +16,10 @@ nvcc -O3 -std=c++17 -Iinclude $arch dev/kernels/decode_w4a8_gemm.cu -o build-lab
 cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Iinclude -Isrc -I/usr/local/cuda/include \
   dev/kernels/chain_lab.c -o build-lab/chain_lab build-cuda/libw4a8moe.a -l:libjansson.a -lm -ldl \
   -pthread -L/usr/local/cuda/lib64 -lcudart_static -lrt -lstdc++
-cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wno-unused -DW4A8MOE_WITH_CUDA=1 -Iinclude -Isrc -Itests \
-  -I/usr/local/cuda/include dev/kernels/tol_replay.c -o build-lab/tol_replay build-cuda/obj/tests/gpu/*.o \
-  build-cuda/libw4a8moe.a -l:libjansson.a -lm -ldl -pthread -L/usr/local/cuda/lib64 -lcudart_static -lrt -lstdc++
+for tool in tol_replay flip_probe; do # the GPU tolerance's replay and its host-side reading
+  cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wno-unused -DW4A8MOE_WITH_CUDA=1 -Iinclude -Isrc -Itests \
+    -I/usr/local/cuda/include dev/kernels/$tool.c -o build-lab/$tool build-cuda/obj/tests/gpu/*.o \
+    build-cuda/libw4a8moe.a -l:libjansson.a -lm -ldl -pthread -L/usr/local/cuda/lib64 -lcudart_static -lrt -lstdc++
+done
 tar cf - build-cuda/w4a8moe build-cuda/libw4a8moe.so build-cuda/tests-gpu | xz -9 -T0 > build-lab/bins.tar.xz
 du -ch build-lab/* | tail -1

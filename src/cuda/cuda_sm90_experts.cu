@@ -63,6 +63,8 @@ typedef struct sm90_state {
                         * (W4A8MOE_SM90_PREPARE_TILES) */
     int mma_max;  /* average rows an expert up to which the small-batch kernel runs (the mma
                    * table's last bound; W4A8MOE_SM90_MMA_MAX_ROWS lowers it, for measuring) */
+    int bn64_max; /* average rows an expert up to which the wgmma tiles are 64 rows (the tile
+                   * table's first bound; W4A8MOE_SM90_BN64_MAX_ROWS lowers it, for measuring) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -319,6 +321,9 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     const char *mm = getenv("W4A8MOE_SM90_MMA_MAX_ROWS");
     s->mma_max = sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
     if (mm && atoi(mm) < s->mma_max) s->mma_max = atoi(mm);
+    const char *b64 = getenv("W4A8MOE_SM90_BN64_MAX_ROWS");
+    s->bn64_max = sm90_tiles[0].max_rows_per_expert;
+    if (b64 && atoi(b64) < s->bn64_max) s->bn64_max = atoi(b64);
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -359,7 +364,7 @@ static w4a8moe_status tmap_for(const void **src, CUtensorMap *map, const void *a
 
 /* The tile width of the first entry of the table that fits the average rows per active expert;
  * the promoting kernel (scaled = 0) skips the entries wider than 128. */
-static int pick_bn(int64_t rows, int32_t nl, int scaled)
+static int pick_bn(int64_t rows, int32_t nl, int scaled, int bn64_max)
 {
     int64_t active = rows < nl ? rows : nl;
     int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
@@ -367,7 +372,7 @@ static int pick_bn(int64_t rows, int32_t nl, int scaled)
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         if (sm90_tiles[i].bn > 128 && !scaled) break;
         bn = sm90_tiles[i].bn;
-        if (avg <= sm90_tiles[i].max_rows_per_expert) break;
+        if (avg <= (i == 0 ? bn64_max : sm90_tiles[i].max_rows_per_expert)) break;
     }
     return bn;
 }
@@ -565,7 +570,8 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",
                    mc->nt, mc->ksplit, ks2);
     }
-    const int bn1 = pick_bn(R, nl, s->w13.scaled), bn2 = pick_bn(R, nl, s->w2.scaled);
+    const int bn1 = pick_bn(R, nl, s->w13.scaled, s->bn64_max);
+    const int bn2 = pick_bn(R, nl, s->w2.scaled, s->bn64_max);
     const int i1 = bn_index(bn1), i2 = bn_index(bn2);
     FORWARD(tmap_for(&s->a_src[i1], &s->a_map[i1], ws.a_wide, R_max, H, bn1, err));
     FORWARD(tmap_for(&s->b_src[i2], &s->b_map[i2], ws.b_wide, R_max, I, bn2, err));

@@ -11,9 +11,10 @@
  * cpu_ref has none); the fraction of rows above the CPU bound 2e-3 is printed.
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
- * kernels; two have I = 4096 and 8192 at decode (4 rows an expert), three more at most 8 rows
- * and I >= 64 groups (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one
- * 24 rows an expert (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens.
+ * kernels, and so does the 320-token one over 256 experts (10 rows an expert); two have I =
+ * 4096 and 8192 at decode (4 rows an expert), three more at most 8 rows and I >= 64 groups
+ * (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one 24 rows an expert
+ * (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens.
  * Every GPU forward is run twice and must give the same bits, and cuda_sm90's the same bits
  * again with its small-batch PDL prologues set otherwise, with the prepare's two-kernel form
  * in place of its one-launch decode kernel and with its tile list from the schedule kernel or
@@ -252,13 +253,16 @@ int main(void)
     }
     /* H, I: multiples of g, several not multiples of 128 or 256 */
     static const struct { int64_t H, I; int E, k, g; int64_t T; int quick; } shapes[] = {
-        {1024, 512, 8, 2, 128, 64, 1},   /* the checkpoint's shape, synthetic weights */
+        {1024, 512, 8, 2, 128, 56, 1},   /* the checkpoint's shape, synthetic weights, 14 rows
+                                            an expert: cuda_sm90's two-fragment mma tiles */
         {1024, 512, 8, 2, 128, 192, 1},  /* 48 rows an expert: cuda_sm90's wgmma kernels (the
-                                            small-batch kernel takes up to 16) */
+                                            small-batch kernel takes up to 15) */
         {544, 352, 128, 4, 32, 80, 0},   /* odd multiples of 32 */
         {576, 320, 128, 6, 64, 64, 0},   /* odd multiples of 64 */
         {1024, 512, 128, 8, 128, 128, 0},
         {768, 384, 256, 8, 128, 96, 0},  /* DeepSeek-like E and k */
+        {768, 384, 256, 8, 128, 320, 0}, /* and 10 rows an expert: with 256 experts cuda_sm90's
+                                            wgmma tiles (configs/sm90_tiles.h) */
         {1408, 1152, 16, 1, 128, 72, 0}, /* Llama-4-like top-1, I not a multiple of 256 */
         {544, 352, 16, 4, 32, 640, 0},   /* 160 rows an expert, g = 32: 128-row wgmma tiles */
         {512, 256, 4, 1, 128, 1600, 0},  /* ~400 rows an expert: the widest tiles (256 rows,
@@ -270,7 +274,7 @@ int main(void)
         {256, 8192, 32, 2, 64, 3, 0},    /* g = 64, */
         {256, 2048, 16, 2, 32, 4, 0},    /* g = 32 (8 rows) */
         {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert: cuda_sm90's wgmma tiles, half
-                                            empty (16 rows: two-fragment tiles, the first shape) */
+                                            empty (14 rows: two-fragment tiles, the first shape) */
         {2048, 768, 128, 8, 128, 1, 1},  /* one token (qwen3-30b-a3b's shape): 8 one-row tiles */
         {1024, 512, 64, 4, 64, 2, 0},    /* 2 tokens of 4 pairs over 64 experts */
         {1024, 512, 16, 1, 128, 8, 1},   /* 8 tokens, top-1 of 16 (Llama-4-like): GEMM1 finds its
