@@ -96,7 +96,10 @@ static void run_backend(const char *be, int mode, uint64_t seed)
         if (ok) {
             for (size_t i = 0; i < n; i++) r[i] = gh_io_get(hout, d.io_dtype, (int64_t)i);
             gh_stats st = gh_compare_stats(r, b, T, d.hidden);
-            CHECK(gh_within_tol(&st, be), "%s mode %d: chunked forward vs cpu_ref out of tolerance", be, mode);
+            CHECK(gh_within_tol(&st, be), "%s mode %d: chunked forward vs cpu_ref out of tolerance: worst row "
+                  "rel-L2 %.3g, mean %.3g, %lld NaN rows (GPU tolerance: row %.0e, mean %.0e; "
+                  "dev/kernels/tol_replay.c takes a failure apart)", be, mode, st.worst, st.mean,
+                  (long long)st.nan_bad, GH_TOL_ROW, GH_TOL_MEAN);
             int64_t diff = 0;
             for (int64_t t = 0; t < T; t++)
                 diff += memcmp(a + t * d.hidden, b + t * d.hidden, (size_t)d.hidden * 4) != 0;
