@@ -295,6 +295,9 @@ void bench_compare_rows(const void *out, const void *ref, w4a8moe_dtype dt, int6
     c->max_rel_l2 = 0.0;
     c->worst_row = -1;
     c->nonfinite = 0;
+    c->mean_rel_l2 = 0.0;
+    c->rows = c->above_cpu_tol = 0;
+    double sum = 0.0;
     for (int64_t r = 0; r < rows; r++) {
         double diff = 0.0, norm = 0.0;
         int ref_finite = 1;
@@ -314,7 +317,29 @@ void bench_compare_rows(const void *out, const void *ref, w4a8moe_dtype dt, int6
             c->max_rel_l2 = isnan(rel) ? INFINITY : rel;
             c->worst_row = r;
         }
+        sum += isnan(rel) ? INFINITY : rel;
+        c->above_cpu_tol += !(rel <= BENCH_TOLERANCE);
+        c->rows++;
     }
+    c->mean_rel_l2 = c->rows ? sum / (double)c->rows : 0.0;
+}
+
+int bench_within_tolerance(const bench_cmp *c, int gpu, char *why, size_t cap)
+{
+    const double row_tol = gpu ? BENCH_TOL_GPU_ROW : BENCH_TOLERANCE;
+    char buf[128];
+    if (c->nonfinite)
+        snprintf(buf, sizeof buf, "NaN/Inf where cpu_ref has none");
+    else if (!(c->max_rel_l2 <= row_tol))
+        snprintf(buf, sizeof buf, "rel-L2 %.1e above %.0e at token %lld", c->max_rel_l2, row_tol,
+                 (long long)c->worst_row);
+    else if (gpu && c->rows >= BENCH_TOL_GPU_MIN_ROWS && !(c->mean_rel_l2 <= BENCH_TOL_GPU_MEAN))
+        snprintf(buf, sizeof buf, "mean rel-L2 %.1e over %lld rows above %.0e", c->mean_rel_l2,
+                 (long long)c->rows, BENCH_TOL_GPU_MEAN);
+    else
+        return 1;
+    if (why && cap) snprintf(why, cap, "%s", buf);
+    return 0;
 }
 
 int32_t bench_ckpt_layer(const w4a8moe_checkpoint *ck, int32_t first, int i)

@@ -51,18 +51,31 @@ void bench_floor_compute(const w4a8moe_layer_desc *d, int64_t T, const int32_t *
 
 /* Row-wise comparison of out against ref ([rows, H] in dt): rel-L2 of each row
  * ||out - ref|| / ||ref|| (an all-zero reference row requires an all-zero output row), the
- * worst row, and whether out has NaN/Inf where ref has none. */
+ * worst row, the mean over the rows whose reference is finite, how many of them are above
+ * BENCH_TOLERANCE, and whether out has NaN/Inf where ref has none. */
 typedef struct bench_cmp {
     double max_rel_l2;
     int64_t worst_row;
     int nonfinite;
+    double mean_rel_l2;
+    int64_t rows, above_cpu_tol;
 } bench_cmp;
 
 void bench_compare_rows(const void *out, const void *ref, w4a8moe_dtype dt, int64_t rows,
                         int64_t H, bench_cmp *c);
 
-/* The contract's tolerance: rel-L2 per output row against cpu_ref. */
+/* The contract's tolerance against cpu_ref (docs/numerics.md, "Tolerance"): a CPU backend's
+ * every row within BENCH_TOLERANCE rel-L2; a GPU backend's every row within BENCH_TOL_GPU_ROW
+ * and, over at least BENCH_TOL_GPU_MIN_ROWS rows, their mean within BENCH_TOL_GPU_MEAN; no
+ * NaN/Inf where cpu_ref has none. */
 #define BENCH_TOLERANCE 2e-3
+#define BENCH_TOL_GPU_ROW 1e-2
+#define BENCH_TOL_GPU_MEAN 1e-3
+#define BENCH_TOL_GPU_MIN_ROWS 64
+
+/* 1 when c meets the tolerance of a CPU (gpu = 0) or GPU backend; else 0, with what it misses
+ * in why ("rel-L2 3.1e-03 above 2e-3 at token 7"; why may be NULL). */
+int bench_within_tolerance(const bench_cmp *c, int gpu, char *why, size_t cap);
 
 /* `bench --checkpoint`: the decoder layer that rotation copy i times, i.e. the checkpoint's MoE
  * layers from `first` on, wrapping around (`first` must be an MoE layer). */

@@ -2,8 +2,9 @@
  * cmd_verify.c — `w4a8moe verify`: every experts backend of the registry that the oracle
  * accepts for a case, forced in turn, against cpu_ref on fresh random inputs (seed printed,
  * --seed replays), over the built-in shapes at small T and a list of edge cases. Each backend
- * runs each case twice and must give bit-identical outputs; each output row must be within
- * the contract's tolerance (rel-L2 <= 2e-3) with no NaN/Inf where cpu_ref has none. cpu_ref's
+ * runs each case twice and must give bit-identical outputs and meet the contract's tolerance
+ * (bench.h: every row within rel-L2 2e-3 on the host; on a CUDA device every row within 1e-2
+ * and, from 64 rows, their mean within 1e-3) with no NaN/Inf where cpu_ref has none. cpu_ref's
  * own line ("reference") checks that a second cpu_ref layer (copying the weights instead of
  * borrowing them, when they are small) reproduces the reference bit for bit; big shapes at
  * T=5 are not rerun (seconds of scalar code for a check T=1 already makes).
@@ -358,11 +359,9 @@ static int check_run(const verify_args *a, const verify_case *c, case_data *cd, 
     bench_cmp cmp;
     bench_compare_rows(cd->out1, r->ref, c->d.io_dtype, run->T, c->d.hidden, &cmp);
     snprintf(rel, 32, "%.1e", cmp.max_rel_l2);
-    if (cmp.nonfinite)
-        snprintf(result, cap, "FAIL (NaN/Inf where cpu_ref has none)");
-    else if (!(cmp.max_rel_l2 <= BENCH_TOLERANCE))
-        snprintf(result, cap, "FAIL (rel-L2 above %.0e at token %lld)", BENCH_TOLERANCE,
-                 (long long)cmp.worst_row);
+    /* a layer on a CUDA device is held to the contract's GPU tolerance (bench.h) */
+    if (!bench_within_tolerance(&cmp, a->device.kind != W4A8MOE_DEVICE_CPU, why, sizeof why))
+        snprintf(result, cap, "FAIL (%s)", why);
     else if (memcmp(cd->out1, cd->out2, (size_t)run->T * cd->row_bytes))
         snprintf(result, cap, "FAIL (the second forward differs from the first)");
     else
@@ -468,8 +467,9 @@ int cli_cmd_verify(int argc, char **argv)
         "with zero tokens, -1 slots, H and I not multiples of 256, g = 32/64/128, f16 and f32\n"
         "I/O, static activation scales, gelu_tanh, channel scales, T=64. Every backend runs each\n"
         "case twice (outputs must be bit-identical) and each output row must be within rel-L2\n"
-        "2e-3 of cpu_ref with no NaN/Inf where cpu_ref has none. A backend the oracle rejects\n"
-        "for a case is a SKIP with its reason. Exit status 1 when any case fails.\n"
+        "2e-3 of cpu_ref (on a CUDA device 1e-2, and from 64 rows their mean within 1e-3)\n"
+        "with no NaN/Inf where cpu_ref has none. A backend the oracle rejects for a case is a\n"
+        "SKIP with its reason. Exit status 1 when any case fails.\n"
         "With --checkpoint CKPT [--layer L] it checks a checkpoint's layer instead\n"
         "('w4a8moe verify --checkpoint CKPT --help').\n",
         0};
