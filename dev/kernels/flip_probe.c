@@ -15,20 +15,12 @@
  */
 #include "core/backend.h"
 #include "gpu/gpu_harness.h"
+#include "gpu/workspace_case.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static w4a8moe_layer_desc shape(void)
-{
-    w4a8moe_layer_desc d;
-    w4a8moe_layer_desc_init(&d);
-    d.hidden = 512; d.inter = 256; d.num_experts = 32; d.top_k = 4; d.group_size = 128;
-    d.max_tokens = 300;
-    d.routing.renormalize = 1;
-    return d;
-}
 
 /* cpu_ref's dot (src/cpu/cpu_ref_experts.c): C[n] * sum_b S[n,b] * P_b in f64. */
 static double dot(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t n, const uint8_t *a)
@@ -79,7 +71,7 @@ static double rel_l2(const float *ref, const float *got, int64_t n)
  * * q2[m, i]: exact for GEMM2 in f64, before the f32 roundings of steps 6-7. */
 static int scan(int64_t T, int mode, uint64_t seed0, int nseeds)
 {
-    w4a8moe_layer_desc d = shape();
+    w4a8moe_layer_desc d = workspace_case_shape();
     int64_t H = d.hidden, I = d.inter, k = d.top_k;
     int g = d.group_size;
     int64_t flips = 0, above2 = 0, above3 = 0, rows = 0, rows_at_risk = 0;
@@ -192,7 +184,7 @@ int main(int argc, char **argv)
     int mode = atoi(argv[2]), N = argc > 5 ? atoi(argv[5]) : 3;
     uint64_t seed = strtoull(argv[3], NULL, 10);
     if (t == -1) return scan(T, mode, seed, argc > 5 ? N : 1);
-    w4a8moe_layer_desc d = shape();
+    w4a8moe_layer_desc d = workspace_case_shape();
     int64_t H = d.hidden, I = d.inter, k = d.top_k;
     if (t < 0 || t >= T) { fprintf(stderr, "token %lld outside [0, %lld)\n", (long long)t, (long long)T); return 2; }
     w4a8moe_synth_weights sw;

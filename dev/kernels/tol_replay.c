@@ -12,20 +12,12 @@
  * Built by dev/kernels/build_device_bins.sh into build-lab/tol_replay.
  */
 #include "gpu/gpu_harness.h"
+#include "gpu/workspace_case.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static w4a8moe_layer_desc shape(void)
-{
-    w4a8moe_layer_desc d;
-    w4a8moe_layer_desc_init(&d);
-    d.hidden = 512; d.inter = 256; d.num_experts = 32; d.top_k = 4; d.group_size = 128;
-    d.max_tokens = 300;
-    d.routing.renormalize = 1;
-    return d;
-}
 
 /* Relative L2 error of each row of got against ref (rows of ref that are not finite: -1). */
 static void row_errors(const float *ref, const float *got, int64_t T, int64_t H, double *rel)
@@ -61,7 +53,7 @@ static void print_worst(const char *what, const double *rel, int64_t T)
 /* One seed; returns 1 when the device-routed run is within the tolerance. verbose: print rows. */
 static int replay(const char *be, int64_t T, int mode, uint64_t seed, int verbose, double *worst, double *mean)
 {
-    w4a8moe_layer_desc d = shape();
+    w4a8moe_layer_desc d = workspace_case_shape();
     w4a8moe_synth_weights sw;
     if (w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_BF16, 0, 0, seed)) return -1;
     w4a8moe_synth_rng rng = {seed ^ 0x5eed};

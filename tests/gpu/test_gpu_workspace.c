@@ -13,20 +13,12 @@
  * Without a CUDA device it checks that a CUDA workspace is refused with a reason, and passes.
  */
 #include "gpu_harness.h"
+#include "workspace_case.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static w4a8moe_layer_desc shape(void)
-{
-    w4a8moe_layer_desc d;
-    w4a8moe_layer_desc_init(&d);
-    d.hidden = 512; d.inter = 256; d.num_experts = 32; d.top_k = 4; d.group_size = 128;
-    d.max_tokens = 300;
-    d.routing.renormalize = 1;
-    return d;
-}
 
 static w4a8moe_layer *make(const w4a8moe_layer_desc *d, const w4a8moe_weights *w,
                            w4a8moe_device_kind dev, const char *be, w4a8moe_workspace *ws)
@@ -58,7 +50,7 @@ static w4a8moe_workspace *chunk_workspace(const w4a8moe_layer_desc *d, const cha
 
 static void run_backend(const char *be, int mode, uint64_t seed)
 {
-    w4a8moe_layer_desc d = shape();
+    w4a8moe_layer_desc d = workspace_case_shape();
     /* k 4 over 32 experts, chunks of 7 tokens (28 rows: one-fragment tiles on both backends).
      * cuda_sm89's whole forward of 200 tokens (25 rows an expert) changes its tile (split-K 2
      * for the whole, 4 for the chunks) and must still give the same bits; cuda_sm90's of 120
@@ -122,7 +114,7 @@ static void run_backend(const char *be, int mode, uint64_t seed)
 static void memory_shared(uint64_t seed)
 {
     enum { NL = 4 };
-    w4a8moe_layer_desc d = shape();
+    w4a8moe_layer_desc d = workspace_case_shape();
     d.max_tokens = 16384;
     w4a8moe_synth_weights sw;
     if (w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_BF16, 0, 0, seed)) abort();
@@ -150,7 +142,7 @@ static void memory_shared(uint64_t seed)
 
 static void errors(uint64_t seed)
 {
-    w4a8moe_layer_desc d = shape();
+    w4a8moe_layer_desc d = workspace_case_shape();
     w4a8moe_synth_weights sw;
     if (w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_BF16, 0, 0, seed)) abort();
     w4a8moe_workspace *hws = NULL, *cws = NULL;
@@ -176,7 +168,7 @@ static void errors(uint64_t seed)
  * it is token 2): layer_check names token 23. */
 static void chunk_bad_id(uint64_t seed)
 {
-    w4a8moe_layer_desc d = shape();
+    w4a8moe_layer_desc d = workspace_case_shape();
     const int64_t T = 30, bad_token = 23;
     w4a8moe_synth_weights sw;
     if (w4a8moe_synth_weights_make(&sw, &d, W4A8MOE_DTYPE_BF16, 0, 0, seed)) abort();
