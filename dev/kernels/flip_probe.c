@@ -11,9 +11,11 @@
  * pair (default 3). TOKEN -1 scans every token of N seeds from SEED instead: for every code of
  * every pair, the row move its flip would make (one column of GEMM2 times the code's step), and
  * how many of those moves exceed the GPU tolerance's 1e-2 and 2e-3 (docs/numerics.md).
- * CPU only; built by dev/kernels/build_device_bins.sh into build-lab/flip_probe.
+ * cpu_ref's steps come from tests/gpu/flip_explain.h (the GPU tests' failure reports), whose
+ * host test checks them against cpu_ref bit for bit. CPU only; built by
+ * dev/kernels/build_device_bins.sh into build-lab/flip_probe.
  */
-#include "core/backend.h"
+#include "gpu/flip_explain.h"
 #include "gpu/gpu_harness.h"
 #include "gpu/workspace_case.h"
 
@@ -21,39 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-/* cpu_ref's dot (src/cpu/cpu_ref_experts.c): C[n] * sum_b S[n,b] * P_b in f64. */
-static double dot(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t n, const uint8_t *a)
-{
-    int64_t K = m->cols;
-    const int32_t *row = m->packed + n * (K / 8);
-    double acc = 0.0;
-    for (int64_t b = 0; b < K / g; b++) {
-        double P = 0.0;
-        for (int64_t k = b * g; k < (b + 1) * g; k++)
-            P += (double)w4a8moe_int4_get(row, k) * (double)w4a8moe_e4m3_to_f32(a[k]);
-        acc += (double)w4a8moe_scale_get(m->scale, sdt, n * (K / g) + b) * P;
-    }
-    return (m->channel_scale ? (double)m->channel_scale[n] : 1.0) * acc;
-}
-
 /* Step 6 for one pair: o[H] from codes b and scale r. */
 static void gemm2(const w4a8moe_layer_desc *d, const w4a8moe_expert_weights *x, w4a8moe_dtype sdt,
                   const uint8_t *b, float r, float *o)
 {
     for (int64_t m = 0; m < d->hidden; m++)
-        o[m] = (float)((double)r * dot(&x->down, sdt, d->group_size, m, b));
-}
-
-/* The code on the other side of v from e4m3(v), and v's relative distance to their midpoint. */
-static uint8_t other_code(float v, double *margin)
-{
-    uint8_t c = w4a8moe_f32_to_e4m3(v), mag = c & 0x7f, o;
-    double av = fabs((double)v), ac = fabs((double)w4a8moe_e4m3_to_f32(c));
-    o = av >= ac ? (mag < 0x7e ? mag + 1 : mag) : (mag > 0 ? mag - 1 : mag);
-    double ao = fabs((double)w4a8moe_e4m3_to_f32(o)), mid = 0.5 * (ac + ao);
-    *margin = av > 0 ? fabs(av - mid) / av : 1.0;
-    return (uint8_t)((c & 0x80) | o);
+        o[m] = (float)((double)r * flip_dot(&x->down, sdt, d->group_size, m, b));
 }
 
 static double rel_l2(const float *ref, const float *got, int64_t n)
@@ -97,30 +72,13 @@ static int scan(int64_t T, int mode, uint64_t seed0, int nseeds)
         }
         const w4a8moe_dtype sdt = sw.weights.scale_dtype;
         for (int64_t t = 0; t < T; t++) {
-            float amax = 0.0f;
-            for (int64_t h = 0; h < H; h++) {
-                float v = fabsf(w4a8moe_io_get(in.x, d.io_dtype, t * H + h));
-                if (!(v <= amax)) amax = v;
-            }
-            float s = w4a8moe_act_scale(amax);
-            for (int64_t h = 0; h < H; h++)
-                a[h] = w4a8moe_f32_to_e4m3(w4a8moe_io_get(in.x, d.io_dtype, t * H + h) / s);
+            const float s = flip_quantise_token(&d, in.x, t, a);
             memset(out, 0, (size_t)H * 4);
             for (int64_t j = 0; j < k; j++) {
                 int32_t e = ids[t * k + j];
                 if (e < 0) continue;
                 const w4a8moe_expert_weights *x = &sw.experts[e];
-                for (int64_t n = 0; n < I; n++) {
-                    hh[n] = (float)((double)s * dot(&x->gate, sdt, g, n, a));
-                    hh[I + n] = (float)((double)s * dot(&x->up, sdt, g, n, a));
-                }
-                float ym = 0.0f;
-                for (int64_t i = 0; i < I; i++) {
-                    y[i] = w4a8moe_activate(d.activation, hh[i], hh[I + i]);
-                    if (!(fabsf(y[i]) <= ym)) ym = fabsf(y[i]);
-                }
-                r[j] = w4a8moe_act_scale(ym);
-                for (int64_t i = 0; i < I; i++) b[j * I + i] = w4a8moe_f32_to_e4m3(y[i] / r[j]);
+                r[j] = flip_pair_codes(&d, x, sdt, a, s, hh, y, b + j * I);
                 gemm2(&d, x, sdt, b + j * I, r[j], o + j * H);
                 for (int64_t m = 0; m < H; m++) out[m] += wts[t * k + j] * o[j * H + m];
             }
@@ -200,15 +158,8 @@ int main(int argc, char **argv)
         memcpy(ids, in.ids, (size_t)(T * k) * 4);
         memcpy(wts, in.weights, (size_t)(T * k) * 4);
     }
-    /* step 2 */
     uint8_t *a = malloc((size_t)H), *b = malloc((size_t)I * k);
-    float amax = 0.0f;
-    for (int64_t h = 0; h < H; h++) {
-        float v = fabsf(w4a8moe_io_get(in.x, d.io_dtype, t * H + h));
-        if (!(v <= amax)) amax = v;
-    }
-    float s = w4a8moe_act_scale(amax);
-    for (int64_t h = 0; h < H; h++) a[h] = w4a8moe_f32_to_e4m3(w4a8moe_io_get(in.x, d.io_dtype, t * H + h) / s);
+    const float s = flip_quantise_token(&d, in.x, t, a);
     float *hh = malloc((size_t)(2 * I) * 4), *y = malloc((size_t)(I * k) * 4), r[8];
     float *o = malloc((size_t)(H * k) * 4), *ref = malloc((size_t)H * 4), *alt = malloc((size_t)H * 4);
     float *oj = malloc((size_t)H * 4);
@@ -217,18 +168,7 @@ int main(int argc, char **argv)
         int32_t e = ids[t * k + j];
         if (e < 0) continue;
         const w4a8moe_expert_weights *x = &sw.experts[e];
-        for (int64_t n = 0; n < I; n++) {
-            hh[n] = (float)((double)s * dot(&x->gate, sdt, d.group_size, n, a));
-            hh[I + n] = (float)((double)s * dot(&x->up, sdt, d.group_size, n, a));
-        }
-        float ym = 0.0f;
-        for (int64_t i = 0; i < I; i++) {
-            y[j * I + i] = w4a8moe_activate(d.activation, hh[i], hh[I + i]);
-            float v = fabsf(y[j * I + i]);
-            if (!(v <= ym)) ym = v;
-        }
-        r[j] = w4a8moe_act_scale(ym);
-        for (int64_t i = 0; i < I; i++) b[j * I + i] = w4a8moe_f32_to_e4m3(y[j * I + i] / r[j]);
+        r[j] = flip_pair_codes(&d, x, sdt, a, s, hh, y + j * I, b + j * I);
         gemm2(&d, x, sdt, b + j * I, r[j], o + j * H);
     }
     /* step 7, f32, j ascending */
@@ -244,10 +184,7 @@ int main(int argc, char **argv)
         printf(" pair %lld: expert %d weight %.5f, r %.6g\n", (long long)j, e, wts[t * k + j], r[j]);
         /* the N codes nearest a midpoint, and what flipping each does to the row */
         double *mg = malloc((size_t)I * sizeof(double));
-        for (int64_t i = 0; i < I; i++) { /* the row's max, code 448, cannot flip */
-            other_code(y[j * I + i] / r[j], &mg[i]);
-            if ((w4a8moe_f32_to_e4m3(y[j * I + i] / r[j]) & 0x7f) == 0x7e) mg[i] = INFINITY;
-        }
+        for (int64_t i = 0; i < I; i++) flip_other_code(y[j * I + i] / r[j], &mg[i]); /* 448: infinite */
         int64_t pick[16];
         int np = N < 16 ? N : 16;
         for (int q = 0; q < np; q++) { /* the q-th smallest margin: take it, mark it used */
@@ -261,7 +198,7 @@ int main(int argc, char **argv)
         for (int q = 0; q < np; q++) {
             int64_t i = pick[q];
             double m;
-            uint8_t keep = b[j * I + i], oc = other_code(y[j * I + i] / r[j], &m);
+            uint8_t keep = b[j * I + i], oc = flip_other_code(y[j * I + i] / r[j], &m);
             b[j * I + i] = oc;
             gemm2(&d, &sw.experts[e], sdt, b + j * I, r[j], oj);
             b[j * I + i] = keep;

@@ -176,6 +176,7 @@ static int gh_fetch(const w4a8moe_layer_desc *d, int64_t T, const void *dev_out,
 typedef struct gh_stats {
     double worst, mean;
     int64_t rows, above_cpu_tol, nan_bad; /* nan_bad: NaN/Inf where ref is finite */
+    int64_t worst_row;                    /* -1: none */
 } gh_stats;
 
 /* 1 when the statistics meet the contract's GPU tolerance; the mean bound applies from 64 rows
@@ -205,6 +206,7 @@ static inline gh_stats gh_compare_stats(const float *ref, const float *got, int6
 {
     gh_stats st;
     memset(&st, 0, sizeof st);
+    st.worst_row = -1;
     double sum = 0.0;
     for (int64_t t = 0; t < T; t++) {
         double num = 0.0, den = 0.0;
@@ -219,7 +221,10 @@ static inline gh_stats gh_compare_stats(const float *ref, const float *got, int6
         if (ref_finite && !got_finite) { st.nan_bad++; continue; }
         if (!ref_finite) continue;
         double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        if (rel > st.worst) st.worst = rel;
+        if (rel > st.worst) {
+            st.worst = rel;
+            st.worst_row = t;
+        }
         st.above_cpu_tol += rel > GH_TOL_CPU;
         sum += rel;
         st.rows++;

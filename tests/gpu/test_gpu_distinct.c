@@ -22,6 +22,7 @@
  * W4A8MOE_TEST_QUICK=1 (the sanitizer runs) keeps one seed of the shapes marked quick (one of
  * each path).
  */
+#include "flip_explain.h"
 #include "gpu_harness.h"
 #include "loader/safetensors.h"
 
@@ -148,6 +149,13 @@ static void synth_case(int64_t H, int64_t I, int E, int k, int g, int64_t T, uin
         CHECK(gh_fetch(&d, T, dv.out, got) == 0, "%s: fetch", what);
         gh_stats s = gh_compare_stats(ref, got, T, H);
         report(what, backends[b], &s);
+        if (!gh_within_tol(&s, backends[b]) && s.worst_row >= 0) { /* one flipped code, or a bug? */
+            flip_explain fe;
+            const int64_t t = s.worst_row;
+            flip_explain_row(&d, sw.experts, sw.weights.scale_dtype, in.x, t, in.ids, in.weights, ref + t * H,
+                             got + t * H, FLIP_NEAR, &fe);
+            flip_explain_print(stdout, t, &fe);
+        }
         same_again(L, &d, &dv, T, got, what, backends[b]);
         if (strcmp(backends[b], "cuda_sm90") == 0) same_other_early(&d, &sw.weights, &dv, T, got, what);
         w4a8moe_layer_free(L);

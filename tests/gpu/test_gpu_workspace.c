@@ -12,6 +12,7 @@
  *     of the caller's batch (not of its chunk).
  * Without a CUDA device it checks that a CUDA workspace is refused with a reason, and passes.
  */
+#include "flip_explain.h"
 #include "gpu_harness.h"
 #include "workspace_case.h"
 
@@ -31,6 +32,31 @@ static w4a8moe_layer *make(const w4a8moe_layer_desc *d, const w4a8moe_weights *w
     w4a8moe_status st = w4a8moe_layer_create(d, w, &o, &L);
     CHECK(st == W4A8MOE_STATUS_OK, "create %s (%s): %s", be, ws ? "shared workspace" : "own", w4a8moe_last_error());
     return L;
+}
+
+/* Whether row t of a forward out of tolerance (ref, got: [T, H]) is one flipped requantised
+ * code (flip_explain.h); the ids and weights are the host router's when it ran from logits. */
+static void explain_row(const w4a8moe_layer_desc *d, const w4a8moe_synth_weights *sw, const gh_inputs *in,
+                        int64_t T, int64_t t, const float *ref, const float *got)
+{
+    const size_t nk = (size_t)(T * d->top_k);
+    int32_t *ids = malloc(nk * 4);
+    float *wts = malloc(nk * 4);
+    int ok = ids && wts;
+    if (ok && in->logits) {
+        ok = w4a8moe_route(d, T, in->logits, ids, wts) == W4A8MOE_STATUS_OK;
+    } else if (ok) {
+        memcpy(ids, in->ids, nk * 4);
+        memcpy(wts, in->weights, nk * 4);
+    }
+    if (ok) {
+        flip_explain fe;
+        flip_explain_row(d, sw->experts, sw->weights.scale_dtype, in->x, t, ids, wts, ref + t * d->hidden,
+                         got + t * d->hidden, FLIP_NEAR, &fe);
+        flip_explain_print(stdout, t, &fe);
+    }
+    free(ids);
+    free(wts);
 }
 
 /* A CUDA workspace that holds `chunk` tokens of layer d on backend be (NULL: the oracle's). */
@@ -88,9 +114,11 @@ static void run_backend(const char *be, int mode, uint64_t seed)
         if (ok) {
             for (size_t i = 0; i < n; i++) r[i] = gh_io_get(hout, d.io_dtype, (int64_t)i);
             gh_stats st = gh_compare_stats(r, b, T, d.hidden);
+            if (!gh_within_tol(&st, be) && st.worst_row >= 0) explain_row(&d, &sw, &in, T, st.worst_row, r, b);
             CHECK(gh_within_tol(&st, be), "%s mode %d: chunked forward vs cpu_ref out of tolerance: worst row "
                   "rel-L2 %.3g, mean %.3g, %lld NaN rows (GPU tolerance: row %.0e, mean %.0e; "
-                  "dev/kernels/tol_replay.c takes a failure apart)", be, mode, st.worst, st.mean,
+                  "the line above says whether one flipped code explains it; dev/kernels/tol_replay.c "
+                  "replays the case)", be, mode, st.worst, st.mean,
                   (long long)st.nan_bad, GH_TOL_ROW, GH_TOL_MEAN);
             int64_t diff = 0;
             for (int64_t t = 0; t < T; t++)
