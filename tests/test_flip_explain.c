@@ -20,7 +20,7 @@ static void gemm2(const w4a8moe_layer_desc *d, const w4a8moe_expert_weights *xw,
                   const uint8_t *b, float r, float *o)
 {
     for (int64_t m = 0; m < d->hidden; m++)
-        o[m] = (float)((double)r * flip_dot(&xw->down, sdt, d->group_size, m, b));
+        o[m] = (float)((double)r * w4a8moe_ref_dot(&xw->down, sdt, d->group_size, m, b));
 }
 
 int main(void)

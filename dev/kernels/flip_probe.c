@@ -28,7 +28,7 @@ static void gemm2(const w4a8moe_layer_desc *d, const w4a8moe_expert_weights *x, 
                   const uint8_t *b, float r, float *o)
 {
     for (int64_t m = 0; m < d->hidden; m++)
-        o[m] = (float)((double)r * flip_dot(&x->down, sdt, d->group_size, m, b));
+        o[m] = (float)((double)r * w4a8moe_ref_dot(&x->down, sdt, d->group_size, m, b));
 }
 
 static double rel_l2(const float *ref, const float *got, int64_t n)

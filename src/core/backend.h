@@ -253,4 +253,11 @@ void w4a8moe_dispatch_carve(const w4a8moe_layer_desc *d, int32_t num_local, void
 /* The gated activation of contract step 4, in f32. */
 float w4a8moe_activate(w4a8moe_activation act, float gate, float up);
 
+/* cpu_ref's dot of contract steps 3 and 6 (src/cpu/cpu_ref_experts.c): output channel n of an
+ * int4 matrix against e4m3 input a[K], C[n] * sum_b S[n,b] * sum_{k in b} q[n,k] * a[k] in f64,
+ * without the input scale. Also the GPU tests' host replica of the reference
+ * (tests/gpu/flip_explain.h). */
+double w4a8moe_ref_dot(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t n,
+                       const uint8_t *a);
+
 #endif /* W4A8MOE_BACKEND_H */

@@ -127,9 +127,9 @@ static size_t ref_workspace_size(const w4a8moe_stage_ctx *ctx)
 
 /* One output channel n of an int4 matrix against e4m3 input a[K]:
  * C[n] * sum_b S[n,b] * sum_{k in b} q[n,k] * a[k], sums in f64 (returns without the input
- * scale, which the caller applies). */
-static double ref_dot(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t n,
-                      const uint8_t *a)
+ * scale, which the caller applies). core/backend.h declares it. */
+double w4a8moe_ref_dot(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t n,
+                       const uint8_t *a)
 {
     int64_t K = m->cols;
     const int32_t *row = m->packed + n * (K / 8);
@@ -151,8 +151,8 @@ static void ref_row(const w4a8moe_layer_desc *d, const w4a8moe_expert_weights *x
     int g = d->group_size;
     /* step 3: GEMM1, gate rows then up rows */
     for (int64_t n = 0; n < I; n++) {
-        h[n] = (float)((double)s * ref_dot(&x->gate, sdt, g, n, a));
-        h[I + n] = (float)((double)s * ref_dot(&x->up, sdt, g, n, a));
+        h[n] = (float)((double)s * w4a8moe_ref_dot(&x->gate, sdt, g, n, a));
+        h[I + n] = (float)((double)s * w4a8moe_ref_dot(&x->up, sdt, g, n, a));
     }
     /* step 4: gated activation, f32 */
     for (int64_t i = 0; i < I; i++) y[i] = w4a8moe_activate(d->activation, h[i], h[I + i]);
@@ -170,7 +170,7 @@ static void ref_row(const w4a8moe_layer_desc *d, const w4a8moe_expert_weights *x
     }
     for (int64_t i = 0; i < I; i++) b[i] = w4a8moe_f32_to_e4m3(y[i] / r);
     /* step 6: GEMM2 */
-    for (int64_t m = 0; m < H; m++) out[m] = (float)((double)r * ref_dot(&x->down, sdt, g, m, b));
+    for (int64_t m = 0; m < H; m++) out[m] = (float)((double)r * w4a8moe_ref_dot(&x->down, sdt, g, m, b));
 }
 
 /* One dense row: sum_k W[n,k] * x[k] in f64. */

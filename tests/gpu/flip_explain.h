@@ -20,7 +20,7 @@
 #define W4A8MOE_FLIP_EXPLAIN_H
 
 #include "common/quant.h"
-#include "core/backend.h" /* w4a8moe_io_get, w4a8moe_activate */
+#include "core/backend.h" /* w4a8moe_io_get, w4a8moe_activate, w4a8moe_ref_dot */
 #include "w4a8moe.h"
 
 #include <math.h>
@@ -29,22 +29,6 @@
 #include <string.h>
 
 #define FLIP_NEAR 1e-5 /* relative distance to a midpoint a GPU's last bits can cross */
-
-/* cpu_ref's dot (src/cpu/cpu_ref_experts.c): C[n] * sum_b S[n,b] * P_b, sums in f64. */
-static inline double flip_dot(const w4a8moe_int4_matrix *m, w4a8moe_dtype sdt, int g, int64_t n,
-                              const uint8_t *a)
-{
-    int64_t K = m->cols;
-    const int32_t *row = m->packed + n * (K / 8);
-    double acc = 0.0;
-    for (int64_t b = 0; b < K / g; b++) {
-        double P = 0.0;
-        for (int64_t k = b * g; k < (b + 1) * g; k++)
-            P += (double)w4a8moe_int4_get(row, k) * (double)w4a8moe_e4m3_to_f32(a[k]);
-        acc += (double)w4a8moe_scale_get(m->scale, sdt, n * (K / g) + b) * P;
-    }
-    return (m->channel_scale ? (double)m->channel_scale[n] : 1.0) * acc;
-}
 
 /* The code on the other side of v from e4m3(v), and v's relative distance to their midpoint
  * (infinite for the saturated 448, which cannot flip). */
@@ -98,8 +82,8 @@ static inline float flip_pair_codes(const w4a8moe_layer_desc *d, const w4a8moe_e
     const int64_t I = d->inter;
     const int g = d->group_size;
     for (int64_t n = 0; n < I; n++) {
-        h[n] = (float)((double)s * flip_dot(&xw->gate, sdt, g, n, a));
-        h[I + n] = (float)((double)s * flip_dot(&xw->up, sdt, g, n, a));
+        h[n] = (float)((double)s * w4a8moe_ref_dot(&xw->gate, sdt, g, n, a));
+        h[I + n] = (float)((double)s * w4a8moe_ref_dot(&xw->up, sdt, g, n, a));
     }
     float ym = 0.0f;
     for (int64_t i = 0; i < I; i++) {
