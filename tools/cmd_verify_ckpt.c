@@ -158,9 +158,9 @@ int cli_verify_checkpoint(int argc, char **argv)
         "included) runs on cpu_ref (on the host) and on every other backend of the device twice.\n"
         "The two runs must be bit-identical and the rows within rel-L2 of cpu_ref: CPU backends\n"
         "every row <= 2e-3; GPU backends every row <= 1e-2 and, over 64 rows or more, the mean\n"
-        "<= 1e-3 (the rows above 2e-3 are counted). Exit status 1 on any failure. --device auto (the default) checks\n"
-        "the CUDA backends when a CUDA device is visible (the host's when none of them runs\n"
-        "the layer), else the host's.\n",
+        "<= 1e-3 (the rows above 2e-3 are counted). Exit status 1 on any failure. --device auto\n"
+        "(the default) checks the CUDA backends when a CUDA device is visible (the host's when\n"
+        "none of them runs the layer), else the host's.\n",
         0};
     cli_parse_result pr = cli_parse(&spec, opts, sizeof opts / sizeof opts[0], argc, argv, NULL, NULL);
     if (pr != CLI_PARSE_OK) return pr == CLI_PARSE_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
