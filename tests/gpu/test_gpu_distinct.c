@@ -11,7 +11,8 @@
  * cpu_ref has none); the fraction of rows above the CPU bound 2e-3 is printed.
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
- * kernels, and so does the 320-token one over 256 experts (10 rows an expert); two have I =
+ * kernels, the 112- and 96-token ones its 32-row wgmma tiles, and so does the 320-token one
+ * over 256 experts (10 rows an expert); two have I =
  * 4096 and 8192 at decode (4 rows an expert), three more at most 8 rows and I >= 64 groups
  * (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one 24 rows an expert
  * (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens.
@@ -265,6 +266,8 @@ int main(void)
                                             an expert: cuda_sm90's two-fragment mma tiles */
         {1024, 512, 8, 2, 128, 192, 1},  /* 48 rows an expert: cuda_sm90's wgmma kernels (the
                                             small-batch kernel takes up to 15) */
+        {1024, 512, 8, 2, 128, 112, 1},  /* 28 rows an expert: its 32-row wgmma tiles */
+        {544, 352, 16, 4, 32, 96, 0},    /* and 24 at g = 32 */
         {544, 352, 128, 4, 32, 80, 0},   /* odd multiples of 32 */
         {576, 320, 128, 6, 64, 64, 0},   /* odd multiples of 64 */
         {1024, 512, 128, 8, 128, 128, 0},

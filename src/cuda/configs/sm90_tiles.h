@@ -25,15 +25,17 @@ typedef struct sm90_tile_config {
 } sm90_tile_config;
 
 static const sm90_tile_config sm90_tiles[] = {
-    {64, 64},       /* decode and small batches: less padding per expert */
+    {32, 32},       /* small batches: three CTAs an SM (kernels/sm90_grouped_gemm.cuh) */
+    {64, 64},       /* less padding per expert than 128, two CTAs an SM */
     {384, 128},     /* twice the MMA per converted weight */
     {1 << 30, 256}, /* prefill: twice again, tiles mostly full */
 };
 
 /* Ring depth of the scaled kernel (227 KB of shared memory) and of the promoting one. BN = 64:
- * rings of at most 113 KB, two CTAs an SM (kernels/sm90_grouped_gemm.cuh, sm90_ctas_per_sm). */
+ * rings of at most 113 KB, two CTAs an SM; BN = 32: at most 74 KB, three
+ * (kernels/sm90_grouped_gemm.cuh, sm90_ctas_per_sm). */
 #define SM90_TILE_STAGES(bn) ((bn) == 256 ? 6 : (bn) == 128 ? 10 : 8)
-#define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : 9)
+#define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : (bn) == 64 ? 9 : 8)
 
 #define SM90_TILE_COUNT (sizeof sm90_tiles / sizeof sm90_tiles[0])
 
