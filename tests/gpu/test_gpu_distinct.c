@@ -75,13 +75,17 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * So does W4A8MOE_DECODE_PREPARE=0 (the prepare's count, scan, assign and quantise kernels
  * where T·k <= 1024 takes dispatch_decode_kernel): the same codes, scales and rows; and
  * W4A8MOE_SM90_PREPARE_TILES=0 and =2 (the small-batch tile list from cuda_sm90's schedule
- * kernel always, or from the prepare's decode kernel always, against the default's rule). */
+ * kernel always, or from the prepare's decode kernel always, against the default's rule). And
+ * W4A8MOE_SM90_BN32_MAX_ROWS=0 and W4A8MOE_SM90_BN64_MAX_ROWS=32 (16-32 rows an expert on the
+ * 64-row wgmma tiles instead of the 32-row ones, 33-64 on the 128-row ones): a wgmma's N does
+ * not change an element's sum (docs/numerics.md, batch invariance), which this checks. */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const char *what)
 {
     static const char *const env[][2] = {{"W4A8MOE_SM90_EARLY", "0"},          {"W4A8MOE_SM90_FIND_MAX", "256"},
                                          {"W4A8MOE_DECODE_PREPARE", "0"},      {"W4A8MOE_SM90_PREPARE_TILES", "0"},
-                                         {"W4A8MOE_SM90_PREPARE_TILES", "2"}};
+                                         {"W4A8MOE_SM90_PREPARE_TILES", "2"},  {"W4A8MOE_SM90_BN32_MAX_ROWS", "0"},
+                                         {"W4A8MOE_SM90_BN64_MAX_ROWS", "32"}};
     const int64_t n = T * d->hidden;
     float *other = malloc((size_t)n * 4);
     CHECK(other, "%s: host buffer", what);
