@@ -414,7 +414,6 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl, int mma_max)
     int64_t active = rows < nl ? rows : nl;
     int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
     if (avg > mma_max) return NULL;
-    if (nl >= SM90_MMA_MANY_EXPERTS && avg > sm90_mma_tiles[0].max_rows_per_expert) return NULL;
     for (size_t i = 0; i < SM90_MMA_COUNT; i++)
         if (avg <= sm90_mma_tiles[i].max_rows_per_expert) return &sm90_mma_tiles[i];
     return NULL;
@@ -577,7 +576,6 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
         case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
         case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
-        case 244: return mma_layer<2, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",

@@ -46,9 +46,12 @@ static const sm90_tile_config sm90_tiles[] = {
  * expert is used; above the last, the wgmma kernels. Every entry splits K four ways (cuda_sm89's
  * decode split, sm89_tiles.h): with one split the sums of a token do not depend on its batch
  * inside this path (the sums of the wgmma kernels differ: a batch that crosses the last entry's
- * bound changes a token's last bits — docs/numerics.md, batch invariance). From 16 rows the
- * 64-row wgmma tiles win though half empty or more (docs/PERFORMANCE.md, round 18: a
- * four-fragment entry up to 32 rows took deepseek-v3 T = 1024 16.7 ms, the wgmma tiles 5.9). */
+ * bound changes a token's last bits — docs/numerics.md, batch invariance).
+ * Bound measured against the 32-row wgmma tiles (docs/PERFORMANCE.md, rounds 32-33, H100): at 4
+ * rows an expert these tiles win by 11-26 % on every model (Mixtral T = 16, qwen3-30b and
+ * qwen3-235b T = 64, llama4-scout T = 64, deepseek-v3 T = 128), at 6 it is even (Mixtral T = 24
+ * +1 %, scout T = 96 -2 %, qwen3-30b T = 96 +4 %), at 8 the wgmma tiles win by 16-24 %, and at
+ * 9-15 rows (the two-fragment entry this table had up to round 31) by 10-26 %. */
 typedef struct sm90_mma_config {
     int max_rows_per_expert;
     int nt;     /* n8 fragments of routed rows: tiles of 8 * nt rows */
@@ -56,17 +59,9 @@ typedef struct sm90_mma_config {
 } sm90_mma_config;
 
 static const sm90_mma_config sm90_mma_tiles[] = {
-    {8, 1, 4},  /* decode: one fragment, K split four ways for the bytes in flight */
-    {15, 2, 4}, /* small batches; at 16 the wgmma tiles (two CTAs an SM) win on every model */
+    {6, 1, 4}, /* decode: one fragment, K split four ways for the bytes in flight */
 };
 #define SM90_MMA_COUNT (sizeof sm90_mma_tiles / sizeof sm90_mma_tiles[0])
-
-/* With at least SM90_MMA_MANY_EXPERTS local experts, the two-fragment entry is skipped: above 8
- * rows an expert the wgmma tiles run. Measured (docs/PERFORMANCE.md, round 30): deepseek-v3
- * (256 experts) at 10, 12 and 16 rows an expert 19, 38 and 51 % faster on the wgmma tiles, while
- * at 10-12 rows the 8- and 16-expert models (Mixtral, llama4-scout) were 16-23 % and qwen3-235b
- * (128) 9 % faster on the mma tiles; qwen3-30b (128) 4-10 % slower there. */
-#define SM90_MMA_MANY_EXPERTS 256
 
 /* GEMM2 of these tiles splits K eight ways (blocks of 8 warps) where K, the layer's I, has at
  * least SM90_MMA_KS8_GROUPS groups (Mixtral's 14,336 and Llama-4's 8,192 at g = 128) and the
