@@ -48,10 +48,11 @@ static const sm90_tile_config sm90_tiles[] = {
  * inside this path (the sums of the wgmma kernels differ: a batch that crosses the last entry's
  * bound changes a token's last bits — docs/numerics.md, batch invariance).
  * Bound measured against the 32-row wgmma tiles (docs/PERFORMANCE.md, rounds 32-33, H100): at 4
- * rows an expert these tiles win by 11-26 % on every model (Mixtral T = 16, qwen3-30b and
- * qwen3-235b T = 64, llama4-scout T = 64, deepseek-v3 T = 128), at 6 it is even (Mixtral T = 24
- * +1 %, scout T = 96 -2 %, qwen3-30b T = 96 +4 %), at 8 the wgmma tiles win by 16-24 %, and at
- * 9-15 rows (the two-fragment entry this table had up to round 31) by 10-26 %. */
+ * rows an expert these tiles take 11-20 % less time on every model (Mixtral T = 16, qwen3-30b,
+ * qwen3-235b and llama4-scout T = 64, deepseek-v3 T = 128); at 6 it is even (Mixtral T = 24 and
+ * llama4-scout T = 96 within 2 %, qwen3-30b T = 96 4 % slower); at 8 they take 17-21 % more
+ * time than the wgmma tiles, and at 9-15 rows (the two-fragment entry this table had until
+ * then) 10-30 % more. */
 typedef struct sm90_mma_config {
     int max_rows_per_expert;
     int nt;     /* n8 fragments of routed rows: tiles of 8 * nt rows */
