@@ -64,7 +64,7 @@ typedef struct sm90_state {
     int mma_max;  /* average rows an expert up to which the small-batch kernel runs (the mma
                    * table's last bound; W4A8MOE_SM90_MMA_MAX_ROWS lowers it, for measuring) */
     int tile_max[SM90_TILE_COUNT]; /* the wgmma tile table's bounds (configs/sm90_tiles.h);
-                                    * W4A8MOE_SM90_BN32_MAX_ROWS and _BN64_ lower the first two,
+                                    * W4A8MOE_SM90_BN32_MAX_ROWS and _BN64_ set the first two,
                                     * for measuring */
 } sm90_state;
 
@@ -326,8 +326,7 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
                                                  : NULL;
-        s->tile_max[i] = sm90_tiles[i].max_rows_per_expert;
-        if (v && atoi(v) < s->tile_max[i]) s->tile_max[i] = atoi(v);
+        s->tile_max[i] = v ? atoi(v) : sm90_tiles[i].max_rows_per_expert;
     }
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
