@@ -54,8 +54,8 @@ typedef struct sm90_matrix {
 typedef struct sm90_state {
     sm90_matrix w13, w2;
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
-    const void *a_src[3], *b_src[3];
-    CUtensorMap a_map[3], b_map[3];
+    const void *a_src[SM90_TILE_COUNT], *b_src[SM90_TILE_COUNT];
+    CUtensorMap a_map[SM90_TILE_COUNT], b_map[SM90_TILE_COUNT];
     int early;    /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
     int find_max; /* local experts up to which GEMM1 finds its own tile (mma_layer) */
     int prepare_tiles; /* the small-batch tile list written by the prepare (sm90_plan_tiles): 0
@@ -63,8 +63,9 @@ typedef struct sm90_state {
                         * (W4A8MOE_SM90_PREPARE_TILES) */
     int mma_max;  /* average rows an expert up to which the small-batch kernel runs (the mma
                    * table's last bound; W4A8MOE_SM90_MMA_MAX_ROWS lowers it, for measuring) */
-    int bn64_max; /* average rows an expert up to which the wgmma tiles are 64 rows (the tile
-                   * table's first bound; W4A8MOE_SM90_BN64_MAX_ROWS lowers it, for measuring) */
+    int tile_max[SM90_TILE_COUNT]; /* the wgmma tile table's bounds (configs/sm90_tiles.h);
+                                    * W4A8MOE_SM90_BN32_MAX_ROWS and _BN64_ set the first two,
+                                    * for measuring */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -150,12 +151,12 @@ static size_t sm90_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm90_ws *
 {
     const w4a8moe_layer_desc *d = ctx->desc;
     size_t R = (size_t)d->max_tokens * (size_t)d->top_k, I = (size_t)d->inter;
-    /* tiles: the wgmma kernels' (at least 64 rows each), or the small-batch kernel's (at least 8
-     * rows, and only while the average is at most the mma table's last entry, so at most
-     * that many rows per local expert in all) */
+    /* tiles: the wgmma kernels' (at least the table's first width each), or the small-batch
+     * kernel's (at least 8 rows, and only while the average is at most the mma table's last
+     * entry, so at most that many rows per local expert in all) */
     size_t nl = (size_t)ctx->num_local, mma_rows = (size_t)sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
-    size_t R_mma = R < mma_rows * nl ? R : mma_rows * nl;
-    size_t max_tiles = (R + 63) / 64 + nl, mma_tiles = (R_mma + 7) / 8 + nl;
+    size_t R_mma = R < mma_rows * nl ? R : mma_rows * nl, bt = (size_t)sm90_tiles[0].bn;
+    size_t max_tiles = (R + bt - 1) / bt + nl, mma_tiles = (R_mma + 7) / 8 + nl;
     if (mma_tiles > max_tiles) max_tiles = mma_tiles;
     char *p = base;
     size_t off = 0;
@@ -321,9 +322,12 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     const char *mm = getenv("W4A8MOE_SM90_MMA_MAX_ROWS");
     s->mma_max = sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
     if (mm && atoi(mm) < s->mma_max) s->mma_max = atoi(mm);
-    const char *b64 = getenv("W4A8MOE_SM90_BN64_MAX_ROWS");
-    s->bn64_max = sm90_tiles[0].max_rows_per_expert;
-    if (b64 && atoi(b64) < s->bn64_max) s->bn64_max = atoi(b64);
+    for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
+        const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
+                        : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
+                                                 : NULL;
+        s->tile_max[i] = v ? atoi(v) : sm90_tiles[i].max_rows_per_expert;
+    }
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -364,7 +368,7 @@ static w4a8moe_status tmap_for(const void **src, CUtensorMap *map, const void *a
 
 /* The tile width of the first entry of the table that fits the average rows per active expert;
  * the promoting kernel (scaled = 0) skips the entries wider than 128. */
-static int pick_bn(int64_t rows, int32_t nl, int scaled, int bn64_max)
+static int pick_bn(int64_t rows, int32_t nl, int scaled, const int *tile_max)
 {
     int64_t active = rows < nl ? rows : nl;
     int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
@@ -372,12 +376,18 @@ static int pick_bn(int64_t rows, int32_t nl, int scaled, int bn64_max)
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         if (sm90_tiles[i].bn > 128 && !scaled) break;
         bn = sm90_tiles[i].bn;
-        if (avg <= (i == 0 ? bn64_max : sm90_tiles[i].max_rows_per_expert)) break;
+        if (avg <= tile_max[i]) break;
     }
     return bn;
 }
 
-static int bn_index(int bn) { return bn == 64 ? 0 : bn == 128 ? 1 : 2; }
+/* The table entry of tile width bn (the index of its tensor maps). */
+static int bn_index(int bn)
+{
+    for (size_t i = 0; i < SM90_TILE_COUNT; i++)
+        if (sm90_tiles[i].bn == bn) return (int)i;
+    return 0;
+}
 
 /* One GEMM of the layer on its matrix's kernel, tiles of bn rows. */
 template <bool GATED>
@@ -387,10 +397,12 @@ static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &
     if (m.scaled) {
         if (bn == 256) return sm90s_gemm_launch<256, SM90_TILE_STAGES(256), GATED>(map, a, tiles_bound, st);
         if (bn == 128) return sm90s_gemm_launch<128, SM90_TILE_STAGES(128), GATED>(map, a, tiles_bound, st);
-        return sm90s_gemm_launch<64, SM90_TILE_STAGES(64), GATED>(map, a, tiles_bound, st);
+        if (bn == 64) return sm90s_gemm_launch<64, SM90_TILE_STAGES(64), GATED>(map, a, tiles_bound, st);
+        return sm90s_gemm_launch<32, SM90_TILE_STAGES(32), GATED>(map, a, tiles_bound, st);
     }
     if (bn == 128) return sm90_gemm_launch<128, SM90_PROMOTE_STAGES(128), GATED>(map, a, tiles_bound, st, SM90_F16);
     if (bn == 64) return sm90_gemm_launch<64, SM90_PROMOTE_STAGES(64), GATED>(map, a, tiles_bound, st, SM90_F16);
+    if (bn == 32) return sm90_gemm_launch<32, SM90_PROMOTE_STAGES(32), GATED>(map, a, tiles_bound, st, SM90_F16);
     return cudaErrorInvalidValue; /* pick_bn gives the promoting kernel at most 128 */
 }
 
@@ -401,7 +413,6 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl, int mma_max)
     int64_t active = rows < nl ? rows : nl;
     int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
     if (avg > mma_max) return NULL;
-    if (nl >= SM90_MMA_MANY_EXPERTS && avg > sm90_mma_tiles[0].max_rows_per_expert) return NULL;
     for (size_t i = 0; i < SM90_MMA_COUNT; i++)
         if (avg <= sm90_mma_tiles[i].max_rows_per_expert) return &sm90_mma_tiles[i];
     return NULL;
@@ -564,14 +575,13 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
         case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
         case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
-        case 244: return mma_layer<2, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",
                    mc->nt, mc->ksplit, ks2);
     }
-    const int bn1 = pick_bn(R, nl, s->w13.scaled, s->bn64_max);
-    const int bn2 = pick_bn(R, nl, s->w2.scaled, s->bn64_max);
+    const int bn1 = pick_bn(R, nl, s->w13.scaled, s->tile_max);
+    const int bn2 = pick_bn(R, nl, s->w2.scaled, s->tile_max);
     const int i1 = bn_index(bn1), i2 = bn_index(bn2);
     FORWARD(tmap_for(&s->a_src[i1], &s->a_map[i1], ws.a_wide, R_max, H, bn1, err));
     FORWARD(tmap_for(&s->b_src[i2], &s->b_map[i2], ws.b_wide, R_max, I, bn2, err));

@@ -11,7 +11,8 @@
  * cpu_ref has none); the fraction of rows above the CPU bound 2e-3 is printed.
  * Rows per expert decide cuda_sm90's kernel (src/cuda/configs/sm90_tiles.h): most shapes here
  * have few and run its small-batch mma.sync kernel; the 192- and 640-token shapes run its wgmma
- * kernels, and so does the 320-token one over 256 experts (10 rows an expert); two have I =
+ * kernels, the 112- and 96-token ones its 32-row wgmma tiles, and so does the 320-token one
+ * over 256 experts (10 rows an expert); two have I =
  * 4096 and 8192 at decode (4 rows an expert), three more at most 8 rows and I >= 64 groups
  * (cuda_sm90's GEMM2 with K split eight ways) at g = 128, 64 and 32, one 24 rows an expert
  * (wgmma tiles, half empty); three are decode steps of 1, 2 and 8 tokens.
@@ -74,13 +75,17 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * So does W4A8MOE_DECODE_PREPARE=0 (the prepare's count, scan, assign and quantise kernels
  * where T·k <= 1024 takes dispatch_decode_kernel): the same codes, scales and rows; and
  * W4A8MOE_SM90_PREPARE_TILES=0 and =2 (the small-batch tile list from cuda_sm90's schedule
- * kernel always, or from the prepare's decode kernel always, against the default's rule). */
+ * kernel always, or from the prepare's decode kernel always, against the default's rule). And
+ * W4A8MOE_SM90_BN32_MAX_ROWS=0 and W4A8MOE_SM90_BN64_MAX_ROWS=32 (7-32 rows an expert on the
+ * 64-row wgmma tiles instead of the 32-row ones, 33-64 on the 128-row ones): a wgmma's N does
+ * not change an element's sum (docs/numerics.md, batch invariance), which this checks. */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const char *what)
 {
     static const char *const env[][2] = {{"W4A8MOE_SM90_EARLY", "0"},          {"W4A8MOE_SM90_FIND_MAX", "256"},
                                          {"W4A8MOE_DECODE_PREPARE", "0"},      {"W4A8MOE_SM90_PREPARE_TILES", "0"},
-                                         {"W4A8MOE_SM90_PREPARE_TILES", "2"}};
+                                         {"W4A8MOE_SM90_PREPARE_TILES", "2"},  {"W4A8MOE_SM90_BN32_MAX_ROWS", "0"},
+                                         {"W4A8MOE_SM90_BN64_MAX_ROWS", "32"}};
     const int64_t n = T * d->hidden;
     float *other = malloc((size_t)n * 4);
     CHECK(other, "%s: host buffer", what);
@@ -261,16 +266,17 @@ int main(void)
     }
     /* H, I: multiples of g, several not multiples of 128 or 256 */
     static const struct { int64_t H, I; int E, k, g; int64_t T; int quick; } shapes[] = {
-        {1024, 512, 8, 2, 128, 56, 1},   /* the checkpoint's shape, synthetic weights, 14 rows
-                                            an expert: cuda_sm90's two-fragment mma tiles */
-        {1024, 512, 8, 2, 128, 192, 1},  /* 48 rows an expert: cuda_sm90's wgmma kernels (the
-                                            small-batch kernel takes up to 15) */
+        {1024, 512, 8, 2, 128, 24, 1},   /* the checkpoint's shape, synthetic weights, 6 rows an
+                                            expert: cuda_sm90's mma tiles at their bound */
+        {1024, 512, 8, 2, 128, 28, 1},   /* 7 rows: its 32-row wgmma tiles (mostly empty) */
+        {1024, 512, 8, 2, 128, 192, 1},  /* 48 rows an expert: its 64-row wgmma tiles */
+        {1024, 512, 8, 2, 128, 112, 1},  /* 28 rows an expert: its 32-row wgmma tiles */
+        {544, 352, 16, 4, 32, 96, 0},    /* and 24 at g = 32 */
         {544, 352, 128, 4, 32, 80, 0},   /* odd multiples of 32 */
         {576, 320, 128, 6, 64, 64, 0},   /* odd multiples of 64 */
         {1024, 512, 128, 8, 128, 128, 0},
         {768, 384, 256, 8, 128, 96, 0},  /* DeepSeek-like E and k */
-        {768, 384, 256, 8, 128, 320, 0}, /* and 10 rows an expert: with 256 experts cuda_sm90's
-                                            wgmma tiles (configs/sm90_tiles.h) */
+        {768, 384, 256, 8, 128, 320, 0}, /* and 10 rows an expert: cuda_sm90's wgmma tiles */
         {1408, 1152, 16, 1, 128, 72, 0}, /* Llama-4-like top-1, I not a multiple of 256 */
         {544, 352, 16, 4, 32, 640, 0},   /* 160 rows an expert, g = 32: 128-row wgmma tiles */
         {512, 256, 4, 1, 128, 1600, 0},  /* ~400 rows an expert: the widest tiles (256 rows,
@@ -281,8 +287,8 @@ int main(void)
                                             splits K eight ways; g = 128, */
         {256, 8192, 32, 2, 64, 3, 0},    /* g = 64, */
         {256, 2048, 16, 2, 32, 4, 0},    /* g = 32 (8 rows) */
-        {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert: cuda_sm90's wgmma tiles, half
-                                            empty (14 rows: two-fragment tiles, the first shape) */
+        {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert at g = 64: cuda_sm90's 32-row
+                                            wgmma tiles */
         {2048, 768, 128, 8, 128, 1, 1},  /* one token (qwen3-30b-a3b's shape): 8 one-row tiles */
         {1024, 512, 64, 4, 64, 2, 0},    /* 2 tokens of 4 pairs over 64 experts */
         {1024, 512, 16, 1, 128, 8, 1},   /* 8 tokens, top-1 of 16 (Llama-4-like): GEMM1 finds its

@@ -25,15 +25,17 @@ typedef struct sm90_tile_config {
 } sm90_tile_config;
 
 static const sm90_tile_config sm90_tiles[] = {
-    {64, 64},       /* decode and small batches: less padding per expert */
+    {32, 32},       /* small batches: three CTAs an SM (kernels/sm90_grouped_gemm.cuh) */
+    {64, 64},       /* less padding per expert than 128, two CTAs an SM */
     {384, 128},     /* twice the MMA per converted weight */
     {1 << 30, 256}, /* prefill: twice again, tiles mostly full */
 };
 
 /* Ring depth of the scaled kernel (227 KB of shared memory) and of the promoting one. BN = 64:
- * rings of at most 113 KB, two CTAs an SM (kernels/sm90_grouped_gemm.cuh, sm90_ctas_per_sm). */
+ * rings of at most 113 KB, two CTAs an SM; BN = 32: at most 74 KB, three
+ * (kernels/sm90_grouped_gemm.cuh, sm90_ctas_per_sm). */
 #define SM90_TILE_STAGES(bn) ((bn) == 256 ? 6 : (bn) == 128 ? 10 : 8)
-#define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : 9)
+#define SM90_PROMOTE_STAGES(bn) ((bn) == 128 ? 8 : (bn) == 64 ? 9 : 8)
 
 #define SM90_TILE_COUNT (sizeof sm90_tiles / sizeof sm90_tiles[0])
 
@@ -44,9 +46,13 @@ static const sm90_tile_config sm90_tiles[] = {
  * expert is used; above the last, the wgmma kernels. Every entry splits K four ways (cuda_sm89's
  * decode split, sm89_tiles.h): with one split the sums of a token do not depend on its batch
  * inside this path (the sums of the wgmma kernels differ: a batch that crosses the last entry's
- * bound changes a token's last bits — docs/numerics.md, batch invariance). From 16 rows the
- * 64-row wgmma tiles win though half empty or more (docs/PERFORMANCE.md, round 18: a
- * four-fragment entry up to 32 rows took deepseek-v3 T = 1024 16.7 ms, the wgmma tiles 5.9). */
+ * bound changes a token's last bits — docs/numerics.md, batch invariance).
+ * Bound measured against the 32-row wgmma tiles (docs/PERFORMANCE.md, rounds 32-33, H100): at 4
+ * rows an expert these tiles take 11-20 % less time on every model (Mixtral T = 16, qwen3-30b,
+ * qwen3-235b and llama4-scout T = 64, deepseek-v3 T = 128); at 6 it is even (Mixtral T = 24 and
+ * llama4-scout T = 96 within 2 %, qwen3-30b T = 96 4 % slower); at 8 they take 17-21 % more
+ * time than the wgmma tiles, and at 9-15 rows (the two-fragment entry this table had until
+ * then) 10-30 % more. */
 typedef struct sm90_mma_config {
     int max_rows_per_expert;
     int nt;     /* n8 fragments of routed rows: tiles of 8 * nt rows */
@@ -54,17 +60,9 @@ typedef struct sm90_mma_config {
 } sm90_mma_config;
 
 static const sm90_mma_config sm90_mma_tiles[] = {
-    {8, 1, 4},  /* decode: one fragment, K split four ways for the bytes in flight */
-    {15, 2, 4}, /* small batches; at 16 the wgmma tiles (two CTAs an SM) win on every model */
+    {6, 1, 4}, /* decode: one fragment, K split four ways for the bytes in flight */
 };
 #define SM90_MMA_COUNT (sizeof sm90_mma_tiles / sizeof sm90_mma_tiles[0])
-
-/* With at least SM90_MMA_MANY_EXPERTS local experts, the two-fragment entry is skipped: above 8
- * rows an expert the wgmma tiles run. Measured (docs/PERFORMANCE.md, round 30): deepseek-v3
- * (256 experts) at 10, 12 and 16 rows an expert 19, 38 and 51 % faster on the wgmma tiles, while
- * at 10-12 rows the 8- and 16-expert models (Mixtral, llama4-scout) were 16-23 % and qwen3-235b
- * (128) 9 % faster on the mma tiles; qwen3-30b (128) 4-10 % slower there. */
-#define SM90_MMA_MANY_EXPERTS 256
 
 /* GEMM2 of these tiles splits K eight ways (blocks of 8 warps) where K, the layer's I, has at
  * least SM90_MMA_KS8_GROUPS groups (Mixtral's 14,336 and Llama-4's 8,192 at g = 128) and the

@@ -190,6 +190,18 @@ __device__ __forceinline__ void sm90_wgmma_n128(float (&d)[64], const uint32_t (
 
 /* The same with f16 operands and k16 (A fragment: a0 (row gid, k 2tig..+1), a1 (row gid+8),
  * a2 (row gid, k 8+2tig..+1), a3 (row gid+8, same), two f16 a register, lower k low). */
+__device__ __forceinline__ void sm90_wgmma_f16_n32(float (&d)[16], const uint32_t (&a)[4], uint64_t desc,
+                                                    int scale_d)
+{
+#if SM90_ENABLED
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
+                 "{%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                 : SM90_R8(0), SM90_R8(8)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+#endif
+}
 __device__ __forceinline__ void sm90_wgmma_f16_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc,
                                                     int scale_d)
 {
@@ -262,7 +274,8 @@ template <int BN>
 __device__ __forceinline__ void sm90_wgmma_f16(float (&d)[BN / 2], const uint32_t (&a)[4], uint64_t desc,
                                                int scale_d)
 {
-    if constexpr (BN == 64) sm90_wgmma_f16_n64(d, a, desc, scale_d);
+    if constexpr (BN == 32) sm90_wgmma_f16_n32(d, a, desc, scale_d);
+    else if constexpr (BN == 64) sm90_wgmma_f16_n64(d, a, desc, scale_d);
     else if constexpr (BN == 128) sm90_wgmma_f16_n128(d, a, desc, scale_d);
     else if constexpr (BN == 192) sm90_wgmma_f16_n192(d, a, desc, scale_d);
     else sm90_wgmma_f16_n256(d, a, desc, scale_d);

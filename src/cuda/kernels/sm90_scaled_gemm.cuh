@@ -282,7 +282,7 @@ static cudaError_t sm90s_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args
     if (p.g != 32 && p.g % 64) return cudaErrorInvalidValue;
     auto kern = sm90s_gemm_kernel<BN, STAGES, GATED, PSTEPS>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, plan::bytes);
-    if (e == cudaSuccess && plan::ctas == 2) /* room for two rings an SM */
+    if (e == cudaSuccess && plan::ctas > 1) /* room for two or three rings an SM */
         e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                  cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
