@@ -214,7 +214,7 @@ int main(int argc, char **argv)
             d_S + (size_t)e * P.N * G, 2, n_out, P.gated, G, rows_pad, d_C + (size_t)e * P.N,
             s90 + e * n2, c90 + e * rows_pad);
     }
-    sm90_widen_kernel<false><<<P.R, 256>>>(d_a, d_off + P.E, P.K, a_wide);
+    sm90_widen_kernel<<<P.R, 256>>>(d_a, d_off + P.E, P.K, a_wide);
     /* the scaled kernel's weight blocks (int4 + scales a 64-K stage) */
     const int blk = sm90s_block_bytes(P.g);
     const int64_t KB64 = (P.K + 63) / 64, per_s = nrb * KB64 * blk;

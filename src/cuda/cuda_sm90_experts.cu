@@ -445,13 +445,9 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 {
     constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
     constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
-    if constexpr (NT > 1) { /* prologues only at most SM90_EARLY_MAX_ROWS (8) rows: the NT = 1 tiles */
-        if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
-    } else {
-        if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, st, pdl);
-        if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, st, pdl);
-        if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
-    }
+    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, st, pdl);
+    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, st, pdl);
+    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
     return cudaErrorInvalidValue;
 }
 
@@ -462,9 +458,9 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 #define SM90_EARLY_MAX_ROWS 8
 
 /* The small-batch forward: the schedule (unless the prepare wrote its tile list: tiles_ready),
- * GEMM1 on the dispatch's e4m3 rows (one-fragment tiles) or on their f16 widening in fragment
- * order (kernels/frag_order.cuh), the requantisation into f16 codes in fragment order, GEMM2 on
- * them. With s->early
+ * GEMM1 on the dispatch's e4m3 rows (one-fragment tiles: the table's only entry since round 33,
+ * configs/sm90_tiles.h), the requantisation into f16 codes in fragment order
+ * (kernels/frag_order.cuh), GEMM2 on them. With s->early
  * (W4A8MOE_SM90_EARLY=0 turns it off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues:
  * kernels/sm90_mma_decode.cuh):
  * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
@@ -488,16 +484,9 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
         CUDA_LAUNCH(err, "sm89_schedule_kernel",
                     w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
                                    a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
-    if constexpr (NT == 1) {
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
-                    (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
-    } else { /* each fragment's inputs one load a step, not four loads and four widenings */
-        CUDA_LAUNCH(err, "sm90_widen_kernel (fragment order)",
-                    w4a8moe_launch(sm90_widen_kernel<true>, row_slice_grid(R, a1.K), dim3(256), 0, st, pdl,
-                                   (const uint8_t *)a_q, total, a1.K, ws.a_wide));
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
-                    (mma_launch_early<NT, KS, true, true, false>(e1, a1, ws.a_wide, tb, nl, st, pdl)));
-    }
+    static_assert(NT == 1, "GEMM1 reads the e4m3 rows, four loads and widenings a fragment: one-fragment tiles");
+    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
+                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes, fragment order)",
                 w4a8moe_launch(sm89_requant_kernel<true, true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
@@ -603,7 +592,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         ntiles2 = ws.ntiles2;
     }
     CUDA_LAUNCH(err, "sm90_widen_kernel",
-                w4a8moe_launch(sm90_widen_kernel<false>, row_slice_grid(R, H), dim3(256), 0, st, pdl,
+                w4a8moe_launch(sm90_widen_kernel, row_slice_grid(R, H), dim3(256), 0, st, pdl,
                                dp->a_q, total, H, ws.a_wide));
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                          dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};

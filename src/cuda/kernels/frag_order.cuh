@@ -6,8 +6,8 @@
  * In a k32 step, thread tig (lane % 4) of a warp multiplies, for its row, the elements
  * h·16 + r·8 + 2·tig + b of the chunk (half h, B register r, element b of the f16x2). Stored at
  * position tig·8 + h·4 + r·2 + b, they are one 16-byte load: (b0, b1) of half 0, then of half 1.
- * Writers: sm89_requant_kernel<true, true> (GEMM2's input) and sm90_widen_kernel<true> (GEMM1's,
- * for tiles of more than 8 rows). The values are the same; only where they sit changes.
+ * Writer: sm89_requant_kernel<true, true> (GEMM2's input). The values are the same; only where
+ * they sit changes.
  */
 #ifndef W4A8MOE_FRAG_ORDER_CUH
 #define W4A8MOE_FRAG_ORDER_CUH

@@ -116,11 +116,8 @@ static __global__ void sm90_pack_kernel(const int32_t *__restrict__ packed, int6
                   kb_stride, wq);
 }
 
-/* e4m3 [R, K] → f16 [R, K], exact (4 significant bits); rows at or past *total exit. Grid
- * row_slice_grid(R bound, K), block 256 (kernels/sm89_grouped_gemm.cuh). FRAG: each row in
- * fragment order (kernels/frag_order.cuh), the small-batch kernel's input; else as is, the
- * wgmma kernels' (TMA). */
-template <bool FRAG>
+/* e4m3 [R, K] → f16 [R, K], exact (4 significant bits), the wgmma kernels' input (TMA); rows at
+ * or past *total exit. Grid row_slice_grid(R bound, K), block 256 (kernels/sm89_grouped_gemm.cuh). */
 static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const int32_t *__restrict__ total,
                                          int64_t K, uint16_t *__restrict__ out)
 {
@@ -135,10 +132,7 @@ static __global__ void sm90_widen_kernel(const uint8_t *__restrict__ a, const in
               (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 8))) << 16;
         o.y = (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 16))) |
               (uint32_t)w4a8moe_f32_to_f16(w4a8moe_e4m3_to_f32((uint8_t)(q >> 24))) << 16;
-        if (FRAG)
-            frag_order_store4(out + row * K, i, o.x, o.y);
-        else
-            *(uint2 *)(out + row * K + i) = o;
+        *(uint2 *)(out + row * K + i) = o;
     }
 }
 

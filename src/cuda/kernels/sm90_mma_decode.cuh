@@ -19,11 +19,10 @@
  * kernels' (h = s_t · (C · acc); gated: act(gate) · up and the row amax).
  *
  * Inputs (F16IN): f16 rows in fragment order (kernels/frag_order.cuh), one 16-byte load per
- * 8-row fragment a k32 step — GEMM2's from the requantisation, GEMM1's from sm90_widen_kernel
- * for tiles of 16 rows or more; or (one-fragment tiles: no widening kernel to wait for) the
- * dispatch's e4m3 rows, four 2-byte loads widened here (cvt.rn.f16x2.e4m3x2, exact). Round 17:
- * where rows, not weights, dominate (16-32 an expert) those per-fragment loads and widenings
- * held the kernel to ~50 TFLOP/s.
+ * 8-row fragment a k32 step — GEMM2's, from the requantisation; or (GEMM1: no widening kernel to
+ * wait for) the dispatch's e4m3 rows, four 2-byte loads widened here (cvt.rn.f16x2.e4m3x2,
+ * exact), which suits one-fragment tiles (configs/sm90_tiles.h; round 17: where rows, not
+ * weights, dominate, those per-fragment loads and widenings held the kernel to ~50 TFLOP/s).
  *
  * Grid: (tiles bound) x (NRB x BPR): a row block's four 16-row warp slices are covered by BPR =
  * 4 KS / W blocks of W = SM90M_WARPS(KS) warps, block y covering row block y / BPR and its WN =
