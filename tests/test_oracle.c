@@ -421,6 +421,102 @@ static int count_selected_lines(const char *report)
     return total;
 }
 
+/* ---- paths by batch size (describe_batch) ---- */
+
+/* A fake backend's paths: "small" up to 4 tokens, "mid" up to 10, then "big", settled. */
+static int fake_describe(const w4a8moe_stage_ctx *ctx, int64_t T, char *buf, size_t cap)
+{
+    (void)ctx;
+    snprintf(buf, cap, "%s", T <= 4 ? "small" : T <= 10 ? "mid" : "big");
+    return T > 10 ? 2 : 1;
+}
+
+/* The report's ranges: each T from 1 to max_tokens in exactly one, in order, with its path. */
+static void test_batch_ranges(void)
+{
+    w4a8moe_experts_ops fake = {0};
+    fake.name = "fake";
+    fake.describe_batch = fake_describe;
+    w4a8moe_device_info dev = cuda_dev(90);
+    static const struct { int64_t max_tokens; const char *want; } cases[] = {
+        {128, "    T = 1-4          small\n    T = 5-10         mid\n    T = 11-128       big\n"},
+        {10, "    T = 1-4          small\n    T = 5-10         mid\n"},
+        {5, "    T = 1-4          small\n    T = 5            mid\n"},
+        {1, "    T = 1            small\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        w4a8moe_layer_desc d;
+        base_desc(&d, 256, 128, 8, 2, 64, cases[i].max_tokens);
+        char buf[1024];
+        size_t used = 0;
+        buf[0] = '\0';
+        w4a8moe_oracle_report_batches(&fake, &dev, &d, buf, sizeof buf, &used);
+        const char *ranges = strchr(buf, '\n');
+        CHECK(ranges && strcmp(ranges + 1, cases[i].want) == 0 && used == strlen(buf),
+              "max_tokens %lld: batch ranges\n%s\nwant\n%s", (long long)cases[i].max_tokens, buf,
+              cases[i].want);
+    }
+}
+
+/* cuda_sm90's paths (when in this build) follow configs/sm90_tiles.h: Mixtral's shape (E 8, k 2,
+ * I = 112 groups) takes the mma tiles up to 6 rows an expert (T <= 24), GEMM2 in K eighths and
+ * the PDL prologues up to 8 routed rows (T <= 4), then the 32-row wgmma tiles up to 32 rows
+ * (T <= 128), 64-row up to 64, 128-row up to 384, and settles on 256 (128 with f32 scales). */
+static void test_sm90_paths(void)
+{
+    const w4a8moe_experts_ops *sm90 = w4a8moe_registry_find_experts("cuda_sm90");
+    if (!sm90) {
+        printf("cuda_sm90 not in this build: its batch paths not checked\n");
+        return;
+    }
+    CHECK(sm90->describe_batch, "cuda_sm90 describes its batch paths");
+    if (!sm90->describe_batch) return;
+    w4a8moe_layer_desc d;
+    base_desc(&d, 4096, 14336, 8, 2, 128, 4096);
+    w4a8moe_device_info dev = cuda_dev(90);
+    w4a8moe_stage_ctx ctx = {0};
+    ctx.desc = &d;
+    ctx.dev = &dev;
+    ctx.num_local = 8;
+    static const struct { int64_t T; int ret; const char *has1, *has2; } want[] = {
+        {1, 1, "1-6 rows an expert: mma.sync tiles of 8 rows", "GEMM2's 8 ways (a long K"},
+        {4, 1, "mma.sync", "PDL prologues"},
+        {5, 1, "1-6 rows an expert: mma.sync tiles of 8 rows, K split 4 ways", ""},
+        {24, 1, "mma.sync", ""},
+        {25, 1, "7-32 rows an expert: wgmma tiles, GEMM1 32 rows, GEMM2 32", ""},
+        {128, 1, "GEMM1 32 rows", ""},
+        {129, 1, "33-64 rows an expert: wgmma tiles, GEMM1 64 rows, GEMM2 64", ""},
+        {257, 1, "65-384 rows an expert: wgmma tiles, GEMM1 128 rows, GEMM2 128", ""},
+        {1537, 2, "385+ rows an expert: wgmma tiles, GEMM1 128 rows, GEMM2 256 (128 with f32 scales)", ""},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char buf[256];
+        int r = sm90->describe_batch(&ctx, want[i].T, buf, sizeof buf);
+        CHECK(r == want[i].ret && has(buf, want[i].has1) && has(buf, want[i].has2),
+              "cuda_sm90 T = %lld: %d '%s', want %d with '%s' and '%s'", (long long)want[i].T, r, buf,
+              want[i].ret, want[i].has1, want[i].has2);
+        /* at most 8 routed rows (T <= 4): the prologues, and GEMM2's K in eighths (I = 112 groups) */
+        CHECK((want[i].T <= 4) == has(buf, "PDL prologues"), "cuda_sm90 T = %lld: PDL prologues? '%s'",
+              (long long)want[i].T, buf);
+        CHECK((want[i].T <= 4) == has(buf, "GEMM2's 8 ways"), "cuda_sm90 T = %lld: GEMM2's K split? '%s'",
+              (long long)want[i].T, buf);
+    }
+    /* the switches move the paths as they move the forwards (read when asked) */
+    setenv("W4A8MOE_SM90_MMA_MAX_ROWS", "0", 1);
+    char buf[256];
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    unsetenv("W4A8MOE_SM90_MMA_MAX_ROWS");
+    CHECK(has(buf, "wgmma tiles, GEMM1 32 rows"), "cuda_sm90, no mma tiles, T = 1: '%s'", buf);
+    /* the whole walk: one line a range, the last from 1,537 tokens (settled) to max_tokens */
+    char rep[2048];
+    size_t used = 0;
+    rep[0] = '\0';
+    w4a8moe_oracle_report_batches(sm90, &dev, &d, rep, sizeof rep, &used);
+    CHECK(has(rep, "T = 1-4 ") && has(rep, "T = 5-24 ") && has(rep, "T = 25-128 ") && has(rep, "T = 129-256 ") &&
+              has(rep, "T = 257-1536 ") && has(rep, "T = 1537-4096 "),
+          "cuda_sm90 batch ranges for Mixtral's shape:\n%s", rep);
+}
+
 static void test_public_explain(void)
 {
     unsetenv("W4A8MOE_BACKEND");
@@ -551,6 +647,8 @@ int main(void)
     test_axis_order();
     test_forced();
     test_public_explain();
+    test_batch_ranges();
+    test_sm90_paths();
     test_public_layers(&r);
     TEST_MAIN_END();
 }

@@ -177,6 +177,10 @@ typedef struct w4a8moe_experts_ops {
      * w4a8moe_tile_plan); called before each prepare with plan zeroed. */
     void (*plan_tiles)(const w4a8moe_stage_ctx *ctx, void *state, int64_t T, void *workspace,
                        w4a8moe_tile_plan *plan);
+    /* Optional (NULL: one path for every batch): one line, for explain, on the kernels a forward
+     * of T tokens runs and why, from the layer's shape alone (no weights, no device). Returns 1,
+     * or 2 when every larger T takes the same path. */
+    int (*describe_batch)(const w4a8moe_stage_ctx *ctx, int64_t T, char *buf, size_t cap);
 } w4a8moe_experts_ops;
 
 typedef struct w4a8moe_prepfin_ops {

@@ -135,6 +135,45 @@ void w4a8moe_report_appendf(char *buf, size_t cap, size_t *used, const char *fmt
     if (n > 0) *used += (size_t)n;
 }
 
+/* Most batch sizes a report walks (explain) where the backend does not say its path has settled. */
+#define REPORT_MAX_T (1 << 20)
+
+static void report_range(char *buf, size_t cap, size_t *used, int64_t a, int64_t b, const char *path)
+{
+    char label[64];
+    if (a == b) snprintf(label, sizeof label, "T = %lld", (long long)a);
+    else snprintf(label, sizeof label, "T = %lld-%lld", (long long)a, (long long)b);
+    w4a8moe_report_appendf(buf, cap, used, "    %-16s %s\n", label, path);
+}
+
+void w4a8moe_oracle_report_batches(const w4a8moe_experts_ops *ex, const w4a8moe_device_info *dev,
+                                   const w4a8moe_layer_desc *d, char *buf, size_t cap, size_t *used)
+{
+    w4a8moe_stage_ctx ctx = {0};
+    ctx.desc = d;
+    ctx.dev = dev;
+    ctx.num_local = d->num_experts / d->ep_size;
+    ctx.expert_begin = d->ep_rank * ctx.num_local;
+    w4a8moe_report_appendf(buf, cap, used, "  by batch of T tokens (rows an expert: T*k over min(T*k, %d local "
+                           "experts)):\n", ctx.num_local);
+    char cur[256], next[256];
+    int64_t first = 1, last = d->max_tokens;
+    int settled = ex->describe_batch(&ctx, 1, cur, sizeof cur) == 2;
+    for (int64_t T = 2; T <= last && !settled; T++) {
+        if (T > REPORT_MAX_T) { /* not settled: say where the walk stopped */
+            report_range(buf, cap, used, first, T - 1, cur);
+            w4a8moe_report_appendf(buf, cap, used, "    T > %lld: not walked\n", (long long)(T - 1));
+            return;
+        }
+        settled = ex->describe_batch(&ctx, T, next, sizeof next) == 2;
+        if (strcmp(next, cur) == 0) continue;
+        report_range(buf, cap, used, first, T - 1, cur);
+        first = T;
+        memcpy(cur, next, sizeof cur);
+    }
+    report_range(buf, cap, used, first, last, cur);
+}
+
 size_t w4a8moe_oracle_report(const w4a8moe_device_info *dev, const w4a8moe_layer_desc *d,
                              const char *forced, char *buf, size_t cap)
 {
@@ -150,6 +189,7 @@ size_t w4a8moe_oracle_report(const w4a8moe_device_info *dev, const w4a8moe_layer
             chosen = 1;
             w4a8moe_report_appendf(buf, cap, &used, "%-10s selected%s (prepare/finalize: %s)\n", ex[i]->name,
                     is_forced ? ", forced" : "", v.prepfin->name);
+            if (ex[i]->describe_batch) w4a8moe_oracle_report_batches(ex[i], dev, d, buf, cap, &used);
         } else if (v.ok) {
             w4a8moe_report_appendf(buf, cap, &used, "%-10s accepted (not chosen: %s)\n", ex[i]->name,
                     forced && forced[0] ? "another backend is forced" : "lower priority");

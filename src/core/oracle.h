@@ -30,15 +30,21 @@ w4a8moe_status w4a8moe_oracle_select(const w4a8moe_device_info *dev, const w4a8m
                                      const char *forced, const w4a8moe_experts_ops **experts,
                                      const w4a8moe_prepfin_ops **prepfin, w4a8moe_err *err);
 
-/* One line per backend ("selected", "accepted", or "rejected (axis): reason") into buf; returns
- * the length the full report needs, excluding the NUL. */
 /* Appends printf-style text to a report buffer of cap bytes at *used, which always grows by the
  * text's full length (so the caller learns the length needed); the text is truncated, and buf
  * stays NUL-terminated, where it does not fit. */
 void w4a8moe_report_appendf(char *buf, size_t cap, size_t *used, const char *fmt, ...)
     W4A8MOE_PRINTF(4, 5);
 
+/* One line per backend ("selected", "accepted", or "rejected (axis): reason") into buf, and the
+ * selected backend's paths by batch size where it describes them; returns the length the full
+ * report needs, excluding the NUL. */
 size_t w4a8moe_oracle_report(const w4a8moe_device_info *dev, const w4a8moe_layer_desc *d,
                              const char *forced, char *buf, size_t cap);
+
+/* The paths of backend ex by batch size (its describe_batch, which must be set) under the
+ * selected backend's line of the report: ranges of T, 1 to d->max_tokens, that run one path. */
+void w4a8moe_oracle_report_batches(const w4a8moe_experts_ops *ex, const w4a8moe_device_info *dev,
+                                   const w4a8moe_layer_desc *d, char *buf, size_t cap, size_t *used);
 
 #endif /* W4A8MOE_ORACLE_H */

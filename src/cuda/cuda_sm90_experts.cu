@@ -300,15 +300,9 @@ static w4a8moe_status pack_layer(sm90_state *s, const w4a8moe_logical_weights *w
     return W4A8MOE_STATUS_OK;
 }
 
-static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
-                                void **state, w4a8moe_err *err)
+/* The switches of the path choices (docs/cli.md), read when a layer is made (and by explain). */
+static void sm90_read_switches(sm90_state *s)
 {
-    const w4a8moe_layer_desc *d = ctx->desc;
-    int64_t H = d->hidden, I = d->inter, nl = w->num_local;
-    int g = d->group_size;
-    sm90_state *s = (sm90_state *)calloc(1, sizeof *s);
-    RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
-    *state = s;
     const char *early = getenv("W4A8MOE_SM90_EARLY");
     s->early = !(early && early[0] == '0');
     /* round 15: a tile found from 8 or 16 experts' offsets cost nothing, from 128 or 256 it took
@@ -328,6 +322,18 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
                                                  : NULL;
         s->tile_max[i] = v ? atoi(v) : sm90_tiles[i].max_rows_per_expert;
     }
+}
+
+static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logical_weights *w,
+                                void **state, w4a8moe_err *err)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    int64_t H = d->hidden, I = d->inter, nl = w->num_local;
+    int g = d->group_size;
+    sm90_state *s = (sm90_state *)calloc(1, sizeof *s);
+    RETURN_IF(err, !s, W4A8MOE_STATUS_OUT_OF_MEMORY, "cuda_sm90 state");
+    *state = s;
+    sm90_read_switches(s);
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
@@ -416,6 +422,13 @@ static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl, int mma_max)
     for (size_t i = 0; i < SM90_MMA_COUNT; i++)
         if (avg <= sm90_mma_tiles[i].max_rows_per_expert) return &sm90_mma_tiles[i];
     return NULL;
+}
+
+/* GEMM2's K split on the small-batch entry mc (configs/sm90_tiles.h): eight ways for a long K
+ * at decode. */
+static int sm90_gemm2_ksplit(int64_t I, int g, int64_t R, const sm90_mma_config *mc)
+{
+    return I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit;
 }
 
 /* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
@@ -560,7 +573,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         const bool ready = pl.written && pl.rows_a_tile == bt && pl.tiles == (int32_t *)ws.tiles &&
                            pl.ntiles == ws.ntiles && pl.zero == ws.rowmax && pl.nzero >= R;
         /* GEMM2's K split (configs/sm90_tiles.h): eight ways for a long K at decode */
-        const int ks2 = I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit;
+        const int ks2 = sm90_gemm2_ksplit(I, g, R, mc);
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
         case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
         case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
@@ -604,6 +617,48 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     return W4A8MOE_STATUS_OK;
 }
 
+/* explain's line for a forward of T tokens (describe_batch, src/core/backend.h): what sm90_run
+ * picks from the shape and the switches alone, and the band of rows an expert that picks it
+ * (between two bounds of configs/sm90_tiles.h). GEMM2's wgmma kernel depends on its scales
+ * (scaled, up to 256-row tiles, unless they have more than 8 significant bits), known only
+ * once packed: both are named where they differ. */
+static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *buf, size_t cap)
+{
+    sm90_state k;
+    memset(&k, 0, sizeof k);
+    sm90_read_switches(&k);
+    const w4a8moe_layer_desc *d = ctx->desc;
+    const int64_t R = T * d->top_k, nl = ctx->num_local, active = R < nl ? R : nl;
+    const int64_t avg = active > 0 ? w4a8moe_cdiv(R, active) : 1;
+    int64_t lo = 0, hi = -1; /* the band of avg between the bounds around it */
+    int bounds[SM90_TILE_COUNT] = {k.mma_max}; /* the mma bound, then the wgmma table's finite ones */
+    for (size_t i = 0; i + 1 < SM90_TILE_COUNT; i++) bounds[i + 1] = k.tile_max[i];
+    for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
+        if (bounds[i] < avg && bounds[i] + 1 > lo) lo = bounds[i] + 1;
+        if (bounds[i] >= avg && (hi < 0 || bounds[i] < hi)) hi = bounds[i];
+    }
+    char band[48];
+    if (hi < 0) snprintf(band, sizeof band, "%lld+ rows an expert", (long long)(lo > 0 ? lo : 1));
+    else if (lo <= 1) snprintf(band, sizeof band, "1-%lld rows an expert", (long long)hi);
+    else snprintf(band, sizeof band, "%lld-%lld rows an expert", (long long)lo, (long long)hi);
+    const bool decode = k.early && R <= SM90_EARLY_MAX_ROWS;
+    if (const sm90_mma_config *mc = pick_mma(R, nl, k.mma_max)) {
+        const int ks2 = sm90_gemm2_ksplit(d->inter, d->group_size, R, mc);
+        char k2[64] = "";
+        if (ks2 != mc->ksplit) snprintf(k2, sizeof k2, ", GEMM2's %d ways (a long K, <= 8 routed rows)", ks2);
+        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s", band, 8 * mc->nt, mc->ksplit, k2,
+                 decode ? "; PDL prologues (<= 8 routed rows)" : "");
+        return 1;
+    }
+    const int bn1 = pick_bn(R, (int32_t)nl, 0, k.tile_max), bn2 = pick_bn(R, (int32_t)nl, 1, k.tile_max);
+    const int bn2f = pick_bn(R, (int32_t)nl, 0, k.tile_max);
+    char g2[64];
+    if (bn2f != bn2) snprintf(g2, sizeof g2, "%d (%d with f32 scales)", bn2, bn2f);
+    else snprintf(g2, sizeof g2, "%d", bn2);
+    snprintf(buf, cap, "%s: wgmma tiles, GEMM1 %d rows, GEMM2 %s", band, bn1, g2);
+    return hi < 0 && R > SM90_EARLY_MAX_ROWS && R > SM90_MMA_KS8_MAX_ROWS ? 2 : 1;
+}
+
 extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts = {
     "cuda_sm90",
     W4A8MOE_BACKEND_API,
@@ -619,4 +674,5 @@ extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts = {
     sm90_free,
     sm90_run,
     sm90_plan_tiles,
+    sm90_describe_batch,
 };
