@@ -512,9 +512,34 @@ static void test_sm90_paths(void)
     size_t used = 0;
     rep[0] = '\0';
     w4a8moe_oracle_report_batches(sm90, &dev, &d, rep, sizeof rep, &used);
-    CHECK(has(rep, "T = 1-4 ") && has(rep, "T = 5-24 ") && has(rep, "T = 25-128 ") && has(rep, "T = 129-256 ") &&
+    CHECK(has(rep, "T = 1-4 ") && has(rep, "T = 5-24 ") && has(rep, "T = 25-128 ") && has(rep, "T = 129-256      ") &&
               has(rep, "T = 257-1536 ") && has(rep, "T = 1537-4096 "),
           "cuda_sm90 batch ranges for Mixtral's shape:\n%s", rep);
+}
+
+/* cuda_sm89's (when in this build): configs/sm89_tiles.h's four entries on qwen3-30b's shape
+ * (128 experts, k 8): up to 8 rows an expert T <= 128, 16: T <= 256, 48: T <= 768, then settled. */
+static void test_sm89_paths(void)
+{
+    const w4a8moe_experts_ops *sm89 = w4a8moe_registry_find_experts("cuda_sm89");
+    if (!sm89) {
+        printf("cuda_sm89 not in this build: its batch paths not checked\n");
+        return;
+    }
+    CHECK(sm89->describe_batch, "cuda_sm89 describes its batch paths");
+    if (!sm89->describe_batch) return;
+    w4a8moe_layer_desc d;
+    base_desc(&d, 2048, 768, 128, 8, 128, 1024);
+    w4a8moe_device_info dev = cuda_dev(89);
+    char rep[2048];
+    size_t used = 0;
+    rep[0] = '\0';
+    w4a8moe_oracle_report_batches(sm89, &dev, &d, rep, sizeof rep, &used);
+    CHECK(has(rep, "T = 1-128        1-8 rows an expert: mma.sync tiles of 8 rows, K split 4 ways\n") &&
+              has(rep, "T = 129-256      9-16 rows an expert: mma.sync tiles of 16 rows, K split 4 ways\n") &&
+              has(rep, "T = 257-768      17-48 rows an expert: mma.sync tiles of 32 rows, K split 2 ways\n") &&
+              has(rep, "T = 769-1024     49+ rows an expert: mma.sync tiles of 32 rows, K split 1 way\n"),
+          "cuda_sm89 batch ranges for qwen3-30b's shape:\n%s", rep);
 }
 
 static void test_public_explain(void)
@@ -649,6 +674,7 @@ int main(void)
     test_public_explain();
     test_batch_ranges();
     test_sm90_paths();
+    test_sm89_paths();
     test_public_layers(&r);
     TEST_MAIN_END();
 }

@@ -311,6 +311,22 @@ static w4a8moe_status sm89_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                tc->nt, tc->ksplit);
 }
 
+/* explain's line for a forward of T tokens (describe_batch, src/core/backend.h): the entry of
+ * configs/sm89_tiles.h that sm89_run picks and the band of rows an expert that picks it. */
+static int sm89_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *buf, size_t cap)
+{
+    const int64_t R = T * ctx->desc->top_k;
+    const sm89_tile_config *tc = pick_tiles(R, ctx->num_local);
+    const size_t i = (size_t)(tc - sm89_tiles);
+    const int lo = i > 0 ? sm89_tiles[i - 1].max_rows_per_expert + 1 : 1;
+    char band[48];
+    if (i + 1 == SM89_TILE_COUNT) snprintf(band, sizeof band, "%d+ rows an expert", lo);
+    else snprintf(band, sizeof band, "%d-%d rows an expert", lo, tc->max_rows_per_expert);
+    snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d way%s", band, 8 * tc->nt, tc->ksplit,
+             tc->ksplit > 1 ? "s" : "");
+    return i + 1 == SM89_TILE_COUNT ? 2 : 1;
+}
+
 extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm89_experts = {
     "cuda_sm89",
     W4A8MOE_BACKEND_API,
@@ -326,4 +342,5 @@ extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm89_experts = {
     sm89_free,
     sm89_run,
     NULL, /* plan_tiles: none */
+    sm89_describe_batch,
 };
