@@ -108,6 +108,14 @@ typedef struct w4a8moe_stage_ctx {
     int64_t token_base;
 } w4a8moe_stage_ctx;
 
+/* The routed experts this rank owns: E / ep_size of them from ep_rank's share on (the
+ * description is validated: ep_size divides E). */
+static inline void w4a8moe_stage_ctx_set_local(w4a8moe_stage_ctx *ctx, const w4a8moe_layer_desc *d)
+{
+    ctx->num_local = d->num_experts / d->ep_size;
+    ctx->expert_begin = d->ep_rank * ctx->num_local;
+}
+
 /*
  * A tile list the experts may ask the prepare to write beside the dispatch (experts op
  * plan_tiles, before the prepare), so that their first kernel needs no schedule kernel of its

@@ -217,11 +217,9 @@ w4a8moe_status w4a8moe_layer_plan(const w4a8moe_layer_desc *d, const w4a8moe_lay
     FORWARD(w4a8moe_shared_check_routed(d, err));
     FORWARD(w4a8moe_layer_query_device(o, &mk->devops, &mk->dev, err));
     mk->desc = *d;
-    int32_t per_rank = d->num_experts / d->ep_size;
     mk->ctx.desc = &mk->desc;
     mk->ctx.dev = &mk->dev;
-    mk->ctx.expert_begin = d->ep_rank * per_rank;
-    mk->ctx.num_local = per_rank;
+    w4a8moe_stage_ctx_set_local(&mk->ctx, d);
     mk->ctx.num_threads = o && o->num_threads > 0 ? o->num_threads : default_threads();
     mk->ctx.borrow_weights = o ? o->borrow_weights : 0;
     mk->ctx.external_workspace = o && o->workspace;

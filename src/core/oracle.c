@@ -152,8 +152,7 @@ void w4a8moe_oracle_report_batches(const w4a8moe_experts_ops *ex, const w4a8moe_
     w4a8moe_stage_ctx ctx = {0};
     ctx.desc = d;
     ctx.dev = dev;
-    ctx.num_local = d->num_experts / d->ep_size;
-    ctx.expert_begin = d->ep_rank * ctx.num_local;
+    w4a8moe_stage_ctx_set_local(&ctx, d);
     w4a8moe_report_appendf(buf, cap, used, "  by batch of T tokens (rows an expert: T*k over min(T*k, %d local "
                            "experts)):\n", ctx.num_local);
     char cur[256], next[256];
