@@ -66,6 +66,8 @@ typedef struct sm90_state {
     int tile_max[SM90_TILE_COUNT]; /* the wgmma tile table's bounds (configs/sm90_tiles.h);
                                     * W4A8MOE_SM90_BN32_MAX_ROWS and _BN64_ set the first two,
                                     * for measuring */
+    int split_k;  /* GEMM2's K parts on the wgmma tiles: 0 by its grid (sm90_gemm2_parts), N at
+                   * most N (W4A8MOE_SM90_SPLIT_K; 1: never) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -316,6 +318,8 @@ static void sm90_read_switches(sm90_state *s)
     const char *mm = getenv("W4A8MOE_SM90_MMA_MAX_ROWS");
     s->mma_max = sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
     if (mm && atoi(mm) < s->mma_max) s->mma_max = atoi(mm);
+    const char *sk = getenv("W4A8MOE_SM90_SPLIT_K");
+    s->split_k = sk ? atoi(sk) : 0;
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -538,6 +542,63 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     plan->nzero = R;
 }
 
+/* CTAs an SM of the scaled kernel's tiles of bn rows. */
+static int scaled_ctas_per_sm(int bn)
+{
+    if (bn == 256) return sm90s_smem_plan<256, SM90_TILE_STAGES(256)>::ctas;
+    if (bn == 128) return sm90s_smem_plan<128, SM90_TILE_STAGES(128)>::ctas;
+    if (bn == 64) return sm90s_smem_plan<64, SM90_TILE_STAGES(64)>::ctas;
+    return sm90s_smem_plan<32, SM90_TILE_STAGES(32)>::ctas;
+}
+
+/* The share of the slots a grid of `ctas` keeps busy over its waves (slots: CTAs resident at once). */
+static double wave_fill(int64_t ctas, int64_t slots)
+{
+    return (double)ctas / (double)(w4a8moe_cdiv(ctas, slots) * slots);
+}
+
+/* GEMM2's K parts on the scaled wgmma kernel (bn-row tiles, R routed rows over nl local experts,
+ * sms SMs). Its grid is tiles x H/128 CTAs, each over all of K = I: at Mixtral's shape (8 experts,
+ * H = 4,096, I = 14,336) one tile an expert makes 256 CTAs of 224 K blocks for 396 slots, two
+ * thirds of a wave and two CTAs an SM where three fit. Cut in S parts, it is S times the CTAs
+ * of 1/S the work: its time goes as its waves over S, i.e. as 1 / (the share of the slots its
+ * waves fill), and the S whose waves are fullest wins if it fills them SM90_SPLIT_GAIN times as
+ * well as one part (sm90s_split_reduce_kernel then sums the parts, a kernel more). The tiles are estimated from
+ * the average rows an expert (the routing is on the device): one an expert when it fills at
+ * most half a tile, else R / bn and half a tile's spill an expert. At most SM90_SPLIT_MAX parts,
+ * each of at least SM90_SPLIT_MIN_BLOCKS K blocks, and as many as GEMM1's y [R, I] holds [R, H]
+ * planes of, beside y_rows (it is dead once requantised); split_k > 0 caps the parts instead
+ * (1: none). Not on the promoting kernel (f32 scales): 1. *settled (unless NULL): 1 when no
+ * larger grid of this layer gets parts either (six waves or more fill at least 6/7 of theirs). */
+#define SM90_SPLIT_MAX 4
+#define SM90_SPLIT_MIN_BLOCKS 8
+#define SM90_SPLIT_GAIN 1.2
+static int sm90_gemm2_parts(const sm90_state *s, int64_t R, int32_t nl, int64_t H, int64_t I, int bn, int sms,
+                            int *settled = NULL)
+{
+    const int64_t KB = w4a8moe_cdiv(I, SM90S_BK);
+    int64_t most = I / H + 1;
+    if (most > SM90_SPLIT_MAX) most = SM90_SPLIT_MAX;
+    if (most > KB / SM90_SPLIT_MIN_BLOCKS) most = KB / SM90_SPLIT_MIN_BLOCKS;
+    if (settled) *settled = 1;
+    if (!s->w2.scaled || most < 2 || sms <= 0) return 1;
+    if (s->split_k > 0) return (int)(s->split_k < most ? s->split_k : most);
+    const int64_t active = R < nl ? R : nl, avg = w4a8moe_cdiv(R, active);
+    const int64_t tiles = 2 * avg <= bn ? active : w4a8moe_cdiv(R, bn) + active / 2;
+    const int64_t ctas = tiles * (s->w2.nrb / 2), slots = (int64_t)sms * scaled_ctas_per_sm(bn);
+    if (settled) *settled = ctas >= 6 * slots;
+    int best = 1;
+    double best_fill = wave_fill(ctas, slots);
+    for (int parts = 2; parts <= most; parts++) {
+        const double f = wave_fill(ctas * parts, slots);
+        if (f > best_fill + 1e-9) {
+            best_fill = f;
+            best = parts;
+        }
+    }
+    return best_fill >= wave_fill(ctas, slots) * SM90_SPLIT_GAIN ? best : 1;
+}
+
 /* Tiles of bn rows per local expert and their bound for a grid. */
 static unsigned tiles_bound_for(int64_t R, int bn, int32_t nl)
 {
@@ -607,13 +668,19 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     CUDA_LAUNCH(err, "sm90_widen_kernel",
                 w4a8moe_launch(sm90_widen_kernel, row_slice_grid(R, H), dim3(256), 0, st, pdl,
                                dp->a_q, total, H, ws.a_wide));
+    /* GEMM2's K parts go to y_rows and GEMM1's y, which the requantisation has read by then */
+    const int parts = sm90_gemm2_parts(s, R, nl, H, I, bn2, ctx->dev->cuda_sm_count);
     sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
-                         dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk};
+                         dp->expert_offsets, tiles2, ntiles2, dp->y_rows, NULL, 0, blk, parts, ws.y, R * H};
     CUDA_TRY(err, gemm_launch<true>(s->w13, bn1, s->a_map[i1], a1, tb1, st));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes)",
                 w4a8moe_launch(sm89_requant_kernel<true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static, ws.b_wide, ws.r));
     CUDA_TRY(err, gemm_launch<false>(s->w2, bn2, s->b_map[i2], a2, tb2, st));
+    if (parts > 1)
+        CUDA_LAUNCH(err, "sm90s_split_reduce_kernel",
+                    w4a8moe_launch(sm90s_split_reduce_kernel, dim3((unsigned)w4a8moe_cdiv(H, 1024), (unsigned)R),
+                                   dim3(256), 0, st, pdl, a2, (int)nl));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -652,11 +719,17 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
     }
     const int bn1 = pick_bn(R, (int32_t)nl, 0, k.tile_max), bn2 = pick_bn(R, (int32_t)nl, 1, k.tile_max);
     const int bn2f = pick_bn(R, (int32_t)nl, 0, k.tile_max);
-    char g2[64];
+    char g2[64], parts[64] = "";
     if (bn2f != bn2) snprintf(g2, sizeof g2, "%d (%d with f32 scales)", bn2, bn2f);
     else snprintf(g2, sizeof g2, "%d", bn2);
-    snprintf(buf, cap, "%s: wgmma tiles, GEMM1 %d rows, GEMM2 %s", band, bn1, g2);
-    return hi < 0 && R > SM90_EARLY_MAX_ROWS && R > SM90_MMA_KS8_MAX_ROWS ? 2 : 1;
+    k.w2.scaled = 1; /* GEMM2's K parts, on the scaled kernel (bf16 or e4m3 scales) */
+    k.w2.nrb = sm90_nrb(d->hidden, 0);
+    int settled = 1;
+    const int np = sm90_gemm2_parts(&k, R, (int32_t)nl, d->hidden, d->inter, bn2,
+                                    ctx->dev ? ctx->dev->cuda_sm_count : 0, &settled);
+    if (np > 1) snprintf(parts, sizeof parts, ", its K in %d parts (a grid short of a wave)", np);
+    snprintf(buf, cap, "%s: wgmma tiles, GEMM1 %d rows, GEMM2 %s%s", band, bn1, g2, parts);
+    return hi < 0 && settled && R > SM90_EARLY_MAX_ROWS && R > SM90_MMA_KS8_MAX_ROWS ? 2 : 1;
 }
 
 extern "C" const w4a8moe_experts_ops w4a8moe_cuda_sm90_experts = {

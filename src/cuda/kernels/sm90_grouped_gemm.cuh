@@ -181,6 +181,12 @@ struct sm90_gemm_args {
     uint32_t *rowmax;        /* gated: [R] bits of amax |y| (zeroed before) */
     int act_fn;
     int w_block;             /* bytes from one (row block, K block) of wq to the next; 0: dense */
+    /* the scaled kernel's K split (0 or 1: none): CTA i sums K part i % ksplit of its tile and
+     * writes it unscaled to plane i % ksplit — plane 0 is out, plane j > 0 part + (j - 1) * plane
+     * — for sm90s_split_reduce_kernel (sm90_scaled_gemm.cuh) to sum in plane order */
+    int ksplit;
+    float *part;
+    int64_t plane;           /* floats a plane: rows of this forward x n_out */
 };
 
 /* The two operand types of the kernel: e4m3 wgmma (k32 steps, 128 K a stage) and f16 wgmma on
@@ -408,6 +414,7 @@ __device__ __forceinline__ void sm90_consume_f16(const sm90_gemm_args &p, char *
 struct sm90_cta {
     int64_t e, n;
     int row0, row_end;
+    int split; /* its part of K, with p.ksplit > 1 (the scaled kernel), else 0 */
 };
 
 template <int STAGES, int EMPTY_ARRIVALS>
@@ -415,7 +422,9 @@ __device__ __forceinline__ bool sm90_cta_setup(const sm90_gemm_args &p, uint64_t
                                                sm90_cta *c)
 {
     int64_t m;
-    if (!sm90_raster(blockIdx.x, *p.ntiles, p.nrb / 2, &m, &c->n)) return false;
+    const int ks = p.ksplit > 1 ? p.ksplit : 1; /* a tile's K parts are neighbours in the grid */
+    c->split = (int)(blockIdx.x % ks);
+    if (!sm90_raster(blockIdx.x / ks, *p.ntiles, p.nrb / 2, &m, &c->n)) return false;
     const int2 tile = p.tiles[m];
     c->e = tile.x;
     c->row0 = tile.y;

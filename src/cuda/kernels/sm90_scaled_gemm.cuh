@@ -165,18 +165,20 @@ __device__ __forceinline__ void sm90s_load_step(const char *slot, int j, int g, 
     sm90s_convert(v, lo | lo << 16, hi | hi << 16, a);
 }
 
-/* The consumer's K loop: step ks's two wgmmas are issued, then (wait<1>: step ks-1's are done,
- * its A registers and, at a stage boundary, its stage are free) step ks+1 is converted into the
- * other register buffer while they run. PSTEPS > 0: the wgmmas accumulate into tmp, which is
- * added into acc in f32 (rounding) every PSTEPS k32 steps, bounding how many truncating
+/* The consumer's K loop over K blocks [kb0, kb1) (a K part: sm90s_gemm_kernel): step ks's two
+ * wgmmas are issued, then (wait<1>: step ks-1's are done, its A registers and, at a stage
+ * boundary, its stage are free) step ks+1 is converted into the other register buffer while they
+ * run. The ring counts from the part's first block. PSTEPS > 0: the wgmmas accumulate into tmp,
+ * which is added into acc in f32 (rounding) every PSTEPS k32 steps, bounding how many truncating
  * tensor-core additions a sum sees (lab: GEMM1's accuracy); 0: straight into acc. */
 template <int BN, int STAGES, int PSTEPS = 0>
 __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *smem, uint64_t *full,
-                                              uint64_t *empty, int wg, float (&acc)[BN / 2])
+                                              uint64_t *empty, int wg, int64_t kb0, int64_t kb1,
+                                              float (&acc)[BN / 2])
 {
     using plan = sm90s_smem_plan<BN, STAGES>;
     const int t = threadIdx.x & 127, lane = t & 31;
-    const int64_t nks = p.K / 32, KB = (p.K + SM90S_BK - 1) / SM90S_BK;
+    const int64_t KB = kb1 - kb0, nks = min(2 * KB, p.K / 32 - 2 * kb0); /* k32 steps of the part */
     char *wslots = smem + plan::w_offset + wg * SM90S_SLOT_BYTES;
     uint32_t a[2][2][4];
     float tmp[PSTEPS ? BN / 2 : 1];
@@ -224,9 +226,62 @@ __device__ __forceinline__ void sm90s_consume(const sm90_gemm_args &p, char *sme
     for (int i = 0; i < BN / 2; i++) sm90_fence_reg(acc[i]);
 }
 
+/* A K part's epilogue (p.ksplit > 1, plain GEMMs only): the warp's 16 rows of block rb, the
+ * sums unscaled into plane `split` (p.out, or p.part + (split - 1) * p.plane), in the layout of
+ * sm90_epilogue_slice's plain output. */
+template <int BN>
+__device__ __forceinline__ void sm90s_epilogue_part(const sm90_gemm_args &p, int64_t rb, int split, int row0,
+                                                    int row_end, const float (&acc)[BN / 2])
+{
+    const int t = threadIdx.x & 127, warp = t >> 5, gid = (t & 31) >> 2, tig = t & 3;
+    float *dst = split == 0 ? p.out : p.part + (int64_t)(split - 1) * p.plane;
+    const int64_t ch_lo = rb * 64 + warp * 16 + gid;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+            const int row = row0 + j * 8 + tig * 2 + c;
+            if (row >= row_end) continue;
+            if (ch_lo < p.n_out) dst[(int64_t)row * p.n_out + ch_lo] = acc[4 * j + c];
+            if (ch_lo + 8 < p.n_out) dst[(int64_t)row * p.n_out + ch_lo + 8] = acc[4 * j + 2 + c];
+        }
+}
+
+/* The K parts summed (plain GEMM2 with ksplit > 1): out[r, h] = s_r * (C[e, h] * sum), the sum
+ * over the planes in order (plane 0 is out itself, rewritten in place) and the scales as
+ * sm90_epilogue_slice applies them; e is row r's expert (offsets). Grid (ceil(n_out / 1024),
+ * rows bound), block 256, four channels a thread (n_out % 4 == 0); rows at or past offsets[nl]
+ * exit. */
+static __global__ void sm90s_split_reduce_kernel(sm90_gemm_args p, int nl)
+{
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    const int64_t row = blockIdx.y, h = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (row >= p.offsets[nl] || h >= p.n_out) return;
+    int lo = 0, hi = nl; /* the last expert whose first row is at or before row */
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (p.offsets[mid] <= row) lo = mid;
+        else hi = mid;
+    }
+    const int64_t i = row * p.n_out + h;
+    float4 sum = *(const float4 *)(p.out + i);
+    for (int s = 1; s < p.ksplit; s++) {
+        const float4 v = *(const float4 *)(p.part + (int64_t)(s - 1) * p.plane + i);
+        sum.x += v.x;
+        sum.y += v.y;
+        sum.z += v.z;
+        sum.w += v.w;
+    }
+    const float sa = p.act_scale[row];
+    const float4 c = *(const float4 *)(p.wc + (int64_t)lo * p.nrb * 64 + h);
+    *(float4 *)(p.out + i) = make_float4(sa * (c.x * sum.x), sa * (c.y * sum.y), sa * (c.z * sum.z),
+                                         sa * (c.w * sum.w));
+}
+
 /*
- * Grid: (M tiles bound x NRB/2) CTAs, rastered by sm90_raster; block SM90_THREADS; dynamic
- * shared memory sm90s_smem_plan::bytes. tmap_act: the [R, K] f16 input with a (64, BN) box and
+ * Grid: (M tiles bound x NRB/2 x K parts) CTAs, rastered by sm90_raster (a tile's K parts
+ * neighbours; plain GEMMs only: p.ksplit, then sm90s_split_reduce_kernel); block SM90_THREADS;
+ * dynamic shared memory sm90s_smem_plan::bytes. tmap_act: the [R, K] f16 input with a (64, BN) box and
  * the 128-byte swizzle (sm90_tmap_act(..., true)). p.wq: the weight blocks; p.ws unused; p.wc:
  * C·2^-k per physical row.
  */
@@ -247,14 +302,17 @@ static __global__ void __launch_bounds__(SM90_THREADS, (sm90s_smem_plan<BN, STAG
     const int wg = threadIdx.x / 128;
 
     const int64_t KB = (p.K + SM90S_BK - 1) / SM90S_BK;
+    const int ks = !GATED && p.ksplit > 1 ? p.ksplit : 1; /* K parts [kb0, kb1) of the tile */
+    const int64_t kb0 = cta.split * KB / ks, kb1 = (cta.split + 1) * KB / ks;
     if (wg == 0) { /* producer */
         sm90_reg_dealloc<sm90_producer_regs(plan::ctas)>();
         if (threadIdx.x == 0) {
             sm90_prefetch_tmap(&tmap_act);
             const int blk = sm90s_block_bytes(p.g);
-            for (int64_t kb = 0; kb < KB; kb++) {
-                const int s = (int)(kb % STAGES);
-                sm90_bar_wait(&empty[s], (uint32_t)(((kb / STAGES) & 1) ^ 1));
+            for (int64_t kb = kb0; kb < kb1; kb++) {
+                const int64_t i = kb - kb0; /* the ring counts from the part's first block */
+                const int s = (int)(i % STAGES);
+                sm90_bar_wait(&empty[s], (uint32_t)(((i / STAGES) & 1) ^ 1));
                 sm90_bar_expect_tx(&full[s], (uint32_t)(plan::act_bytes + SM90_CONSUMERS * blk));
                 sm90_tma_load_2d(smem + s * plan::act_bytes, &tmap_act, (int32_t)(kb * SM90S_BK), row0, &full[s]);
                 for (int c = 0; c < SM90_CONSUMERS; c++)
@@ -268,8 +326,9 @@ static __global__ void __launch_bounds__(SM90_THREADS, (sm90s_smem_plan<BN, STAG
         const int c = wg - 1;
         const int64_t rb = 2 * n + c;
         float acc[BN / 2];
-        sm90s_consume<BN, STAGES, PSTEPS>(p, smem, full, empty, c, acc);
-        sm90_epilogue<BN, GATED>(p, e, rb, row0, row_end, acc);
+        sm90s_consume<BN, STAGES, PSTEPS>(p, smem, full, empty, c, kb0, kb1, acc);
+        if (ks > 1) sm90s_epilogue_part<BN>(p, rb, cta.split, row0, row_end, acc);
+        else sm90_epilogue<BN, GATED>(p, e, rb, row0, row_end, acc);
     }
 #endif
 }
@@ -286,7 +345,8 @@ static cudaError_t sm90s_gemm_launch(const CUtensorMap &tm, const sm90_gemm_args
         e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                  cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
-    unsigned grid = tiles_bound * (unsigned)(p.nrb / 2);
+    const unsigned ks = !GATED && p.ksplit > 1 ? (unsigned)p.ksplit : 1u;
+    unsigned grid = tiles_bound * (unsigned)(p.nrb / 2) * ks;
     kern<<<grid, SM90_THREADS, plan::bytes, st>>>(tm, p);
     return cudaGetLastError();
 }
