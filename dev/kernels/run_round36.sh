@@ -59,7 +59,7 @@ fi
 bench() { W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model "$1" --tokens "$2" \
   2>&1 | grep -E "^ +[0-9]+ |error|FAIL"; }
 if has s; then
-  for mt in mixtral-8x7b:32,64,96,128,256 llama4-scout:256; do
+  for mt in mixtral-8x7b:32,64,96,128,256,320 llama4-scout:256; do
     for sk in 0 1 0 1; do
       echo "== ${mt%%:*} split_k=$sk"; W4A8MOE_SM90_SPLIT_K=$sk bench "${mt%%:*}" "${mt##*:}"
     done
