@@ -13,7 +13,8 @@
 #      Mixtral T = 32-256, llama4-scout T = 256. Prediction: Mixtral T = 64 390 -> ~340 us (GEMM2
 #      at GEMM1's rate), T = 256 -5 to -10 %; scout unchanged (one part).
 #   b  the layer at those points, two runs each (graph us)
-# `run_round36.sh [PARTS] [SECONDS]`; build with dev/kernels/build_device_bins.sh, carry
+# `run_round36.sh [PARTS] [SECONDS]` runs the parts in PARTS' order (NCU_POINTS=model:T:split_k...
+# sets part n's points); build with dev/kernels/build_device_bins.sh, carry
 # build-lab/bins.tar.xz.
 set -u
 PARTS=${1:-txnsb}
@@ -22,19 +23,19 @@ DEADLINE=${2:-540}
 unpack bins || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
-has t && gpu_tests $B routing workspace consistency large
-if has x; then
+part_t() { gpu_tests $B routing workspace consistency large; }
+part_x() {
   for m in mixtral-8x7b qwen3-30b-a3b; do
     timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model $m 2>&1 | tee "$OUT/explain-$m.log" | tail -14
   done
-fi
-if has n; then
+}
+part_n() {
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   met=gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread,launch__waves_per_multiprocessor
   met=$met,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__throughput.avg.pct_of_peak_sustained_elapsed
   met=$met,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
   met=$met,smsp__issue_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum
-  for mt in mixtral-8x7b:64:0 mixtral-8x7b:64:1 qwen3-235b-a22b:64:0 qwen3-30b-a3b:16:0; do
+  for mt in ${NCU_POINTS:-mixtral-8x7b:64:0 mixtral-8x7b:64:1 qwen3-235b-a22b:64:0 qwen3-30b-a3b:16:0}; do
     m=${mt%%:*} T=${mt#*:}; sk=${T#*:}; T=${T%%:*}
     W4A8MOE_SM90_SPLIT_K=$sk W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 60)" $ncu --csv --metrics $met \
       -k "regex:dispatch|schedule|widen|requant|combine|route|sm90_mma|sm90s_gemm|sm90_gemm_kernel" --launch-count 9 \
@@ -54,20 +55,21 @@ short = lambda n: n.split("__")[-1].split(".")[0][:14]
 for (i, name), m in k.items():
     print(i.rjust(2), name.ljust(48), " ".join("%s=%s" % (short(a), m[a]) for a in sorted(m)))
 PY
-  done 2>&1 | tee "$OUT/ncu-summary.log"
-fi
+  done 2>&1 | tee -a "$OUT/ncu-summary.log"
+}
 bench() { W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model "$1" --tokens "$2" \
   2>&1 | grep -E "^ +[0-9]+ |error|FAIL"; }
-if has s; then
+part_s() {
   for mt in mixtral-8x7b:32,64,96,128,256,320 llama4-scout:256; do
     for sk in 0 1 0 1; do
       echo "== ${mt%%:*} split_k=$sk"; W4A8MOE_SM90_SPLIT_K=$sk bench "${mt%%:*}" "${mt##*:}"
     done
   done 2>&1 | tee "$OUT/split.log"
-fi
-if has b; then
+}
+part_b() {
   for mt in mixtral-8x7b:1,64 qwen3-235b-a22b:64 qwen3-30b-a3b:1,16; do
     for i in 1 2; do echo "== ${mt%%:*} run $i"; bench "${mt%%:*}" "${mt##*:}"; done
   done 2>&1 | tee "$OUT/bench.log"
-fi
+}
+for (( i = 0; i < ${#PARTS}; i++ )); do part_${PARTS:i:1}; done # in the order asked
 echo "round 36 done in $(( $(date +%s) - t_start )) s"
