@@ -12,6 +12,11 @@
 #   s  GEMM2's K parts (default) against none (W4A8MOE_SM90_SPLIT_K=1), graph us, alternating:
 #      Mixtral T = 32-256, llama4-scout T = 256. Prediction: Mixtral T = 64 390 -> ~340 us (GEMM2
 #      at GEMM1's rate), T = 256 -5 to -10 %; scout unchanged (one part).
+#   k  GEMM1 finding its tile's expert from the routing ids before its PDL wait (branch
+#      sm90-find-ids2: W4A8MOE_SM90_FIND_IDS=1) against main's rule (=0), T = 1, 2, graph us.
+#      Prediction (H100): qwen3-30b T = 1 27.3 -> ~24, Mixtral 96.5 -> ~91 (no schedule kernel
+#      either), llama4-scout ~53 -> ~49, deepseek-v3 ~97 -> ~94.
+#   u  t's short form: test_gpu_distinct (full), test_gpu_routing, memcheck, racecheck
 #   b  the layer at those points, two runs each (graph us)
 # `run_round36.sh [PARTS] [SECONDS]` runs the parts in PARTS' order (NCU_POINTS=model:T:split_k...
 # sets part n's points); build with dev/kernels/build_device_bins.sh, carry
@@ -24,6 +29,7 @@ unpack bins || exit 1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
 part_t() { gpu_tests $B routing workspace consistency large; }
+part_u() { gpu_tests $B routing; } # the short form: distinct (full), routing, the sanitizers
 part_x() {
   for m in mixtral-8x7b qwen3-30b-a3b; do
     timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model $m 2>&1 | tee "$OUT/explain-$m.log" | tail -14
@@ -65,6 +71,13 @@ part_s() {
       echo "== ${mt%%:*} split_k=$sk"; W4A8MOE_SM90_SPLIT_K=$sk bench "${mt%%:*}" "${mt##*:}"
     done
   done 2>&1 | tee "$OUT/split.log"
+}
+part_k() {
+  for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3; do
+    for fi in 0 1 0 1; do
+      echo "== $m find_ids=$fi"; W4A8MOE_SM90_FIND_IDS=$fi bench $m 1,2
+    done
+  done 2>&1 | tee "$OUT/find-ids.log"
 }
 part_b() {
   for mt in mixtral-8x7b:1,64 qwen3-235b-a22b:64 qwen3-30b-a3b:1,16; do

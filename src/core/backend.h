@@ -158,6 +158,9 @@ typedef struct w4a8moe_dispatch {
     float *y_rows;
     const void *x; /* the caller's x [T, H] in io_dtype (what ACT_BF16 experts read) */
     w4a8moe_tile_plan plan; /* set before the prepare (plan_tiles); the prepare sets .written */
+    /* the routing ids [T, k] the pairs came from (the caller's or the router's), where the
+     * prepare lets the experts read them, in the prepare's memory space; else NULL */
+    const int32_t *topk_ids;
 } w4a8moe_dispatch;
 
 typedef struct w4a8moe_experts_ops {

@@ -217,6 +217,8 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
         ids = ex.ids;
         wts = ex.wts;
     }
+    dp->topk_ids = ids; /* written before this prepare's own kernels (cuda_sm90's GEMM1 reads them
+                         * before its PDL wait at decode: kernels/sm90_mma_decode.cuh) */
     pair_map m = {ids, T, k, d->num_experts, ctx->expert_begin, nl, ctx->token_base};
     float static_scale = d->act_scheme == W4A8MOE_ACT_FP8_TENSOR_STATIC ? d->act_scale_in : 0.0f;
     if (pairs <= DISPATCH_CHUNK && nl <= LOCAL_DECODE_MAX_EXPERTS && s->decode_kernel) {

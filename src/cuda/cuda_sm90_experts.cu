@@ -58,6 +58,8 @@ typedef struct sm90_state {
     CUtensorMap a_map[SM90_TILE_COUNT], b_map[SM90_TILE_COUNT];
     int early;    /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
     int find_max; /* local experts up to which GEMM1 finds its own tile (mma_layer) */
+    int find_ids; /* GEMM1 finds its tile's expert from the routing ids where the prepare wrote
+                   * the tile list (mma_layer; W4A8MOE_SM90_FIND_IDS=1: on) */
     int prepare_tiles; /* the small-batch tile list written by the prepare (sm90_plan_tiles): 0
                         * never, 1 where GEMM1 does not find its own tile, 2 always
                         * (W4A8MOE_SM90_PREPARE_TILES) */
@@ -313,6 +315,8 @@ static void sm90_read_switches(sm90_state *s)
     const char *fm = getenv("W4A8MOE_SM90_FIND_MAX");
     s->find_max = fm ? atoi(fm) : 32;
     if (s->find_max > SM90M_FIND_MAX_EXPERTS) s->find_max = SM90M_FIND_MAX_EXPERTS;
+    const char *fi = getenv("W4A8MOE_SM90_FIND_IDS");
+    s->find_ids = fi && fi[0] == '1';
     const char *pt = getenv("W4A8MOE_SM90_PREPARE_TILES");
     s->prepare_tiles = pt ? atoi(pt) : 1;
     const char *mm = getenv("W4A8MOE_SM90_MMA_MAX_ROWS");
@@ -440,31 +444,33 @@ static int sm90_gemm2_ksplit(int64_t I, int g, int64_t R, const sm90_mma_config 
  * kernels/sm90_mma_decode.cuh); nl: the local experts. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl,
-                              cudaStream_t st, int pdl)
+                              const sm90m_ids &rt, cudaStream_t st, int pdl)
 {
     constexpr int W = SM90M_WARPS(KS); /* warps a block, 4 KS / W blocks a row block */
     dim3 grid(tiles_bound, (unsigned)(p.nrb * (4 * KS / W))), block(32 * W);
     if (p.w_block != sm90s_block_bytes(p.g)) return cudaErrorInvalidValue; /* the kernel's block stride */
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, rt);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, rt);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, rt);
     return cudaErrorInvalidValue;
 }
 
-/* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE or FIND | PRE_WEIGHTS, GEMM2 0
- * or PRE_WEIGHTS. */
+/* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE, FIND | PRE_WEIGHTS or FIND_IDS |
+ * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
-                                    int nl, cudaStream_t st, int pdl)
+                                    int nl, const sm90m_ids &rt, cudaStream_t st, int pdl)
 {
     constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
     constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
-    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, st, pdl);
-    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, st, pdl);
-    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, st, pdl);
+    constexpr int c = GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
+    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == c) return mma_launch<NT, KS, GATED, F16IN, SCALED, c>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, rt, st, pdl);
     return cudaErrorInvalidValue;
 }
 
@@ -480,22 +486,29 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
  * (kernels/frag_order.cuh), GEMM2 on them. With s->early
  * (W4A8MOE_SM90_EARLY=0 turns it off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues:
  * kernels/sm90_mma_decode.cuh):
- * GEMM1 releases the requantisation first and, with at most s->find_max local experts, finds
- * its tile and loads its first weights beside the schedule kernel; GEMM2 loads its first
- * weights beside the requantisation. KS, KS2: GEMM1's and GEMM2's K splits. */
+ * GEMM1 releases the requantisation first and, with s->find_ids where the prepare wrote the tile
+ * list, finds its tile's expert from the routing ids (rt) and loads its first weights beside the
+ * prepare, or else, with at most s->find_max local experts, finds its tile from the offsets and
+ * loads its first weights beside the schedule kernel; GEMM2 loads its first weights beside the
+ * requantisation. KS, KS2: GEMM1's and GEMM2's K splits. */
 template <int NT, int KS, int KS2>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
                                 float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready,
-                                cudaStream_t st, int pdl, w4a8moe_err *err)
+                                const sm90m_ids &rt, cudaStream_t st, int pdl, w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
     const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
-    /* a tile found from the offsets before GEMM1's wait needs them two launches back: not
-     * when the prepare, the kernel just before, wrote them with the tile list */
+    /* the ids are two launches back (the caller's, or the router's before the prepare); a tile
+     * found from the offsets needs them two launches back: not when the prepare, the kernel
+     * just before, wrote them with the tile list */
+    const bool ids = s->find_ids && tiles_ready && rt.ids;
     const bool finds = nl <= s->find_max && !tiles_ready;
-    const int e1 = !early ? 0 : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_RELEASE;
+    const int e1 = !early ? 0
+                   : ids  ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS
+                   : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS
+                           : SM90M_RELEASE;
     const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
     if (!tiles_ready)
         CUDA_LAUNCH(err, "sm89_schedule_kernel",
@@ -503,17 +516,17 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
                                    a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
     static_assert(NT == 1, "GEMM1 reads the e4m3 rows, four loads and widenings a fragment: one-fragment tiles");
     CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
-                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, st, pdl)));
+                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, rt, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes, fragment order)",
                 w4a8moe_launch(sm89_requant_kernel<true, true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS2, false, true, true>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
+                    (mma_launch_early<NT, KS2, false, true, true>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl)));
     else
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS2, false, true, false>(e2, a2, ws.b_wide, tb, nl, st, pdl)));
+                    (mma_launch_early<NT, KS2, false, true, false>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 
@@ -521,7 +534,8 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
  * decode kernel writes it and zeroes GEMM1's row amax, so the forward runs no schedule kernel
  * (a dependent step of ~2.2 µs at decode; docs/PERFORMANCE.md, round 23). Not where GEMM1 finds
  * its own tile before its wait from the offsets (at most s->find_max local experts), which
- * needs the kernel before it to be the schedule (kernels/pdl.cuh), unless prepare_tiles = 2. */
+ * needs the kernel before it to be the schedule (kernels/pdl.cuh), unless prepare_tiles = 2 or
+ * GEMM1 finds its tile's expert from the routing ids instead (find_ids). */
 static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T, void *workspace,
                             w4a8moe_tile_plan *plan)
 {
@@ -532,7 +546,7 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     const sm90_mma_config *mc = pick_mma(R, nl, s->mma_max);
     if (!mc || s->w13.scaled) return; /* the wgmma path keeps its schedule kernels */
     const bool finds = s->early && R <= SM90_EARLY_MAX_ROWS && nl <= s->find_max;
-    if (finds && s->prepare_tiles < 2) return;
+    if (finds && s->prepare_tiles < 2 && !s->find_ids) return;
     sm90_ws ws;
     sm90_ws_layout(ctx, (char *)workspace, &ws);
     plan->rows_a_tile = 8 * mc->nt;
@@ -635,9 +649,10 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
                            pl.ntiles == ws.ntiles && pl.zero == ws.rowmax && pl.nzero >= R;
         /* GEMM2's K split (configs/sm90_tiles.h): eight ways for a long K at decode */
         const int ks2 = sm90_gemm2_ksplit(I, g, R, mc);
+        const sm90m_ids rt = {dp->topk_ids, (int)R, d->num_experts, ctx->expert_begin};
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
-        case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
-        case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, st, pdl, err);
+        case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
+        case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",

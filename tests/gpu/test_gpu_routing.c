@@ -327,12 +327,17 @@ static int bad_make(bad_ctx *c, w4a8moe_layer_desc d, int64_t T, const int64_t (
     return gh_dev_make(&c->dv, &d, &c->in);
 }
 
-/* Small dispatch path (T*k <= 1024): check after the forward, then the next-forward report. */
-static void test_bad_ids_small(void)
+/* Small dispatch path (T*k <= 1024): check after the forward, then the next-forward report; the
+ * repeated id's output against cpu_ref with its later slot as -1. find_ids: W4A8MOE_SM90_FIND_IDS
+ * while the layers are made (cuda_sm90's GEMM1 then finds its tile's expert from these ids, 8
+ * pairs, before its PDL wait), or NULL. */
+static void test_bad_ids_small(const char *find_ids)
 {
     bad_ctx c;
     const int64_t bad[1][3] = {{2, 1, 99}};
+    if (find_ids) setenv("W4A8MOE_SM90_FIND_IDS", find_ids, 1);
     int ok = bad_make(&c, small_desc(8, 2, 8), 4, bad, 1) == 0;
+    if (find_ids) unsetenv("W4A8MOE_SM90_FIND_IDS");
     CHECK(ok, "bad ids (small): setup: %s", w4a8moe_last_error());
     if (!ok) { bad_free(&c); return; }
     w4a8moe_routing_input rd = gh_routing(c.dv.ids, c.dv.weights, NULL);
@@ -357,10 +362,20 @@ static void test_bad_ids_small(void)
          cudaMalloc((void **)&dgood, sizeof good_ids) == cudaSuccess &&
          cudaMemcpy(dgood, good_ids, sizeof good_ids, cudaMemcpyHostToDevice) == cudaSuccess;
     CHECK(ok, "bad ids (small): device ids");
-    if (ok) {
+    float *want_rep = malloc((size_t)(4 * c.d.hidden) * 4 + 4);
+    if (ok && want_rep) { /* what the repeated id runs as: its later slot -1 */
+        int32_t as_run[8];
+        memcpy(as_run, rep, sizeof as_run);
+        as_run[3 * 2 + 1] = -1;
+        w4a8moe_routing_input rh = gh_routing(as_run, c.in.weights, NULL);
+        ok = ref_forward(c.ref, &c.d, 4, c.in.x, &rh, want_rep) == 0;
+        CHECK(ok, "repeated id: reference");
+    }
+    if (ok && want_rep) {
         CHECK(w4a8moe_layer_forward(c.gpu, 4, c.dv.x, &rd, c.dv.out, NULL) == W4A8MOE_STATUS_OK,
               "repeated id: the forward itself runs: %s", w4a8moe_layer_error(c.gpu));
         CHECK(cudaDeviceSynchronize() == cudaSuccess, "repeated id: sync");
+        expect_close("repeated id runs its later slot as -1", &c.d, 4, &c.dv, want_rep, NULL);
         size_t ob = (size_t)(4 * c.d.hidden) * 2;
         uint16_t *before = malloc(ob), *after = malloc(ob);
         w4a8moe_routing_input rg = gh_routing(dgood, c.dv.weights, NULL);
@@ -385,6 +400,7 @@ static void test_bad_ids_small(void)
         free(before);
         free(after);
     }
+    free(want_rep);
     cudaFree(dgood);
     bad_free(&c);
 }
@@ -474,7 +490,8 @@ int main(void)
     }
     test_routers();
     test_nan_logits_layers();
-    test_bad_ids_small();
+    test_bad_ids_small(NULL);
+    test_bad_ids_small("1");
     test_bad_ids_large();
     test_bad_ids_graph();
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "device errors at the end");

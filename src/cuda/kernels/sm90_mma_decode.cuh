@@ -158,6 +158,41 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
     return true;
 }
 
+/* The routing ids a forward's pairs came from, for SM90M_FIND_IDS: ids [pairs] (global expert
+ * ids; pairs <= 32), E the layer's experts, e0 the first local one. */
+struct sm90m_ids {
+    const int32_t *ids;
+    int pairs, E, e0;
+};
+
+/* The expert of tile b when every local expert has at most BT rows (pairs <= BT): the b-th
+ * smallest distinct local expert among the ids, as the prepare lists its tiles (experts
+ * ascending, an id outside [0, E) or off this rank none, an expert repeated in a token counted
+ * once, as the prepare's rows are). Each warp, from the ids alone: false when fewer than b + 1
+ * experts are hit. The ids are two or more launches back (the caller's, or the router's before
+ * the prepare): read through L2 (ld.global.cg) before the wait, as sm90m_find_tile's offsets. */
+template <int BT>
+__device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl, int b, int *e_out)
+{
+    const int lane = threadIdx.x & 31, none = 0x7fffffff;
+    int le = none;
+    if (lane < rt.pairs) {
+        const int id = __ldcg(rt.ids + lane), x = id - rt.e0;
+        if (id >= 0 && id < rt.E && x >= 0 && x < nl) le = x;
+    }
+    const unsigned peers = __match_any_sync(0xffffffffu, le);
+    const int first = le != none && lane == __ffs(peers) - 1; /* an expert's first pair */
+    int rank = 0; /* distinct experts below this lane's */
+    for (int q = 0; q < rt.pairs; q++) {
+        const int v = __shfl_sync(0xffffffffu, le, q), f = __shfl_sync(0xffffffffu, first, q);
+        rank += f && v < le;
+    }
+    const unsigned hit = __ballot_sync(0xffffffffu, first && rank == b);
+    if (!hit) return false;
+    *e_out = __shfl_sync(0xffffffffu, le, __ffs(hit) - 1);
+    return true;
+}
+
 /* How a block finds its tile and what it does before its PDL wait (kernels/pdl.cuh), as bits:
  *   none                the tile from the schedule's list, everything after the wait;
  *   SM90M_FIND          the tile found from the offsets (sm90m_find_tile) instead: GEMM1, whose
@@ -169,13 +204,20 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
  *                       also releases the next kernel first. The activations are read after
  *                       the wait, through L1 (round 15: reading GEMM1's rows before it, through
  *                       L2 only, took Mixtral's GEMM1 at T = 1 from 59 to 99 µs);
- *   SM90M_RELEASE       no prologue, the next kernel released before the wait.
+ *   SM90M_RELEASE       no prologue, the next kernel released before the wait;
+ *   SM90M_FIND_IDS      (with PRE_WEIGHTS; GEMM1 of at most 8 routed rows, the prepare just
+ *                       before it having written the tile list) the tile's expert found from the
+ *                       routing ids (sm90m_find_tile_ids), so its first weights stream while the
+ *                       prepare runs; after the wait the list's entry gives the tile's rows, and
+ *                       an expert other than the one found (never, by the rule both follow) is
+ *                       loaded then.
  * Reads before the wait of what other kernels wrote go through L2 (ld.global.cg): this SM's L1
  * may hold an earlier forward's lines. Finding a tile costs every block of the grid a scan, so
  * the prologues are for the smallest batches (cuda_sm90_experts.cu, mma_layer). */
 #define SM90M_FIND 1
 #define SM90M_PRE_WEIGHTS 2
 #define SM90M_RELEASE 4 /* no prologue, but the next kernel released before the wait */
+#define SM90M_FIND_IDS 8
 
 /* Warps a block (the grid above). */
 #define SM90M_WARPS(ks) ((ks) > 4 ? (ks) : 4)
@@ -189,23 +231,28 @@ __device__ __forceinline__ bool sm90m_find_tile(const int32_t *offsets, int nl, 
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
- * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it). p.w_block, the block
+ * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it or SM90M_FIND_IDS; rt
+ * only with SM90M_FIND_IDS). p.w_block, the block
  * stride in bytes, must be sm90s_block_bytes(g). */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(NT, KS))
-    sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act, int nl)
+    sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act, int nl, sm90m_ids rt)
 {
     constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
-    constexpr bool REL = EARLY & SM90M_RELEASE;
+    constexpr bool REL = EARLY & SM90M_RELEASE, IDS = EARLY & SM90M_FIND_IDS;
     static_assert(!FIND || PRE_W, "a tile is found before the wait");
+    static_assert(!IDS || (PRE_W && !FIND && NT == 1), "an expert is found before the wait, one-fragment tiles");
     if constexpr (PRE_W || REL) pdl_release(); /* the next kernel (requantisation, combine) has no prologue */
     if constexpr (!PRE_W) pdl_wait(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
     constexpr int WN = SM90M_WARPS(KS) / KS, BPR = 4 / WN, ACC = NT * 4;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
-    int e; /* 32-bit, as rb: registers held to the epilogue (SM90M_MIN_BLOCKS) */
-    int row0, row_end = 0;
-    if constexpr (FIND) {
+    int e = 0; /* 32-bit, as rb: registers held to the epilogue (SM90M_MIN_BLOCKS) */
+    int row0 = 0, row_end = 0;
+    bool found = true; /* IDS: an expert found before the wait */
+    if constexpr (IDS) {
+        found = sm90m_find_tile_ids<8 * NT>(rt, nl, (int)blockIdx.x, &e);
+    } else if constexpr (FIND) {
         int fe;
         if (!sm90m_find_tile<8 * NT>(p.offsets, nl, (int)blockIdx.x, &fe, &row0, &row_end)) return;
         e = fe;
@@ -239,6 +286,12 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
     const char *wb = (const char *)p.wq + ((int64_t)e * p.nrb + rb) * KB * WBLK;
     const char *wt = (const char *)((const uint2 *)wb + sm90s_word_index(t, 0));
     const float *wsp = SCALED ? nullptr : p.ws + ((int64_t)e * p.nrb + rb) * groups * 64 + r;
+    auto set_expert = [&](int x) { /* IDS: the expert the list names after the wait */
+        e = x;
+        wb = (const char *)p.wq + ((int64_t)e * p.nrb + rb) * KB * WBLK;
+        wt = (const char *)((const uint2 *)wb + sm90s_word_index(t, 0));
+        if constexpr (!SCALED) wsp = p.ws + ((int64_t)e * p.nrb + rb) * groups * 64 + r;
+    };
     const int b0 = kq * groups / KS, b1 = (kq + 1) * groups / KS;
     /* byte offset of group b's first block, and of step s's word from it */
     auto group_off = [&](int b) -> int64_t {
@@ -266,12 +319,25 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
     uint2 cur[GSTEPS], nxt[GSTEPS];
     uint32_t hs_cur = 0, hs_nxt = 0; /* scaled: the group's f16 scales, rows r and r + 8 */
     float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
-    if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+    if (found && b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
     if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
-        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+        if (found && b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
     }
-    if constexpr (!FIND) row_end = PRE_W ? __ldcg(p.offsets + e + 1) : p.offsets[e + 1];
-    if constexpr (PRE_W) pdl_wait(); /* the rows (GEMM1: the prepare; GEMM2: the requant) */
+    if constexpr (IDS) {
+        pdl_wait(); /* the prepare's tile list and rows */
+        if ((int)blockIdx.x >= *p.ntiles) return;
+        const int2 tile = p.tiles[blockIdx.x];
+        row0 = tile.y;
+        if (!found || tile.x != e) { /* not the expert found: its weights now */
+            set_expert(tile.x);
+            if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+            if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+        }
+        row_end = p.offsets[e + 1];
+    } else {
+        if constexpr (!FIND) row_end = PRE_W ? __ldcg(p.offsets + e + 1) : p.offsets[e + 1];
+        if constexpr (PRE_W) pdl_wait(); /* the rows (GEMM1: the prepare; GEMM2: the requant) */
+    }
 
     /* The thread's input values of step s: sm90m_b_frags at element 32 s of its group's slice
      * of each row, plus 2 tig (e4m3) or 8 tig (f16, fragment order): arow[f], row f's. */
