@@ -30,6 +30,16 @@ nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 B=build-cuda
 part_t() { gpu_tests $B routing workspace consistency large; }
 part_u() { gpu_tests $B routing; } # the short form: distinct (full), routing, the sanitizers
+part_v() { # the shortest: distinct and routing (quick), memcheck and racecheck (distinct, quick)
+  W4A8MOE_TEST_QUICK=1 timeout "$(lim 100)" $B/tests-gpu/test_gpu_distinct > "$OUT/test_gpu_distinct.log" 2>&1
+  echo "distinct (quick) rc=$?"; grep -h "FAIL\|passed, " "$OUT/test_gpu_distinct.log" | tail -4
+  W4A8MOE_TEST_QUICK=1 timeout "$(lim 60)" $B/tests-gpu/test_gpu_routing > "$OUT/test_gpu_routing.log" 2>&1
+  echo "routing rc=$?"; grep -h "FAIL\|passed, " "$OUT/test_gpu_routing.log" | tail -4
+  for tool in memcheck racecheck; do
+    W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 100) tests/gpu/run.sh "$B" san $tool test_gpu_distinct \
+      > "$OUT/$tool.log" 2>&1; echo "$tool rc=$?"; grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT/$tool.log"
+  done
+}
 part_x() {
   for m in mixtral-8x7b qwen3-30b-a3b; do
     timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model $m 2>&1 | tee "$OUT/explain-$m.log" | tail -14
@@ -66,14 +76,14 @@ PY
 bench() { W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model "$1" --tokens "$2" \
   2>&1 | grep -E "^ +[0-9]+ |error|FAIL"; }
 part_s() {
-  for mt in mixtral-8x7b:32,64,96,128,256,320 llama4-scout:256; do
+  for mt in ${SPLIT_POINTS:-mixtral-8x7b:32,64,96,128,256,320 llama4-scout:256}; do
     for sk in 0 1 0 1; do
       echo "== ${mt%%:*} split_k=$sk"; W4A8MOE_SM90_SPLIT_K=$sk bench "${mt%%:*}" "${mt##*:}"
     done
   done 2>&1 | tee "$OUT/split.log"
 }
 part_k() {
-  for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3; do
+  for m in ${FIND_MODELS:-qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3}; do
     for fi in 0 1 0 1; do
       echo "== $m find_ids=$fi"; W4A8MOE_SM90_FIND_IDS=$fi bench $m 1,2
     done
