@@ -450,11 +450,14 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
     dim3 grid(tiles_bound, (unsigned)(p.nrb * (4 * KS / W))), block(32 * W);
     if (p.w_block != sm90s_block_bytes(p.g)) return cudaErrorInvalidValue; /* the kernel's block stride */
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, rt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
+                              nl, rt);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, rt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
+                              nl, rt);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act, nl, rt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
+                              nl, rt);
     return cudaErrorInvalidValue;
 }
 
@@ -577,9 +580,9 @@ static double wave_fill(int64_t ctas, int64_t slots)
  * thirds of a wave and two CTAs an SM where three fit. Cut in S parts, it is S times the CTAs
  * of 1/S the work: its time goes as its waves over S, i.e. as 1 / (the share of the slots its
  * waves fill), and the S whose waves are fullest wins if it fills them SM90_SPLIT_GAIN times as
- * well as one part (sm90s_split_reduce_kernel then sums the parts, a kernel more). The tiles are estimated from
- * the average rows an expert (the routing is on the device): one an expert when it fills at
- * most half a tile, else R / bn and half a tile's spill an expert. At most SM90_SPLIT_MAX parts,
+ * well as one part (sm90s_split_reduce_kernel then sums the parts, a kernel more). The tiles
+ * are estimated from the average rows an expert (the routing is on the device): one an expert
+ * when it fills at most half a tile, else R / bn and half a tile's spill an expert. At most SM90_SPLIT_MAX parts,
  * each of at least SM90_SPLIT_MIN_BLOCKS K blocks, and as many as GEMM1's y [R, I] holds [R, H]
  * planes of, beside y_rows (it is dead once requantised); split_k > 0 caps the parts instead
  * (1: none). Not on the promoting kernel (f32 scales): 1. *settled (unless NULL): 1 when no
@@ -651,8 +654,10 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         const int ks2 = sm90_gemm2_ksplit(I, g, R, mc);
         const sm90m_ids rt = {dp->topk_ids, (int)R, d->num_experts, ctx->expert_begin};
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
-        case 144: return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
-        case 148: return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
+        case 144:
+            return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
+        case 148:
+            return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",
