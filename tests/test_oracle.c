@@ -473,6 +473,7 @@ static void test_sm90_paths(void)
     }
     CHECK(sm90->describe_batch, "cuda_sm90 describes its batch paths");
     if (!sm90->describe_batch) return;
+    setenv("W4A8MOE_SM90_SPLIT_K", "0", 1); /* GEMM2's K parts by its grid (not the default yet) */
     w4a8moe_layer_desc d;
     base_desc(&d, 4096, 14336, 8, 2, 128, 4096);
     w4a8moe_device_info dev = cuda_dev(90);
@@ -518,6 +519,9 @@ static void test_sm90_paths(void)
     CHECK(has(rep, "T = 1-4 ") && has(rep, "T = 5-24 ") && has(rep, "T = 25-64 ") &&
               has(rep, "GEMM2 32, its K in 3 parts") && has(rep, "T = 81-128 ") && has(rep, "T = 1537-4096 "),
           "cuda_sm90 batch ranges for Mixtral's shape:\n%s", rep);
+    unsetenv("W4A8MOE_SM90_SPLIT_K");
+    sm90->describe_batch(&ctx, 64, buf, sizeof buf); /* the default: one part */
+    CHECK(!has(buf, "parts"), "cuda_sm90 T = 64, W4A8MOE_SM90_SPLIT_K unset: '%s'", buf);
 }
 
 /* cuda_sm89's (when in this build): configs/sm89_tiles.h's four entries on qwen3-30b's shape

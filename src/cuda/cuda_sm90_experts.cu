@@ -69,7 +69,7 @@ typedef struct sm90_state {
                                     * W4A8MOE_SM90_BN32_MAX_ROWS and _BN64_ set the first two,
                                     * for measuring */
     int split_k;  /* GEMM2's K parts on the wgmma tiles: 0 by its grid (sm90_gemm2_parts), N at
-                   * most N (W4A8MOE_SM90_SPLIT_K; 1: never) */
+                   * most N (W4A8MOE_SM90_SPLIT_K; 1: never, SM90_SPLIT_K_DEFAULT unset) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -323,7 +323,7 @@ static void sm90_read_switches(sm90_state *s)
     s->mma_max = sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
     if (mm && atoi(mm) < s->mma_max) s->mma_max = atoi(mm);
     const char *sk = getenv("W4A8MOE_SM90_SPLIT_K");
-    s->split_k = sk ? atoi(sk) : 0;
+    s->split_k = sk ? atoi(sk) : SM90_SPLIT_K_DEFAULT;
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -587,6 +587,7 @@ static double wave_fill(int64_t ctas, int64_t slots)
  * planes of, beside y_rows (it is dead once requantised); split_k > 0 caps the parts instead
  * (1: none). Not on the promoting kernel (f32 scales): 1. *settled (unless NULL): 1 when no
  * larger grid of this layer gets parts either (six waves or more fill at least 6/7 of theirs). */
+#define SM90_SPLIT_K_DEFAULT 1 /* none: written, not yet run on a GPU (docs/PERFORMANCE.md, round 36) */
 #define SM90_SPLIT_MAX 4
 #define SM90_SPLIT_MIN_BLOCKS 8
 #define SM90_SPLIT_GAIN 1.2
