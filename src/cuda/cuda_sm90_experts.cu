@@ -51,6 +51,10 @@ typedef struct sm90_matrix {
     int scaled;   /* the scaled kernel runs this matrix (else ws holds its f32 scales) */
 } sm90_matrix;
 
+/* GEMM2's K parts on the wgmma tiles (sm90_gemm2_parts) when W4A8MOE_SM90_SPLIT_K is unset: 1,
+ * none — written, not yet run on a GPU (docs/PERFORMANCE.md, round 36); 0 takes them by the grid */
+#define SM90_SPLIT_K_DEFAULT 1
+
 typedef struct sm90_state {
     sm90_matrix w13, w2;
     /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
@@ -587,7 +591,6 @@ static double wave_fill(int64_t ctas, int64_t slots)
  * planes of, beside y_rows (it is dead once requantised); split_k > 0 caps the parts instead
  * (1: none). Not on the promoting kernel (f32 scales): 1. *settled (unless NULL): 1 when no
  * larger grid of this layer gets parts either (six waves or more fill at least 6/7 of theirs). */
-#define SM90_SPLIT_K_DEFAULT 1 /* none: written, not yet run on a GPU (docs/PERFORMANCE.md, round 36) */
 #define SM90_SPLIT_MAX 4
 #define SM90_SPLIT_MIN_BLOCKS 8
 #define SM90_SPLIT_GAIN 1.2
