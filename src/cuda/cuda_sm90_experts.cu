@@ -586,10 +586,10 @@ static double wave_fill(int64_t ctas, int64_t slots)
  * waves fill), and the S whose waves are fullest wins if it fills them SM90_SPLIT_GAIN times as
  * well as one part (sm90s_split_reduce_kernel then sums the parts, a kernel more). The tiles
  * are estimated from the average rows an expert (the routing is on the device): one an expert
- * when it fills at most half a tile, else R / bn and half a tile's spill an expert. At most SM90_SPLIT_MAX parts,
- * each of at least SM90_SPLIT_MIN_BLOCKS K blocks, and as many as GEMM1's y [R, I] holds [R, H]
- * planes of, beside y_rows (it is dead once requantised); split_k > 0 caps the parts instead
- * (1: none). Not on the promoting kernel (f32 scales): 1. *settled (unless NULL): 1 when no
+ * when it fills at most half a tile, else R / bn and half a tile's spill an expert. At most
+ * SM90_SPLIT_MAX parts, each of at least SM90_SPLIT_MIN_BLOCKS K blocks, and as many as GEMM1's
+ * y [R, I] holds [R, H] planes of, beside y_rows (it is dead once requantised); split_k > 0 caps
+ * the parts instead (1: none). Not on the promoting kernel (f32 scales): 1. *settled (unless NULL): 1 when no
  * larger grid of this layer gets parts either (six waves or more fill at least 6/7 of theirs). */
 #define SM90_SPLIT_MAX 4
 #define SM90_SPLIT_MIN_BLOCKS 8

@@ -175,6 +175,7 @@ template <int BT>
 __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl, int b, int *e_out)
 {
     const int lane = threadIdx.x & 31, none = 0x7fffffff;
+    if (rt.pairs > BT) return false; /* an expert may have two tiles: the list's, after the wait */
     int le = none;
     if (lane < rt.pairs) {
         const int id = __ldcg(rt.ids + lane), x = id - rt.e0;
@@ -232,8 +233,7 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
  * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it or SM90M_FIND_IDS; rt
- * only with SM90M_FIND_IDS). p.w_block, the block
- * stride in bytes, must be sm90s_block_bytes(g). */
+ * only with SM90M_FIND_IDS). p.w_block, the block stride in bytes, must be sm90s_block_bytes(g). */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(NT, KS))
     sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act, int nl, sm90m_ids rt)
