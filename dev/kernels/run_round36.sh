@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Round 36 (branch sm90-wgmma-splitk off main at 0852b73, 2026-12-07): GEMM2's K in parts on the
-# wgmma tiles where its grid is short of a wave, checked and measured; explain's by-batch lines;
-# and where the points that miss issue 8's 1.3x the floor above T = 1 spend their time.
+# Round 36 (written 2026-12-07, main from ec0f3c9; no device came that session): GEMM2's K in parts
+# on the wgmma tiles where its grid is short of a wave, and GEMM1 finding its tile's expert from
+# the routing ids, both off by default, checked and measured; explain's by-batch lines; and where
+# the points that miss issue 8's 1.3x the floor above T = 1 spend their time.
 #   t  test_gpu_distinct (full, with the K-part shapes), routing, workspace, consistency, large
 #      (quick); memcheck, racecheck
 #   x  explain --device cuda on mixtral-8x7b and qwen3-30b-a3b (the by-batch lines on the GPU)
@@ -9,14 +10,15 @@
 #      Mixtral T = 64 (16 rows an expert, 32-row wgmma tiles), qwen3-235b T = 64 (4 rows, mma
 #      tiles) and qwen3-30b T = 16 (1 row, mma tiles). Prediction: Mixtral's GEMM2 (256 working
 #      CTAs of 224 K stages, three slots an SM = 396) well under the copy rate, under-filled.
-#   s  GEMM2's K parts (default) against none (W4A8MOE_SM90_SPLIT_K=1), graph us, alternating:
-#      Mixtral T = 32-256, llama4-scout T = 256. Prediction: Mixtral T = 64 390 -> ~340 us (GEMM2
+#   s  GEMM2's K parts by the grid (W4A8MOE_SM90_SPLIT_K=0) against none (=1, the default), graph
+#      us, alternating: Mixtral T = 32-320, llama4-scout T = 256 (SPLIT_POINTS=model:T,...). Prediction: Mixtral T = 64 390 -> ~340 us (GEMM2
 #      at GEMM1's rate), T = 256 -5 to -10 %; scout unchanged (one part).
-#   k  GEMM1 finding its tile's expert from the routing ids before its PDL wait (branch
-#      sm90-find-ids2: W4A8MOE_SM90_FIND_IDS=1) against main's rule (=0), T = 1, 2, graph us.
+#   k  GEMM1 finding its tile's expert from the routing ids before its PDL wait
+#      (W4A8MOE_SM90_FIND_IDS=1) against the default (=0), T = 1, 2, graph us (FIND_MODELS=...).
 #      Prediction (H100): qwen3-30b T = 1 27.3 -> ~24, Mixtral 96.5 -> ~91 (no schedule kernel
 #      either), llama4-scout ~53 -> ~49, deepseek-v3 ~97 -> ~94.
 #   u  t's short form: test_gpu_distinct (full), test_gpu_routing, memcheck, racecheck
+#   v  the shortest: test_gpu_distinct and test_gpu_routing quick, memcheck, racecheck
 #   b  the layer at those points, two runs each (graph us)
 # `run_round36.sh [PARTS] [SECONDS]` runs the parts in PARTS' order (NCU_POINTS=model:T:split_k...
 # sets part n's points); build with dev/kernels/build_device_bins.sh, carry
