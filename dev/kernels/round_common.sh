@@ -6,6 +6,12 @@
 #   unpack N...  extracts build-lab/N.tar.xz (build_device_bins.sh packs bins.tar.xz)
 #   gpu_tests B NAME...  the GPU test binaries and sanitizers (below)
 OUT=${OUT:-lab-out}; mkdir -p "$OUT"
+# At most 8 files come back from $OUT: at exit, more than 7 are packed into one logs.tgz.
+pack_out() {
+  [ "$(ls "$OUT" | wc -l)" -le 7 ] && return
+  tar -C "$OUT" -czf /tmp/round-logs.tgz . && rm -rf "${OUT:?}"/* && mv /tmp/round-logs.tgz "$OUT/logs.tgz"
+}
+trap pack_out EXIT
 t_start=$(date +%s)
 has() { case "$PARTS" in *"$1"*) return 0 ;; esac; return 1; }
 lim() { local left=$(( DEADLINE - ($(date +%s) - t_start) )); [ "$left" -lt "$1" ] && echo $(( left > 15 ? left : 1 )) || echo "$1"; }
