@@ -3,12 +3,13 @@
 # session): the T = 1 layer as one launch with all its weights in flight at once, the decode
 # GEMMs' ring of four weight groups a warp, the GPU tests with FIND_IDS on by default, where the
 # GEMMs' cycles go, and round 36's lost K-parts numbers.
-#   f  dev/kernels/fused_decode_lab.cu (build-lab/fused_lab): version 2 (fused_bulk_kernel) against
-#      version 1 at qwen3-30b-a3b's shape (and FUSED_SHAPES="H I E k ..."), checks then graph us;
-#      then memcheck and racecheck of the checks alone on a small shape. Prediction (H100): v2
-#      ~12 us cold a layer (floor 7.0: the 21 MB streamed at ~2.7 TB/s from the first
-#      microsecond, plus the ids, two grid barriers and GEMM2's tail), against v1's 52 and the
-#      library's staged 27.
+#   f  dev/kernels/fused_decode_lab.cu (build-lab/fused_lab): versions 2 (every weight in flight at
+#      once) and 3 (a ring of one-group stages) against version 1, checks then graph us, at the
+#      T = 1 shapes of qwen3-30b-a3b, Mixtral, DeepSeek-V3 and Llama-4 Scout (fewer experts than
+#      the models: the lab's host copies; FUSED_SHAPES="H,I,E,k ..."); then memcheck and racecheck
+#      of the checks alone on a small shape. Prediction (H100): qwen3-30b v2 ~12 us cold (floor
+#      7.0), v3 ~13, against v1's 52 and the library's staged 27; Mixtral v3 ~68 (floor 60,
+#      library 91), DeepSeek-V3 ~68 (library 93), Llama-4 Scout ~26 (floor 21, library 46).
 #   d  the small-batch kernel's ring of four weight groups a warp (W4A8MOE_SM90_MMA_DEPTH=4)
 #      against two, T = 1, 8, 16 (DEPTH_MODELS=...), graph us, alternating. Prediction: the decode
 #      GEMMs (1.3-2.2 TB/s) 10-25 % faster where latency-bound (llama4-scout, Mixtral at T = 1),
@@ -30,8 +31,8 @@ B=build-cuda
 bench() { W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model "$1" --tokens "$2" \
   2>&1 | grep -E "^ +[0-9]+ |error|FAIL"; }
 part_f() {
-  for sh in ${FUSED_SHAPES:-"2048 768 128 8"}; do
-    echo "== fused_lab $sh"; timeout "$(lim 60)" build-lab/fused_lab $sh; echo "rc=$?"
+  for sh in ${FUSED_SHAPES:-2048,768,128,8 4096,14336,8,2 7168,2048,32,8 5120,8192,16,1}; do
+    echo "== fused_lab ${sh//,/ }"; timeout "$(lim 90)" build-lab/fused_lab ${sh//,/ }; echo "rc=$?"
   done 2>&1 | tee "$OUT/fused.log"
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for tool in memcheck racecheck; do
