@@ -77,5 +77,14 @@ part_p() {
     echo "== stalls $m T=$T rc=$? (in stall-$m-$T.csv)"
   done
 }
+summary() { # the key lines again, last, so that the call's output tail holds them all
+  echo "==== summary"
+  [ -f "$OUT/fused.log" ] && grep -h "^== fused_lab\|worst\|cold\|floor\|not run\|rc=" "$OUT/fused.log"
+  [ -f "$OUT/depth.log" ] && awk '/^==/ {h=$0; next} {print h " | " $1, $3}' "$OUT/depth.log"
+  [ -f "$OUT/split.log" ] && awk '/^==/ {h=$0; next} {print h " | " $1, $3}' "$OUT/split.log"
+  grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/test_gpu_*.log "$OUT"/memcheck.log \
+    "$OUT"/racecheck.log "$OUT"/fused-*.log 2>/dev/null
+}
 for (( i = 0; i < ${#PARTS}; i++ )); do part_${PARTS:i:1}; done # in the order asked
+summary
 echo "round 37 done in $(( $(date +%s) - t_start )) s"
