@@ -38,7 +38,9 @@ __device__ __forceinline__ int64_t fr_order(int64_t G, int q, int64_t u)
     return before;
 }
 
-template <int GSTEPS>
+/* COMPUTE = false: the stream alone (the consumers wait for each stage and release it, nothing
+ * multiplied; out is not the layer's), the speed of light of the ring for the lab. */
+template <int GSTEPS, bool COMPUTE = true>
 static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_args a)
 {
 #if SM90_ENABLED
@@ -142,7 +144,7 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
             const char *stage = ring + (int64_t)st * a.stage_bytes;
             float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-            for (int s = 0; s < GSTEPS; s++) {
+            for (int s = 0; s < (COMPUTE ? GSTEPS : 0); s++) {
                 const int64_t ks = b * GSTEPS + s;
                 const uint2 v = *((const uint2 *)(stage + (s >> 1) * p.blk) + sm90s_word_index(t, s & 1));
                 uint32_t w[2][4];
