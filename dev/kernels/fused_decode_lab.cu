@@ -22,8 +22,12 @@
  * Weights: the library's cuda_sm90 layout (sm90_pack_kernel's f16 blocks of 64 rows x 64 K at
  * sm90s_block_bytes(g), promoting f32 scales), so a kernel found here can move into the library.
  *
- * Version 2 (fused_bulk_kernel, below, round 37): every block asks the copy engine for all of
- * its items' weights first, one block an SM, two grid barriers — see its comment.
+ * That is version 1 (fused_decode_kernel, rounds 13-14: latency-bound, slower than the staged
+ * kernels). Round 37: version 2 (fused_bulk_decode.cuh) — every block asks the copy engine for
+ * all of its items' weights first, one block an SM, two grid barriers — where the k experts fit
+ * the SMs' shared memory; version 3 (fused_ring_decode.cuh) — the same items through a ring of
+ * one-group stages filled by a producer warp, for any layer size, and its stream alone.
+ * Versions 2 and 3 take the items the host placed on the SMs, bytes balanced.
  *
  * Build: nvcc -O3 -std=c++17 -Iinclude -gencode=arch=compute_90a,code=sm_90a \
  *            dev/kernels/fused_decode_lab.cu -o build-lab/fused_lab
@@ -31,7 +35,8 @@
  *        version, the worst rel-L2 of out against the reference over several id sets, then µs
  *        per layer replayed in a CUDA graph: cold (16 launches on disjoint expert sets) and warm
  *        (one set), against the floor (the bytes of the k experts' weights / the measured copy
- *        rate). LAB_CHECK_ONLY=1: the checks alone (for compute-sanitizer).
+ *        rate). Shapes of more than 32 K groups run versions 2-3 only. LAB_CHECK_ONLY=1: the
+ *        checks alone (for compute-sanitizer).
  */
 #include "../../src/common/quant.h"
 #include "../../src/cuda/kernels/sm90_mma_decode.cuh"
