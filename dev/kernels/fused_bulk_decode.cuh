@@ -1,17 +1,13 @@
 /*
  * fused_bulk_decode.cuh — version 2 of dev/kernels/fused_decode_lab.cu's one-launch T = 1 layer,
- * included by it after fd_args and fd_e4m3x2_f16x2.
- */
-#ifndef W4A8MOE_FUSED_BULK_DECODE_CUH
-#define W4A8MOE_FUSED_BULK_DECODE_CUH
-
-/* ---- version 2: every weight byte of the block's items in flight at once ----------------------
+ * included by it after fd_args and fd_e4m3x2_f16x2: every weight byte of a block's items in
+ * flight at once.
  *
- * Round 13's kernel above waits on memory item by item (a warp's groups, then its reduction and
+ * Round 13's kernel (version 1, in the lab) waits on memory item by item (a warp's groups, then its reduction and
  * epilogue, then the next item's loads): latency-bound at DRAM 8.5 % of peak. Here each block is
  * one an SM (512 threads) and, first thing, asks the copy engine for all of its items' weights
  * and scales — GEMM1's and GEMM2's, the k experts' ~21 MB at qwen3-30b-a3b spread over the
- * SMs' shared memory (≤ ~180 KB each: the host balances the bytes, fd_schedule) — in chunks of
+ * SMs' shared memory (≤ ~180 KB each: the lab's host places the items, bytes balanced) — in chunks of
  * FB_CHUNK K blocks, each completing on its own mbarrier, so the DRAM streams the whole layer
  * from the first microsecond while the token is quantised and GEMM1 multiplies the chunks as
  * they land. Then one grid barrier (y and its row amax complete), GEMM2 on weights already in
@@ -21,13 +17,17 @@
  * The sums are the library's small-batch kernel's (sm90_mma_decode.cuh) at KS = 4: 16 warps,
  * warp w on slice w % 4 and K quarter w / 4 (groups [q·G/4, (q+1)·G/4)), quarters added in order,
  * then sm90_epilogue_slice; GEMM2's codes as sm89_requant_kernel's. The grid must be resident at
- * once (one block an SM; the barriers spin): launched cooperatively where it can be. */
+ * once (one block an SM; the barriers spin): launched cooperatively where it can be.
+ */
+#ifndef W4A8MOE_FUSED_BULK_DECODE_CUH
+#define W4A8MOE_FUSED_BULK_DECODE_CUH
+
 #define FB_THREADS 512
 #define FB_CHUNK 4   /* K blocks a copy (two groups at g = 128) */
 #define FB_BARS 96   /* mbarriers a block */
 
 struct fb_args {
-    fd_args f;                  /* weights, token, ids, weights, y, rowmax, o, out as above */
+    fd_args f;                  /* weights, token, ids, weights, y, rowmax, o, out (the lab's) */
     const int32_t *sched;       /* [grid + 1] offsets into items: block b's items, GEMM1's first */
     const int32_t *items;       /* (gemm << 24 | j << 16 | rb) */
     unsigned *bar_count, *bar_gen; /* the grid barrier (zero once) */
