@@ -73,6 +73,115 @@ __host__ __device__ __forceinline__ int64_t fb_item_bytes(int64_t KB, int blk, i
     return KB * blk + G * 64 * 4;
 }
 
+/* The shared memory a block's steps below use besides the items' bytes. */
+struct fb_block {
+    float red[3 * 4 * 32 * 4];                  /* K quarters 1-3's sums of each slice */
+    float s_sa[FD_MAXK], s_r[FD_MAXK], s_w[FD_MAXK]; /* token scale, pair scales, pair weights */
+    int32_t s_e[FD_MAXK];                       /* the pairs' experts */
+    uint32_t s_max[32];                         /* a warp's amax */
+};
+
+/* The token's e4m3 codes into s_a [H], its scale, the pairs' experts and weights: the block's
+ * first N threads (every block, as version 1). */
+template <int N>
+__device__ __forceinline__ void fb_token_codes(const fd_args &p, uint8_t *s_a, fb_block &sb)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (threadIdx.x < p.k) {
+        sb.s_e[threadIdx.x] = p.ids[threadIdx.x];
+        sb.s_w[threadIdx.x] = p.wts[threadIdx.x];
+    }
+    uint32_t m = 0;
+    for (int64_t h = threadIdx.x; h < p.H; h += N) m = max(m, w4a8moe_f32_bits(fabsf(p.x[h])));
+    for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (lane == 0) sb.s_max[warp] = m;
+    fb_sync<N>();
+    m = 0;
+    for (int w = 0; w < N / 32; w++) m = max(m, sb.s_max[w]);
+    const float s_t = w4a8moe_act_scale(w4a8moe_bits_f32(m));
+    for (int64_t h = threadIdx.x; h < p.H; h += N) s_a[h] = w4a8moe_f32_to_e4m3(__fdiv_rn(p.x[h], s_t));
+    if (threadIdx.x < p.k) sb.s_sa[threadIdx.x] = s_t;
+    fb_sync<N>();
+}
+
+/* Pair j's requantised codes into s_b [I] (sm89_requant_kernel's) and its scale s_r[j], once
+ * y and the row amax are complete (after the grid barrier; read through L2). */
+template <int N>
+__device__ __forceinline__ void fb_pair_codes(const fd_args &p, int j, uint8_t *s_b, fb_block &sb)
+{
+    if (threadIdx.x == 0) sb.s_r[j] = w4a8moe_act_scale(w4a8moe_bits_f32(__ldcg(&p.rowmax[j])));
+    fb_sync<N>();
+    const float rj = sb.s_r[j];
+    for (int64_t i = threadIdx.x; i < p.I; i += N)
+        s_b[i] = w4a8moe_f32_to_e4m3(__fdiv_rn(__ldcg(p.y + (int64_t)j * p.I + i), rj));
+    fb_sync<N>();
+}
+
+/* Group b's products for the thread's slice (t = 32 slice + lane): w, the group's first K block
+ * in the cuda_sm90 layout (blk bytes a block); codes, the row's e4m3 values from element 0. */
+template <int GSTEPS>
+__device__ __forceinline__ void fb_group(const char *w, int blk, const uint8_t *codes, int64_t b, int t, int tig,
+                                         float (&tmp)[4])
+{
+#pragma unroll
+    for (int s = 0; s < GSTEPS; s++) {
+        const int64_t ks = b * GSTEPS + s;
+        const uint2 v = *((const uint2 *)(w + (s >> 1) * blk) + sm90s_word_index(t, s & 1));
+        uint32_t a[2][4];
+        sm90m_weights<false>(v, 0u, a);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t kk = ks * 32 + h * 16 + 2 * tig;
+            const uint32_t bl = fd_e4m3x2_f16x2(*(const uint16_t *)(codes + kk));
+            const uint32_t bh = fd_e4m3x2_f16x2(*(const uint16_t *)(codes + kk + 8));
+            sm90m_mma(tmp, a[h], bl, bh);
+        }
+    }
+}
+
+/* An item's end: the K quarters' sums added in order into quarter 0's (the library's KS = 4),
+ * then its epilogue — GEMM1: y and the row amax; GEMM2: the pair's rows of o. */
+template <int N>
+__device__ __forceinline__ void fb_finish_item(const fd_args &p, int gemm, int j, int rb, int slice, int kq,
+                                               int lane, float (&acc)[4], fb_block &sb)
+{
+    if (kq > 0)
+#pragma unroll
+        for (int i = 0; i < 4; i++) sb.red[(((kq - 1) * 4 + slice) * 32 + lane) * 4 + i] = acc[i];
+    fb_sync<N>();
+    if (kq == 0) {
+#pragma unroll
+        for (int q = 1; q < 4; q++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[i] += sb.red[(((q - 1) * 4 + slice) * 32 + lane) * 4 + i];
+        const int64_t e = sb.s_e[j];
+        sm90_gemm_args ea = {};
+        ea.g = p.g;
+        if (!gemm) {
+            ea.nrb = p.nrb1, ea.act_scale = sb.s_sa, ea.wc = p.wc13, ea.n_out = p.I, ea.out = p.y;
+            ea.rowmax = p.rowmax, ea.act_fn = 0;
+            sm90_epilogue_slice<8, true>(ea, e, rb, slice, lane, j, j + 1, acc);
+        } else {
+            ea.nrb = p.nrb2, ea.act_scale = sb.s_r, ea.wc = p.wc2, ea.n_out = p.H, ea.out = p.o;
+            sm90_epilogue_slice<8, false>(ea, e, rb, slice, lane, j, j + 1, acc);
+        }
+    }
+    fb_sync<N>(); /* red reused */
+}
+
+/* The combine, j ascending, once every pair's o is written; block 0 then zeroes the row maxima
+ * for the next launch (nothing reads them after the barrier before it). */
+template <int N>
+__device__ __forceinline__ void fb_combine(const fd_args &p, const fb_block &sb)
+{
+    for (int64_t ch = (int64_t)blockIdx.x * N + threadIdx.x; ch < p.H; ch += (int64_t)gridDim.x * N) {
+        float v = 0.0f;
+        for (int q = 0; q < p.k; q++) v = __fadd_rn(v, __fmul_rn(sb.s_w[q], __ldcg(&p.o[(int64_t)q * p.H + ch])));
+        p.out[ch] = v;
+    }
+    if (blockIdx.x == 0 && threadIdx.x < p.k) p.rowmax[threadIdx.x] = 0u;
+}
+
 template <int GSTEPS>
 static __global__ void __launch_bounds__(FB_THREADS, 1) fused_bulk_kernel(fb_args a)
 {
@@ -81,18 +190,16 @@ static __global__ void __launch_bounds__(FB_THREADS, 1) fused_bulk_kernel(fb_arg
     extern __shared__ __align__(128) char sm[];
     uint64_t *bars = (uint64_t *)sm;
     uint8_t *s_a = (uint8_t *)sm + a.codes_at, *s_b = s_a + p.H;
-    __shared__ float red[3 * 4 * 32 * 4];
-    __shared__ float s_sa[FD_MAXK], s_r[FD_MAXK], s_w[FD_MAXK];
-    __shared__ int32_t s_e[FD_MAXK];
-    __shared__ uint32_t s_max[FB_THREADS / 32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
-    const int slice = warp & 3, kq = warp >> 2, t = slice * 32 + lane, r = slice * 16 + gid;
-    const int k = p.k, i0 = a.sched[blockIdx.x], i1 = a.sched[blockIdx.x + 1];
+    __shared__ fb_block sb;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tig = lane & 3;
+    const int slice = warp & 3, kq = warp >> 2, t = slice * 32 + lane, r = slice * 16 + (lane >> 2);
+    const int i0 = a.sched[blockIdx.x], i1 = a.sched[blockIdx.x + 1];
     const int64_t KB1 = p.H / 64, KB2 = p.I / 64, G1 = p.H / p.g, G2 = p.I / p.g;
+    constexpr int GK = GSTEPS / 2; /* K blocks a group (a chunk holds whole groups) */
 
     /* 1. warp 0 asks for every chunk of every item: lane c of round q takes chunk 32 q + c */
     if (warp == 0) {
-        const int32_t id = lane < k ? __ldg(p.ids + lane) : 0; /* one round trip for all k */
+        const int32_t id = lane < p.k ? __ldg(p.ids + lane) : 0; /* one round trip for all k */
         int nb = 0; /* chunks (and barriers) so far */
         int64_t at = a.data_at;
         for (int it = i0; it < i1; it++) {
@@ -119,22 +226,8 @@ static __global__ void __launch_bounds__(FB_THREADS, 1) fused_bulk_kernel(fb_arg
             at += fb_item_bytes(KB, p.blk, G);
         }
     }
-    /* 2. the token's codes, every block (as the old kernel) */
-    if (threadIdx.x < k) {
-        s_e[threadIdx.x] = p.ids[threadIdx.x];
-        s_w[threadIdx.x] = p.wts[threadIdx.x];
-    }
-    uint32_t m = 0;
-    for (int64_t h = threadIdx.x; h < p.H; h += FB_THREADS) m = max(m, w4a8moe_f32_bits(fabsf(p.x[h])));
-    for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
-    if (lane == 0) s_max[warp] = m;
-    __syncthreads(); /* also: every barrier initialised before anyone waits on it */
-    m = 0;
-    for (int w = 0; w < FB_THREADS / 32; w++) m = max(m, s_max[w]);
-    const float s_t = w4a8moe_act_scale(w4a8moe_bits_f32(m));
-    for (int64_t h = threadIdx.x; h < p.H; h += FB_THREADS) s_a[h] = w4a8moe_f32_to_e4m3(__fdiv_rn(p.x[h], s_t));
-    if (threadIdx.x < k) s_sa[threadIdx.x] = s_t;
-    __syncthreads();
+    /* 2. the token's codes (its first barrier also orders warp 0's barrier inits before any wait) */
+    fb_token_codes<FB_THREADS>(p, s_a, sb);
 
     /* 3. the items in order: GEMM1's, the grid barrier, GEMM2's */
     int nb = 0, have_b = -1;
@@ -148,82 +241,29 @@ static __global__ void __launch_bounds__(FB_THREADS, 1) fused_bulk_kernel(fb_arg
             crossed = true;
         }
         if (gemm && have_b != j) { /* the pair's requantised codes, once an item at most */
-            if (threadIdx.x == 0) s_r[j] = w4a8moe_act_scale(w4a8moe_bits_f32(__ldcg(&p.rowmax[j])));
-            __syncthreads();
-            const float rj = s_r[j];
-            for (int64_t i = threadIdx.x; i < p.I; i += FB_THREADS)
-                s_b[i] = w4a8moe_f32_to_e4m3(__fdiv_rn(__ldcg(p.y + (int64_t)j * p.I + i), rj));
-            __syncthreads();
+            fb_pair_codes<FB_THREADS>(p, j, s_b, sb);
             have_b = j;
         }
-        const uint8_t *codes = gemm ? s_b : s_a;
         const char *wd = sm + at;
         const float *sc = (const float *)(sm + at + KB * p.blk) + r;
         const int nch = (int)((KB + FB_CHUNK - 1) / FB_CHUNK) + 1;
         sm90_bar_wait(bars + nb + nch - 1, 0); /* the scales */
-        const int64_t b0 = kq * G / 4, b1 = (kq + 1) * G / 4;
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        int waited = -1;
-        for (int64_t b = b0; b < b1; b++) {
+        for (int64_t b = kq * G / 4; b < (kq + 1) * G / 4; b++) {
+            sm90_bar_wait(bars + nb + (int)(b * GK / FB_CHUNK), 0); /* the group's chunk */
             float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int s = 0; s < GSTEPS; s++) {
-                const int64_t ks = b * GSTEPS + s, kb = ks >> 1;
-                const int ch = (int)(kb / FB_CHUNK);
-                if (ch != waited) {
-                    sm90_bar_wait(bars + nb + ch, 0);
-                    waited = ch;
-                }
-                const uint2 v = *((const uint2 *)(wd + kb * p.blk) + sm90s_word_index(t, (int)(ks & 1)));
-                uint32_t w[2][4];
-                sm90m_weights<false>(v, 0u, w);
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int64_t kk = ks * 32 + h * 16 + 2 * tig;
-                    const uint32_t bl = fd_e4m3x2_f16x2(*(const uint16_t *)(codes + kk));
-                    const uint32_t bh = fd_e4m3x2_f16x2(*(const uint16_t *)(codes + kk + 8));
-                    sm90m_mma(tmp, w[h], bl, bh);
-                }
-            }
+            fb_group<GSTEPS>(wd + b * GK * p.blk, p.blk, gemm ? s_b : s_a, b, t, tig, tmp);
             const float sx = sc[b * 64], sy = sc[b * 64 + 8];
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[i] = fmaf((i & 2) ? sy : sx, tmp[i], acc[i]);
         }
-        /* quarters added in order (the library's KS = 4), then the epilogue by quarter 0 */
-        if (kq > 0)
-#pragma unroll
-            for (int i = 0; i < 4; i++) red[(((kq - 1) * 4 + slice) * 32 + lane) * 4 + i] = acc[i];
-        __syncthreads();
-        if (kq == 0) {
-#pragma unroll
-            for (int q = 1; q < 4; q++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) acc[i] += red[(((q - 1) * 4 + slice) * 32 + lane) * 4 + i];
-            const int64_t e = s_e[j];
-            sm90_gemm_args ea = {};
-            ea.g = p.g;
-            if (!gemm) {
-                ea.nrb = p.nrb1, ea.act_scale = s_sa, ea.wc = p.wc13, ea.n_out = p.I, ea.out = p.y;
-                ea.rowmax = p.rowmax, ea.act_fn = 0;
-                sm90_epilogue_slice<8, true>(ea, e, rb, slice, lane, j, j + 1, acc);
-            } else {
-                ea.nrb = p.nrb2, ea.act_scale = s_r, ea.wc = p.wc2, ea.n_out = p.H, ea.out = p.o;
-                sm90_epilogue_slice<8, false>(ea, e, rb, slice, lane, j, j + 1, acc);
-            }
-        }
-        __syncthreads(); /* red reused */
+        fb_finish_item<FB_THREADS>(p, gemm, j, rb, slice, kq, lane, acc, sb);
         nb += nch;
         at += fb_item_bytes(KB, p.blk, G);
     }
     if (!crossed) fb_grid_barrier<FB_THREADS>(a.bar_count, a.bar_gen); /* a block without GEMM2 items */
     fb_grid_barrier<FB_THREADS>(a.bar_count, a.bar_gen);                /* every pair's o written */
-    /* 4. the combine, j ascending; block 0 then zeroes the row maxima for the next launch */
-    for (int64_t ch = (int64_t)blockIdx.x * FB_THREADS + threadIdx.x; ch < p.H; ch += (int64_t)gridDim.x * FB_THREADS) {
-        float v = 0.0f;
-        for (int q = 0; q < k; q++) v = __fadd_rn(v, __fmul_rn(s_w[q], __ldcg(&p.o[(int64_t)q * p.H + ch])));
-        p.out[ch] = v;
-    }
-    if (blockIdx.x == 0 && threadIdx.x < k) p.rowmax[threadIdx.x] = 0u;
+    fb_combine<FB_THREADS>(p, sb); /* 4. */
 #endif
 }
 

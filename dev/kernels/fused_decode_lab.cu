@@ -321,6 +321,42 @@ static void reference(int64_t H, int64_t I, int g, int k, const std::vector<floa
     }
 }
 
+/* A graph of nset launches (launch(i, stream) records launch i), or null where capture or a
+ * launch fails (the error cleared). */
+template <typename F>
+static cudaGraphExec_t capture_graph(cudaStream_t st, int nset, F launch)
+{
+    cudaGraph_t gr = nullptr;
+    cudaGraphExec_t ex = nullptr;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    bool ok = true;
+    for (int i = 0; i < nset; i++) ok = ok && launch(i, st) == cudaSuccess;
+    const cudaError_t ee = cudaStreamEndCapture(st, &gr);
+    if (!ok || ee != cudaSuccess || cudaGraphInstantiate(&ex, gr, 0) != cudaSuccess) {
+        ex = nullptr;
+        (void)cudaGetLastError();
+    }
+    if (gr) cudaGraphDestroy(gr);
+    return ex;
+}
+
+/* ms a launch of graph ex (nset launches), replayed 20 times after 3 warm-up replays. */
+static float graph_ms(cudaGraphExec_t ex, cudaStream_t st, int nset)
+{
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ex, st));
+    const int reps = 20;
+    CK(cudaEventRecord(a, st));
+    for (int i = 0; i < reps; i++) CK(cudaGraphLaunch(ex, st));
+    CK(cudaEventRecord(b, st));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    return ms / (reps * nset);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -457,7 +493,9 @@ int main(int argc, char **argv)
     }
     int32_t left[2];
     CK(cudaMemcpy(left, cnt, 8, cudaMemcpyDeviceToHost));
-    if (v1) printf("worst rel-L2 %.3e %s; counters after: %d %d\n", worst, worst <= 1e-3 ? "ok" : "FAIL", left[0], left[1]);
+    if (v1)
+        printf("v1 worst rel-L2 %.3e %s; counters after: %d %d\n", worst, worst <= 1e-3 ? "ok" : "FAIL", left[0],
+               left[1]);
     else printf("v1: more than 32 groups of K; not run\n");
 
     /* time: graphs of NSET launches (cold: a set each) and of NSET launches of set 0 (warm) */
@@ -466,27 +504,16 @@ int main(int argc, char **argv)
     float per_ms[2] = {0, 0};
     const bool timing = !getenv("LAB_CHECK_ONLY");
     for (int warm = 0; v1 && timing && warm < 2; warm++) {
-        cudaGraph_t gr;
-        cudaGraphExec_t ex;
-        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-        for (int s = 0; s < NSET; s++) {
-            p.ids = dids + (warm ? 0 : s) * k, p.wts = dwts + (warm ? 0 : s) * k;
-            kern<<<grid, 128, (size_t)H, st>>>(p);
+        cudaGraphExec_t ex = capture_graph(st, NSET, [&](int set, cudaStream_t str) {
+            p.ids = dids + (warm ? 0 : set) * k, p.wts = dwts + (warm ? 0 : set) * k;
+            kern<<<grid, 128, (size_t)H, str>>>(p);
+            return cudaGetLastError();
+        });
+        if (!ex) {
+            fprintf(stderr, "v1: no graph could be made\n");
+            return 1;
         }
-        CK(cudaStreamEndCapture(st, &gr));
-        CK(cudaGraphInstantiate(&ex, gr, 0));
-        cudaEvent_t a, b;
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ex, st));
-        const int reps = 20;
-        CK(cudaEventRecord(a, st));
-        for (int i = 0; i < reps; i++) CK(cudaGraphLaunch(ex, st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        per_ms[warm] = ms / (reps * NSET);
+        per_ms[warm] = graph_ms(ex, st, NSET);
     }
     /* ---- versions 2 and 3: the items placed on the SMs (bytes balanced, larger first) ---- */
     const int64_t ib1 = fb_item_bytes(KB1, blk, G1), ib2 = fb_item_bytes(KB2, blk, G2);
@@ -586,35 +613,15 @@ int main(int argc, char **argv)
         for (int warm = 0; timing && warm < 2; warm++) {
             cudaGraphExec_t ex = nullptr;
             for (int coop = 1; coop >= 0 && !ex; coop--) { /* a cooperative node where capture takes one */
-                cudaGraph_t gr = nullptr;
-                CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-                bool ok = true;
-                for (int set = 0; set < NSET; set++) ok = ok && launch(warm ? 0 : set, coop, st) == cudaSuccess;
-                const cudaError_t ee = cudaStreamEndCapture(st, &gr);
-                if (ok && ee == cudaSuccess && cudaGraphInstantiate(&ex, gr, 0) == cudaSuccess) {
-                    if (!warm) printf("%s graph: %s launches\n", name, coop ? "cooperative" : "plain");
-                } else {
-                    ex = nullptr;
-                    (void)cudaGetLastError();
-                }
-                if (gr) cudaGraphDestroy(gr);
+                ex = capture_graph(st, NSET,
+                                   [&](int set, cudaStream_t str) { return launch(warm ? 0 : set, coop, str); });
+                if (ex && !warm) printf("%s graph: %s launches\n", name, coop ? "cooperative" : "plain");
             }
             if (!ex) {
                 printf("%s: no graph could be made\n", name);
                 break;
             }
-            cudaEvent_t ea, eb;
-            CK(cudaEventCreate(&ea));
-            CK(cudaEventCreate(&eb));
-            for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ex, st));
-            const int reps = 20;
-            CK(cudaEventRecord(ea, st));
-            for (int i = 0; i < reps; i++) CK(cudaGraphLaunch(ex, st));
-            CK(cudaEventRecord(eb, st));
-            CK(cudaEventSynchronize(eb));
-            float t_ms = 0;
-            CK(cudaEventElapsedTime(&t_ms, ea, eb));
-            ms[warm] = t_ms / (reps * NSET);
+            ms[warm] = graph_ms(ex, st, NSET);
         }
         return true;
     };

@@ -1,6 +1,6 @@
 /*
  * fused_ring_decode.cuh — version 3 of dev/kernels/fused_decode_lab.cu's one-launch T = 1 layer,
- * included by it after fused_bulk_decode.cuh (fb_args, fb_grid_barrier, fb_sync).
+ * included by it after fused_bulk_decode.cuh (fb_args, the grid barrier and the steps both share).
  *
  * Version 2 holds all of a block's weights in shared memory at once, which only a small layer's
  * k experts fit (qwen3-30b-a3b: 21 MB over the SMs); Mixtral's, DeepSeek-V3's and Llama-4's T = 1
@@ -50,12 +50,10 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
     uint64_t *full = (uint64_t *)sm, *empty = full + S;
     uint8_t *s_a = (uint8_t *)sm + a.codes_at, *s_b = s_a + p.H;
     char *ring = sm + a.data_at;
-    __shared__ float red[3 * 4 * 32 * 4];
-    __shared__ float s_sa[FD_MAXK], s_r[FD_MAXK], s_w[FD_MAXK];
-    __shared__ int32_t s_e[FD_MAXK], s_pe[FD_MAXK];
-    __shared__ uint32_t s_max[FR_CONSUMERS / 32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
-    const int k = p.k, i0 = a.sched[blockIdx.x], i1 = a.sched[blockIdx.x + 1];
+    __shared__ fb_block sb;
+    __shared__ int32_t s_pe[FD_MAXK]; /* the producer's copy of the experts */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tig = lane & 3;
+    const int i0 = a.sched[blockIdx.x], i1 = a.sched[blockIdx.x + 1];
     constexpr int GK = GSTEPS / 2; /* K blocks a group */
     const int64_t KB1 = p.H / 64, KB2 = p.I / 64, G1 = p.H / p.g, G2 = p.I / p.g;
 
@@ -69,7 +67,7 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
     __syncthreads(); /* the only whole-block barrier: the ring's barriers initialised */
 
     if (warp == FR_CONSUMERS / 32) { /* the producer */
-        if (lane < k) s_pe[lane] = __ldg(p.ids + lane);
+        if (lane < p.k) s_pe[lane] = __ldg(p.ids + lane);
         __syncwarp();
         if (lane == 0) {
             int64_t seq = 0;
@@ -97,24 +95,9 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
         return;
     }
 
-    /* consumers: the token's codes */
-    const int slice = warp & 3, kq = warp >> 2, t = slice * 32 + lane, r = slice * 16 + gid;
-    if (threadIdx.x < k) {
-        s_e[threadIdx.x] = p.ids[threadIdx.x];
-        s_w[threadIdx.x] = p.wts[threadIdx.x];
-    }
-    uint32_t m = 0;
-    for (int64_t h = threadIdx.x; h < p.H; h += FR_CONSUMERS) m = max(m, w4a8moe_f32_bits(fabsf(p.x[h])));
-    for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
-    if (lane == 0) s_max[warp] = m;
-    fb_sync<FR_CONSUMERS>();
-    m = 0;
-    for (int w = 0; w < FR_CONSUMERS / 32; w++) m = max(m, s_max[w]);
-    const float s_t = w4a8moe_act_scale(w4a8moe_bits_f32(m));
-    for (int64_t h = threadIdx.x; h < p.H; h += FR_CONSUMERS) s_a[h] = w4a8moe_f32_to_e4m3(__fdiv_rn(p.x[h], s_t));
-    if (threadIdx.x < k) s_sa[threadIdx.x] = s_t;
-    fb_sync<FR_CONSUMERS>();
-
+    /* the consumers: version 2's steps on their named barrier */
+    const int slice = warp & 3, kq = warp >> 2, t = slice * 32 + lane, r = slice * 16 + (lane >> 2);
+    fb_token_codes<FR_CONSUMERS>(p, s_a, sb);
     int64_t base = 0; /* ring position of the item's first group */
     int have_b = -1;
     bool crossed = false;
@@ -125,38 +108,19 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
             fb_grid_barrier<FR_CONSUMERS>(a.bar_count, a.bar_gen); /* every y and row amax written */
             crossed = true;
         }
-        if (gemm && have_b != j) { /* the pair's requantised codes */
-            if (threadIdx.x == 0) s_r[j] = w4a8moe_act_scale(w4a8moe_bits_f32(__ldcg(&p.rowmax[j])));
-            fb_sync<FR_CONSUMERS>();
-            const float rj = s_r[j];
-            for (int64_t i = threadIdx.x; i < p.I; i += FR_CONSUMERS)
-                s_b[i] = w4a8moe_f32_to_e4m3(__fdiv_rn(__ldcg(p.y + (int64_t)j * p.I + i), rj));
-            fb_sync<FR_CONSUMERS>();
+        if (gemm && have_b != j) {
+            fb_pair_codes<FR_CONSUMERS>(p, j, s_b, sb);
             have_b = j;
         }
-        const uint8_t *codes = gemm ? s_b : s_a;
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        const int64_t nq = fr_quarter_groups(G, kq), b0 = kq * G / 4;
-        for (int64_t u = 0; u < nq; u++) {
+        const int64_t b0 = kq * G / 4;
+        for (int64_t u = 0; u < fr_quarter_groups(G, kq); u++) {
             const int64_t seq = base + fr_order(G, kq, u), b = b0 + u;
             const int st = (int)(seq % S);
             sm90_bar_wait(&full[st], (uint32_t)((seq / S) & 1));
             const char *stage = ring + (int64_t)st * a.stage_bytes;
             float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int s = 0; s < (COMPUTE ? GSTEPS : 0); s++) {
-                const int64_t ks = b * GSTEPS + s;
-                const uint2 v = *((const uint2 *)(stage + (s >> 1) * p.blk) + sm90s_word_index(t, s & 1));
-                uint32_t w[2][4];
-                sm90m_weights<false>(v, 0u, w);
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int64_t kk = ks * 32 + h * 16 + 2 * tig;
-                    const uint32_t bl = fd_e4m3x2_f16x2(*(const uint16_t *)(codes + kk));
-                    const uint32_t bh = fd_e4m3x2_f16x2(*(const uint16_t *)(codes + kk + 8));
-                    sm90m_mma(tmp, w[h], bl, bh);
-                }
-            }
+            if constexpr (COMPUTE) fb_group<GSTEPS>(stage, p.blk, gemm ? s_b : s_a, b, t, tig, tmp);
             const float *sc = (const float *)(stage + GK * p.blk);
             const float sx = sc[r], sy = sc[r + 8];
             __syncwarp();
@@ -165,38 +129,11 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
             for (int i = 0; i < 4; i++) acc[i] = fmaf((i & 2) ? sy : sx, tmp[i], acc[i]);
         }
         base += G;
-        if (kq > 0)
-#pragma unroll
-            for (int i = 0; i < 4; i++) red[(((kq - 1) * 4 + slice) * 32 + lane) * 4 + i] = acc[i];
-        fb_sync<FR_CONSUMERS>();
-        if (kq == 0) {
-#pragma unroll
-            for (int q = 1; q < 4; q++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) acc[i] += red[(((q - 1) * 4 + slice) * 32 + lane) * 4 + i];
-            const int64_t e = s_e[j];
-            sm90_gemm_args ea = {};
-            ea.g = p.g;
-            if (!gemm) {
-                ea.nrb = p.nrb1, ea.act_scale = s_sa, ea.wc = p.wc13, ea.n_out = p.I, ea.out = p.y;
-                ea.rowmax = p.rowmax, ea.act_fn = 0;
-                sm90_epilogue_slice<8, true>(ea, e, rb, slice, lane, j, j + 1, acc);
-            } else {
-                ea.nrb = p.nrb2, ea.act_scale = s_r, ea.wc = p.wc2, ea.n_out = p.H, ea.out = p.o;
-                sm90_epilogue_slice<8, false>(ea, e, rb, slice, lane, j, j + 1, acc);
-            }
-        }
-        fb_sync<FR_CONSUMERS>(); /* red reused */
+        fb_finish_item<FR_CONSUMERS>(p, gemm, j, rb, slice, kq, lane, acc, sb);
     }
     if (!crossed) fb_grid_barrier<FR_CONSUMERS>(a.bar_count, a.bar_gen);
     fb_grid_barrier<FR_CONSUMERS>(a.bar_count, a.bar_gen);
-    for (int64_t ch = (int64_t)blockIdx.x * FR_CONSUMERS + threadIdx.x; ch < p.H;
-         ch += (int64_t)gridDim.x * FR_CONSUMERS) {
-        float v = 0.0f;
-        for (int q = 0; q < k; q++) v = __fadd_rn(v, __fmul_rn(s_w[q], __ldcg(&p.o[(int64_t)q * p.H + ch])));
-        p.out[ch] = v;
-    }
-    if (blockIdx.x == 0 && threadIdx.x < k) p.rowmax[threadIdx.x] = 0u;
+    fb_combine<FR_CONSUMERS>(p, sb);
 #endif
 }
 
