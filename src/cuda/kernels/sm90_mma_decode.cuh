@@ -227,8 +227,8 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
  * (64 registers: 8 blocks of 4 warps, 4 of 8 at KS = 8; llama4-scout's 1,024 GEMM1 blocks and
  * qwen3-30b-a3b's 1,024 GEMM2 blocks at T = 1 stay one wave, where 7 took two; the gated GEMM1
  * spills one word, two or three local accesses in its SASS), 3 at NT = 4 (168); NT = 2 spills
- * below the compiler's own 102. A ring of DEPTH > 2 groups (below): 24 warps (85 registers),
- * three groups ahead a warp instead of one. */
+ * below the compiler's own 102. A ring of DEPTH > 2 groups (below): 24 warps (at most 85
+ * registers; 80 at DEPTH = 4), three groups ahead a warp instead of one. */
 #define SM90M_MIN_BLOCKS(nt, ks, depth)                                                               \
     ((depth) > 2 ? 24 / SM90M_WARPS(ks) : (nt) == 1 ? 32 / SM90M_WARPS(ks) : (nt) == 2 ? 1 : 3)
 
