@@ -329,8 +329,8 @@ static int bad_make(bad_ctx *c, w4a8moe_layer_desc d, int64_t T, const int64_t (
 
 /* Small dispatch path (T*k <= 1024): check after the forward, then the next-forward report; the
  * repeated id's output against cpu_ref with its later slot as -1. find_ids: W4A8MOE_SM90_FIND_IDS
- * while the layers are made (cuda_sm90's GEMM1 then finds its tile's expert from these ids, 8
- * pairs, before its PDL wait), or NULL. */
+ * while the layers are made ("0": cuda_sm90's GEMM1 does not find its tile's expert from these
+ * ids, 8 pairs, before its PDL wait, as it does by default), or NULL. */
 static void test_bad_ids_small(const char *find_ids)
 {
     bad_ctx c;
@@ -490,8 +490,8 @@ int main(void)
     }
     test_routers();
     test_nan_logits_layers();
-    test_bad_ids_small(NULL);
-    test_bad_ids_small("1");
+    test_bad_ids_small(NULL); /* GEMM1 finding its tile's expert from the ids (the default) */
+    test_bad_ids_small("0");  /* and not */
     test_bad_ids_large();
     test_bad_ids_graph();
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "device errors at the end");
