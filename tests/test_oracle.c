@@ -458,6 +458,19 @@ static void test_batch_ranges(void)
     }
 }
 
+/* The experts backend `name` when this build has it and it describes its batch paths (checked),
+ * else NULL (a build without it says so). */
+static const w4a8moe_experts_ops *batch_describer(const char *name)
+{
+    const w4a8moe_experts_ops *ops = w4a8moe_registry_find_experts(name);
+    if (!ops) {
+        printf("%s not in this build: its batch paths not checked\n", name);
+        return NULL;
+    }
+    CHECK(ops->describe_batch, "%s describes its batch paths", name);
+    return ops->describe_batch ? ops : NULL;
+}
+
 /* cuda_sm90's paths (when in this build) follow configs/sm90_tiles.h: Mixtral's shape (E 8, k 2,
  * I = 112 groups) takes the mma tiles up to 6 rows an expert (T <= 24), GEMM2 in K eighths and
  * the PDL prologues up to 8 routed rows (T <= 4), then the 32-row wgmma tiles up to 32 rows
@@ -466,13 +479,8 @@ static void test_batch_ranges(void)
  * 32 CTAs for 396 slots), settled once its grid is six waves (T = 4,096: 36 tiles, 1,152 CTAs). */
 static void test_sm90_paths(void)
 {
-    const w4a8moe_experts_ops *sm90 = w4a8moe_registry_find_experts("cuda_sm90");
-    if (!sm90) {
-        printf("cuda_sm90 not in this build: its batch paths not checked\n");
-        return;
-    }
-    CHECK(sm90->describe_batch, "cuda_sm90 describes its batch paths");
-    if (!sm90->describe_batch) return;
+    const w4a8moe_experts_ops *sm90 = batch_describer("cuda_sm90");
+    if (!sm90) return;
     setenv("W4A8MOE_SM90_SPLIT_K", "0", 1); /* GEMM2's K parts by its grid (not the default yet) */
     w4a8moe_layer_desc d;
     base_desc(&d, 4096, 14336, 8, 2, 128, 4096);
@@ -528,13 +536,8 @@ static void test_sm90_paths(void)
  * (128 experts, k 8): up to 8 rows an expert T <= 128, 16: T <= 256, 48: T <= 768, then settled. */
 static void test_sm89_paths(void)
 {
-    const w4a8moe_experts_ops *sm89 = w4a8moe_registry_find_experts("cuda_sm89");
-    if (!sm89) {
-        printf("cuda_sm89 not in this build: its batch paths not checked\n");
-        return;
-    }
-    CHECK(sm89->describe_batch, "cuda_sm89 describes its batch paths");
-    if (!sm89->describe_batch) return;
+    const w4a8moe_experts_ops *sm89 = batch_describer("cuda_sm89");
+    if (!sm89) return;
     w4a8moe_layer_desc d;
     base_desc(&d, 2048, 768, 128, 8, 128, 1024);
     w4a8moe_device_info dev = cuda_dev(89);
