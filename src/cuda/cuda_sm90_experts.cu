@@ -36,6 +36,7 @@
  * a tile count; y [R, I] f32, row amax [R], a_wide [R, H] f16, b_wide [R, I] f16, r [R] f32.
  */
 #include "configs/sm90_tiles.h"
+#include "cuda_sm90_fused.h"
 #include "cuda_util.h"
 #include "kernels/sm90_mma_decode.cuh"
 #include "kernels/sm90_scaled_gemm.cuh"
@@ -76,6 +77,9 @@ typedef struct sm90_state {
                    * most N (W4A8MOE_SM90_SPLIT_K; 1: never, SM90_SPLIT_K_DEFAULT unset) */
     int mma_depth; /* groups of weights a warp of the small-batch kernel holds at g = 128: 2, or a
                     * ring of 4 (W4A8MOE_SM90_MMA_DEPTH=4; kernels/sm90_mma_decode.cuh) */
+    int fused_on;  /* a one-token forward's experts in one launch (W4A8MOE_SM90_FUSED=1; off by
+                    * default until measured: docs/PERFORMANCE.md, round 38) */
+    sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
@@ -203,6 +207,7 @@ static void sm90_free(void *state)
     if (!s) return;
     sm90_matrix_free(&s->w13);
     sm90_matrix_free(&s->w2);
+    sm90_fused_free(&s->fused);
     free(s);
 }
 
@@ -332,6 +337,8 @@ static void sm90_read_switches(sm90_state *s)
     s->mma_depth = md && atoi(md) == 4 ? 4 : 2;
     const char *sk = getenv("W4A8MOE_SM90_SPLIT_K");
     s->split_k = sk ? atoi(sk) : SM90_SPLIT_K_DEFAULT;
+    const char *fu = getenv("W4A8MOE_SM90_FUSED");
+    s->fused_on = fu && fu[0] == '1';
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -373,6 +380,9 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     w4a8moe_status st = pack_layer(s, w, H, I, g, ones, sq, ss, sc, shift, inexact, err);
     free(ones);
     cudaFree(staging);
+    if (st == W4A8MOE_STATUS_OK && s->fused_on && !s->w13.scaled)
+        st = sm90_fused_setup(&s->fused, H, I, d->top_k, g, s->w13.nrb, s->w2.nrb, s->w2.scaled,
+                              ctx->dev->cuda_sm_count, err);
     return st;
 }
 
@@ -667,6 +677,20 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         /* GEMM2's K split (configs/sm90_tiles.h): eight ways for a long K at decode */
         const int ks2 = sm90_gemm2_ksplit(I, g, R, mc);
         const sm90m_ids rt = {dp->topk_ids, (int)R, d->num_experts, ctx->expert_begin};
+        if (s->fused.ready && dp->T == 1 && ready && rt.ids) { /* one launch (cuda_sm90_fused.h) */
+            sm90f_args fa = {};
+            fa.g1 = a1;
+            fa.g2 = a2;
+            fa.scaled2 = s->w2.scaled;
+            fa.rt = rt;
+            fa.nl = nl;
+            fa.a_q = dp->a_q;
+            fa.tiles = ws.tiles;
+            fa.ntiles = ws.ntiles;
+            fa.r_static = r_static;
+            CUDA_LAUNCH(err, "sm90_fused_decode_kernel", sm90_fused_launch(&s->fused, fa, st, pdl));
+            return W4A8MOE_STATUS_OK;
+        }
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
         case 144:
             return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
@@ -744,11 +768,19 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
     else snprintf(band, sizeof band, "%lld-%lld rows an expert", (long long)lo, (long long)hi);
     const bool decode = k.early && R <= SM90_EARLY_MAX_ROWS;
     if (const sm90_mma_config *mc = pick_mma(R, nl, k.mma_max)) {
+        char why[W4A8MOE_WHY_CAP] = "";
+        if (k.fused_on && T == 1) {
+            if (sm90_fused_fits(d->hidden, d->inter, d->top_k, d->group_size, 0, why, sizeof why)) {
+                snprintf(buf, cap, "one token: its experts in one launch (W4A8MOE_SM90_FUSED=1), their weights "
+                         "streamed through every SM's shared memory, where the prepare lists the tiles");
+                return 1;
+            }
+        }
         const int ks2 = sm90_gemm2_ksplit(d->inter, d->group_size, R, mc);
         char k2[64] = "";
         if (ks2 != mc->ksplit) snprintf(k2, sizeof k2, ", GEMM2's %d ways (a long K, <= 8 routed rows)", ks2);
-        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s", band, 8 * mc->nt, mc->ksplit, k2,
-                 decode ? "; PDL prologues (<= 8 routed rows)" : "");
+        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s", band, 8 * mc->nt, mc->ksplit,
+                 k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", why[0] ? "; not in one launch: " : "", why);
         return 1;
     }
     const int bn1 = pick_bn(R, (int32_t)nl, 0, k.tile_max), bn2 = pick_bn(R, (int32_t)nl, 1, k.tile_max);

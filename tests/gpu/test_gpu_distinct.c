@@ -85,11 +85,14 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * grid) change its sums, so those runs meet the tolerance against cpu_ref instead; with none, on both sides,
  * W4A8MOE_SM90_BN32_MAX_ROWS=0 and W4A8MOE_SM90_BN64_MAX_ROWS=32 (7-32 rows an expert on the
  * 64-row wgmma tiles instead of the 32-row ones, 33-64 on the 128-row ones) give the same bits:
- * a wgmma's N does not change an element's sum (docs/numerics.md, batch invariance). */
+ * a wgmma's N does not change an element's sum (docs/numerics.md, batch invariance).
+ * W4A8MOE_SM90_FUSED=1 (a one-token forward's experts in one launch: GEMM2's sums as the
+ * small-batch kernel's at K split 4, not 8) meets the tolerance, and a second forward of that
+ * layer (its grid barrier's next generation) gives the same bits. */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const float *ref, const char *what)
 {
-    enum { SAME_AS_DEFAULT, TOLERANCE, SAME_AS_NO_PARTS };
+    enum { SAME_AS_DEFAULT, TOLERANCE, SAME_AS_NO_PARTS, TOLERANCE_TWICE };
     static const struct {
         const char *env[2][2];
         int check;
@@ -108,6 +111,7 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         {{{"W4A8MOE_SM90_SPLIT_K", "0"}}, TOLERANCE}, /* by the grid: 2-4 parts at the small grids */
         {{{"W4A8MOE_SM90_BN32_MAX_ROWS", "0"}, {"W4A8MOE_SM90_SPLIT_K", "1"}}, SAME_AS_NO_PARTS},
         {{{"W4A8MOE_SM90_BN64_MAX_ROWS", "32"}, {"W4A8MOE_SM90_SPLIT_K", "1"}}, SAME_AS_NO_PARTS},
+        {{{"W4A8MOE_SM90_FUSED", "1"}}, TOLERANCE_TWICE},
     };
     const int64_t n = T * d->hidden;
     float *other = malloc((size_t)n * 4), *no_parts = malloc((size_t)n * 4);
@@ -129,16 +133,18 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         CHECK(w4a8moe_layer_forward(L, T, dv->x, &rd, dv->out, NULL) == W4A8MOE_STATUS_OK,
               "%s: cuda_sm90 (%s) forward: %s", what, sw, w4a8moe_layer_error(L));
         CHECK(gh_fetch(d, T, dv->out, other) == 0, "%s: fetch", what);
-        w4a8moe_layer_free(L);
-        if (runs[m].check == TOLERANCE) {
+        if (runs[m].check == TOLERANCE || runs[m].check == TOLERANCE_TWICE) {
             gh_stats s = gh_compare_stats(ref, other, T, d->hidden);
             char label[320];
             snprintf(label, sizeof label, "%s, %s", what, sw);
             report(label, "cuda_sm90", &s);
-            if (!have_no_parts) memcpy(no_parts, other, (size_t)n * 4);
-            have_no_parts = 1;
+            if (runs[m].check == TOLERANCE_TWICE) same_again(L, d, dv, T, other, label, "cuda_sm90");
+            else if (!have_no_parts) memcpy(no_parts, other, (size_t)n * 4);
+            have_no_parts |= runs[m].check == TOLERANCE;
+            w4a8moe_layer_free(L);
             continue;
         }
+        w4a8moe_layer_free(L);
         const float *base = runs[m].check == SAME_AS_DEFAULT ? got : no_parts;
         int64_t diff = 0;
         for (int64_t i = 0; i < n; i++) diff += memcmp(&other[i], &base[i], 4) != 0;
@@ -328,6 +334,10 @@ int main(void)
         {768, 512, 8, 2, 64, 96, 0},     /* 24 rows an expert at g = 64: cuda_sm90's 32-row
                                             wgmma tiles */
         {2048, 768, 128, 8, 128, 1, 1},  /* one token (qwen3-30b-a3b's shape): 8 one-row tiles */
+        {1024, 3584, 8, 2, 128, 1, 1},   /* one token, Mixtral-like: GEMM2's K split 8 ways */
+        {1408, 1152, 16, 1, 128, 1, 0},  /* one token, top-1, I not a multiple of 256 */
+        {576, 320, 128, 6, 64, 1, 1},    /* one token at g = 64, odd multiples of 64 */
+        {768, 384, 256, 16, 128, 1, 0},  /* one token of 16 pairs (the one-launch path's most) */
         {1024, 512, 64, 4, 64, 2, 0},    /* 2 tokens of 4 pairs over 64 experts */
         {1024, 512, 16, 1, 128, 8, 1},   /* 8 tokens, top-1 of 16 (Llama-4-like): GEMM1 finds its
                                             own tiles by default */

@@ -165,6 +165,32 @@ struct sm90m_ids {
     int pairs, E, e0;
 };
 
+/* Lane q's pair (q < pairs) by the rule sm90m_find_tile_ids below follows, for the one-launch
+ * path (kernels/sm90_fused_decode.cuh), which needs every tile's expert at once (that function
+ * keeps its own copy: sharing this one cost its kernel a register spill): the pair's local
+ * expert (*le; 0x7fffffff: none), whether it is that expert's first pair (*first), and the
+ * distinct local experts below it (returned: its tile, when first). The ids are two or more
+ * launches back: read through L2 (ld.global.cg), as sm90m_find_tile_ids reads them. */
+__device__ __forceinline__ int sm90m_ids_rank(const sm90m_ids &rt, int nl, int *le_out, int *first_out)
+{
+    const int lane = threadIdx.x & 31, none = 0x7fffffff;
+    int le = none;
+    if (lane < rt.pairs) {
+        const int id = __ldcg(rt.ids + lane), x = id - rt.e0;
+        if (id >= 0 && id < rt.E && x >= 0 && x < nl) le = x;
+    }
+    const unsigned peers = __match_any_sync(0xffffffffu, le);
+    const int first = le != none && lane == __ffs(peers) - 1; /* an expert's first pair */
+    int rank = 0; /* distinct experts below this lane's */
+    for (int q = 0; q < rt.pairs; q++) {
+        const int v = __shfl_sync(0xffffffffu, le, q), f = __shfl_sync(0xffffffffu, first, q);
+        rank += f && v < le;
+    }
+    *le_out = le;
+    *first_out = first;
+    return rank;
+}
+
 /* The expert of tile b when every local expert has at most BT rows (pairs <= BT): the b-th
  * smallest distinct local expert among the ids, as the prepare lists its tiles (experts
  * ascending, an id outside [0, E) or off this rank none, an expert repeated in a token counted
