@@ -27,8 +27,9 @@ static int stage_bytes_for(int g) { return (g / 64) * sm90s_block_bytes(g) + 256
 static int stages_for(int64_t H, int64_t I, int g, int optin)
 {
     const int64_t room = (int64_t)optin - SM90F_STATIC_SMEM - H - I - 256;
-    const int64_t n = room / (stage_bytes_for(g) + 16);
-    return (int)(n < SM90F_MAX_STAGES ? (n < 0 ? 0 : n) : SM90F_MAX_STAGES);
+    int64_t n = room / (stage_bytes_for(g) + 16);
+    n = n < SM90F_MAX_STAGES ? (n < 0 ? 0 : n) : SM90F_MAX_STAGES;
+    return (int)(n & ~(int64_t)3); /* four rings, one a K quarter (kernels/sm90_fused_decode.cuh) */
 }
 
 int sm90_fused_fits(int64_t H, int64_t I, int k, int g, int optin, char *why, size_t cap)

@@ -13,11 +13,14 @@
  * One block an SM (the grid is the SM count; the one grid-wide barrier needs every block
  * resident: see "Residency"), 17 warps:
  *   producer (warp 16): the experts of the token's tiles from the routing ids, before the PDL
- *     wait (the ids are two launches back: kernels/pdl.cuh), then, lane 0, every item's groups
- *     — one K group of a 64-row block: its g/64 weight blocks and (promoting matrices) its 64 f32
- *     scales — into a ring of `stages` stages with bulk copies, each stage refilled once its
- *     four readers have released it. It never waits for the prepare, and runs ahead across the
- *     grid barrier, so GEMM2's first weights land while GEMM1's last items finish.
+ *     wait (the ids are two launches back: kernels/pdl.cuh), then lane q (q < 4) streams K
+ *     quarter q of every item — one K group of a 64-row block a stage: its g/64 weight blocks
+ *     and (promoting matrices) its 64 f32 scales — into quarter q's ring of stages / 4 stages
+ *     with bulk copies, each stage refilled once its four readers have released it. Four lanes,
+ *     not one: with one thread issuing every stage, its waits, barrier updates and copies took
+ *     ~340 ns a stage (docs/PERFORMANCE.md, round 38), 13 GB/s an SM. It never waits for the
+ *     prepare, and runs ahead across the grid barrier, so GEMM2's first weights land while
+ *     GEMM1's last items finish.
  *   consumers (warps 0-15; warp w: 16-row slice w % 4, K quarter w / 4, as the small-batch
  *     kernel's KS = 4): the PDL wait, the token's e4m3 codes into shared memory, GEMM1's items
  *     (y and the row amax, through sm90_epilogue_slice), the grid barrier, GEMM2's items (a
@@ -103,16 +106,6 @@ __host__ __device__ __forceinline__ int64_t sm90f_quarter(int64_t G, int q)
     return (q + 1) * G / 4 - q * G / 4;
 }
 
-/* Position in an item's stream of group u of quarter q: the producer sends the quarters round
- * robin (group u of quarter 0, 1, 2, 3, then u + 1, ..., a quarter skipped once exhausted), so
- * the 16 warps work at once. */
-__device__ __forceinline__ int64_t sm90f_order(int64_t G, int q, int64_t u)
-{
-    int64_t before = 0;
-    for (int x = 0; x < 4; x++) before += min(u, sm90f_quarter(G, x)) + (x < q && u < sm90f_quarter(G, x));
-    return before;
-}
-
 /* One group's products for the thread's slice (t = 32 slice + lane, rows r and r + 8 of the
  * block): w, the group's first weight block (shared or global: generic loads), blk bytes a block;
  * codes, the row's e4m3 values from element 0; b, the group. */
@@ -177,8 +170,10 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
     }
     __syncthreads(); /* the one whole-block barrier: the ring's barriers and s_e */
 
+    const int SQ = S / 4; /* stages a K quarter's ring */
     if (warp == SM90F_CONSUMERS / 32) { /* the producer */
-        if (lane == 0) { /* one thread issues every stage: 32-bit counters, no division a stage */
+        if (lane < 4) { /* lane kq: K quarter kq's groups into its ring, 32-bit counters */
+            const int kq = lane;
             int st = 0;
             uint32_t ph = 0; /* the ring's stage and its pass's parity */
             for (int it = i0; it < i1; it++) {
@@ -191,22 +186,19 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
                 const char *wsrc = (const char *)p.wq + ((int64_t)e * p.nrb + rb) * KB * blk;
                 const float *ssrc = promoting ? p.ws + ((int64_t)e * p.nrb + rb) * G * 64 : nullptr;
                 const uint32_t wbytes = (uint32_t)(GK * blk), bytes = wbytes + (promoting ? 256u : 0u);
-                const int most = (int)sm90f_quarter(G, 3); /* the last quarter has the most */
-                for (int u = 0; u < most; u++)
-                    for (int kq = 0; kq < 4; kq++) {
-                        const int q0 = kq * G / 4, n = (kq + 1) * G / 4 - q0;
-                        if (u >= n) continue;
-                        const int b = q0 + u;
-                        sm90_bar_wait(&empty[st], ph ^ 1u);
-                        char *stage = ring + st * a.stage_bytes;
-                        sm90_bar_expect_tx(&full[st], bytes);
-                        sm90_bulk_load(stage, wsrc + (size_t)b * wbytes, wbytes, &full[st]);
-                        if (promoting) sm90_bulk_load(stage + wbytes, ssrc + b * 64, 256u, &full[st]);
-                        if (++st == S) {
-                            st = 0;
-                            ph ^= 1u;
-                        }
+                const int q0 = kq * G / 4, n = (kq + 1) * G / 4 - q0;
+                for (int u = 0; u < n; u++) {
+                    const int x = kq * SQ + st, b = q0 + u;
+                    sm90_bar_wait(&empty[x], ph ^ 1u);
+                    char *stage = ring + x * a.stage_bytes;
+                    sm90_bar_expect_tx(&full[x], bytes);
+                    sm90_bulk_load(stage, wsrc + (size_t)b * wbytes, wbytes, &full[x]);
+                    if (promoting) sm90_bulk_load(stage + wbytes, ssrc + b * 64, 256u, &full[x]);
+                    if (++st == SQ) {
+                        st = 0;
+                        ph ^= 1u;
                     }
+                }
             }
         }
         return;
@@ -222,7 +214,8 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
         for (int64_t i = threadIdx.x; i < H / 16; i += SM90F_CONSUMERS) ((uint4 *)s_a)[i] = src[i];
     }
     sm90f_sync<SM90F_CONSUMERS>();
-    uint32_t base = 0; /* ring position of the item's first group */
+    int cst = 0;
+    uint32_t cph = 0; /* this warp's place in its quarter's ring: stage, parity */
     int have_b = -1;
     bool crossed = false;
     for (int it = i0; it < i1; it++) {
@@ -257,17 +250,15 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
         const float *sd = e >= 0 && !scaled ? p.ws + ((int64_t)e * p.nrb + rb) * G * 64 : nullptr;
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         const int64_t b0 = kq * G / 4;
-        const int nq = (int)sm90f_quarter(G, kq), full_rounds = (int)(G / 4);
+        const int nq = (int)sm90f_quarter(G, kq);
         for (int u = 0; u < nq; u++) {
             const int64_t b = b0 + u;
-            /* the group's ring position: 4 u + kq while every quarter has a group u */
-            const uint32_t seq = base + (uint32_t)(u < full_rounds ? 4 * u + kq : sm90f_order(G, kq, u));
-            const int st = (int)(seq % (uint32_t)S);
+            const int x = kq * SQ + cst; /* the group's stage */
             const char *w = nullptr;
             const float *sc = nullptr;
             if (e_ids >= 0) {
-                sm90_bar_wait(&full[st], (seq / (uint32_t)S) & 1u);
-                w = ring + (int64_t)st * a.stage_bytes;
+                sm90_bar_wait(&full[x], cph);
+                w = ring + (int64_t)x * a.stage_bytes;
                 sc = (const float *)(w + GK * blk);
             }
             if (direct) { /* the list's expert is not the one streamed: its weights from global memory */
@@ -288,9 +279,14 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
                 }
             }
             __syncwarp();
-            if (e_ids >= 0 && lane == 0) sm90_bar_arrive(&empty[st]); /* this warp is done with the stage */
+            if (e_ids >= 0) {
+                if (lane == 0) sm90_bar_arrive(&empty[x]); /* this warp is done with the stage */
+                if (++cst == SQ) {
+                    cst = 0;
+                    cph ^= 1u;
+                }
+            }
         }
-        if (e_ids >= 0) base += (uint32_t)G;
         if (e < 0) continue; /* streamed, but the list has no such tile: nothing to write */
         /* the quarters added in order into quarter 0's, then the small-batch kernel's epilogue */
         if (kq > 0)
