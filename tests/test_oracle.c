@@ -519,6 +519,20 @@ static void test_sm90_paths(void)
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);
     unsetenv("W4A8MOE_SM90_MMA_MAX_ROWS");
     CHECK(has(buf, "wgmma tiles, GEMM1 32 rows"), "cuda_sm90, no mma tiles, T = 1: '%s'", buf);
+    /* the one-launch experts of one token (W4A8MOE_SM90_FUSED=1): T = 1 only, g = 64 or 128 */
+    setenv("W4A8MOE_SM90_FUSED", "1", 1);
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    CHECK(has(buf, "one token: its experts in one launch"), "cuda_sm90, FUSED=1, T = 1: '%s'", buf);
+    sm90->describe_batch(&ctx, 2, buf, sizeof buf);
+    CHECK(has(buf, "mma.sync tiles") && !has(buf, "one launch"), "cuda_sm90, FUSED=1, T = 2: '%s'", buf);
+    d.group_size = 32;
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    CHECK(has(buf, "mma.sync tiles") && has(buf, "not in one launch: group size 32"),
+          "cuda_sm90, FUSED=1, g = 32, T = 1: '%s'", buf);
+    d.group_size = 128;
+    unsetenv("W4A8MOE_SM90_FUSED");
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    CHECK(!has(buf, "one launch"), "cuda_sm90, FUSED unset, T = 1: '%s'", buf);
     /* the whole walk: one line a range, the last from 1,537 tokens to max_tokens */
     char rep[2048];
     size_t used = 0;

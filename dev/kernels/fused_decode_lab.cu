@@ -641,7 +641,7 @@ int main(int argc, char **argv)
         fb_args fa = fa2;
         fa.stage_bytes = (g / 64) * blk + 256;
         const int64_t fixed = H + I + 128, room = optin - (int64_t)attr.sharedSizeBytes - fixed;
-        fa.stages = (int)std::min<int64_t>(64, room / (fa.stage_bytes + 16));
+        fa.stages = (int)std::min<int64_t>(64, room / (fa.stage_bytes + 16)) & ~3; /* a ring a K quarter */
         fa.codes_at = 16 * fa.stages;
         fa.data_at = (int)((fa.codes_at + H + I + 127) / 128 * 128);
         v3_ran = fa.stages >= 4 && run_version("v3", kern3, FR_THREADS, fa,

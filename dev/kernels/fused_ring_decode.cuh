@@ -8,15 +8,17 @@
  * stages (one K group of a 64-row block: g/64 K blocks and its 64 f32 scales) filled by a
  * producer warp with bulk copies and read by 16 consumer warps, so each SM keeps ~200 KB in
  * flight for any layer size, the layer still one launch:
- *   producer (warp 16, lane 0): every item's groups in the order below, each into the next
- *     stage once its four readers have released it (empty barrier, 4 arrivals); it runs ahead
+ *   producer (warp 16, lanes 0-3): every item's groups (below), each into the next stage of its
+ *     ring once its four readers have released it (empty barrier, 4 arrivals); it runs ahead
  *     across the grid barrier, so GEMM2's first weights land while the last GEMM1 items finish;
  *   consumers (warps 0-15, warp w: slice w % 4, K quarter w / 4, as the library's KS = 4): the
  *     token's codes, GEMM1's items, the grid barrier, GEMM2's items (codes once a pair), the
  *     second barrier, the combine — version 2's steps, on named barrier 1 (the producer is in
  *     none of them).
- * Order of an item's groups: round robin over the quarters (group u of quarter 0, of 1, of 2, of
- * 3, then u + 1, ...), so the 16 warps work at once. Same sums as version 2.
+ * The producer's lane q streams K quarter q into its own ring of stages / 4 (round 38: one
+ * thread issuing every stage, with 64-bit divisions, moved one stage an SM every ~400 ns, the
+ * pipe at 1.5 TB/s); each quarter's four consumer warps count their stages. Same sums as
+ * version 2.
  */
 #ifndef W4A8MOE_FUSED_RING_DECODE_CUH
 #define W4A8MOE_FUSED_RING_DECODE_CUH
@@ -28,14 +30,6 @@
 __host__ __device__ __forceinline__ int64_t fr_quarter_groups(int64_t G, int q)
 {
     return (q + 1) * G / 4 - q * G / 4;
-}
-
-/* Position, in an item's round-robin order, of group u of quarter q. */
-__device__ __forceinline__ int64_t fr_order(int64_t G, int q, int64_t u)
-{
-    int64_t before = 0; /* groups of every quarter at rounds < u, then quarters < q at round u */
-    for (int x = 0; x < 4; x++) before += min(u, fr_quarter_groups(G, x)) + (x < q && u < fr_quarter_groups(G, x));
-    return before;
 }
 
 /* COMPUTE = false: the stream alone (the consumers wait for each stage and release it, nothing
@@ -66,30 +60,34 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
     }
     __syncthreads(); /* the only whole-block barrier: the ring's barriers initialised */
 
-    if (warp == FR_CONSUMERS / 32) { /* the producer */
+    const int SQ = S / 4; /* stages a K quarter's ring */
+    if (warp == FR_CONSUMERS / 32) { /* the producer: lane q streams K quarter q into its ring */
         if (lane < p.k) s_pe[lane] = __ldg(p.ids + lane);
         __syncwarp();
-        if (lane == 0) {
-            int64_t seq = 0;
+        if (lane < 4) {
+            const int kq = lane;
+            int st = 0;
+            uint32_t ph = 0; /* the ring's stage and its pass's parity */
             for (int it = i0; it < i1; it++) {
                 const int code = a.items[it], gemm = code >> 24, j = (code >> 16) & 255, rb = code & 0xffff;
-                const int64_t e = s_pe[j], KB = gemm ? KB2 : KB1, G = gemm ? G2 : G1;
+                const int64_t e = s_pe[j], KB = gemm ? KB2 : KB1;
+                const int G = (int)(gemm ? G2 : G1);
                 const int64_t nrb = gemm ? p.nrb2 : p.nrb1;
                 const char *wsrc = (gemm ? p.w2 : p.w13) + (e * nrb + rb) * KB * p.blk;
                 const float *ssrc = (gemm ? p.ws2 : p.ws13) + (e * nrb + rb) * G * 64;
-                const int64_t most = fr_quarter_groups(G, 3); /* the last quarter has the most */
-                for (int64_t u = 0; u < most; u++)
-                    for (int q = 0; q < 4; q++) {
-                        if (u >= fr_quarter_groups(G, q)) continue;
-                        const int64_t b = q * G / 4 + u;
-                        const int st = (int)(seq % S);
-                        sm90_bar_wait(&empty[st], (uint32_t)((seq / S) & 1) ^ 1u);
-                        char *stage = ring + (int64_t)st * a.stage_bytes;
-                        sm90_bar_expect_tx(&full[st], (uint32_t)(GK * p.blk + 256));
-                        sm90_bulk_load(stage, wsrc + b * GK * p.blk, (uint32_t)(GK * p.blk), &full[st]);
-                        sm90_bulk_load(stage + GK * p.blk, ssrc + b * 64, 256u, &full[st]);
-                        seq++;
+                const int q0 = kq * G / 4, n = (kq + 1) * G / 4 - q0;
+                for (int u = 0; u < n; u++) {
+                    const int x = kq * SQ + st, b = q0 + u;
+                    sm90_bar_wait(&empty[x], ph ^ 1u);
+                    char *stage = ring + x * a.stage_bytes;
+                    sm90_bar_expect_tx(&full[x], (uint32_t)(GK * p.blk + 256));
+                    sm90_bulk_load(stage, wsrc + (size_t)b * GK * p.blk, (uint32_t)(GK * p.blk), &full[x]);
+                    sm90_bulk_load(stage + GK * p.blk, ssrc + b * 64, 256u, &full[x]);
+                    if (++st == SQ) {
+                        st = 0;
+                        ph ^= 1u;
                     }
+                }
             }
         }
         return;
@@ -98,7 +96,8 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
     /* the consumers: version 2's steps on their named barrier */
     const int slice = warp & 3, kq = warp >> 2, t = slice * 32 + lane, r = slice * 16 + (lane >> 2);
     fb_token_codes<FR_CONSUMERS>(p, s_a, sb);
-    int64_t base = 0; /* ring position of the item's first group */
+    int cst = 0;
+    uint32_t cph = 0; /* this warp's place in its quarter's ring: stage, parity */
     int have_b = -1;
     bool crossed = false;
     for (int it = i0; it < i1; it++) {
@@ -115,20 +114,23 @@ static __global__ void __launch_bounds__(FR_THREADS, 1) fused_ring_kernel(fb_arg
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         const int64_t b0 = kq * G / 4;
         for (int64_t u = 0; u < fr_quarter_groups(G, kq); u++) {
-            const int64_t seq = base + fr_order(G, kq, u), b = b0 + u;
-            const int st = (int)(seq % S);
-            sm90_bar_wait(&full[st], (uint32_t)((seq / S) & 1));
-            const char *stage = ring + (int64_t)st * a.stage_bytes;
+            const int64_t b = b0 + u;
+            const int x = kq * SQ + cst;
+            sm90_bar_wait(&full[x], cph);
+            const char *stage = ring + (int64_t)x * a.stage_bytes;
             float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             if constexpr (COMPUTE) fb_group<GSTEPS>(stage, p.blk, gemm ? s_b : s_a, b, t, tig, tmp);
             const float *sc = (const float *)(stage + GK * p.blk);
             const float sx = sc[r], sy = sc[r + 8];
             __syncwarp();
-            if (lane == 0) sm90_bar_arrive(&empty[st]); /* this warp is done with the stage */
+            if (lane == 0) sm90_bar_arrive(&empty[x]); /* this warp is done with the stage */
+            if (++cst == SQ) {
+                cst = 0;
+                cph ^= 1u;
+            }
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[i] = fmaf((i & 2) ? sy : sx, tmp[i], acc[i]);
         }
-        base += G;
         fb_finish_item<FR_CONSUMERS>(p, gemm, j, rb, slice, kq, lane, acc, sb);
     }
     if (!crossed) fb_grid_barrier<FR_CONSUMERS>(a.bar_count, a.bar_gen);

@@ -8,8 +8,11 @@
 #   b  w4a8moe bench at T = 1, FUSED=0 then 1 (twice for the first three models), graph us; the
 #      explain line. Prediction (H100): qwen3-30b-a3b 27 -> ~16 us (the prepare and combine stay),
 #      Mixtral 91 -> ~72, DeepSeek-V3 93 -> ~75, Llama-4 Scout 46 -> ~30
-#   m  memcheck and racecheck of test_gpu_distinct (quick, the fused runs included)
+#   m  memcheck and racecheck of test_gpu_distinct (quick, the fused runs included; logs san-*.log,
+#      which part u's sanitizer runs do not overwrite)
+#   p  ncu of the one-launch kernel at Mixtral T = 1 (PROF_MODEL): its warp states and memory rate
 #   f  round 37's part f (the lab's versions 1-3), d (MMA_DEPTH 4 vs 2), u (full tests)
+# Next (after 97f04d7, the four producer lanes, not yet run): `run_round38.sh qbmpfu 540`.
 set -u
 PARTS=${1:-qbmf}
 DEADLINE=${2:-540}
@@ -36,8 +39,20 @@ part_b() {
 part_m() {
   for tool in memcheck racecheck; do
     W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 150) tests/gpu/run.sh "$B" san $tool test_gpu_distinct \
-      > "$OUT/$tool.log" 2>&1; echo "$tool rc=$?"; grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT/$tool.log"
+      > "$OUT/san-$tool.log" 2>&1; echo "$tool rc=$?"; grep -h "ERROR SUMMARY\|RACECHECK SUMMARY\|FAIL\|exit" \
+      "$OUT/san-$tool.log" | tail -4
   done
+}
+part_p() {
+  local ncu m=${PROF_MODEL:-mixtral-8x7b}
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_FUSED=1 timeout "$(lim 120)" $ncu --csv --page details \
+    --section SpeedOfLight --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+    -k "regex:sm90_fused|dispatch|combine|finalize" --launch-count 4 \
+    $B/w4a8moe bench --device cuda --model "$m" --tokens 1 --iters 1 --warmup 0 --layers 1 > "$OUT/prof-fused.csv" 2>&1
+  echo "== profile fused $m rc=$?"
+  grep -h "Duration\|DRAM Throughput\|Memory Throughput\|Issue Slots Busy\|Warp Cycles Per Issued\|No Eligible" \
+    "$OUT/prof-fused.csv" | cut -c1-170 | head -30
 }
 part_f() { OUT="$OUT/r37" bash "$(dirname "$0")/run_round37.sh" f "$(lim 200)" 2>&1 | grep -v "^$" | tail -40; }
 part_d() { OUT="$OUT/r37d" bash "$(dirname "$0")/run_round37.sh" d "$(lim 200)" 2>&1 | tail -60; }
@@ -45,8 +60,8 @@ part_u() { gpu_tests $B routing; }
 summary() {
   echo "==== summary"
   [ -f "$OUT/fused-bench.log" ] && awk '/^==/ {h=$0; next} {print h " | " $1, $3}' "$OUT/fused-bench.log"
-  grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/memcheck.log \
-    "$OUT"/racecheck.log "$OUT"/test_gpu_*.log 2>/dev/null
+  grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/san-*.log \
+    "$OUT"/test_gpu_*.log 2>/dev/null
 }
 for (( i = 0; i < ${#PARTS}; i++ )); do part_${PARTS:i:1}; done
 summary
