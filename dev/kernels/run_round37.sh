@@ -10,7 +10,8 @@
 #      of the checks alone on a small shape. Prediction (H100): qwen3-30b v2 ~12 us cold (floor
 #      7.0), v3 ~13, against v1's 52 and the library's staged 27; Mixtral v3 ~68 (floor 60,
 #      library 91), DeepSeek-V3 ~68 (library 93), Llama-4 Scout ~26 (floor 21, library 46).
-#   d  the small-batch kernel's ring of four weight groups a warp (W4A8MOE_SM90_MMA_DEPTH=4)
+#   d  the small-batch kernel's ring of four weight groups a warp (W4A8MOE_SM90_MMA_DEPTH=4; measured
+#      4-28 % slower in round 37 and removed after 06dc1c7: the switch now does nothing)
 #      against two, T = 1, 8, 16 (DEPTH_MODELS=...), graph us, alternating. Prediction: the decode
 #      GEMMs (1.3-2.2 TB/s) 10-25 % faster where latency-bound (llama4-scout, Mixtral at T = 1),
 #      the layer 5-15 %; qwen3-30b unchanged (its warps hold 1-4 groups in all).

@@ -11,7 +11,7 @@
 #   m  memcheck and racecheck of test_gpu_distinct (quick, the fused runs included; logs san-*.log,
 #      which part u's sanitizer runs do not overwrite)
 #   p  ncu of the one-launch kernel at Mixtral T = 1 (PROF_MODEL): its warp states and memory rate
-#   f  round 37's part f (the lab's versions 1-3), d (MMA_DEPTH 4 vs 2), u (full tests)
+#   f  round 37's part f (the lab's versions 1-3), d (MMA_DEPTH 4 vs 2: removed since), u (full tests)
 # Next (after 97f04d7, the four producer lanes, not yet run): `run_round38.sh qbmpfu 540`.
 set -u
 PARTS=${1:-qbmf}

@@ -75,8 +75,6 @@ typedef struct sm90_state {
                                     * for measuring */
     int split_k;  /* GEMM2's K parts on the wgmma tiles: 0 by its grid (sm90_gemm2_parts), N at
                    * most N (W4A8MOE_SM90_SPLIT_K; 1: never, SM90_SPLIT_K_DEFAULT unset) */
-    int mma_depth; /* groups of weights a warp of the small-batch kernel holds at g = 128: 2, or a
-                    * ring of 4 (W4A8MOE_SM90_MMA_DEPTH=4; kernels/sm90_mma_decode.cuh) */
     int fused_on;  /* a one-token forward's experts in one launch (W4A8MOE_SM90_FUSED=1; off by
                     * default until measured: docs/PERFORMANCE.md, round 38) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
@@ -333,8 +331,6 @@ static void sm90_read_switches(sm90_state *s)
     const char *mm = getenv("W4A8MOE_SM90_MMA_MAX_ROWS");
     s->mma_max = sm90_mma_tiles[SM90_MMA_COUNT - 1].max_rows_per_expert;
     if (mm && atoi(mm) < s->mma_max) s->mma_max = atoi(mm);
-    const char *md = getenv("W4A8MOE_SM90_MMA_DEPTH");
-    s->mma_depth = md && atoi(md) == 4 ? 4 : 2;
     const char *sk = getenv("W4A8MOE_SM90_SPLIT_K");
     s->split_k = sk ? atoi(sk) : SM90_SPLIT_K_DEFAULT;
     const char *fu = getenv("W4A8MOE_SM90_FUSED");
@@ -459,11 +455,10 @@ static int sm90_gemm2_ksplit(int64_t I, int g, int64_t R, const sm90_mma_config 
 
 /* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
  * EARLY: how it finds its tile and what it does before its PDL wait (SM90M_*,
- * kernels/sm90_mma_decode.cuh); nl: the local experts; depth 4: the ring of four groups a warp
- * (g = 128 only; else 2). */
+ * kernels/sm90_mma_decode.cuh); nl: the local experts. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl,
-                              const sm90m_ids &rt, cudaStream_t st, int pdl, int depth)
+                              const sm90m_ids &rt, cudaStream_t st, int pdl)
 {
     constexpr int W = SM90M_WARPS(KS); /* warps a block, 4 KS / W blocks a row block */
     dim3 grid(tiles_bound, (unsigned)(p.nrb * (4 * KS / W))), block(32 * W);
@@ -474,9 +469,6 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
     if (p.g == 64)
         return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
                               nl, rt);
-    if (p.g == 128 && depth == 4)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY, 4>, grid, block, 0, st, pdl, p,
-                              act, nl, rt);
     if (p.g == 128)
         return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
                               nl, rt);
@@ -487,15 +479,15 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
  * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
-                                    int nl, const sm90m_ids &rt, cudaStream_t st, int pdl, int depth)
+                                    int nl, const sm90m_ids &rt, cudaStream_t st, int pdl)
 {
     constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
     constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
     constexpr int c = GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
-    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl, depth);
-    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl, depth);
-    if (early == c) return mma_launch<NT, KS, GATED, F16IN, SCALED, c>(p, act, tiles_bound, nl, rt, st, pdl, depth);
-    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, rt, st, pdl, depth);
+    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == c) return mma_launch<NT, KS, GATED, F16IN, SCALED, c>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, rt, st, pdl);
     return cudaErrorInvalidValue;
 }
 
@@ -541,19 +533,17 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
                                    a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
     static_assert(NT == 1, "GEMM1 reads the e4m3 rows, four loads and widenings a fragment: one-fragment tiles");
     CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
-                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, rt, st, pdl, s->mma_depth)));
+                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, rt, st, pdl)));
     CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes, fragment order)",
                 w4a8moe_launch(sm89_requant_kernel<true, true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
                                ws.y, ws.rowmax, total, I, r_static,
                                (void *)ws.b_wide, ws.r));
     if (s->w2.scaled)
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS2, false, true, true>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl,
-                                                                   s->mma_depth)));
+                    (mma_launch_early<NT, KS2, false, true, true>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl)));
     else
         CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS2, false, true, false>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl,
-                                                                   s->mma_depth)));
+                    (mma_launch_early<NT, KS2, false, true, false>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl)));
     return W4A8MOE_STATUS_OK;
 }
 

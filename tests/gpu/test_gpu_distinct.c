@@ -78,9 +78,7 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * W4A8MOE_SM90_PREPARE_TILES=0 and =2 (the small-batch tile list from cuda_sm90's schedule
  * kernel always, or from the prepare's decode kernel always, against the default's rule), and
  * W4A8MOE_SM90_FIND_IDS=0 and =1 (GEMM1 of at most 8 routed rows finding its tile's expert
- * from the routing ids before its wait, never or where the prepare wrote the tile list), and
- * W4A8MOE_SM90_MMA_DEPTH=4 (the small-batch kernel's ring of four groups a warp at g = 128: the
- * groups multiplied in the same order), also with the prologue that finds a tile from the offsets.
+ * from the routing ids before its wait, never or where the prepare wrote the tile list).
  * GEMM2's K parts on the wgmma tiles (W4A8MOE_SM90_SPLIT_K: 1 none, 2 at most two, 0 by its
  * grid) change its sums, so those runs meet the tolerance against cpu_ref instead; with none, on both sides,
  * W4A8MOE_SM90_BN32_MAX_ROWS=0 and W4A8MOE_SM90_BN64_MAX_ROWS=32 (7-32 rows an expert on the
@@ -104,8 +102,6 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         {{{"W4A8MOE_SM90_PREPARE_TILES", "2"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_FIND_IDS", "0"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_FIND_IDS", "1"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_MMA_DEPTH", "4"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_MMA_DEPTH", "4"}, {"W4A8MOE_SM90_FIND_IDS", "0"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_SPLIT_K", "1"}}, TOLERANCE}, /* first of these: the others' reference */
         {{{"W4A8MOE_SM90_SPLIT_K", "2"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_SPLIT_K", "0"}}, TOLERANCE}, /* by the grid: 2-4 parts at the small grids */

@@ -253,27 +253,18 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
  * (64 registers: 8 blocks of 4 warps, 4 of 8 at KS = 8; llama4-scout's 1,024 GEMM1 blocks and
  * qwen3-30b-a3b's 1,024 GEMM2 blocks at T = 1 stay one wave, where 7 took two; the gated GEMM1
  * spills one word, two or three local accesses in its SASS), 3 at NT = 4 (168); NT = 2 spills
- * below the compiler's own 102. A ring of DEPTH > 2 groups (below): 24 warps (at most 85
- * registers; 80 at DEPTH = 4), three groups ahead a warp instead of one. */
-#define SM90M_MIN_BLOCKS(nt, ks, depth)                                                               \
-    ((depth) > 2 ? 24 / SM90M_WARPS(ks) : (nt) == 1 ? 32 / SM90M_WARPS(ks) : (nt) == 2 ? 1 : 3)
+ * below the compiler's own 102. (Round 37: a ring of four groups a warp, 24 warps an SM at 80
+ * registers, was 4-28 % slower at T = 1-16 than these two groups at 32 warps: removed.) */
+#define SM90M_MIN_BLOCKS(nt, ks) ((nt) == 1 ? 32 / SM90M_WARPS(ks) : (nt) == 2 ? 1 : 3)
 
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
  * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it or SM90M_FIND_IDS; rt
- * only with SM90M_FIND_IDS). p.w_block, the block stride in bytes, must be sm90s_block_bytes(g).
- * DEPTH: groups of weights a warp holds in registers — 2 (the one being multiplied and the next
- * in flight) or, as a ring, more (DEPTH - 1 in flight while one is multiplied, each slot
- * refilled DEPTH groups ahead as soon as it is multiplied; fewer warps an SM: SM90M_MIN_BLOCKS).
- * Why a ring: at decode the GEMMs stream at 1.3-2.2 TB/s of the card's 3.0 (docs/PERFORMANCE.md,
- * rounds 35-36) with one group (1 KB a warp) in flight. The groups are multiplied in the same
- * order either way: the same sums, bit for bit. */
-template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY, int DEPTH = 2>
-static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(NT, KS, DEPTH))
+ * only with SM90M_FIND_IDS). p.w_block, the block stride in bytes, must be sm90s_block_bytes(g). */
+template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
+static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(NT, KS))
     sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act, int nl, sm90m_ids rt)
 {
-    constexpr bool RING = DEPTH > 2;
-    static_assert(DEPTH >= 2 && (!RING || NT == 1), "a ring of groups on one-fragment tiles");
     constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
     constexpr bool REL = EARLY & SM90M_RELEASE, IDS = EARLY & SM90M_FIND_IDS;
     static_assert(!FIND || PRE_W, "a tile is found before the wait");
@@ -355,25 +346,9 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
     uint2 cur[GSTEPS], nxt[GSTEPS];
     uint32_t hs_cur = 0, hs_nxt = 0; /* scaled: the group's f16 scales, rows r and r + 8 */
     float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
-    constexpr int NR = RING ? DEPTH : 1; /* the ring: slot j holds groups b0 + j, b0 + j + DEPTH, ... */
-    uint2 wr[NR][GSTEPS];
-    uint32_t hr[NR];
-    float2 sr[NR];
-    auto load_ring = [&]() { /* groups b0 .. b0 + DEPTH - 1 into their slots */
-#pragma unroll
-        for (int j = 0; j < NR; j++) {
-            hr[j] = 0;
-            sr[j] = make_float2(0.0f, 0.0f);
-            if (b0 + j < b1) load_group(b0 + j, wr[j], hr[j], sr[j]);
-        }
-    };
-    if constexpr (RING) { /* the whole ring, before the wait where PRE_W */
-        if (found) load_ring();
-    } else {
-        if (found && b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-        if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
-            if (found && b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
-        }
+    if (found && b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+    if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
+        if (found && b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
     }
     if constexpr (IDS) {
         pdl_wait(); /* the prepare's tile list and rows */
@@ -382,12 +357,8 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
         row0 = tile.y;
         if (!found || tile.x != e) { /* not the expert found: its weights now */
             set_expert(tile.x);
-            if constexpr (RING) {
-                load_ring();
-            } else {
-                if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-                if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
-            }
+            if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+            if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
         }
         row_end = p.offsets[e + 1];
     } else {
@@ -443,28 +414,14 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
         }
     };
     if (b0 + 1 < b1) prefetch_act(b0 + 1);
-    if constexpr (RING) {
-        for (int b = b0; b < b1; b += DEPTH) {
+    for (int b = b0; b < b1; b++) {
+        if (b + 2 < b1) prefetch_act(b + 2);
+        if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
+        mma_group(b, cur, hs_cur, sc_cur);
 #pragma unroll
-            for (int j = 0; j < DEPTH; j++) { /* group b + j is in slot j */
-                const int bj = b + j;
-                if (bj < b1) {
-                    if (bj + 2 < b1) prefetch_act(bj + 2);
-                    mma_group(bj, wr[j], hr[j], sr[j]);
-                    if (bj + DEPTH < b1) load_group(bj + DEPTH, wr[j], hr[j], sr[j]); /* the slot refilled */
-                }
-            }
-        }
-    } else {
-        for (int b = b0; b < b1; b++) {
-            if (b + 2 < b1) prefetch_act(b + 2);
-            if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
-            mma_group(b, cur, hs_cur, sc_cur);
-#pragma unroll
-            for (int s = 0; s < GSTEPS; s++) cur[s] = nxt[s];
-            hs_cur = hs_nxt;
-            sc_cur = sc_nxt;
-        }
+        for (int s = 0; s < GSTEPS; s++) cur[s] = nxt[s];
+        hs_cur = hs_nxt;
+        sc_cur = sc_nxt;
     }
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
         if (kq > 0) {
