@@ -36,35 +36,19 @@ struct fb_args {
     int stages, stage_bytes;    /* version 3: its ring (bars at 0: full [stages], empty [stages]) */
 };
 
-/* The block's N threads (named barrier 1: all of version 2's, version 3's consumers) wait until
- * every block of the grid has arrived; their writes before it are visible after it. */
+/* The block's N threads (named barrier 1: all of version 2's, version 3's consumers) wait for
+ * each other (fb_sync), or until every block of the grid has arrived, their writes before it
+ * visible after it (fb_grid_barrier): the library's one-launch path's (sm90_fused_decode.cuh). */
 template <int N>
 __device__ __forceinline__ void fb_sync(void)
 {
-    asm volatile("bar.sync 1, %0;" ::"n"(N) : "memory");
+    sm90f_sync<N>();
 }
 
 template <int N>
 __device__ __forceinline__ void fb_grid_barrier(unsigned *count, unsigned *gen)
 {
-    fb_sync<N>();
-    if (threadIdx.x == 0) {
-        unsigned g;
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(g) : "l"(gen) : "memory");
-        __threadfence(); /* the block's writes (every thread's, ordered by the barrier above) first */
-        if (atomicAdd(count, 1u) == gridDim.x - 1) {
-            *count = 0u;
-            __threadfence();
-            asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(gen), "r"(g + 1u) : "memory");
-        } else {
-            unsigned now;
-            do {
-                __nanosleep(20);
-                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(gen) : "memory");
-            } while (now == g);
-        }
-    }
-    fb_sync<N>();
+    sm90f_grid_barrier<N>(count, gen);
 }
 
 /* An item's bytes in shared memory: KB blocks of blk, then G x 64 f32 scales. */

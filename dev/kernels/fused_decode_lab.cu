@@ -39,6 +39,7 @@
  *        checks alone (for compute-sanitizer).
  */
 #include "../../src/common/quant.h"
+#include "../../src/cuda/kernels/sm90_fused_decode.cuh"
 #include "../../src/cuda/kernels/sm90_mma_decode.cuh"
 
 #include <cuda_runtime.h>
