@@ -530,6 +530,10 @@ static void test_sm90_paths(void)
     CHECK(has(buf, "mma.sync tiles") && has(buf, "not in one launch: group size 32"),
           "cuda_sm90, FUSED=1, g = 32, T = 1: '%s'", buf);
     d.group_size = 128;
+    setenv("W4A8MOE_SM90_FUSED_GPS", "3", 1);
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    CHECK(has(buf, "not in one launch: W4A8MOE_SM90_FUSED_GPS = 3"), "cuda_sm90, FUSED_GPS=3, T = 1: '%s'", buf);
+    unsetenv("W4A8MOE_SM90_FUSED_GPS");
     unsetenv("W4A8MOE_SM90_FUSED");
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);
     CHECK(!has(buf, "one launch"), "cuda_sm90, FUSED unset, T = 1: '%s'", buf);

@@ -5,8 +5,8 @@
 #   q  test_gpu_distinct, quick: the fused runs (T = 1 shapes: qwen3-30b-like, Mixtral-like,
 #      top-1, g = 64, 16 pairs) against cpu_ref at the GPU tolerance, and a second forward the
 #      same bits
-#   b  w4a8moe bench at T = 1, FUSED=0 then 1 (twice for the first three models), graph us; the
-#      explain line. Prediction (H100): qwen3-30b-a3b 27 -> ~16 us (the prepare and combine stay),
+#   b  w4a8moe bench at T = 1, FUSED=0, then 1 with 1, 2 and 4 groups a stage (FUSED_GPS; twice
+#      for the first three models), graph us; the explain line. Prediction (H100): qwen3-30b-a3b 27 -> ~16 us (the prepare and combine stay),
 #      Mixtral 91 -> ~72, DeepSeek-V3 93 -> ~75, Llama-4 Scout 46 -> ~30
 #   m  memcheck and racecheck of test_gpu_distinct (quick, the fused runs included; logs san-*.log,
 #      which part u's sanitizer runs do not overwrite)
@@ -31,8 +31,10 @@ part_b() {
   local n=0
   for m in ${FUSED_MODELS:-qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3 qwen3-235b-a22b llama4-maverick}; do
     n=$((n + 1))
-    for f in 0 1 $([ $n -le 3 ] && echo 0 1); do
-      echo "== $m fused=$f"; W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_FUSED=$f bench $m 1
+    for f in 0 1 2 4 $([ $n -le 3 ] && echo 0 1 2 4); do # 0: staged; else one launch, f groups a stage
+      echo "== $m fused=$([ $f -gt 0 ] && echo 1 gps=$f || echo 0)"
+      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_FUSED=$([ $f -gt 0 ] && echo 1 || echo 0) W4A8MOE_SM90_FUSED_GPS=$f \
+        bench $m 1
     done
   done 2>&1 | tee "$OUT/fused-bench.log"
 }

@@ -77,6 +77,7 @@ typedef struct sm90_state {
                    * most N (W4A8MOE_SM90_SPLIT_K; 1: never, SM90_SPLIT_K_DEFAULT unset) */
     int fused_on;  /* a one-token forward's experts in one launch (W4A8MOE_SM90_FUSED=1; off by
                     * default until measured: docs/PERFORMANCE.md, round 38) */
+    int fused_gps; /* its K groups a ring stage (W4A8MOE_SM90_FUSED_GPS, 1 by default) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 
@@ -335,6 +336,8 @@ static void sm90_read_switches(sm90_state *s)
     s->split_k = sk ? atoi(sk) : SM90_SPLIT_K_DEFAULT;
     const char *fu = getenv("W4A8MOE_SM90_FUSED");
     s->fused_on = fu && fu[0] == '1';
+    const char *fg = getenv("W4A8MOE_SM90_FUSED_GPS");
+    s->fused_gps = fg ? atoi(fg) : 1;
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -377,7 +380,7 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     free(ones);
     cudaFree(staging);
     if (st == W4A8MOE_STATUS_OK && s->fused_on && !s->w13.scaled)
-        st = sm90_fused_setup(&s->fused, H, I, d->top_k, g, s->w13.nrb, s->w2.nrb, s->w2.scaled,
+        st = sm90_fused_setup(&s->fused, H, I, d->top_k, g, s->fused_gps, s->w13.nrb, s->w2.nrb, s->w2.scaled,
                               ctx->dev->cuda_sm_count, err);
     return st;
 }
@@ -760,7 +763,7 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
     if (const sm90_mma_config *mc = pick_mma(R, nl, k.mma_max)) {
         char why[W4A8MOE_WHY_CAP] = "";
         if (k.fused_on && T == 1) {
-            if (sm90_fused_fits(d->hidden, d->inter, d->top_k, d->group_size, 0, why, sizeof why)) {
+            if (sm90_fused_fits(d->hidden, d->inter, d->top_k, d->group_size, k.fused_gps, 0, why, sizeof why)) {
                 snprintf(buf, cap, "one token: its experts in one launch (W4A8MOE_SM90_FUSED=1), their weights "
                          "streamed through every SM's shared memory, where the prepare lists the tiles");
                 return 1;

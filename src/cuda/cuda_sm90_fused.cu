@@ -18,22 +18,26 @@
 #define SM90F_MAX_STAGES 64
 #define SM90F_SM90_OPTIN (227 * 1024) /* an sm_90 block's most shared memory */
 
-/* Bytes of a ring stage: a group's weight blocks and its 64 f32 scales. */
-static int stage_bytes_for(int g) { return (g / 64) * sm90s_block_bytes(g) + 256; }
+/* Bytes of a ring stage of gps groups: their weight blocks, then their 64 f32 scales each. */
+static int stage_bytes_for(int g, int gps) { return gps * ((g / 64) * sm90s_block_bytes(g) + 256); }
 
 /* Static shared memory of the kernel (its s_e, s_r and red arrays), an upper bound. */
 #define SM90F_STATIC_SMEM (2 * SM90F_MAX_PAIRS * 4 + 3 * 4 * 32 * 4 * 4)
 
-static int stages_for(int64_t H, int64_t I, int g, int optin)
+static int stages_for(int64_t H, int64_t I, int g, int gps, int optin)
 {
     const int64_t room = (int64_t)optin - SM90F_STATIC_SMEM - H - I - 256;
-    int64_t n = room / (stage_bytes_for(g) + 16);
+    int64_t n = room / (stage_bytes_for(g, gps) + 16);
     n = n < SM90F_MAX_STAGES ? (n < 0 ? 0 : n) : SM90F_MAX_STAGES;
     return (int)(n & ~(int64_t)3); /* four rings, one a K quarter (kernels/sm90_fused_decode.cuh) */
 }
 
-int sm90_fused_fits(int64_t H, int64_t I, int k, int g, int optin, char *why, size_t cap)
+int sm90_fused_fits(int64_t H, int64_t I, int k, int g, int gps, int optin, char *why, size_t cap)
 {
+    if (gps != 1 && gps != 2 && gps != 4) {
+        snprintf(why, cap, "W4A8MOE_SM90_FUSED_GPS = %d (1, 2 or 4 groups a stage)", gps);
+        return 0;
+    }
     if (g != 64 && g != 128) {
         snprintf(why, cap, "group size %d (the one-launch path streams whole groups of 64 or 128)", g);
         return 0;
@@ -42,10 +46,10 @@ int sm90_fused_fits(int64_t H, int64_t I, int k, int g, int optin, char *why, si
         snprintf(why, cap, "top_k = %d exceeds the one-launch path's %d", k, SM90F_MAX_PAIRS);
         return 0;
     }
-    const int stages = stages_for(H, I, g, optin > 0 ? optin : SM90F_SM90_OPTIN);
+    const int stages = stages_for(H, I, g, gps, optin > 0 ? optin : SM90F_SM90_OPTIN);
     if (stages < SM90F_MIN_STAGES) {
-        snprintf(why, cap, "H + I = %lld leaves room for %d ring stages, fewer than %d", (long long)(H + I), stages,
-                 SM90F_MIN_STAGES);
+        snprintf(why, cap, "H + I = %lld leaves room for %d ring stages of %d groups, fewer than %d",
+                 (long long)(H + I), stages, gps, SM90F_MIN_STAGES);
         return 0;
     }
     return 1;
@@ -66,15 +70,15 @@ static void place(std::vector<std::vector<int32_t>> &per, std::vector<int64_t> &
         }
 }
 
-w4a8moe_status sm90_fused_setup(sm90_fused *f, int64_t H, int64_t I, int k, int g, int64_t nrb1, int64_t nrb2,
-                                int scaled2, int sms, w4a8moe_err *err)
+w4a8moe_status sm90_fused_setup(sm90_fused *f, int64_t H, int64_t I, int k, int g, int gps, int64_t nrb1,
+                                int64_t nrb2, int scaled2, int sms, w4a8moe_err *err)
 {
     memset(f, 0, sizeof *f);
     int optin = 0, dev = 0;
     CUDA_TRY(err, cudaGetDevice(&dev)); /* the layer's (sm90_pack made it current) */
     CUDA_TRY(err, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     char why[W4A8MOE_WHY_CAP];
-    if (!sm90_fused_fits(H, I, k, g, optin, why, sizeof why) || sms <= 0 || nrb1 >= 0x10000 || nrb2 >= 0x10000)
+    if (!sm90_fused_fits(H, I, k, g, gps, optin, why, sizeof why) || sms <= 0 || nrb1 >= 0x10000 || nrb2 >= 0x10000)
         return W4A8MOE_STATUS_OK;
     const int blk = sm90s_block_bytes(g), gk = g / 64;
     const int64_t ib1 = (H / g) * (gk * blk + 256), ib2 = (I / g) * (gk * blk + (scaled2 ? 0 : 256));
@@ -92,8 +96,9 @@ w4a8moe_status sm90_fused_setup(sm90_fused *f, int64_t H, int64_t I, int k, int 
     f->g = g;
     f->grid = sms;
     f->threads = SM90F_THREADS;
-    f->stage_bytes = stage_bytes_for(g);
-    f->stages = stages_for(H, I, g, optin);
+    f->gps = gps;
+    f->stage_bytes = stage_bytes_for(g, gps);
+    f->stages = stages_for(H, I, g, gps, optin);
     f->codes_at = 16 * f->stages;
     f->data_at = (int)((f->codes_at + H + I + 127) / 128 * 128);
     f->smem = f->data_at + f->stages * f->stage_bytes;
@@ -123,6 +128,7 @@ cudaError_t sm90_fused_launch(const sm90_fused *f, sm90f_args a, cudaStream_t st
     a.data_at = f->data_at;
     a.stages = f->stages;
     a.stage_bytes = f->stage_bytes;
+    a.gps = f->gps;
     void (*kern)(sm90f_args) = f->g == 128 ? sm90_fused_decode_kernel<4> : sm90_fused_decode_kernel<2>;
     return w4a8moe_launch(kern, dim3((unsigned)f->grid), dim3((unsigned)f->threads), (size_t)f->smem, st, pdl, a);
 }

@@ -14,13 +14,15 @@
  * resident: see "Residency"), 17 warps:
  *   producer (warp 16): the experts of the token's tiles from the routing ids, before the PDL
  *     wait (the ids are two launches back: kernels/pdl.cuh), then lane q (q < 4) streams K
- *     quarter q of every item — one K group of a 64-row block a stage: its g/64 weight blocks
- *     and (promoting matrices) its 64 f32 scales — into quarter q's ring of stages / 4 stages
- *     with bulk copies, each stage refilled once its four readers have released it. Four lanes,
- *     not one: with one thread issuing every stage, its waits, barrier updates and copies took
- *     ~340 ns a stage (docs/PERFORMANCE.md, round 38), 13 GB/s an SM. It never waits for the
- *     prepare, and runs ahead across the grid barrier, so GEMM2's first weights land while
- *     GEMM1's last items finish.
+ *     quarter q of every item — gps K groups of a 64-row block a stage (1, 2 or 4;
+ *     W4A8MOE_SM90_FUSED_GPS, for measuring): their g/64 weight blocks each, then (promoting
+ *     matrices) their 64 f32 scales each, one bulk copy for each part, the groups contiguous in
+ *     both — into quarter q's ring of stages / 4 stages, each stage refilled once its four
+ *     readers have released it. Four lanes and several groups a copy, not one thread and one
+ *     group: with one thread issuing every one-group stage, its waits, barrier updates and
+ *     copies took ~340 ns a stage (docs/PERFORMANCE.md, round 38), 13 GB/s an SM. It never
+ *     waits for the prepare, and runs ahead across the grid barrier, so GEMM2's first weights
+ *     land while GEMM1's last items finish.
  *   consumers (warps 0-15; warp w: 16-row slice w % 4, K quarter w / 4, as the small-batch
  *     kernel's KS = 4): the PDL wait, the token's e4m3 codes into shared memory, GEMM1's items
  *     (y and the row amax, through sm90_epilogue_slice), the grid barrier, GEMM2's items (a
@@ -66,6 +68,7 @@ struct sm90f_args {
     unsigned *bar;         /* the grid barrier: count, generation (zero at create) */
     int codes_at, data_at; /* shared offsets: token codes [H] then GEMM2's [I]; the ring */
     int stages, stage_bytes;
+    int gps;               /* K groups a stage (1, 2 or 4): their weight blocks, then their scales */
 };
 
 /* Named barrier 1 over the N consumer threads. */
@@ -185,15 +188,15 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
                 const bool promoting = !(gemm && a.scaled2);
                 const char *wsrc = (const char *)p.wq + ((int64_t)e * p.nrb + rb) * KB * blk;
                 const float *ssrc = promoting ? p.ws + ((int64_t)e * p.nrb + rb) * G * 64 : nullptr;
-                const uint32_t wbytes = (uint32_t)(GK * blk), bytes = wbytes + (promoting ? 256u : 0u);
+                const uint32_t wbytes = (uint32_t)(GK * blk); /* a group's weight blocks */
                 const int q0 = kq * G / 4, n = (kq + 1) * G / 4 - q0;
-                for (int u = 0; u < n; u++) {
-                    const int x = kq * SQ + st, b = q0 + u;
+                for (int u = 0; u < n; u += a.gps) { /* groups u .. u + c - 1, contiguous in both */
+                    const int x = kq * SQ + st, b = q0 + u, c = min(a.gps, n - u);
                     sm90_bar_wait(&empty[x], ph ^ 1u);
                     char *stage = ring + x * a.stage_bytes;
-                    sm90_bar_expect_tx(&full[x], bytes);
-                    sm90_bulk_load(stage, wsrc + (size_t)b * wbytes, wbytes, &full[x]);
-                    if (promoting) sm90_bulk_load(stage + wbytes, ssrc + b * 64, 256u, &full[x]);
+                    sm90_bar_expect_tx(&full[x], c * wbytes + (promoting ? c * 256u : 0u));
+                    sm90_bulk_load(stage, wsrc + (size_t)b * wbytes, c * wbytes, &full[x]);
+                    if (promoting) sm90_bulk_load(stage + a.gps * wbytes, ssrc + b * 64, c * 256u, &full[x]);
                     if (++st == SQ) {
                         st = 0;
                         ph ^= 1u;
@@ -251,31 +254,33 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         const int64_t b0 = kq * G / 4;
         const int nq = (int)sm90f_quarter(G, kq);
-        for (int u = 0; u < nq; u++) {
-            const int64_t b = b0 + u;
-            const int x = kq * SQ + cst; /* the group's stage */
-            const char *w = nullptr;
-            const float *sc = nullptr;
+        for (int u0 = 0; u0 < nq; u0 += a.gps) {
+            const int x = kq * SQ + cst, c = min(a.gps, nq - u0); /* the stage of groups u0 .. u0 + c - 1 */
+            const char *stage = nullptr;
             if (e_ids >= 0) {
                 sm90_bar_wait(&full[x], cph);
-                w = ring + (int64_t)x * a.stage_bytes;
-                sc = (const float *)(w + GK * blk);
+                stage = ring + (int64_t)x * a.stage_bytes;
             }
-            if (direct) { /* the list's expert is not the one streamed: its weights from global memory */
-                w = wd ? wd + b * GK * blk : nullptr;
-                sc = sd ? sd + b * 64 : nullptr;
-            }
-            if (w) {
-                float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (scaled) {
-                    sm90f_group<GSTEPS, true>(w, blk, s_b, b, t, tig, r, tmp);
+            for (int j = 0; j < c; j++) {
+                const int64_t b = b0 + u0 + j;
+                const char *w = stage ? stage + j * GK * blk : nullptr;
+                const float *sc = stage ? (const float *)(stage + a.gps * GK * blk) + j * 64 : nullptr;
+                if (direct) { /* the list's expert is not the one streamed: its weights from global memory */
+                    w = wd ? wd + b * GK * blk : nullptr;
+                    sc = sd ? sd + b * 64 : nullptr;
+                }
+                if (w) {
+                    float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    if (scaled) {
+                        sm90f_group<GSTEPS, true>(w, blk, s_b, b, t, tig, r, tmp);
 #pragma unroll
-                    for (int i = 0; i < 4; i++) acc[i] += tmp[i];
-                } else {
-                    sm90f_group<GSTEPS, false>(w, blk, gemm ? s_b : s_a, b, t, tig, r, tmp);
-                    const float sx = sc[r], sy = sc[r + 8];
+                        for (int i = 0; i < 4; i++) acc[i] += tmp[i];
+                    } else {
+                        sm90f_group<GSTEPS, false>(w, blk, gemm ? s_b : s_a, b, t, tig, r, tmp);
+                        const float sx = sc[r], sy = sc[r + 8];
 #pragma unroll
-                    for (int i = 0; i < 4; i++) acc[i] = fmaf((i & 2) ? sy : sx, tmp[i], acc[i]);
+                        for (int i = 0; i < 4; i++) acc[i] = fmaf((i & 2) ? sy : sx, tmp[i], acc[i]);
+                    }
                 }
             }
             __syncwarp();
