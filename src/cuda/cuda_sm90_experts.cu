@@ -53,7 +53,8 @@ typedef struct sm90_matrix {
 } sm90_matrix;
 
 /* GEMM2's K parts on the wgmma tiles (sm90_gemm2_parts) when W4A8MOE_SM90_SPLIT_K is unset: 1,
- * none — written, not yet run on a GPU (docs/PERFORMANCE.md, round 36); 0 takes them by the grid */
+ * none — round 36's ncu saw 3 parts gain 3 % on Mixtral T = 64's GEMM2 (docs/PERFORMANCE.md), not
+ * worth a kernel more; 0 takes them by the grid */
 #define SM90_SPLIT_K_DEFAULT 1
 
 typedef struct sm90_state {
