@@ -17,6 +17,7 @@ arch="-gencode=arch=compute_90a,code=sm_90a"
 nvcc -O3 -std=c++17 -Iinclude $arch dev/kernels/sm90_w4a8_gemm.cu -o build-lab/sm90_lab
 nvcc -O3 -std=c++17 -Iinclude $arch dev/kernels/decode_w4a8_gemm.cu -o build-lab/decode_lab
 nvcc -O3 -std=c++17 -Iinclude $arch dev/kernels/fused_decode_lab.cu -o build-lab/fused_lab
+nvcc -O3 -std=c++17 $arch dev/kernels/stream_lab.cu -o build-lab/stream_lab
 cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Iinclude -Isrc -I/usr/local/cuda/include \
   dev/kernels/chain_lab.c -o build-lab/chain_lab build-cuda/libw4a8moe.a -l:libjansson.a -lm -ldl \
   -pthread -L/usr/local/cuda/lib64 -lcudart_static -lrt -lstdc++

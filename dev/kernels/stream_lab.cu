@@ -1,0 +1,210 @@
+/*
+ * stream_lab.cu — how fast can a kernel read a decode layer's weights from HBM, by each way of
+ * reading them (issue 8)? Nothing is multiplied: every variant only reads B bytes (the k experts'
+ * weights of one token) and folds them into a checksum, so its time is the speed of light of that
+ * way of streaming.
+ *
+ * Why: the one-launch decode (kernels/sm90_fused_decode.cuh) and its lab's version 3 read at
+ * ~2.2 TB/s on the H100 even with nothing multiplied ("the stream alone", docs/PERFORMANCE.md,
+ * round 39), as do the staged GEMMs (1.8-2.2 TB/s); the card copies at 3.0. Is the ring of bulk
+ * copies (stage size, producer lanes, blocks an SM) the limit, or any one-pass read of B bytes
+ * at this size with a launch around it?
+ *
+ * Variants (each a CUDA graph of NSET launches on disjoint buffers, so L2 is cold; µs a launch):
+ *   ldg  bps u   sms * bps blocks of 512 threads, each block a contiguous slice, u 16-byte
+ *                streaming loads (ld.global.cs) in flight a thread
+ *   bulk bps l s sms * bps blocks: l producer lanes, lane j streaming its part of the block's slice
+ *                through ring j of s-byte stages (ring room 192 KB / bps, shared by the lanes);
+ *                one consumer warp a ring waits for each stage, reads 16 bytes a lane of it and
+ *                releases it (the fused kernel's ring, without its sums)
+ * Build: nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a dev/kernels/stream_lab.cu \
+ *            -o build-lab/stream_lab
+ * Run:   build-lab/stream_lab [MB ...]   (default 198 and 21: Mixtral's and qwen3-30b-a3b's T = 1)
+ */
+#include "../../src/cuda/kernels/sm90_ptx.cuh"
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CK(x)                                                                                  \
+    do {                                                                                       \
+        cudaError_t e_ = (x);                                                                  \
+        if (e_ != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+#define NSET 4
+#define LDG_THREADS 512
+#define RING_ROOM (192 * 1024)
+#define MAX_LANES 8
+
+/* Folds a value into the sink only when it is impossible, so the loads cannot be dropped. */
+__device__ __forceinline__ void sink_if(uint32_t x, uint32_t *sink)
+{
+    if (x == 0x9e3779b9u) *sink = x;
+}
+
+template <int U>
+static __global__ void __launch_bounds__(LDG_THREADS) ldg_kernel(const uint4 *src, int64_t per_block, uint32_t *sink)
+{
+    const uint4 *p = src + blockIdx.x * per_block;
+    uint32_t x = 0;
+    for (int64_t i = threadIdx.x; i < per_block; i += (int64_t)U * LDG_THREADS) {
+        uint4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t j = i + (int64_t)u * LDG_THREADS;
+            v[u] = j < per_block ? __ldcs(p + j) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    sink_if(x, sink);
+}
+
+/* Block b streams bytes [b per_block, (b + 1) per_block); lane j the j-th of its l parts. */
+static __global__ void bulk_kernel(const char *src, int64_t per_block, int lanes, int stage, int per_ring,
+                                   uint32_t *sink)
+{
+#if SM90_ENABLED
+    extern __shared__ __align__(128) char sm[];
+    uint64_t *full = (uint64_t *)sm, *empty = full + MAX_LANES * 64;
+    char *ring = sm + 2 * MAX_LANES * 64 * 8;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < lanes * per_ring; s++) {
+            sm90_bar_init(&full[s], 1);
+            sm90_bar_init(&empty[s], 1);
+        }
+        sm90_bar_init_fence();
+    }
+    __syncthreads();
+    const int64_t part = per_block / lanes, n = part / stage;
+    if (warp == lanes) { /* the producer warp */
+        if (lane < lanes) {
+            const char *p = src + blockIdx.x * per_block + lane * part;
+            int st = 0;
+            uint32_t ph = 0;
+            for (int64_t c = 0; c < n; c++) {
+                const int x = lane * per_ring + st;
+                sm90_bar_wait(&empty[x], ph ^ 1u);
+                sm90_bar_expect_tx(&full[x], (uint32_t)stage);
+                sm90_bulk_load(ring + (int64_t)x * stage, p + c * stage, (uint32_t)stage, &full[x]);
+                if (++st == per_ring) st = 0, ph ^= 1u;
+            }
+        }
+        return;
+    }
+    uint32_t x = 0, ph = 0; /* consumer warp `warp`: ring `warp` */
+    int st = 0;
+    for (int64_t c = 0; c < n; c++) {
+        const int s = warp * per_ring + st;
+        sm90_bar_wait(&full[s], ph);
+        const uint4 v = ((const uint4 *)(ring + (int64_t)s * stage))[lane];
+        x ^= v.x ^ v.y ^ v.z ^ v.w;
+        __syncwarp();
+        if (lane == 0) sm90_bar_arrive(&empty[s]);
+        if (++st == per_ring) st = 0, ph ^= 1u;
+    }
+    sink_if(x, sink);
+#endif
+}
+
+/* µs a launch: a graph of NSET launches, one a buffer, replayed REPS times after one warm-up. */
+template <typename F>
+static double time_us(cudaStream_t st, F launch)
+{
+    enum { REPS = 10 };
+    cudaGraph_t g;
+    cudaGraphExec_t ex;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    for (int s = 0; s < NSET; s++) launch(s, st);
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ex, g, 0));
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    CK(cudaGraphLaunch(ex, st));
+    CK(cudaEventRecord(a, st));
+    for (int r = 0; r < REPS; r++) CK(cudaGraphLaunch(ex, st));
+    CK(cudaEventRecord(b, st));
+    CK(cudaEventSynchronize(b));
+    CK(cudaGetLastError());
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    CK(cudaGraphExecDestroy(ex));
+    CK(cudaGraphDestroy(g));
+    return ms * 1e3 / (REPS * NSET);
+}
+
+int main(int argc, char **argv)
+{
+    int sms = 0, optin = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    uint32_t *sink;
+    CK(cudaMalloc(&sink, 4));
+    const int nsizes = argc > 1 ? argc - 1 : 2;
+    for (int si = 0; si < nsizes; si++) {
+        const double mb = argc > 1 ? atof(argv[1 + si]) : (si ? 21.0 : 198.0);
+        const int64_t unit = (int64_t)sms * 8 * 65536; /* every slice whole stages of every lane count */
+        const int64_t bytes = ((int64_t)(mb * 1e6) + unit - 1) / unit * unit;
+        char *buf;
+        CK(cudaMalloc(&buf, bytes * NSET));
+        CK(cudaMemset(buf, 0x5a, bytes * NSET));
+        printf("== %.1f MB a launch (%d SMs, %d buffers)\n", bytes / 1e6, sms, NSET);
+        auto report = [&](const char *what, double us) {
+            printf("%-22s %8.2f us  %5.2f TB/s\n", what, us, bytes / (us * 1e-6) / 1e12);
+        };
+        const int bpss[3] = {1, 2, 4};
+        for (int bi = 0; bi < 3; bi++) {
+            const int bps = bpss[bi], grid = sms * bps;
+            const int64_t per = bytes / 16 / grid;
+            char name[64];
+            snprintf(name, sizeof name, "ldg bps %d u 4", bps);
+            report(name, time_us(st, [&](int s, cudaStream_t str) {
+                       ldg_kernel<4><<<grid, LDG_THREADS, 0, str>>>((const uint4 *)(buf + s * bytes), per, sink);
+                   }));
+            snprintf(name, sizeof name, "ldg bps %d u 8", bps);
+            report(name, time_us(st, [&](int s, cudaStream_t str) {
+                       ldg_kernel<8><<<grid, LDG_THREADS, 0, str>>>((const uint4 *)(buf + s * bytes), per, sink);
+                   }));
+        }
+        const int lanes_list[3] = {1, 4, 8}, stage_list[4] = {4096, 8192, 16384, 32768};
+        for (int bi = 0; bi < 2; bi++) {
+            const int bps = bpss[bi], grid = sms * bps;
+            const int64_t per = bytes / grid;
+            for (int li = 0; li < 3; li++)
+                for (int sti = 0; sti < 4; sti++) {
+                    const int lanes = lanes_list[li], stage = stage_list[sti];
+                    const int per_ring = RING_ROOM / bps / lanes / stage;
+                    if (per_ring < 2 || per_ring > 64) continue;
+                    const size_t smem = 2 * MAX_LANES * 64 * 8 + (size_t)lanes * per_ring * stage;
+                    if (smem > (size_t)optin) continue;
+                    CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+                    char name[64];
+                    snprintf(name, sizeof name, "bulk bps %d l %d s %dK", bps, lanes, stage / 1024);
+                    report(name, time_us(st, [&](int s, cudaStream_t str) {
+                               bulk_kernel<<<grid, 32 * (lanes + 1), smem, str>>>(buf + s * bytes, per, lanes, stage,
+                                                                                  per_ring, sink);
+                           }));
+                }
+        }
+        { /* the copy engine's rate on the same bytes: a device-to-device copy, read + write */
+            char *dst;
+            CK(cudaMalloc(&dst, bytes));
+            const double us = time_us(st, [&](int s, cudaStream_t str) {
+                CK(cudaMemcpyAsync(dst, buf + s * bytes, bytes, cudaMemcpyDeviceToDevice, str));
+            });
+            printf("%-22s %8.2f us  %5.2f TB/s (read + write)\n", "memcpy d2d", us, 2 * bytes / (us * 1e-6) / 1e12);
+            CK(cudaFree(dst));
+        }
+        CK(cudaFree(buf));
+    }
+    return 0;
+}
