@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Round 39 (written 2026-12-07): the speed of light of each way of streaming a decode layer's
-# weights (dev/kernels/stream_lab.cu: 16-byte loads at 1, 2, 4 blocks an SM; the bulk-copy ring
+# weights (dev/kernels/stream_lab.cu: 16-byte loads at 1, 2, 4 blocks an SM; short blocks shaped as the
+# small-batch kernel's, with and without an L2 prefetch of each block's bytes; the bulk-copy ring
 # at 1 and 2 blocks an SM, 1, 4, 8 producer lanes, 4-32 KB stages), against the one-launch
 # decode's ~2.2 TB/s "stream alone" (round 38), then a racecheck long enough to finish.
 #   s  stream_lab at 198 MB (Mixtral T = 1), 117 (its GEMM1), 59 (its GEMM2), 21 (qwen3-30b-a3b)

@@ -17,6 +17,11 @@
  *                through ring j of s-byte stages (ring room 192 KB / bps, shared by the lanes);
  *                one consumer warp a ring waits for each stage, reads 16 bytes a lane of it and
  *                releases it (the fused kernel's ring, without its sums)
+ *   tile c d [pf] the staged small-batch kernel's shape (sm90_mma_decode.cuh): bytes / c short
+ *                blocks of 4 warps, warp w reading quarter w of the block's c bytes with d 8-byte
+ *                loads a lane in flight (d = 8: its two groups of g = 128 in flight); pf: thread 0
+ *                first asks L2 for the block's whole c bytes (cp.async.bulk.prefetch.L2), so the
+ *                block's bytes are in flight from its start whatever d is
  * Build: nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a dev/kernels/stream_lab.cu \
  *            -o build-lab/stream_lab
  * Run:   build-lab/stream_lab [MB ...]   (default 198 and 21: Mixtral's and qwen3-30b-a3b's T = 1)
@@ -61,6 +66,28 @@ static __global__ void __launch_bounds__(LDG_THREADS) ldg_kernel(const uint4 *sr
         }
 #pragma unroll
         for (int u = 0; u < U; u++) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    sink_if(x, sink);
+}
+
+/* Block b reads bytes [b c, (b + 1) c), warp w the w-th quarter, D uint2 a lane in flight. */
+template <int D, bool PF>
+static __global__ void __launch_bounds__(128) tile_kernel(const char *src, int c, uint32_t *sink)
+{
+    const char *blk = src + (int64_t)blockIdx.x * c;
+#if SM90_ENABLED
+    if (PF && threadIdx.x == 0)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(blk), "r"((uint32_t)c) : "memory");
+#endif
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, q = c / 4;
+    const uint2 *p = (const uint2 *)(blk + warp * q) + lane;
+    uint32_t x = 0;
+    for (int i = 0; i < q / 8; i += 32 * D) {
+        uint2 v[D];
+#pragma unroll
+        for (int u = 0; u < D; u++) v[u] = __ldg(p + i + u * 32);
+#pragma unroll
+        for (int u = 0; u < D; u++) x ^= v[u].x ^ v[u].y;
     }
     sink_if(x, sink);
 }
@@ -194,6 +221,21 @@ int main(int argc, char **argv)
                                                                                   per_ring, sink);
                            }));
                 }
+        }
+        const int tile_bytes[3] = {16384, 32768, 131072};
+        for (int ci = 0; ci < 3; ci++) {
+            const int c = tile_bytes[ci], grid = (int)(bytes / c);
+            char name[64];
+#define W4_TILE(D, PF)                                                                                  \
+    snprintf(name, sizeof name, "tile %dK d %d%s", c / 1024, D, PF ? " pf" : "");                       \
+    report(name, time_us(st, [&](int s, cudaStream_t str) {                                             \
+               tile_kernel<D, PF><<<grid, 128, 0, str>>>(buf + s * bytes, c, sink);                     \
+           }));
+            W4_TILE(4, false)
+            W4_TILE(8, false)
+            W4_TILE(4, true)
+            W4_TILE(8, true)
+#undef W4_TILE
         }
         { /* the copy engine's rate on the same bytes: a device-to-device copy, read + write */
             char *dst;
