@@ -519,6 +519,19 @@ static void test_sm90_paths(void)
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);
     unsetenv("W4A8MOE_SM90_MMA_MAX_ROWS");
     CHECK(has(buf, "wgmma tiles, GEMM1 32 rows"), "cuda_sm90, no mma tiles, T = 1: '%s'", buf);
+    /* the small-batch GEMMs' L2 requests ahead of their loads (W4A8MOE_SM90_L2_AHEAD): named
+     * on the mma.sync paths only, and not by default */
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    CHECK(has(buf, "mma.sync tiles") && !has(buf, "L2"), "cuda_sm90, L2_AHEAD unset, T = 1: '%s'", buf);
+    setenv("W4A8MOE_SM90_L2_AHEAD", "4", 1);
+    for (int64_t T = 1; T <= 16; T += 15) {
+        sm90->describe_batch(&ctx, T, buf, sizeof buf);
+        CHECK(has(buf, "mma.sync tiles") && has(buf, "weights asked of L2 4 groups ahead (W4A8MOE_SM90_L2_AHEAD)"),
+              "cuda_sm90, L2_AHEAD=4, T = %lld: '%s'", (long long)T, buf);
+    }
+    sm90->describe_batch(&ctx, 64, buf, sizeof buf);
+    CHECK(has(buf, "wgmma tiles") && !has(buf, "L2"), "cuda_sm90, L2_AHEAD=4, T = 64: '%s'", buf);
+    unsetenv("W4A8MOE_SM90_L2_AHEAD");
     /* the one-launch experts of one token (W4A8MOE_SM90_FUSED=1): T = 1 only, g = 64 or 128 */
     setenv("W4A8MOE_SM90_FUSED", "1", 1);
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);

@@ -5,29 +5,64 @@
 # at 1 and 2 blocks an SM, 1, 4, 8 producer lanes, 4-32 KB stages), against the one-launch
 # decode's ~2.2 TB/s "stream alone" (round 38), then a racecheck long enough to finish.
 #   s  stream_lab at 198 MB (Mixtral T = 1), 117 (its GEMM1), 59 (its GEMM2), 21 (qwen3-30b-a3b)
+#   q  test_gpu_distinct, quick (W4A8MOE_SM90_L2_AHEAD=2 and 8 against the default's bits)
+#   l  w4a8moe bench --tokens 1,16 with W4A8MOE_SM90_L2_AHEAD = 0, 4, 8 (0 twice) on six models,
+#      and explain's line. Prediction (H100): if the small-batch GEMMs are short of bytes in flight
+#      (64 KB an SM, ~2.8 us of latency at 23 GB/s an SM), 4-8 groups ahead take Mixtral T = 1
+#      from 90 to ~75 us and T = 16 by 10-15 %; if the stream lab's "tile ... pf" rows are no faster
+#      than its plain ones, nothing
+#   m  memcheck of test_gpu_distinct, quick
 #   p  bench/peers.py at T = 1, 16, 64, 256 (issue 8's table: ours, the floor, torch's grouped GEMMs)
 #   r  racecheck of test_gpu_distinct, quick (the one-launch runs at 1, 2, 4 groups a stage
 #      included), 330 s
-# Run: bash dev/kernels/build_device_bins.sh, then run(command="bash dev/kernels/run_round39.sh spr 500",
+# Run: bash dev/kernels/build_device_bins.sh, then run(command="bash dev/kernels/run_round39.sh sqlpmr 570",
 #      carry=["build-lab/bins.tar.xz","build-lab/stream_lab"]).
 set -u
-PARTS=${1:-spr}
-DEADLINE=${2:-420}
+PARTS=${1:-sqlpmr}
+DEADLINE=${2:-570}
 . "$(dirname "$0")/round_common.sh"
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 part_s() { timeout "$(lim 90)" build-lab/stream_lab 198 117 59 21 2>&1 | tee "$OUT/stream.log"; }
+B=build-cuda
+part_q() {
+  [ -x $B/w4a8moe ] || unpack bins || return 1
+  W4A8MOE_TEST_QUICK=1 timeout "$(lim 120)" $B/tests-gpu/test_gpu_distinct > "$OUT/distinct-quick.log" 2>&1
+  echo "distinct quick rc=$?"; grep -h "L2_AHEAD\|FAIL\|passed, " "$OUT/distinct-quick.log" | grep -v "^ok" | tail -8
+}
+part_l() {
+  [ -x $B/w4a8moe ] || unpack bins || return 1
+  W4A8MOE_SM90_L2_AHEAD=4 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model mixtral-8x7b 2>&1 | grep -m3 "L2"
+  for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3 qwen3-235b-a22b llama4-maverick; do
+    for a in 0 4 8 0; do
+      echo "== $m l2_ahead=$a"
+      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_L2_AHEAD=$a timeout "$(lim 40)" $B/w4a8moe bench --device cuda \
+        --model $m --tokens 1,16 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
+    done
+  done 2>&1 | tee "$OUT/l2-bench.log"
+}
+part_m() {
+  [ -x $B/w4a8moe ] || unpack bins || return 1
+  W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 120) tests/gpu/run.sh $B san memcheck test_gpu_distinct \
+    > "$OUT/san-memcheck.log" 2>&1; echo "memcheck rc=$?"; grep -h "ERROR SUMMARY\|FAIL" "$OUT/san-memcheck.log" | tail -3
+}
 part_p() {
   local budget; budget=$(lim 200)
-  unpack bins || return 1
+  [ -x $B/w4a8moe ] || unpack bins || return 1
   W4A8MOE_LIB=$PWD/build-cuda/libw4a8moe.so timeout $(( budget + 30 )) python3 bench/peers.py --tokens 1,16,64,256 \
     --backend cuda_sm90 --budget "$budget" --out "$OUT/peers" > "$OUT/peers.log" 2>&1
   echo "peers rc=$?"; grep -E "^\| [a-z]" "$OUT/peers.log" | head -40
 }
 part_r() {
-  [ -x build-cuda/w4a8moe ] || unpack bins || return 1
-  W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 330) tests/gpu/run.sh build-cuda san racecheck test_gpu_distinct \
+  [ -x $B/w4a8moe ] || unpack bins || return 1
+  W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 330) tests/gpu/run.sh $B san racecheck test_gpu_distinct \
     > "$OUT/san-racecheck.log" 2>&1; echo "racecheck rc=$?"
   grep -h "RACECHECK SUMMARY\|ERROR SUMMARY\|FAIL\|exit\|passed, " "$OUT/san-racecheck.log" | tail -5
 }
+summary() {
+  echo "==== summary"
+  [ -f "$OUT/l2-bench.log" ] && awk '/^==/ {h=$0; next} {print h " | T " $1 ": " $3}' "$OUT/l2-bench.log"
+  grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/san-*.log 2>/dev/null
+}
 for (( i = 0; i < ${#PARTS}; i++ )); do part_${PARTS:i:1}; done
+summary
 echo "round 39 done in $(( $(date +%s) - t_start )) s"

@@ -79,6 +79,8 @@ typedef struct sm90_state {
     int fused_on;  /* a one-token forward's experts in one launch (W4A8MOE_SM90_FUSED=1; off by
                     * default until measured: docs/PERFORMANCE.md, round 38) */
     int fused_gps; /* its K groups a ring stage (W4A8MOE_SM90_FUSED_GPS, 1 by default) */
+    int l2_ahead;  /* the small-batch GEMMs' weight groups asked of L2 ahead (W4A8MOE_SM90_L2_AHEAD,
+                    * 0: off, the default; kernels/sm90_mma_decode.cuh, SM90M_L2_AHEAD) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 
@@ -339,6 +341,9 @@ static void sm90_read_switches(sm90_state *s)
     s->fused_on = fu && fu[0] == '1';
     const char *fg = getenv("W4A8MOE_SM90_FUSED_GPS");
     s->fused_gps = fg ? atoi(fg) : 1;
+    const char *la = getenv("W4A8MOE_SM90_L2_AHEAD");
+    s->l2_ahead = la ? atoi(la) : 0;
+    if (s->l2_ahead < 0) s->l2_ahead = 0;
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -480,18 +485,24 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
 }
 
 /* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE, FIND | PRE_WEIGHTS or FIND_IDS |
- * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS. */
-template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
+ * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS; either, any of those with L2_AHEAD. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int L2 = 0>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                                     int nl, const sm90m_ids &rt, cudaStream_t st, int pdl)
 {
-    constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
-    constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
-    constexpr int c = GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
+    if constexpr (L2 == 0) {
+        if (early & SM90M_L2_AHEAD)
+            return mma_launch_early<NT, KS, GATED, F16IN, SCALED, SM90M_L2_AHEAD>(early & ~SM90M_L2_AHEAD, p, act,
+                                                                                  tiles_bound, nl, rt, st, pdl);
+    }
+    constexpr int a = L2 | (GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS);
+    constexpr int b = L2 | (GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
+    constexpr int c = L2 | (GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
+    early |= L2;
     if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == c) return mma_launch<NT, KS, GATED, F16IN, SCALED, c>(p, act, tiles_bound, nl, rt, st, pdl);
-    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == L2) return mma_launch<NT, KS, GATED, F16IN, SCALED, L2>(p, act, tiles_bound, nl, rt, st, pdl);
     return cudaErrorInvalidValue;
 }
 
@@ -526,11 +537,12 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
      * just before, wrote them with the tile list */
     const bool ids = s->find_ids && tiles_ready && rt.ids;
     const bool finds = nl <= s->find_max && !tiles_ready;
-    const int e1 = !early ? 0
-                   : ids  ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS
-                   : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS
-                           : SM90M_RELEASE;
-    const int e2 = early ? SM90M_PRE_WEIGHTS : 0;
+    const int e1 = (!early ? 0
+                    : ids  ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS
+                    : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS
+                            : SM90M_RELEASE) |
+                   (a1.l2_ahead > 0 ? SM90M_L2_AHEAD : 0);
+    const int e2 = (early ? SM90M_PRE_WEIGHTS : 0) | (a2.l2_ahead > 0 ? SM90M_L2_AHEAD : 0);
     if (!tiles_ready)
         CUDA_LAUNCH(err, "sm89_schedule_kernel",
                     w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
@@ -665,6 +677,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
         const unsigned tb = tiles_bound_for(R, bt, nl);
+        a1.l2_ahead = a2.l2_ahead = s->l2_ahead;
         const w4a8moe_tile_plan &pl = dp->plan; /* sm90_plan_tiles asked the prepare for it */
         const bool ready = pl.written && pl.rows_a_tile == bt && pl.tiles == (int32_t *)ws.tiles &&
                            pl.ntiles == ws.ntiles && pl.zero == ws.rowmax && pl.nzero >= R;
@@ -773,8 +786,12 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
         const int ks2 = sm90_gemm2_ksplit(d->inter, d->group_size, R, mc);
         char k2[64] = "";
         if (ks2 != mc->ksplit) snprintf(k2, sizeof k2, ", GEMM2's %d ways (a long K, <= 8 routed rows)", ks2);
-        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s", band, 8 * mc->nt, mc->ksplit,
-                 k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", why[0] ? "; not in one launch: " : "", why);
+        char l2[80] = "";
+        if (k.l2_ahead > 0)
+            snprintf(l2, sizeof l2, "; weights asked of L2 %d groups ahead (W4A8MOE_SM90_L2_AHEAD)", k.l2_ahead);
+        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s", band, 8 * mc->nt, mc->ksplit,
+                 k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", l2, why[0] ? "; not in one launch: " : "",
+                 why);
         return 1;
     }
     const int bn1 = pick_bn(R, (int32_t)nl, 0, k.tile_max), bn2 = pick_bn(R, (int32_t)nl, 1, k.tile_max);
