@@ -13,8 +13,9 @@
 #      than its plain ones, nothing
 #   m  memcheck of test_gpu_distinct, quick
 #   p  bench/peers.py at T = 1, 16, 64, 256 (issue 8's table: ours, the floor, torch's grouped GEMMs)
-#   r  racecheck of test_gpu_distinct, quick (the one-launch runs at 1, 2, 4 groups a stage
-#      included), 330 s
+#   r  racecheck of test_gpu_distinct, quick, its decode shapes first (W4A8MOE_TEST_MAX_T=8: the
+#      small-batch path with its prologues and L2 requests, the one-launch runs at 1, 2, 4 groups
+#      a stage), then all of it with what time is left
 # Run: bash dev/kernels/build_device_bins.sh, then run(command="bash dev/kernels/run_round39.sh sqlpmr 570",
 #      carry=["build-lab/bins.tar.xz","build-lab/stream_lab"]).
 set -u
@@ -54,6 +55,9 @@ part_p() {
 }
 part_r() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
+  W4A8MOE_TEST_MAX_T=8 W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 200) tests/gpu/run.sh $B san racecheck \
+    test_gpu_distinct > "$OUT/san-racecheck-decode.log" 2>&1; echo "racecheck (T <= 8) rc=$?"
+  grep -h "RACECHECK SUMMARY\|ERROR SUMMARY\|FAIL\|exit\|passed, " "$OUT/san-racecheck-decode.log" | tail -5
   W4A8MOE_TEST_QUICK=1 SAN_TIMEOUT=$(lim 330) tests/gpu/run.sh $B san racecheck test_gpu_distinct \
     > "$OUT/san-racecheck.log" 2>&1; echo "racecheck rc=$?"
   grep -h "RACECHECK SUMMARY\|ERROR SUMMARY\|FAIL\|exit\|passed, " "$OUT/san-racecheck.log" | tail -5
