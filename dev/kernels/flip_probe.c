@@ -13,7 +13,7 @@
  * how many of those moves exceed the GPU tolerance's 1e-2 and 2e-3 (docs/numerics.md).
  * cpu_ref's steps come from tests/gpu/flip_explain.h (the GPU tests' failure reports), whose
  * host test checks them against cpu_ref bit for bit. CPU only; built by
- * dev/kernels/build_device_bins.sh into build-lab/flip_probe.
+ * dev/rounds/build_device_bins.sh into build-lab/flip_probe.
  */
 #include "gpu/flip_explain.h"
 #include "gpu/gpu_harness.h"

@@ -9,7 +9,7 @@
  *     them, and how many seeds fail the tolerance (the rate at which the test would fail).
  * `tol_replay BACKEND T MODE SEED [N]`: MODE 0 ids, 4 logits (gpu_harness.h's modes); SEED is the
  * case's (the test's printed seed + 10 + b for the logits case of its b-th backend).
- * Built by dev/kernels/build_device_bins.sh into build-lab/tol_replay.
+ * Built by dev/rounds/build_device_bins.sh into build-lab/tol_replay.
  */
 #include "gpu/gpu_harness.h"
 #include "gpu/workspace_case.h"

@@ -3,7 +3,7 @@
 # build-cuda, the kernel labs, the graph-chain lab and the tolerance tools in build-lab, and
 # build-lab/bins.tar.xz — build-cuda's binaries packed small enough to travel with the tree (the
 # device tool carries at most 64 MiB; the run_*.sh scripts unpack it first). Then: run(command="bash
-# dev/kernels/run_roundN.sh", carry=["build-lab"]). build-lab/ is ignored locally
+# dev/rounds/run_roundN.sh", carry=["build-lab"]). build-lab/ is ignored locally
 # (.git/info/exclude), never committed.
 set -eu
 cd "$(dirname "$0")/../.."

@@ -1,4 +1,4 @@
-# round_common.sh — what the device-call scripts of rounds 15-24 start with, sourced after they
+# round_common.sh — what the device-call scripts of rounds 15 on start with, sourced after they
 # set PARTS (the letters of the parts to run) and DEADLINE (seconds the whole call may take):
 #   OUT      the folder for logs ($OUT on the device machine; lab-out elsewhere), created
 #   has P    true when part P was asked for

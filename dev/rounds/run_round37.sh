@@ -21,7 +21,7 @@
 #   p  ncu's scheduler, warp-state, instruction and pipe figures of the GEMM kernels at Mixtral
 #      T = 64 (wgmma tiles) and T = 1 (mma tiles) (PROF_POINTS=model:T ...): where their cycles go
 # `run_round37.sh [PARTS] [SECONDS]` runs the parts in PARTS' order; build with
-# dev/kernels/build_device_bins.sh, carry build-lab/bins.tar.xz and build-lab/fused_lab.
+# dev/rounds/build_device_bins.sh, carry build-lab/bins.tar.xz and build-lab/fused_lab.
 set -u
 PARTS=${1:-fdusp}
 DEADLINE=${2:-540}

@@ -5,7 +5,7 @@
 # 1024-element slices) instead of a block a row (new, build-cuda/). Predictions (H100): t1w
 # ~1 µs off qwen3-30b T = 1; the slices: the requant step at T = 1 10 → ~2.5 µs at
 # llama4-scout/maverick (I = 8,192), 18.5 → ~3 at Mixtral (14,336), nothing at qwen3-30b (768).
-# Build here: bash dev/kernels/build_device_bins.sh (the new build), base.tar.xz and t1w.tar.xz
+# Build here: bash dev/rounds/build_device_bins.sh (the new build), base.tar.xz and t1w.tar.xz
 # holding build-base/ (w4a8moe, tests-gpu/test_gpu_workspace) and build-t1w/ (w4a8moe), and the
 # chain labs chain_lab_base, chain_lab_t1w, chain_lab in build-lab/.
 #   t  every GPU test binary on the new build, memcheck (quick) on test_gpu_distinct and

@@ -9,7 +9,7 @@
 # the 16-32-row points 15-25 % faster (Mixtral T = 64 ~519 -> ~420 µs, qwen3-30b T = 256 ~308 ->
 # ~250, deepseek-v3 T = 512 ~4,040 -> ~3,300); 33+ rows unchanged. The off switch
 # (W4A8MOE_SM90_BN32_MAX_ROWS=0) gives main's tiles, so one binary runs both sides.
-# Build here: on the branch, bash dev/kernels/build_device_bins.sh; run(carry=["build-lab"]).
+# Build here: on the branch, bash dev/rounds/build_device_bins.sh; run(carry=["build-lab"]).
 #   t  test_gpu_distinct (full: 28 rows at g = 128 and 24 at g = 32 on the 32-row tiles, and
 #      every shape's bits on the 32- against the 64-row tiles and 64 against 128 compared),
 #      test_gpu_workspace, test_gpu_consistency, test_gpu_large (quick); memcheck and racecheck

@@ -16,7 +16,7 @@
 #   r  racecheck of test_gpu_distinct, quick, its decode shapes first (W4A8MOE_TEST_MAX_T=8: the
 #      small-batch path with its prologues and L2 requests, the one-launch runs at 1, 2, 4 groups
 #      a stage), then all of it with what time is left
-# Run: bash dev/kernels/build_device_bins.sh, then run(command="bash dev/kernels/run_round39.sh sqlpmr 570",
+# Run: bash dev/rounds/build_device_bins.sh, then run(command="bash dev/rounds/run_round39.sh sqlpmr 570",
 #      carry=["build-lab/bins.tar.xz","build-lab/stream_lab"]).
 set -u
 PARTS=${1:-sqlpmr}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dev/kernels/run_lab.sh — one device call's worth of kernel-lab runs (binaries built here into
+# dev/rounds/run_lab.sh — one device call's worth of kernel-lab runs (binaries built here into
 # build-lab/ and carried): the tensor-core accumulation probe, then the sm90 GEMM lab on the
 # shapes that matter (prefill GEMM1/GEMM2 of the built-in models, odd sizes, every g).
 # Logs go to $OUT/lab.log.

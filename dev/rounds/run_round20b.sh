@@ -5,7 +5,7 @@
 # without round 20's schedule-widening, a loss) and new (build-cuda/: + GEMM2 of the
 # small-batch path with K split eight ways where I >= 64 groups). Prediction (H100, T = 1):
 # GEMM2 of llama4-scout/maverick ~20 → ~12 µs, Mixtral's ~36 → ~26.
-# Build here: bash dev/kernels/build_device_bins.sh (new), the two archives, and the chain labs
+# Build here: bash dev/rounds/build_device_bins.sh (new), the two archives, and the chain labs
 # chain_lab_base, chain_lab_split, chain_lab in build-lab/.
 #   t  every GPU test binary, memcheck (quick) on test_gpu_distinct and test_gpu_workspace,
 #      racecheck (quick) on test_gpu_distinct; test_gpu_workspace on base

@@ -2,7 +2,7 @@
 # Round 19 (branch sm90-mma-no-nt4, written 2026-12-07, not run yet): the checks that gate its
 # merge — tiles of 17-32 rows an expert on the wgmma kernels and cuda_sm90 first in the oracle —
 # and where llama4-scout's T = 1 lost 1.5 µs in round 18.
-# Build here first: bash dev/kernels/build_device_bins.sh (this branch); and for part c the
+# Build here first: bash dev/rounds/build_device_bins.sh (this branch); and for part c the
 # chain lab of main at 560e7a7 (before the fragment-order inputs) as build-lab/chain_lab_base:
 #   git worktree add /tmp/base 560e7a7 && (cd /tmp/base && make -j2 BUILD=build-cuda all &&
 #   cc ... dev/kernels/chain_lab.c ... as in build_device_bins.sh) && cp it to build-lab/.

@@ -8,7 +8,7 @@
 #      an expert. Prediction: even or worse at 64 (Mixtral T = 256: the 64-row tiles' padding is
 #      what the routing spreads over 64 ± 8; the 32-row ones halve it but convert each weight
 #      twice as often), better at 48 by ≤ 10 %.
-# `run_round34.sh [PARTS] [SECONDS]`; build with dev/kernels/build_device_bins.sh, carry
+# `run_round34.sh [PARTS] [SECONDS]`; build with dev/rounds/build_device_bins.sh, carry
 # build-lab/bins.tar.xz.
 set -u
 PARTS=${1:-tpb}

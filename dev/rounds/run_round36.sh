@@ -21,7 +21,7 @@
 #   v  the shortest: test_gpu_distinct and test_gpu_routing quick, memcheck, racecheck
 #   b  the layer at those points, two runs each (graph us)
 # `run_round36.sh [PARTS] [SECONDS]` runs the parts in PARTS' order (NCU_POINTS=model:T:split_k...
-# sets part n's points); build with dev/kernels/build_device_bins.sh, carry
+# sets part n's points); build with dev/rounds/build_device_bins.sh, carry
 # build-lab/bins.tar.xz.
 set -u
 PARTS=${1:-txnsb}

@@ -5,7 +5,7 @@
 # amax, the stores; this takes the load and the amax off it). Prediction (H100): the prepare's
 # chain step ~7.9 → ~7 µs at T = 1 on every model, T = 16-64 ~1 µs less, nothing at T >= 256
 # (T·k > 1024 takes the multi-kernel prepare).
-# Build here: bash dev/kernels/build_device_bins.sh on this branch; main's w4a8moe as
+# Build here: bash dev/rounds/build_device_bins.sh on this branch; main's w4a8moe as
 # build-lab/base.tar.xz (build-base/w4a8moe) and main's chain lab as build-lab/chain_lab_base.
 #   t  test_gpu_distinct (full: every shape also with W4A8MOE_DECODE_PREPARE=0, bit for bit),
 #      test_gpu_routing, test_gpu_workspace; memcheck and racecheck (quick) on test_gpu_distinct
