@@ -10,7 +10,8 @@
  * copies (stage size, producer lanes, blocks an SM) the limit, or any one-pass read of B bytes
  * at this size with a launch around it?
  *
- * Variants (each a CUDA graph of NSET launches on disjoint buffers, so L2 is cold; µs a launch):
+ * Variants (each a CUDA graph of launches on disjoint buffers, at least 4 and 200 MB in all, so L2
+ * is cold; µs a launch; TB/s on the bytes the variant read, B rounded down to its own unit):
  *   ldg  bps u   sms * bps blocks of 512 threads, each block a contiguous slice, u 16-byte
  *                streaming loads (ld.global.cs) in flight a thread
  *   bulk bps l s sms * bps blocks: l producer lanes, lane j streaming its part of the block's slice
@@ -29,6 +30,8 @@
 #include "../../src/cuda/kernels/sm90_ptx.cuh"
 
 #include <cuda_runtime.h>
+
+#include <algorithm>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -41,7 +44,8 @@
         }                                                                                      \
     } while (0)
 
-#define NSET 4
+#define MIN_SETS 4
+#define MIN_SET_BYTES 200000000LL /* all buffers together: 4x the H100's / H200's L2 */
 #define LDG_THREADS 512
 #define RING_ROOM (192 * 1024)
 #define MAX_LANES 8
@@ -140,15 +144,15 @@ static __global__ void bulk_kernel(const char *src, int64_t per_block, int lanes
 #endif
 }
 
-/* µs a launch: a graph of NSET launches, one a buffer, replayed REPS times after one warm-up. */
+/* µs a launch: a graph of nset launches, one a buffer, replayed REPS times after one warm-up. */
 template <typename F>
-static double time_us(cudaStream_t st, F launch)
+static double time_us(cudaStream_t st, int nset, F launch)
 {
     enum { REPS = 10 };
     cudaGraph_t g;
     cudaGraphExec_t ex;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-    for (int s = 0; s < NSET; s++) launch(s, st);
+    for (int s = 0; s < nset; s++) launch(s, st);
     CK(cudaStreamEndCapture(st, &g));
     CK(cudaGraphInstantiate(&ex, g, 0));
     cudaEvent_t a, b;
@@ -164,7 +168,7 @@ static double time_us(cudaStream_t st, F launch)
     CK(cudaEventElapsedTime(&ms, a, b));
     CK(cudaGraphExecDestroy(ex));
     CK(cudaGraphDestroy(g));
-    return ms * 1e3 / (REPS * NSET);
+    return ms * 1e3 / (REPS * nset);
 }
 
 int main(int argc, char **argv)
@@ -179,14 +183,15 @@ int main(int argc, char **argv)
     const int nsizes = argc > 1 ? argc - 1 : 2;
     for (int si = 0; si < nsizes; si++) {
         const double mb = argc > 1 ? atof(argv[1 + si]) : (si ? 21.0 : 198.0);
-        const int64_t unit = (int64_t)sms * 8 * 65536; /* every slice whole stages of every lane count */
-        const int64_t bytes = ((int64_t)(mb * 1e6) + unit - 1) / unit * unit;
+        const int64_t bytes = ((int64_t)(mb * 1e6) + 4095) / 4096 * 4096;
+        const int nset = (int)std::max<int64_t>(MIN_SETS, (MIN_SET_BYTES + bytes - 1) / bytes);
         char *buf;
-        CK(cudaMalloc(&buf, bytes * NSET));
-        CK(cudaMemset(buf, 0x5a, bytes * NSET));
-        printf("== %.1f MB a launch (%d SMs, %d buffers)\n", bytes / 1e6, sms, NSET);
-        auto report = [&](const char *what, double us) {
-            printf("%-22s %8.2f us  %5.2f TB/s\n", what, us, bytes / (us * 1e-6) / 1e12);
+        CK(cudaMalloc(&buf, bytes * nset));
+        CK(cudaMemset(buf, 0x5a, bytes * nset));
+        printf("== %.1f MB a launch (%d SMs, %d buffers)\n", bytes / 1e6, sms, nset);
+        /* read: the bytes this variant's launch read (B rounded down to its unit) */
+        auto report = [&](const char *what, double us, int64_t read) {
+            printf("%-22s %8.2f us  %5.2f TB/s  (%.1f MB)\n", what, us, read / (us * 1e-6) / 1e12, read / 1e6);
         };
         const int bpss[3] = {1, 2, 4};
         for (int bi = 0; bi < 3; bi++) {
@@ -194,21 +199,22 @@ int main(int argc, char **argv)
             const int64_t per = bytes / 16 / grid;
             char name[64];
             snprintf(name, sizeof name, "ldg bps %d u 4", bps);
-            report(name, time_us(st, [&](int s, cudaStream_t str) {
+            report(name, time_us(st, nset, [&](int s, cudaStream_t str) {
                        ldg_kernel<4><<<grid, LDG_THREADS, 0, str>>>((const uint4 *)(buf + s * bytes), per, sink);
-                   }));
+                   }), per * 16 * grid);
             snprintf(name, sizeof name, "ldg bps %d u 8", bps);
-            report(name, time_us(st, [&](int s, cudaStream_t str) {
+            report(name, time_us(st, nset, [&](int s, cudaStream_t str) {
                        ldg_kernel<8><<<grid, LDG_THREADS, 0, str>>>((const uint4 *)(buf + s * bytes), per, sink);
-                   }));
+                   }), per * 16 * grid);
         }
         const int lanes_list[3] = {1, 4, 8}, stage_list[4] = {4096, 8192, 16384, 32768};
         for (int bi = 0; bi < 2; bi++) {
             const int bps = bpss[bi], grid = sms * bps;
-            const int64_t per = bytes / grid;
             for (int li = 0; li < 3; li++)
                 for (int sti = 0; sti < 4; sti++) {
                     const int lanes = lanes_list[li], stage = stage_list[sti];
+                    const int64_t per = bytes / grid / ((int64_t)lanes * stage) * lanes * stage;
+                    if (per == 0) continue;
                     const int per_ring = RING_ROOM / bps / lanes / stage;
                     if (per_ring < 2 || per_ring > 64) continue;
                     const size_t smem = 2 * MAX_LANES * 64 * 8 + (size_t)lanes * per_ring * stage;
@@ -216,10 +222,10 @@ int main(int argc, char **argv)
                     CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
                     char name[64];
                     snprintf(name, sizeof name, "bulk bps %d l %d s %dK", bps, lanes, stage / 1024);
-                    report(name, time_us(st, [&](int s, cudaStream_t str) {
+                    report(name, time_us(st, nset, [&](int s, cudaStream_t str) {
                                bulk_kernel<<<grid, 32 * (lanes + 1), smem, str>>>(buf + s * bytes, per, lanes, stage,
                                                                                   per_ring, sink);
-                           }));
+                           }), per * grid);
                 }
         }
         const int tile_bytes[3] = {16384, 32768, 131072};
@@ -228,9 +234,9 @@ int main(int argc, char **argv)
             char name[64];
 #define W4_TILE(D, PF)                                                                                  \
     snprintf(name, sizeof name, "tile %dK d %d%s", c / 1024, D, PF ? " pf" : "");                       \
-    report(name, time_us(st, [&](int s, cudaStream_t str) {                                             \
+    report(name, time_us(st, nset, [&](int s, cudaStream_t str) {                                       \
                tile_kernel<D, PF><<<grid, 128, 0, str>>>(buf + s * bytes, c, sink);                     \
-           }));
+           }), (int64_t)grid * c);
             W4_TILE(4, false)
             W4_TILE(8, false)
             W4_TILE(4, true)
@@ -240,7 +246,7 @@ int main(int argc, char **argv)
         { /* the copy engine's rate on the same bytes: a device-to-device copy, read + write */
             char *dst;
             CK(cudaMalloc(&dst, bytes));
-            const double us = time_us(st, [&](int s, cudaStream_t str) {
+            const double us = time_us(st, nset, [&](int s, cudaStream_t str) {
                 CK(cudaMemcpyAsync(dst, buf + s * bytes, bytes, cudaMemcpyDeviceToDevice, str));
             });
             printf("%-22s %8.2f us  %5.2f TB/s (read + write)\n", "memcpy d2d", us, 2 * bytes / (us * 1e-6) / 1e12);
