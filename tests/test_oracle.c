@@ -532,6 +532,30 @@ static void test_sm90_paths(void)
     sm90->describe_batch(&ctx, 64, buf, sizeof buf);
     CHECK(has(buf, "wgmma tiles") && !has(buf, "L2"), "cuda_sm90, L2_AHEAD=4, T = 64: '%s'", buf);
     unsetenv("W4A8MOE_SM90_L2_AHEAD");
+    /* a one-token forward's row staged in shared memory (W4A8MOE_SM90_STAGE): T = 1 only, named
+     * per GEMM, and not by default */
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    CHECK(!has(buf, "STAGE"), "cuda_sm90, STAGE unset, T = 1: '%s'", buf);
+    static const struct { const char *v, *says; } stages[] = {
+        {"1", "GEMM1 reads the token's row from shared memory (W4A8MOE_SM90_STAGE)"},
+        {"2", "GEMM2 reads the token's row from shared memory"},
+        {"3", "both GEMMs read the token's row from shared memory"},
+    };
+    for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++) {
+        setenv("W4A8MOE_SM90_STAGE", stages[i].v, 1);
+        sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+        CHECK(has(buf, "mma.sync tiles") && has(buf, stages[i].says), "cuda_sm90, STAGE=%s, T = 1: '%s'",
+              stages[i].v, buf);
+        sm90->describe_batch(&ctx, 2, buf, sizeof buf);
+        CHECK(has(buf, "mma.sync tiles") && !has(buf, "STAGE"), "cuda_sm90, STAGE=%s, T = 2: '%s'", stages[i].v,
+              buf);
+    }
+    setenv("W4A8MOE_SM90_FIND_IDS", "0", 1); /* GEMM1 stages only where it finds its expert from the ids */
+    sm90->describe_batch(&ctx, 1, buf, sizeof buf);
+    CHECK(has(buf, "GEMM2 reads the token's row") && !has(buf, "GEMM1") && !has(buf, "both"),
+          "cuda_sm90, STAGE=3 FIND_IDS=0, T = 1: '%s'", buf);
+    unsetenv("W4A8MOE_SM90_FIND_IDS");
+    unsetenv("W4A8MOE_SM90_STAGE");
     /* the one-launch experts of one token (W4A8MOE_SM90_FUSED=1): T = 1 only, g = 64 or 128 */
     setenv("W4A8MOE_SM90_FUSED", "1", 1);
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);

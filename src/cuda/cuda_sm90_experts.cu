@@ -81,6 +81,8 @@ typedef struct sm90_state {
     int fused_gps; /* its K groups a ring stage (W4A8MOE_SM90_FUSED_GPS, 1 by default) */
     int l2_ahead;  /* the small-batch GEMMs' weight groups asked of L2 ahead (W4A8MOE_SM90_L2_AHEAD,
                     * 0: off, the default; kernels/sm90_mma_decode.cuh, SM90M_L2_AHEAD) */
+    int stage;     /* a one-token forward's row staged in shared memory (SM90M_STAGE): bit 0 GEMM1,
+                    * bit 1 GEMM2 (W4A8MOE_SM90_STAGE; 0, the default, until measured) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 
@@ -344,6 +346,8 @@ static void sm90_read_switches(sm90_state *s)
     const char *la = getenv("W4A8MOE_SM90_L2_AHEAD");
     s->l2_ahead = la ? atoi(la) : 0;
     if (s->l2_ahead < 0) s->l2_ahead = 0;
+    const char *sg = getenv("W4A8MOE_SM90_STAGE");
+    s->stage = sg ? atoi(sg) & 3 : 0;
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -472,20 +476,22 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
     constexpr int W = SM90M_WARPS(KS); /* warps a block, 4 KS / W blocks a row block */
     dim3 grid(tiles_bound, (unsigned)(p.nrb * (4 * KS / W))), block(32 * W);
     if (p.w_block != sm90s_block_bytes(p.g)) return cudaErrorInvalidValue; /* the kernel's block stride */
+    const size_t smem = (EARLY & SM90M_STAGE) ? (size_t)sm90m_stage_bytes(p.K) : 0;
     if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
-                              nl, rt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, smem, st, pdl, p,
+                              act, nl, rt);
     if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
-                              nl, rt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, smem, st, pdl, p,
+                              act, nl, rt);
     if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, 0, st, pdl, p, act,
-                              nl, rt);
+        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, smem, st, pdl, p,
+                              act, nl, rt);
     return cudaErrorInvalidValue;
 }
 
 /* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE, FIND | PRE_WEIGHTS or FIND_IDS |
- * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS; either, any of those with L2_AHEAD. */
+ * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS; either, any of those with L2_AHEAD, and the last of each
+ * (the one-token forward's) with STAGE. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int L2 = 0>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                                     int nl, const sm90m_ids &rt, cudaStream_t st, int pdl)
@@ -498,7 +504,9 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
     constexpr int a = L2 | (GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS);
     constexpr int b = L2 | (GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
     constexpr int c = L2 | (GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
+    constexpr int d = c | SM90M_STAGE;
     early |= L2;
+    if (early == d) return mma_launch<NT, KS, GATED, F16IN, SCALED, d>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == c) return mma_launch<NT, KS, GATED, F16IN, SCALED, c>(p, act, tiles_bound, nl, rt, st, pdl);
@@ -512,6 +520,16 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
  * each finding its tile) lost 60 %. */
 #define SM90_EARLY_MAX_ROWS 8
 
+/* Whether a staged row (SM90M_STAGE) of K values leaves room for the blocks an SM the
+ * one-fragment kernel of K split ks is bound to (SM90M_MIN_BLOCKS: 8 of 4 warps, 4 of 8), each
+ * with up to 4 KB of static shared memory, in an SM's 227 KB: K <= ~12,000 at ks = 4, ~24,000
+ * at 8; and within the 48 KB a launch takes without an opt-in. */
+static bool stage_fits(int64_t K, int ks)
+{
+    const int64_t b = sm90m_stage_bytes(K);
+    return b <= 48 * 1024 && SM90M_MIN_BLOCKS(1, ks) * (b + 4096) <= 220 * 1024;
+}
+
 /* The small-batch forward: the schedule (unless the prepare wrote its tile list: tiles_ready),
  * GEMM1 on the dispatch's e4m3 rows (one-fragment tiles: the table's only entry since round 33,
  * configs/sm90_tiles.h), the requantisation into f16 codes in fragment order
@@ -522,11 +540,13 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
  * list, finds its tile's expert from the routing ids (rt) and loads its first weights beside the
  * prepare, or else, with at most s->find_max local experts, finds its tile from the offsets and
  * loads its first weights beside the schedule kernel; GEMM2 loads its first weights beside the
- * requantisation. KS, KS2: GEMM1's and GEMM2's K splits. */
+ * requantisation. With s->stage and one token (one_row: every tile one row), the prologues on,
+ * either GEMM stages its row in shared memory (SM90M_STAGE), GEMM1 where it finds its expert
+ * from the ids. KS, KS2: GEMM1's and GEMM2's K splits. */
 template <int NT, int KS, int KS2>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready,
+                                float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready, bool one_row,
                                 const sm90m_ids &rt, cudaStream_t st, int pdl, w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
@@ -541,8 +561,10 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
                     : ids  ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS
                     : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS
                             : SM90M_RELEASE) |
-                   (a1.l2_ahead > 0 ? SM90M_L2_AHEAD : 0);
-    const int e2 = (early ? SM90M_PRE_WEIGHTS : 0) | (a2.l2_ahead > 0 ? SM90M_L2_AHEAD : 0);
+                   (a1.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
+                   (early && ids && one_row && (s->stage & 1) && stage_fits(a1.K, KS) ? SM90M_STAGE : 0);
+    const int e2 = (early ? SM90M_PRE_WEIGHTS : 0) | (a2.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
+                   (early && one_row && (s->stage & 2) && stage_fits(a2.K, KS2) ? SM90M_STAGE : 0);
     if (!tiles_ready)
         CUDA_LAUNCH(err, "sm89_schedule_kernel",
                     w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
@@ -700,9 +722,11 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         }
         switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
         case 144:
-            return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
+            return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, dp->T == 1, rt, st,
+                                      pdl, err);
         case 148:
-            return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, rt, st, pdl, err);
+            return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, dp->T == 1, rt, st,
+                                      pdl, err);
         default: break;
         }
         RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",
@@ -789,9 +813,15 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
         char l2[80] = "";
         if (k.l2_ahead > 0)
             snprintf(l2, sizeof l2, "; weights asked of L2 %d groups ahead (W4A8MOE_SM90_L2_AHEAD)", k.l2_ahead);
-        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s", band, 8 * mc->nt, mc->ksplit,
-                 k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", l2, why[0] ? "; not in one launch: " : "",
-                 why);
+        char sg[96] = ""; /* mma_layer's rule (GEMM1 where it finds its expert from the ids) */
+        const bool sg1 = decode && T == 1 && (k.stage & 1) && k.find_ids && stage_fits(d->hidden, mc->ksplit);
+        const bool sg2 = decode && T == 1 && (k.stage & 2) && stage_fits(d->inter, ks2);
+        if (sg1 || sg2)
+            snprintf(sg, sizeof sg, "; %s the token's row from shared memory (W4A8MOE_SM90_STAGE)",
+                     sg1 && sg2 ? "both GEMMs read" : sg1 ? "GEMM1 reads" : "GEMM2 reads");
+        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s", band, 8 * mc->nt,
+                 mc->ksplit, k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", l2, sg,
+                 why[0] ? "; not in one launch: " : "", why);
         return 1;
     }
     const int bn1 = pick_bn(R, (int32_t)nl, 0, k.tile_max), bn2 = pick_bn(R, (int32_t)nl, 1, k.tile_max);

@@ -90,7 +90,9 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * (W4A8MOE_SM90_FUSED_GPS; a quarter's last stage often partly filled), meets the tolerance,
  * and a second forward of that layer (its grid barrier's next generation) gives the same bits.
  * W4A8MOE_SM90_L2_AHEAD=2 and =8 (the small-batch GEMMs asking L2 for weight groups ahead of
- * their loads: prefetches, never a sum) give the default's bits. */
+ * their loads: prefetches, never a sum) give the default's bits, and so do W4A8MOE_SM90_STAGE=1
+ * and =3, alone and with L2_AHEAD=2 (a one-token forward's row read from shared memory: the same
+ * f16 values in the same registers). */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const float *ref, const char *what)
 {
@@ -108,6 +110,9 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         {{{"W4A8MOE_SM90_FIND_IDS", "1"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_L2_AHEAD", "2"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_L2_AHEAD", "8"}}, SAME_AS_DEFAULT},
+        {{{"W4A8MOE_SM90_STAGE", "1"}}, SAME_AS_DEFAULT},
+        {{{"W4A8MOE_SM90_STAGE", "3"}}, SAME_AS_DEFAULT},
+        {{{"W4A8MOE_SM90_STAGE", "3"}, {"W4A8MOE_SM90_L2_AHEAD", "2"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_SPLIT_K", "1"}}, TOLERANCE}, /* first of these: the others' reference */
         {{{"W4A8MOE_SM90_SPLIT_K", "2"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_SPLIT_K", "0"}}, TOLERANCE}, /* by the grid: 2-4 parts at the small grids */

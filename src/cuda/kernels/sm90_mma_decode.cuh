@@ -23,6 +23,8 @@
  * wait for) the dispatch's e4m3 rows, four 2-byte loads widened here (cvt.rn.f16x2.e4m3x2,
  * exact), which suits one-fragment tiles (configs/sm90_tiles.h; round 17: where rows, not
  * weights, dominate, those per-fragment loads and widenings held the kernel to ~50 TFLOP/s).
+ * With SM90M_STAGE (a one-token forward) either row is first staged in shared memory as f16 in
+ * fragment order, once a block.
  *
  * Grid: (tiles bound) x (NRB x BPR): a row block's four 16-row warp slices are covered by BPR =
  * 4 KS / W blocks of W = SM90M_WARPS(KS) warps, block y covering row block y / BPR and its WN =
@@ -34,6 +36,7 @@
 #ifndef W4A8MOE_SM90_MMA_DECODE_CUH
 #define W4A8MOE_SM90_MMA_DECODE_CUH
 
+#include "frag_order.cuh"
 #include "pdl.cuh"
 #include "sm90_scaled_gemm.cuh"
 
@@ -252,9 +255,21 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
  * what lost in round 37 (a ring of four groups a warp in registers). The first window is asked
  * for before the PDL wait where the tile is known then. Off by default (W4A8MOE_SM90_L2_AHEAD). */
 #define SM90M_L2_AHEAD 16
+/* SM90M_STAGE: the tile's one routed row (a one-token forward: every expert has at most one row)
+ * staged once a block in shared memory as f16 in fragment order (kernels/frag_order.cuh; dynamic
+ * shared memory, K x 2 bytes: sm90m_stage_bytes), after the wait; a k32 step's B fragments are
+ * then one ld.shared.v4, where they were four 2-byte loads and widenings (GEMM1's e4m3 rows) or
+ * one 16-byte L1 load (GEMM2's f16 rows), and no L1 prefetch a group. Why: round 17's GEMM1 group
+ * was 185 warp instructions, 16 of them loads of activation bytes and 16 their widenings, its
+ * hottest stall a widening waiting for those bytes; a block's four warps all read the same row.
+ * Same values in the same registers: the same bits. Off by default (W4A8MOE_SM90_STAGE). */
+#define SM90M_STAGE 32
 
 /* Warps a block (the grid above). */
 #define SM90M_WARPS(ks) ((ks) > 4 ? (ks) : 4)
+
+/* Dynamic shared memory of a block with SM90M_STAGE: one row of K f16 values. */
+__host__ __device__ __forceinline__ int64_t sm90m_stage_bytes(int64_t K) { return 2 * K; }
 
 /* Blocks an SM must hold, which bounds the registers a thread (round 17): at NT = 1, 32 warps
  * (64 registers: 8 blocks of 4 warps, 4 of 8 at KS = 8; llama4-scout's 1,024 GEMM1 blocks and
@@ -264,17 +279,46 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
  * registers, was 4-28 % slower at T = 1-16 than these two groups at 32 warps: removed.) */
 #define SM90M_MIN_BLOCKS(nt, ks) ((nt) == 1 ? 32 / SM90M_WARPS(ks) : (nt) == 2 ? 1 : 3)
 
+/* SM90M_STAGE: a row of K values (e4m3, or f16 already in fragment order) into dst as f16 in
+ * fragment order, by the whole block, then a barrier (every warp of a block reads all of K's
+ * chunks it covers; the block is uniform in reaching this). K is a multiple of 32 (g divides
+ * it), the row 16-byte aligned (K e4m3 bytes a row). */
+template <bool F16IN>
+__device__ __forceinline__ void sm90m_stage_row(const char *row, int64_t K, uint4 *dst)
+{
+    if constexpr (F16IN) {
+        for (int i = threadIdx.x; i < K / 8; i += blockDim.x) dst[i] = __ldg((const uint4 *)row + i);
+    } else {
+        uint32_t *d = (uint32_t *)dst;
+        for (int i = threadIdx.x; i < K / 16; i += blockDim.x) {
+            const uint4 v = __ldg((const uint4 *)row + i);
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int j = 0; j < 8; j++) { /* elements 16 i + 2 j and + 1, one f16x2 */
+                uint32_t h2 = 0;
+#if SM90_ENABLED
+                asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"((uint16_t)(w[j >> 1] >> (16 * (j & 1)))));
+#endif
+                d[frag_order_pos(16 * (int64_t)i + 2 * j) / 2] = h2;
+            }
+        }
+    }
+    __syncthreads();
+}
+
 /* NT: n8 fragments of routed rows (tiles of 8 NT rows); KS: warps splitting K; GSTEPS = g / 32;
  * F16IN: act is f16 [R, K] (else e4m3); EARLY: the bits above (SM90M_FIND needs nl <=
  * SM90M_FIND_MAX_EXPERTS; nl, the local experts, is read only with it or SM90M_FIND_IDS; rt
- * only with SM90M_FIND_IDS). p.w_block, the block stride in bytes, must be sm90s_block_bytes(g). */
+ * only with SM90M_FIND_IDS; SM90M_STAGE needs every tile one row and sm90m_stage_bytes(K) of
+ * dynamic shared memory). p.w_block, the block stride in bytes, must be sm90s_block_bytes(g). */
 template <int NT, int KS, int GSTEPS, bool GATED, bool F16IN, bool SCALED, int EARLY>
 static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(NT, KS))
     sm90_mma_kernel(sm90_gemm_args p, const void *__restrict__ act, int nl, sm90m_ids rt)
 {
     constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
-    constexpr bool REL = EARLY & SM90M_RELEASE, IDS = EARLY & SM90M_FIND_IDS;
+    constexpr bool REL = EARLY & SM90M_RELEASE, IDS = EARLY & SM90M_FIND_IDS, STG = EARLY & SM90M_STAGE;
     static_assert(!FIND || PRE_W, "a tile is found before the wait");
+    static_assert(!STG || NT == 1, "one staged row: one-fragment tiles");
     static_assert(!IDS || (PRE_W && !FIND && NT == 1), "an expert is found before the wait, one-fragment tiles");
     if constexpr (PRE_W || REL) pdl_release(); /* the next kernel (requantisation, combine) has no prologue */
     if constexpr (!PRE_W) pdl_wait(); /* kernels/pdl.cuh: before any global access */
@@ -388,11 +432,14 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
     /* The thread's input values of step s: sm90m_b_frags at element 32 s of its group's slice
      * of each row, plus 2 tig (e4m3) or 8 tig (f16, fragment order): arow[f], row f's. */
     constexpr int ESZ = F16IN ? 2 : 1, GB = 32 * GSTEPS * ESZ; /* GB: bytes of a group's row slice */
+    extern __shared__ uint4 sm90m_row[]; /* STG: the row in fragment order, 4 uint4 a k32 chunk */
+    if constexpr (STG) sm90m_stage_row<F16IN>((const char *)act + (int64_t)row0 * p.K * ESZ, p.K, sm90m_row);
     const char *arow[NT];
 #pragma unroll
     for (int f = 0; f < NT; f++) /* rows past the tile's end read its last row; never stored */
-        arow[f] = (const char *)act +
-                  ((int64_t)min(row0 + f * 8 + gid, row_end - 1) * p.K + (F16IN ? 8 : 2) * tig) * ESZ;
+        arow[f] = STG ? nullptr
+                      : (const char *)act +
+                            ((int64_t)min(row0 + f * 8 + gid, row_end - 1) * p.K + (F16IN ? 8 : 2) * tig) * ESZ;
     /* Group b's input lines into this SM's L1, two groups ahead of their loads (round 17: at
      * qwen3-30b-a3b T = 1 a third of GEMM1's stall samples were its widening waiting on its
      * inputs: each warp reads its own K range of a row, so nearly every group's line came from
@@ -419,7 +466,15 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
 #pragma unroll
             for (int f = 0; f < NT; f++) {
                 uint32_t bx[2][2];
-                sm90m_b_frags<F16IN>(arow[f] + (int64_t)b * GB + s * 32 * ESZ, bx);
+                if constexpr (STG) { /* every row of the fragment the tile's one row (never stored) */
+                    const uint4 v = sm90m_row[(b * GSTEPS + s) * 4 + tig];
+                    bx[0][0] = v.x;
+                    bx[0][1] = v.y;
+                    bx[1][0] = v.z;
+                    bx[1][1] = v.w;
+                } else {
+                    sm90m_b_frags<F16IN>(arow[f] + (int64_t)b * GB + s * 32 * ESZ, bx);
+                }
 #pragma unroll
                 for (int h = 0; h < 2; h++) sm90m_mma(&tmp[4 * f], a[h], bx[h][0], bx[h][1]);
             }
@@ -432,9 +487,9 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
             for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc.y : sc.x, tmp[i], acc[i]);
         }
     };
-    if (b0 + 1 < b1) prefetch_act(b0 + 1);
+    if (!STG && b0 + 1 < b1) prefetch_act(b0 + 1);
     for (int b = b0; b < b1; b++) {
-        if (b + 2 < b1) prefetch_act(b + 2);
+        if (!STG && b + 2 < b1) prefetch_act(b + 2);
         if constexpr (L2A) {
             if (b + 2 + p.l2_ahead < b1) l2_group(b + 2 + p.l2_ahead);
         }
