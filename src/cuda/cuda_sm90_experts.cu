@@ -10,7 +10,8 @@
  *   scaled (kernels/sm90_scaled_gemm.cuh): the group scales folded into the f16 weights, one
  *       tensor-core accumulator over all of K and up to 256 routed rows a tile; GEMM2 when its
  *       scales have at most 8 significant bits (bf16, e4m3), found while packing;
- *   small-batch (kernels/sm90_mma_decode.cuh): mma.sync m16n8k16 f16 on the same weight blocks
+ *   small-batch (kernels/sm90_mma_decode.cuh, launched by cuda_sm90_small_batch.cu; the two
+ *       files share cuda_sm90_internal.h): mma.sync m16n8k16 f16 on the same weight blocks
  *       when an expert has few rows (configs/sm90_tiles.h: up to 32 on average), K split across
  *       the warps of a block; it sums like the promoting kernel and reads the f16 codes (GEMM2)
  *       in fragment order (kernels/frag_order.cuh), and for GEMM1 the e4m3 rows directly
@@ -35,56 +36,11 @@
  * Workspace (for R = max_tokens * k rows): for each GEMM tiles [ceil(R/64) + E_local] int2 and
  * a tile count; y [R, I] f32, row amax [R], a_wide [R, H] f16, b_wide [R, I] f16, r [R] f32.
  */
-#include "configs/sm90_tiles.h"
-#include "cuda_sm90_fused.h"
-#include "cuda_util.h"
-#include "kernels/sm90_mma_decode.cuh"
+#include "cuda_sm90_internal.h"
 #include "kernels/sm90_scaled_gemm.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
-
-typedef struct sm90_matrix {
-    char *wq;     /* [nl, NRB, ceil(K/64)] weight blocks of sm90s_block_bytes(g) */
-    float *ws;    /* promoting kernel only: [nl, NRB, K/g, 64] f32 scales; else NULL */
-    float *wc;    /* [nl, NRB*64]: C·2^-k (scaled) or C (promoting) */
-    int64_t nrb;  /* even */
-    int scaled;   /* the scaled kernel runs this matrix (else ws holds its f32 scales) */
-} sm90_matrix;
-
-/* GEMM2's K parts on the wgmma tiles (sm90_gemm2_parts) when W4A8MOE_SM90_SPLIT_K is unset: 1,
- * none — round 36's ncu saw 3 parts gain 3 % on Mixtral T = 64's GEMM2 (docs/PERFORMANCE.md), not
- * worth a kernel more; 0 takes them by the grid */
-#define SM90_SPLIT_K_DEFAULT 1
-
-typedef struct sm90_state {
-    sm90_matrix w13, w2;
-    /* tensor maps of the last inputs seen, per tile width (index: bn_index) */
-    const void *a_src[SM90_TILE_COUNT], *b_src[SM90_TILE_COUNT];
-    CUtensorMap a_map[SM90_TILE_COUNT], b_map[SM90_TILE_COUNT];
-    int early;    /* the small-batch GEMMs' PDL prologues (mma_layer); W4A8MOE_SM90_EARLY=0: off */
-    int find_max; /* local experts up to which GEMM1 finds its own tile (mma_layer) */
-    int find_ids; /* GEMM1 finds its tile's expert from the routing ids where the prepare wrote
-                   * the tile list (mma_layer; W4A8MOE_SM90_FIND_IDS=0: off) */
-    int prepare_tiles; /* the small-batch tile list written by the prepare (sm90_plan_tiles): 0
-                        * never, 1 where GEMM1 does not find its own tile, 2 always
-                        * (W4A8MOE_SM90_PREPARE_TILES) */
-    int mma_max;  /* average rows an expert up to which the small-batch kernel runs (the mma
-                   * table's last bound; W4A8MOE_SM90_MMA_MAX_ROWS lowers it, for measuring) */
-    int tile_max[SM90_TILE_COUNT]; /* the wgmma tile table's bounds (configs/sm90_tiles.h);
-                                    * W4A8MOE_SM90_BN32_MAX_ROWS and _BN64_ set the first two,
-                                    * for measuring */
-    int split_k;  /* GEMM2's K parts on the wgmma tiles: 0 by its grid (sm90_gemm2_parts), N at
-                   * most N (W4A8MOE_SM90_SPLIT_K; 1: never, SM90_SPLIT_K_DEFAULT unset) */
-    int fused_on;  /* a one-token forward's experts in one launch (W4A8MOE_SM90_FUSED=1; off by
-                    * default until measured: docs/PERFORMANCE.md, round 38) */
-    int fused_gps; /* its K groups a ring stage (W4A8MOE_SM90_FUSED_GPS, 1 by default) */
-    int l2_ahead;  /* the small-batch GEMMs' weight groups asked of L2 ahead (W4A8MOE_SM90_L2_AHEAD,
-                    * 0: off, the default; kernels/sm90_mma_decode.cuh, SM90M_L2_AHEAD) */
-    int stage;     /* a one-token forward's row staged in shared memory (SM90M_STAGE): bit 0 GEMM1,
-                    * bit 1 GEMM2 (W4A8MOE_SM90_STAGE; 0, the default, until measured) */
-    sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
-} sm90_state;
 
 static int sm90_supports_device(const w4a8moe_device_info *dev, char *why, size_t cap)
 {
@@ -153,17 +109,6 @@ static int sm90_supports_shape(const w4a8moe_layer_desc *d, char *why, size_t ca
     }
     return 1;
 }
-
-typedef struct sm90_ws {
-    int2 *tiles, *tiles2;      /* GEMM1's and GEMM2's tiles (their BN may differ) */
-    int32_t *ntiles, *ntiles2;
-    float *y;
-    uint32_t *rowmax;
-    uint16_t *a_wide; /* [R, H] f16: the e4m3 input rows widened, exactly (in fragment order for
-                       * the small-batch kernel: kernels/frag_order.cuh) */
-    uint16_t *b_wide; /* [R, I] f16: the requantised e4m3 codes widened */
-    float *r;
-} sm90_ws;
 
 static size_t sm90_ws_layout(const w4a8moe_stage_ctx *ctx, char *base, sm90_ws *w)
 {
@@ -447,144 +392,6 @@ static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &
     return cudaErrorInvalidValue; /* pick_bn gives the promoting kernel at most 128 */
 }
 
-/* The small-batch entry for `rows` routed rows over nl local experts, or NULL: the wgmma
- * kernels (configs/sm90_tiles.h; above an average of mma_max rows an expert too). */
-static const sm90_mma_config *pick_mma(int64_t rows, int32_t nl, int mma_max)
-{
-    int64_t active = rows < nl ? rows : nl;
-    int64_t avg = active > 0 ? w4a8moe_cdiv(rows, active) : 1;
-    if (avg > mma_max) return NULL;
-    for (size_t i = 0; i < SM90_MMA_COUNT; i++)
-        if (avg <= sm90_mma_tiles[i].max_rows_per_expert) return &sm90_mma_tiles[i];
-    return NULL;
-}
-
-/* GEMM2's K split on the small-batch entry mc (configs/sm90_tiles.h): eight ways for a long K
- * at decode. */
-static int sm90_gemm2_ksplit(int64_t I, int g, int64_t R, const sm90_mma_config *mc)
-{
-    return I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit;
-}
-
-/* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
- * EARLY: how it finds its tile and what it does before its PDL wait (SM90M_*,
- * kernels/sm90_mma_decode.cuh); nl: the local experts. */
-template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int EARLY>
-static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned tiles_bound, int nl,
-                              const sm90m_ids &rt, cudaStream_t st, int pdl)
-{
-    constexpr int W = SM90M_WARPS(KS); /* warps a block, 4 KS / W blocks a row block */
-    dim3 grid(tiles_bound, (unsigned)(p.nrb * (4 * KS / W))), block(32 * W);
-    if (p.w_block != sm90s_block_bytes(p.g)) return cudaErrorInvalidValue; /* the kernel's block stride */
-    const size_t smem = (EARLY & SM90M_STAGE) ? (size_t)sm90m_stage_bytes(p.K) : 0;
-    if (p.g == 32)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 1, GATED, F16IN, SCALED, EARLY>, grid, block, smem, st, pdl, p,
-                              act, nl, rt);
-    if (p.g == 64)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 2, GATED, F16IN, SCALED, EARLY>, grid, block, smem, st, pdl, p,
-                              act, nl, rt);
-    if (p.g == 128)
-        return w4a8moe_launch(sm90_mma_kernel<NT, KS, 4, GATED, F16IN, SCALED, EARLY>, grid, block, smem, st, pdl, p,
-                              act, nl, rt);
-    return cudaErrorInvalidValue;
-}
-
-/* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE, FIND | PRE_WEIGHTS or FIND_IDS |
- * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS; either, any of those with L2_AHEAD, and the last of each
- * (the one-token forward's) with STAGE. */
-template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int L2 = 0>
-static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
-                                    int nl, const sm90m_ids &rt, cudaStream_t st, int pdl)
-{
-    if constexpr (L2 == 0) {
-        if (early & SM90M_L2_AHEAD)
-            return mma_launch_early<NT, KS, GATED, F16IN, SCALED, SM90M_L2_AHEAD>(early & ~SM90M_L2_AHEAD, p, act,
-                                                                                  tiles_bound, nl, rt, st, pdl);
-    }
-    constexpr int a = L2 | (GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS);
-    constexpr int b = L2 | (GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
-    constexpr int c = L2 | (GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
-    constexpr int d = c | SM90M_STAGE;
-    early |= L2;
-    if (early == d) return mma_launch<NT, KS, GATED, F16IN, SCALED, d>(p, act, tiles_bound, nl, rt, st, pdl);
-    if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl);
-    if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl);
-    if (early == c) return mma_launch<NT, KS, GATED, F16IN, SCALED, c>(p, act, tiles_bound, nl, rt, st, pdl);
-    if (early == L2) return mma_launch<NT, KS, GATED, F16IN, SCALED, L2>(p, act, tiles_bound, nl, rt, st, pdl);
-    return cudaErrorInvalidValue;
-}
-
-/* Routed rows up to which the small-batch GEMMs take their PDL prologues (docs/PERFORMANCE.md,
- * round 15): they gained 1-4 % at T = 1 (8 rows or fewer) and lost 1 % at llama4-scout T = 16;
- * a first version at qwen3-30b-a3b T = 16 (12 thousand GEMM1 blocks, most past the last tile,
- * each finding its tile) lost 60 %. */
-#define SM90_EARLY_MAX_ROWS 8
-
-/* Whether a staged row (SM90M_STAGE) of K values leaves room for the blocks an SM the
- * one-fragment kernel of K split ks is bound to (SM90M_MIN_BLOCKS: 8 of 4 warps, 4 of 8), each
- * with up to 4 KB of static shared memory, in an SM's 227 KB: K <= ~12,000 at ks = 4, ~24,000
- * at 8; and within the 48 KB a launch takes without an opt-in. */
-static bool stage_fits(int64_t K, int ks)
-{
-    const int64_t b = sm90m_stage_bytes(K);
-    return b <= 48 * 1024 && SM90M_MIN_BLOCKS(1, ks) * (b + 4096) <= 220 * 1024;
-}
-
-/* The small-batch forward: the schedule (unless the prepare wrote its tile list: tiles_ready),
- * GEMM1 on the dispatch's e4m3 rows (one-fragment tiles: the table's only entry since round 33,
- * configs/sm90_tiles.h), the requantisation into f16 codes in fragment order
- * (kernels/frag_order.cuh), GEMM2 on them. With s->early
- * (W4A8MOE_SM90_EARLY=0 turns it off) and at most SM90_EARLY_MAX_ROWS rows (PDL prologues:
- * kernels/sm90_mma_decode.cuh):
- * GEMM1 releases the requantisation first and, with s->find_ids where the prepare wrote the tile
- * list, finds its tile's expert from the routing ids (rt) and loads its first weights beside the
- * prepare, or else, with at most s->find_max local experts, finds its tile from the offsets and
- * loads its first weights beside the schedule kernel; GEMM2 loads its first weights beside the
- * requantisation. With s->stage and one token (one_row: every tile one row), the prologues on,
- * either GEMM stages its row in shared memory (SM90M_STAGE), GEMM1 where it finds its expert
- * from the ids. KS, KS2: GEMM1's and GEMM2's K splits. */
-template <int NT, int KS, int KS2>
-static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
-                                const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
-                                float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready, bool one_row,
-                                const sm90m_ids &rt, cudaStream_t st, int pdl, w4a8moe_err *err)
-{
-    RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
-              "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
-    const bool early = s->early && R <= SM90_EARLY_MAX_ROWS;
-    /* the ids are two launches back (the caller's, or the router's before the prepare); a tile
-     * found from the offsets needs them two launches back: not when the prepare, the kernel
-     * just before, wrote them with the tile list */
-    const bool ids = s->find_ids && tiles_ready && rt.ids;
-    const bool finds = nl <= s->find_max && !tiles_ready;
-    const int e1 = (!early ? 0
-                    : ids  ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS
-                    : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS
-                            : SM90M_RELEASE) |
-                   (a1.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
-                   (early && ids && one_row && (s->stage & 1) && stage_fits(a1.K, KS) ? SM90M_STAGE : 0);
-    const int e2 = (early ? SM90M_PRE_WEIGHTS : 0) | (a2.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
-                   (early && one_row && (s->stage & 2) && stage_fits(a2.K, KS2) ? SM90M_STAGE : 0);
-    if (!tiles_ready)
-        CUDA_LAUNCH(err, "sm89_schedule_kernel",
-                    w4a8moe_launch(sm89_schedule_kernel, dim3(1), dim3(1024), 0, st, pdl,
-                                   a1.offsets, nl, 8 * NT, ws.tiles, ws.ntiles, ws.rowmax, R));
-    static_assert(NT == 1, "GEMM1 reads the e4m3 rows, four loads and widenings a fragment: one-fragment tiles");
-    CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM1)",
-                (mma_launch_early<NT, KS, true, false, false>(e1, a1, a_q, tb, nl, rt, st, pdl)));
-    CUDA_LAUNCH(err, "sm89_requant_kernel (f16 codes, fragment order)",
-                w4a8moe_launch(sm89_requant_kernel<true, true>, row_slice_grid(R, I), dim3(256), 0, st, pdl,
-                               ws.y, ws.rowmax, total, I, r_static,
-                               (void *)ws.b_wide, ws.r));
-    if (s->w2.scaled)
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS2, false, true, true>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl)));
-    else
-        CUDA_LAUNCH(err, "sm90_mma_kernel (GEMM2)",
-                    (mma_launch_early<NT, KS2, false, true, false>(e2, a2, ws.b_wide, tb, nl, rt, st, pdl)));
-    return W4A8MOE_STATUS_OK;
-}
-
 /* The small-batch tile list asked of the prepare (w4a8moe_tile_plan, src/core/backend.h): its
  * decode kernel writes it and zeroes GEMM1's row amax, so the forward runs no schedule kernel
  * (a dependent step of ~2.2 µs at decode; docs/PERFORMANCE.md, round 23). Not where GEMM1 finds
@@ -598,7 +405,7 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     const int64_t R = T * ctx->desc->top_k;
     const int32_t nl = ctx->num_local;
     if (!s || !workspace || R <= 0 || s->prepare_tiles <= 0) return;
-    const sm90_mma_config *mc = pick_mma(R, nl, s->mma_max);
+    const sm90_mma_config *mc = sm90_pick_mma(R, nl, s->mma_max);
     if (!mc || s->w13.scaled) return; /* the wgmma path keeps its schedule kernels */
     const bool finds = s->early && R <= SM90_EARLY_MAX_ROWS && nl <= s->find_max;
     if (finds && s->prepare_tiles < 2 && !s->find_ids) return;
@@ -694,7 +501,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
     sm90_gemm_args a1 = {(const uint2 *)s->w13.wq, s->w13.ws, s->w13.wc, s->w13.nrb, I, H, g,
                          dp->a_scale, dp->expert_offsets, ws.tiles, ws.ntiles, ws.y, ws.rowmax,
                          (int)d->activation, blk};
-    if (const sm90_mma_config *mc = pick_mma(R, nl, s->mma_max)) { /* few rows per expert */
+    if (const sm90_mma_config *mc = sm90_pick_mma(R, nl, s->mma_max)) { /* few rows per expert */
         const int bt = 8 * mc->nt;
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
@@ -720,17 +527,8 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
             CUDA_LAUNCH(err, "sm90_fused_decode_kernel", sm90_fused_launch(&s->fused, fa, st, pdl));
             return W4A8MOE_STATUS_OK;
         }
-        switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
-        case 144:
-            return mma_layer<1, 4, 4>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, dp->T == 1, rt, st,
-                                      pdl, err);
-        case 148:
-            return mma_layer<1, 4, 8>(s, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready, dp->T == 1, rt, st,
-                                      pdl, err);
-        default: break;
-        }
-        RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel",
-                   mc->nt, mc->ksplit, ks2);
+        return sm90_small_batch_forward(s, mc, ks2, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready,
+                                        dp->T == 1, rt, st, pdl, err);
     }
     const int bn1 = pick_bn(R, nl, s->w13.scaled, s->tile_max);
     const int bn2 = pick_bn(R, nl, s->w2.scaled, s->tile_max);
@@ -798,7 +596,7 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
     else if (lo <= 1) snprintf(band, sizeof band, "1-%lld rows an expert", (long long)hi);
     else snprintf(band, sizeof band, "%lld-%lld rows an expert", (long long)lo, (long long)hi);
     const bool decode = k.early && R <= SM90_EARLY_MAX_ROWS;
-    if (const sm90_mma_config *mc = pick_mma(R, nl, k.mma_max)) {
+    if (const sm90_mma_config *mc = sm90_pick_mma(R, nl, k.mma_max)) {
         char why[W4A8MOE_WHY_CAP] = "";
         if (k.fused_on && T == 1) {
             if (sm90_fused_fits(d->hidden, d->inter, d->top_k, d->group_size, k.fused_gps, 0, why, sizeof why)) {
@@ -814,8 +612,8 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
         if (k.l2_ahead > 0)
             snprintf(l2, sizeof l2, "; weights asked of L2 %d groups ahead (W4A8MOE_SM90_L2_AHEAD)", k.l2_ahead);
         char sg[96] = ""; /* mma_layer's rule (GEMM1 where it finds its expert from the ids) */
-        const bool sg1 = decode && T == 1 && (k.stage & 1) && k.find_ids && stage_fits(d->hidden, mc->ksplit);
-        const bool sg2 = decode && T == 1 && (k.stage & 2) && stage_fits(d->inter, ks2);
+        const bool sg1 = decode && T == 1 && (k.stage & 1) && k.find_ids && sm90_stage_fits(d->hidden, mc->ksplit);
+        const bool sg2 = decode && T == 1 && (k.stage & 2) && sm90_stage_fits(d->inter, ks2);
         if (sg1 || sg2)
             snprintf(sg, sizeof sg, "; %s the token's row from shared memory (W4A8MOE_SM90_STAGE)",
                      sg1 && sg2 ? "both GEMMs read" : sg1 ? "GEMM1 reads" : "GEMM2 reads");

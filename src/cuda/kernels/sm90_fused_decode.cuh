@@ -28,7 +28,7 @@
  *     (y and the row amax, through sm90_epilogue_slice), the grid barrier, GEMM2's items (a
  *     row's requantised codes made once into shared memory, as sm89_requant_kernel makes them;
  *     the rows of y_rows), all on named barrier 1 (the producer is in none of them).
- * Items (the host's static schedule, src/cuda/cuda_sm90_experts.cu): (gemm, tile q, row block),
+ * Items (the host's static schedule, src/cuda/cuda_sm90_fused.cu): (gemm, tile q, row block),
  * GEMM1's first in a block; tile q is the q-th distinct local expert of the token, as the
  * prepare lists it. An item whose tile the ids say is not hit streams nothing; the consumers
  * check the prepare's list after the wait and, where it names another expert (never, by the rule

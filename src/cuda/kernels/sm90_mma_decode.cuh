@@ -243,7 +243,7 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
  *                       loaded then.
  * Reads before the wait of what other kernels wrote go through L2 (ld.global.cg): this SM's L1
  * may hold an earlier forward's lines. Finding a tile costs every block of the grid a scan, so
- * the prologues are for the smallest batches (cuda_sm90_experts.cu, mma_layer). */
+ * the prologues are for the smallest batches (cuda_sm90_small_batch.cu, mma_layer). */
 #define SM90M_FIND 1
 #define SM90M_PRE_WEIGHTS 2
 #define SM90M_RELEASE 4 /* no prologue, but the next kernel released before the wait */
