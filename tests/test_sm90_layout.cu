@@ -208,5 +208,11 @@ int main(void)
                     bad_slot += frag_order_pos(k) != slot;
                 }
     CHECK(bad_slot == 0, "%d values of a thread's B fragments not in its 16-byte slot", bad_slot);
+    /* pairs stay pairs: the staged row (SM90M_STAGE, kernels/sm90_mma_decode.cuh) stores the
+     * f16x2 of elements (k, k + 1), k even, as one 32-bit word at frag_order_pos(k) / 2 */
+    int bad_pair = 0;
+    for (int64_t k = 0; k < 96; k += 2)
+        bad_pair += frag_order_pos(k) % 2 != 0 || frag_order_pos(k + 1) != frag_order_pos(k) + 1;
+    CHECK(bad_pair == 0, "%d element pairs split by the fragment order", bad_pair);
     TEST_MAIN_END();
 }
