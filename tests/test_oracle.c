@@ -556,6 +556,21 @@ static void test_sm90_paths(void)
           "cuda_sm90, STAGE=3 FIND_IDS=0, T = 1: '%s'", buf);
     unsetenv("W4A8MOE_SM90_FIND_IDS");
     unsetenv("W4A8MOE_SM90_STAGE");
+    /* the token quantised first and GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST):
+     * T = 1 only, GEMM1 staging its row with it, not without GEMM1 finding its expert from the ids */
+    char qbuf[512];
+    setenv("W4A8MOE_SM90_QUANT_FIRST", "1", 1);
+    sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
+    CHECK(has(qbuf, "GEMM1 reads the token's row from shared memory") &&
+              has(qbuf, "the token quantised first, GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST)"),
+          "cuda_sm90, QUANT_FIRST=1, T = 1: '%s'", qbuf);
+    sm90->describe_batch(&ctx, 2, qbuf, sizeof qbuf);
+    CHECK(!has(qbuf, "QUANT_FIRST"), "cuda_sm90, QUANT_FIRST=1, T = 2: '%s'", qbuf);
+    setenv("W4A8MOE_SM90_FIND_IDS", "0", 1);
+    sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
+    CHECK(!has(qbuf, "QUANT_FIRST") && !has(qbuf, "STAGE"), "cuda_sm90, QUANT_FIRST=1 FIND_IDS=0, T = 1: '%s'", qbuf);
+    unsetenv("W4A8MOE_SM90_FIND_IDS");
+    unsetenv("W4A8MOE_SM90_QUANT_FIRST");
     /* the one-launch experts of one token (W4A8MOE_SM90_FUSED=1): T = 1 only, g = 64 or 128 */
     setenv("W4A8MOE_SM90_FUSED", "1", 1);
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);

@@ -5,27 +5,34 @@
 # at 1 and 2 blocks an SM, 1, 4, 8 producer lanes, 4-32 KB stages), against the one-launch
 # decode's ~2.2 TB/s "stream alone" (round 38), then a racecheck long enough to finish.
 #   s  stream_lab at 198 MB (Mixtral T = 1), 117 (its GEMM1), 59 (its GEMM2), 21 (qwen3-30b-a3b)
-#   q  test_gpu_distinct, quick (W4A8MOE_SM90_L2_AHEAD=2 and 8, W4A8MOE_SM90_STAGE=1 and 3, against the
-#      default's bits)
+#   q  test_gpu_distinct, quick (W4A8MOE_SM90_L2_AHEAD=2 and 8, W4A8MOE_SM90_STAGE=1 and 3,
+#      W4A8MOE_SM90_QUANT_FIRST=1, against the default's bits), then test_gpu_routing, quick (its
+#      one-token bad ids with QUANT_FIRST=1 among them)
 #   l  w4a8moe bench --tokens 1,16 with W4A8MOE_SM90_L2_AHEAD = 0, 4, 8 (0 twice) on six models,
 #      and explain's line. Prediction (H100): if the small-batch GEMMs are short of bytes in flight
 #      (64 KB an SM, ~2.8 us of latency at 23 GB/s an SM), 4-8 groups ahead take Mixtral T = 1
 #      from 90 to ~75 us and T = 16 by 10-15 %; if the stream lab's "tile ... pf" rows are no faster
 #      than its plain ones, nothing
-#   t  w4a8moe bench --tokens 1 with W4A8MOE_SM90_STAGE = 0, 3, 1, 2, 0, 3 on six models (a one-token
-#      forward's row staged in shared memory: GEMM1 1, GEMM2 2, both 3), and explain's line.
-#      Prediction (H100): GEMM1's group 185 -> ~150 warp instructions (its mma block's PTX 155 -> 114),
-#      so where its instruction chain is the limit (the stream lab's "tile" rows near the copy rate)
-#      GEMM1 10-20 % faster: Mixtral T = 1 90 -> ~83 us, deepseek-v3 93 -> ~86, qwen3-30b-a3b 27.3 ->
-#      ~26; GEMM2 alone (2) 0-5 %; nothing if the stream lab says bytes in flight are the limit
+#   t  w4a8moe bench --tokens 1 on six models with, in turn: nothing, W4A8MOE_SM90_STAGE=3, =1, =2,
+#      W4A8MOE_SM90_QUANT_FIRST=1, QUANT_FIRST=1 with STAGE=2, nothing, STAGE=3, QUANT_FIRST=1; and
+#      explain's lines. STAGE: a one-token forward's row staged in shared memory (GEMM1 1, GEMM2 2,
+#      both 3). Prediction (H100): GEMM1's group 185 -> ~150 warp instructions (its mma block's
+#      PTX 155 -> 114), so where its instruction chain is the limit (the stream lab's "tile" rows
+#      near the copy rate) GEMM1 10-20 % faster: Mixtral T = 1 90 -> ~83 us, deepseek-v3 93 -> ~86,
+#      qwen3-30b-a3b 27.3 -> ~26; GEMM2 alone (2) 0-5 %; nothing if bytes in flight are the limit.
+#      QUANT_FIRST: the token quantised by a kernel of its own before the prepare's sort, GEMM1's
+#      whole product before its PDL wait. Prediction: GEMM1 starts ~2.5 us earlier (the sort's
+#      part of the prepare's ~5 us), T = 1 2-3 us less on every model (qwen3-30b-a3b ~27 -> ~24.5)
+#   c  chain_lab qwen3-30b-a3b and mixtral-8x7b T = 1: default, STAGE=3, QUANT_FIRST=1 with STAGE=3
+#      (each node's step in the graph: where the microseconds moved)
 #   m  memcheck of test_gpu_distinct, quick
 #   p  bench/peers.py at T = 1, 16, 64, 256 (issue 8's table: ours, the floor, torch's grouped GEMMs)
 #   r  racecheck of test_gpu_distinct, quick, its decode shapes first (W4A8MOE_TEST_MAX_T=8: the
 #      small-batch path with its prologues and L2 requests, the one-launch runs at 1, 2, 4 groups
 #      a stage), then all of it with what time is left
 # Run: bash dev/rounds/build_device_bins.sh, then run(command="bash dev/rounds/run_round39.sh sqltm 570",
-#      carry=["build-lab/bins.tar.xz","build-lab/stream_lab"]), and at once (the machine is kept
-#      only 30 s idle) "bash dev/rounds/run_round39.sh pr 570".
+#      carry=["build-lab/bins.tar.xz","build-lab/stream_lab","build-lab/chain_lab"]), and at once (the
+#      machine is kept only 30 s idle) "bash dev/rounds/run_round39.sh cpr 570".
 set -u
 PARTS=${1:-sqlpmr}
 DEADLINE=${2:-570}
@@ -36,7 +43,9 @@ B=build-cuda
 part_q() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
   W4A8MOE_TEST_QUICK=1 timeout "$(lim 120)" $B/tests-gpu/test_gpu_distinct > "$OUT/distinct-quick.log" 2>&1
-  echo "distinct quick rc=$?"; grep -h "L2_AHEAD\|STAGE\|FAIL\|passed, " "$OUT/distinct-quick.log" | grep -v "^ok" | tail -8
+  echo "distinct quick rc=$?"; grep -h "L2_AHEAD\|STAGE\|QUANT_FIRST\|FAIL\|passed, " "$OUT/distinct-quick.log" | grep -v "^ok" | tail -8
+  W4A8MOE_TEST_QUICK=1 timeout "$(lim 60)" $B/tests-gpu/test_gpu_routing > "$OUT/routing-quick.log" 2>&1
+  echo "routing quick rc=$?"; grep -h "FAIL\|passed, " "$OUT/routing-quick.log" | tail -6
 }
 part_l() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
@@ -53,13 +62,25 @@ part_t() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
   W4A8MOE_SM90_STAGE=3 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model mixtral-8x7b 2>&1 |
     grep -m3 "STAGE"
+  W4A8MOE_SM90_QUANT_FIRST=1 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model qwen3-30b-a3b 2>&1 |
+    grep -m3 "QUANT_FIRST"
   for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3 qwen3-235b-a22b llama4-maverick; do
-    for a in 0 3 1 2 0 3; do
-      echo "== $m stage=$a"
-      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=$a timeout "$(lim 40)" $B/w4a8moe bench --device cuda \
-        --model $m --tokens 1 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
+    for a in 0:0 3:0 1:0 2:0 0:1 2:1 0:0 3:0 0:1; do
+      echo "== $m stage=${a%%:*} quant_first=${a##*:}"
+      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=${a%%:*} W4A8MOE_SM90_QUANT_FIRST=${a##*:} timeout "$(lim 40)" \
+        $B/w4a8moe bench --device cuda --model $m --tokens 1 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
     done
   done 2>&1 | tee "$OUT/stage-bench.log"
+}
+part_c() {
+  [ -x $B/w4a8moe ] || unpack bins || return 1
+  for m in qwen3-30b-a3b mixtral-8x7b; do
+    for a in 0:0 3:0 3:1; do
+      echo "== $m stage=${a%%:*} quant_first=${a##*:}"
+      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=${a%%:*} W4A8MOE_SM90_QUANT_FIRST=${a##*:} \
+        timeout "$(lim 40)" build-lab/chain_lab $m 1 2>&1 | tail -n +2
+    done
+  done 2>&1 | tee "$OUT/chain.log"
 }
 part_m() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
@@ -87,7 +108,8 @@ summary() {
   for f in l2-bench stage-bench; do
     [ -f "$OUT/$f.log" ] && awk '/^==/ {h=$0; next} {print h " | T " $1 ": " $3}' "$OUT/$f.log"
   done
-  grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/san-*.log 2>/dev/null
+  grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/routing-quick.log \
+    "$OUT"/san-*.log 2>/dev/null
 }
 for (( i = 0; i < ${#PARTS}; i++ )); do part_${PARTS:i:1}; done
 summary

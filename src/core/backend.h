@@ -124,6 +124,10 @@ static inline void w4a8moe_stage_ctx_set_local(w4a8moe_stage_ctx *ctx, const w4a
  * 0: nothing asked. `written` is set by a prepare that wrote them (the CUDA local prepare's
  * one-launch decode kernel); a prepare that did not leaves it 0 and the experts schedule as
  * before. Device pointers into the experts' workspace.
+ * quant_first (asked, one-token forwards): the token quantised into a_q and a_scale by a kernel
+ * of its own before the one that sorts the pairs, so that the experts' first kernel, two launches
+ * after it, may read them before its PDL wait (src/cuda/kernels/pdl.cuh); `quantised_first` is
+ * set by a prepare that did so.
  */
 typedef struct w4a8moe_tile_plan {
     int32_t rows_a_tile;
@@ -132,6 +136,8 @@ typedef struct w4a8moe_tile_plan {
     int32_t *ntiles;
     uint32_t *zero;
     int64_t nzero;
+    int32_t quant_first;
+    int32_t quantised_first;
 } w4a8moe_tile_plan;
 
 /*

@@ -8,7 +8,9 @@
  *   → per-token quantisation written into each of its rows; when T*k <= 1024 all of it after
  *   the router is one kernel (dispatch_decode_kernel: a block a token, each block sorting the
  *   few pairs itself), which also writes the experts' tile list when they ask for one
- *   (w4a8moe_tile_plan, src/core/backend.h).
+ *   (w4a8moe_tile_plan, src/core/backend.h); a one-token forward whose experts ask for it is
+ *   quantised first by a kernel of its own (dispatch_quant_first_kernel), so that their first
+ *   kernel may read its rows while the decode kernel sorts the pairs.
  * finalize: the deterministic combine (j ascending, f32, one rounding), shared expert included:
  *   the shared row's weighted value is added after the routed pairs, in the same f32 sum and with
  *   the host finalize's operations in its order (products and sums rounded apart, no FMA), so a
@@ -201,6 +203,7 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
     w4a8moe_dispatch_carve(d, nl, workspace, dp);
     dp->T = T;
     dp->plan.written = 0; /* the experts' tile list: only the decode kernel writes it */
+    dp->plan.quantised_first = 0;
     dp->x = x; /* unquantised (ACT_BF16) experts read the caller's rows, as on the host */
     local_extra ex;
     local_extra_layout(ctx, (char *)workspace + w4a8moe_dispatch_bytes(d, nl), &ex);
@@ -228,13 +231,21 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
         dispatch_tiles tl = {0, NULL, NULL, NULL, 0};
         if (pl->rows_a_tile > 0 && pl->tiles && pl->ntiles)
             tl = {pl->rows_a_tile, (int2 *)pl->tiles, pl->ntiles, pl->zero, pl->zero ? pl->nzero : 0};
+        /* a one-token forward quantised first, where the experts asked (backend.h) */
+        const int qfirst = pl->quant_first && T == 1 && H <= DECODE_TOKEN_MAX;
+        if (qfirst)
+            CUDA_LAUNCH(err, "dispatch_quant_first_kernel",
+                        w4a8moe_launch(dispatch_quant_first_kernel, dim3(1), dim3(DISPATCH_CHUNK), 0, st, pdl, m,
+                                       wts, d->router_weight_on_input, x, (int)d->io_dtype, H, static_scale,
+                                       dp->a_q, dp->a_scale));
         CUDA_LAUNCH(err, "dispatch_decode_kernel",
                     w4a8moe_launch(dispatch_decode_kernel, dim3((unsigned)T), dim3(DISPATCH_CHUNK),
                                    (size_t)nl * 4, st, pdl, m, ex.err, s->report_dev,
                                    dp->expert_offsets, wts, d->router_weight_on_input, dp->pair_row,
                                    dp->row_token, dp->pair_weight, x, (int)d->io_dtype, H,
-                                   static_scale, dp->a_q, dp->a_scale, tl));
+                                   static_scale, dp->a_q, dp->a_scale, tl, qfirst));
         dp->plan.written = tl.bt > 0;
+        dp->plan.quantised_first = qfirst;
         if (s->check_routing && routing->topk_ids) FORWARD(check_routing(s, d, st, err));
         return W4A8MOE_STATUS_OK;
     }

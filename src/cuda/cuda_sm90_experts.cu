@@ -293,6 +293,8 @@ static void sm90_read_switches(sm90_state *s)
     if (s->l2_ahead < 0) s->l2_ahead = 0;
     const char *sg = getenv("W4A8MOE_SM90_STAGE");
     s->stage = sg ? atoi(sg) & 3 : 0;
+    const char *qf = getenv("W4A8MOE_SM90_QUANT_FIRST");
+    s->quant_first = qf && qf[0] == '1';
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -416,6 +418,9 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     plan->ntiles = ws.ntiles;
     plan->zero = ws.rowmax;
     plan->nzero = R;
+    /* the token first, where GEMM1 then multiplies it before its wait (sm90_small_batch_forward) */
+    plan->quant_first = s->quant_first && T == 1 && s->early && R <= SM90_EARLY_MAX_ROWS && s->find_ids &&
+                        sm90_stage_fits(ctx->desc->hidden, mc->ksplit);
 }
 
 /* CTAs an SM of the scaled kernel's tiles of bn rows. */
@@ -528,7 +533,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
             return W4A8MOE_STATUS_OK;
         }
         return sm90_small_batch_forward(s, mc, ks2, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready,
-                                        dp->T == 1, rt, st, pdl, err);
+                                        dp->T == 1, ready && pl.quantised_first && dp->T == 1, rt, st, pdl, err);
     }
     const int bn1 = pick_bn(R, nl, s->w13.scaled, s->tile_max);
     const int bn2 = pick_bn(R, nl, s->w2.scaled, s->tile_max);
@@ -612,13 +617,15 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
         if (k.l2_ahead > 0)
             snprintf(l2, sizeof l2, "; weights asked of L2 %d groups ahead (W4A8MOE_SM90_L2_AHEAD)", k.l2_ahead);
         char sg[96] = ""; /* mma_layer's rule (GEMM1 where it finds its expert from the ids) */
-        const bool sg1 = decode && T == 1 && (k.stage & 1) && k.find_ids && sm90_stage_fits(d->hidden, mc->ksplit);
+        const bool qf = decode && T == 1 && k.quant_first && k.find_ids && sm90_stage_fits(d->hidden, mc->ksplit);
+        const bool sg1 = qf || (decode && T == 1 && (k.stage & 1) && k.find_ids && sm90_stage_fits(d->hidden, mc->ksplit));
         const bool sg2 = decode && T == 1 && (k.stage & 2) && sm90_stage_fits(d->inter, ks2);
         if (sg1 || sg2)
             snprintf(sg, sizeof sg, "; %s the token's row from shared memory (W4A8MOE_SM90_STAGE)",
                      sg1 && sg2 ? "both GEMMs read" : sg1 ? "GEMM1 reads" : "GEMM2 reads");
-        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s", band, 8 * mc->nt,
+        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s%s", band, 8 * mc->nt,
                  mc->ksplit, k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", l2, sg,
+                 qf ? "; the token quantised first, GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST)" : "",
                  why[0] ? "; not in one launch: " : "", why);
         return 1;
     }

@@ -52,6 +52,9 @@ typedef struct sm90_state {
                     * 0: off, the default; kernels/sm90_mma_decode.cuh, SM90M_L2_AHEAD) */
     int stage;     /* a one-token forward's row staged in shared memory (SM90M_STAGE): bit 0 GEMM1,
                     * bit 1 GEMM2 (W4A8MOE_SM90_STAGE; 0, the default, until measured) */
+    int quant_first; /* a one-token forward quantised by a kernel of its own first, GEMM1's product
+                      * before its wait (SM90M_PRE_ROWS; W4A8MOE_SM90_QUANT_FIRST=1; off until
+                      * measured) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 
@@ -87,11 +90,13 @@ bool sm90_stage_fits(int64_t K, int ks);
 /* The small-batch forward on entry mc with GEMM2's K split ks2 (sm90_gemm2_ksplit): a1, a2 the
  * GEMMs' arguments, a_q the dispatch's e4m3 rows, total its row count on the device, R the
  * routed rows, tb the tiles' bound, nl the local experts; tiles_ready: the prepare wrote the tile
- * list; one_row: a one-token forward (every tile one row); rt: the routing ids. */
+ * list; one_row: a one-token forward (every tile one row); quantised_first: the prepare
+ * quantised that token in a kernel of its own (w4a8moe_tile_plan); rt: the routing ids. */
 w4a8moe_status sm90_small_batch_forward(const sm90_state *s, const sm90_mma_config *mc, int ks2,
                                         const sm90_gemm_args &a1, const sm90_gemm_args &a2, const void *a_q,
                                         const sm90_ws &ws, int64_t I, const int32_t *total, float r_static,
                                         int64_t R, unsigned tb, int nl, bool tiles_ready, bool one_row,
-                                        const sm90m_ids &rt, cudaStream_t st, int pdl, w4a8moe_err *err);
+                                        bool quantised_first, const sm90m_ids &rt, cudaStream_t st, int pdl,
+                                        w4a8moe_err *err);
 
 #endif /* W4A8MOE_CUDA_SM90_INTERNAL_H */

@@ -45,7 +45,7 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
 
 /* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE, FIND | PRE_WEIGHTS or FIND_IDS |
  * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS; either, any of those with L2_AHEAD, and the last of each
- * (the one-token forward's) with STAGE. */
+ * (the one-token forward's) with STAGE, GEMM1's also with STAGE | PRE_ROWS. */
 template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int L2 = 0>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                                     int nl, const sm90m_ids &rt, cudaStream_t st, int pdl)
@@ -60,6 +60,10 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
     constexpr int c = L2 | (GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
     constexpr int d = c | SM90M_STAGE;
     early |= L2;
+    if constexpr (GATED) { /* GEMM1 of a one-token forward quantised first (SM90M_PRE_ROWS) */
+        constexpr int f = d | SM90M_PRE_ROWS;
+        if (early == f) return mma_launch<NT, KS, GATED, F16IN, SCALED, f>(p, act, tiles_bound, nl, rt, st, pdl);
+    }
     if (early == d) return mma_launch<NT, KS, GATED, F16IN, SCALED, d>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl);
@@ -91,12 +95,14 @@ bool sm90_stage_fits(int64_t K, int ks)
  * loads its first weights beside the schedule kernel; GEMM2 loads its first weights beside the
  * requantisation. With s->stage and one token (one_row: every tile one row), the prologues on,
  * either GEMM stages its row in shared memory (SM90M_STAGE), GEMM1 where it finds its expert
- * from the ids. KS, KS2: GEMM1's and GEMM2's K splits. */
+ * from the ids; where the prepare quantised the token first (quantised_first), GEMM1 stages it
+ * and multiplies it before its wait (SM90M_PRE_ROWS). KS, KS2: GEMM1's and GEMM2's K splits. */
 template <int NT, int KS, int KS2>
 static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, const sm90_gemm_args &a2,
                                 const void *a_q, const sm90_ws &ws, int64_t I, const int32_t *total,
                                 float r_static, int64_t R, unsigned tb, int nl, bool tiles_ready, bool one_row,
-                                const sm90m_ids &rt, cudaStream_t st, int pdl, w4a8moe_err *err)
+                                bool quantised_first, const sm90m_ids &rt, cudaStream_t st, int pdl,
+                                w4a8moe_err *err)
 {
     RETURN_IF(err, s->w13.scaled, W4A8MOE_STATUS_INTERNAL,
               "cuda_sm90: GEMM1 is packed for the scaled kernel, which the small-batch path lacks");
@@ -106,12 +112,13 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
      * just before, wrote them with the tile list */
     const bool ids = s->find_ids && tiles_ready && rt.ids;
     const bool finds = nl <= s->find_max && !tiles_ready;
+    const bool stage1 = early && ids && one_row && ((s->stage & 1) || quantised_first) && sm90_stage_fits(a1.K, KS);
     const int e1 = (!early ? 0
                     : ids  ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS
                     : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS
                             : SM90M_RELEASE) |
                    (a1.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
-                   (early && ids && one_row && (s->stage & 1) && sm90_stage_fits(a1.K, KS) ? SM90M_STAGE : 0);
+                   (stage1 ? SM90M_STAGE : 0) | (stage1 && quantised_first ? SM90M_PRE_ROWS : 0);
     const int e2 = (early ? SM90M_PRE_WEIGHTS : 0) | (a2.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
                    (early && one_row && (s->stage & 2) && sm90_stage_fits(a2.K, KS2) ? SM90M_STAGE : 0);
     if (!tiles_ready)
@@ -138,15 +145,16 @@ w4a8moe_status sm90_small_batch_forward(const sm90_state *s, const sm90_mma_conf
                                         const sm90_gemm_args &a1, const sm90_gemm_args &a2, const void *a_q,
                                         const sm90_ws &ws, int64_t I, const int32_t *total, float r_static,
                                         int64_t R, unsigned tb, int nl, bool tiles_ready, bool one_row,
-                                        const sm90m_ids &rt, cudaStream_t st, int pdl, w4a8moe_err *err)
+                                        bool quantised_first, const sm90m_ids &rt, cudaStream_t st, int pdl,
+                                        w4a8moe_err *err)
 {
     switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
     case 144:
-        return mma_layer<1, 4, 4>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row, rt, st,
-                                  pdl, err);
+        return mma_layer<1, 4, 4>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
+                                  quantised_first, rt, st, pdl, err);
     case 148:
-        return mma_layer<1, 4, 8>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row, rt, st,
-                                  pdl, err);
+        return mma_layer<1, 4, 8>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
+                                  quantised_first, rt, st, pdl, err);
     default: break;
     }
     RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel", mc->nt,

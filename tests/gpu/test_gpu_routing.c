@@ -405,6 +405,51 @@ static void test_bad_ids_small(const char *find_ids)
     bad_free(&c);
 }
 
+/* One token whose prepare quantises it in a kernel of its own first and whose cuda_sm90 GEMM1
+ * multiplies it before its PDL wait (W4A8MOE_SM90_QUANT_FIRST=1 while the layers are made): an id
+ * of 99, then an expert twice, each against cpu_ref with the bad slot as -1 — the token's rows
+ * (its valid slots) and the tiles GEMM1 finds from the ids must agree with the prepare's sort. */
+static void test_bad_ids_one_token(void)
+{
+    bad_ctx c;
+    const int64_t bad[1][3] = {{0, 2, 99}};
+    setenv("W4A8MOE_SM90_QUANT_FIRST", "1", 1);
+    int ok = bad_make(&c, small_desc(16, 4, 1), 1, bad, 1) == 0;
+    unsetenv("W4A8MOE_SM90_QUANT_FIRST");
+    CHECK(ok, "bad ids (one token): setup: %s", w4a8moe_last_error());
+    if (!ok) { bad_free(&c); return; }
+    w4a8moe_routing_input rd = gh_routing(c.dv.ids, c.dv.weights, NULL);
+    CHECK(w4a8moe_layer_forward(c.gpu, 1, c.dv.x, &rd, c.dv.out, NULL) == W4A8MOE_STATUS_OK,
+          "bad ids (one token): the forward itself runs: %s", w4a8moe_layer_error(c.gpu));
+    expect_close("one token, id 99 runs as -1 (quantised first)", &c.d, 1, &c.dv, c.want, NULL);
+    w4a8moe_status st = w4a8moe_layer_check(c.gpu, NULL);
+    CHECK(st == W4A8MOE_STATUS_INVALID_ARGUMENT && has(w4a8moe_layer_error(c.gpu), "token 0"),
+          "bad ids (one token): layer_check gave %d '%s'", (int)st, w4a8moe_layer_error(c.gpu));
+
+    int32_t rep[4];
+    memcpy(rep, c.in.ids, sizeof rep);
+    rep[2] = rep[0]; /* slot 2: slot 0's expert again */
+    float *want_rep = malloc((size_t)c.d.hidden * 4);
+    int32_t as_run[4];
+    memcpy(as_run, rep, sizeof as_run);
+    as_run[2] = -1;
+    w4a8moe_routing_input rh = gh_routing(as_run, c.in.weights, NULL);
+    ok = want_rep && ref_forward(c.ref, &c.d, 1, c.in.x, &rh, want_rep) == 0 &&
+         cudaMemcpy(c.dv.ids, rep, sizeof rep, cudaMemcpyHostToDevice) == cudaSuccess;
+    CHECK(ok, "repeated id (one token): reference and device ids");
+    if (ok) {
+        CHECK(w4a8moe_layer_forward(c.gpu, 1, c.dv.x, &rd, c.dv.out, NULL) == W4A8MOE_STATUS_OK,
+              "repeated id (one token): the forward itself runs: %s", w4a8moe_layer_error(c.gpu));
+        expect_close("one token, an expert twice runs its later slot as -1 (quantised first)", &c.d, 1, &c.dv,
+                     want_rep, NULL);
+        st = w4a8moe_layer_check(c.gpu, NULL);
+        CHECK(st == W4A8MOE_STATUS_INVALID_ARGUMENT, "repeated id (one token): layer_check gave %d '%s'", (int)st,
+              w4a8moe_layer_error(c.gpu));
+    }
+    free(want_rep);
+    bad_free(&c);
+}
+
 /* Many-chunk dispatch (T*k > 1024): two bad slots in different chunks. */
 static void test_bad_ids_large(void)
 {
@@ -492,6 +537,7 @@ int main(void)
     test_nan_logits_layers();
     test_bad_ids_small(NULL); /* GEMM1 finding its tile's expert from the ids (the default) */
     test_bad_ids_small("0");  /* and not */
+    test_bad_ids_one_token();
     test_bad_ids_large();
     test_bad_ids_graph();
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "device errors at the end");

@@ -373,7 +373,8 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
                                        int on_input, int32_t *__restrict__ pair_row,
                                        int32_t *__restrict__ row_token, float *__restrict__ pair_weight,
                                        const void *__restrict__ x, int dt, int64_t H, float static_scale,
-                                       uint8_t *__restrict__ a_q, float *__restrict__ a_scale, dispatch_tiles tl)
+                                       uint8_t *__restrict__ a_q, float *__restrict__ a_scale, dispatch_tiles tl,
+                                       int quantised)
 {
     pdl_enter(); /* kernels/pdl.cuh: before any global access */
     extern __shared__ int32_t cursor[]; /* [nl]: counts, then each expert's next row */
@@ -384,7 +385,7 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
     const bool writer = blockIdx.x == 0;
     const int64_t t = blockIdx.x, pairs = m.T * m.k, p = threadIdx.x;
     const float w_in = on_input ? weights[t * m.k] : 1.0f;
-    const bool early = H <= DECODE_TOKEN_MAX; /* uniform over the grid */
+    const bool early = H <= DECODE_TOKEN_MAX && !quantised; /* uniform over the grid */
     decode_token tk;
     if (early) decode_token_load(x, dt, H, t, w_in, static_scale, tk, red);
     for (int e = threadIdx.x; e < m.nl; e += blockDim.x) cursor[e] = 0;
@@ -419,11 +420,39 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
     }
     __syncthreads();
     const int nrows = nrows_s;
-    if (nrows == 0) return;
+    if (nrows == 0 || quantised) return; /* quantised: dispatch_quant_first_kernel wrote the rows */
     if (early)
         decode_token_store(tk, H, rows, nrows, static_scale, red, a_q, a_scale);
     else
         dispatch_quant_token(x, dt, H, t, rows, nrows, w_in, static_scale, a_q, a_scale, red);
+}
+
+/* A one-token forward's quantisation on its own, before dispatch_decode_kernel (then called with
+ * quantised = 1) sorts the pairs (w4a8moe_tile_plan's quant_first): the kernels two launches
+ * after it may read a_q and a_scale before their PDL wait. One block of DISPATCH_CHUNK threads, H
+ * <= DECODE_TOKEN_MAX. The token's rows are 0 .. n - 1, n its valid local slots (one row each:
+ * the pairs of one token have distinct experts, a repeated id counting as none), whichever
+ * expert the sort gives each; so the codes and scales are the decode kernel's, row for row. */
+__global__ void dispatch_quant_first_kernel(pair_map m, const float *__restrict__ weights, int on_input,
+                                            const void *__restrict__ x, int dt, int64_t H, float static_scale,
+                                            uint8_t *__restrict__ a_q, float *__restrict__ a_scale)
+{
+    pdl_enter(); /* kernels/pdl.cuh: before any global access */
+    __shared__ int32_t rows[64];
+    __shared__ uint32_t red[32];
+    __shared__ int32_t nrows_s;
+    const float w_in = on_input ? weights[0] : 1.0f;
+    decode_token tk;
+    decode_token_load(x, dt, H, 0, w_in, static_scale, tk, red);
+    if (threadIdx.x < 64) rows[threadIdx.x] = threadIdx.x;
+    if (threadIdx.x == 0) nrows_s = 0;
+    __syncthreads();
+    int bad = 0;
+    if (threadIdx.x < m.k && pair_local_expert(m, threadIdx.x, &bad) >= 0) atomicAdd(&nrows_s, 1);
+    __syncthreads();
+    const int nrows = nrows_s;
+    if (nrows == 0) return;
+    decode_token_store(tk, H, rows, nrows, static_scale, red, a_q, a_scale);
 }
 
 /* Step 7: out[t, h] = sum_j w_j * y[row(t, j), h] (j ascending) + the shared expert's term, f32,

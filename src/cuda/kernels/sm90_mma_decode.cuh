@@ -264,6 +264,14 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
  * hottest stall a widening waiting for those bytes; a block's four warps all read the same row.
  * Same values in the same registers: the same bits. Off by default (W4A8MOE_SM90_STAGE). */
 #define SM90M_STAGE 32
+/* SM90M_PRE_ROWS (with FIND_IDS and STAGE, GEMM1 of a one-token forward whose row the prepare's
+ * first kernel quantised, two launches back: w4a8moe_tile_plan's quant_first): the whole product
+ * before the PDL wait — tile b's row is row b (the token's rows are its distinct experts, in the
+ * order FIND_IDS finds them), staged through L2 — so the weights stream while the prepare sorts
+ * the pairs; after the wait the tile list is checked against it (the same rule: it always
+ * agrees) and, were it to differ, the tile is multiplied again from the list; then the epilogue
+ * (its row amax was zeroed by the prepare). */
+#define SM90M_PRE_ROWS 64
 
 /* Warps a block (the grid above). */
 #define SM90M_WARPS(ks) ((ks) > 4 ? (ks) : 4)
@@ -284,14 +292,17 @@ __host__ __device__ __forceinline__ int64_t sm90m_stage_bytes(int64_t K) { retur
  * chunks it covers; the block is uniform in reaching this). K is a multiple of 32 (g divides
  * it), the row 16-byte aligned (K e4m3 bytes a row). */
 template <bool F16IN>
-__device__ __forceinline__ void sm90m_stage_row(const char *row, int64_t K, uint4 *dst)
+__device__ __forceinline__ void sm90m_stage_row(const char *row, int64_t K, uint4 *dst, bool via_l2)
 {
+    /* via_l2: a row written by a kernel still running's predecessor, read before the PDL wait
+     * (kernels/pdl.cuh: through L2, not this SM's L1) */
+    auto load = [&](int i) { return via_l2 ? __ldcg((const uint4 *)row + i) : __ldg((const uint4 *)row + i); };
     if constexpr (F16IN) {
-        for (int i = threadIdx.x; i < K / 8; i += blockDim.x) dst[i] = __ldg((const uint4 *)row + i);
+        for (int i = threadIdx.x; i < K / 8; i += blockDim.x) dst[i] = load(i);
     } else {
         uint32_t *d = (uint32_t *)dst;
         for (int i = threadIdx.x; i < K / 16; i += blockDim.x) {
-            const uint4 v = __ldg((const uint4 *)row + i);
+            const uint4 v = load(i);
             const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
             for (int j = 0; j < 8; j++) { /* elements 16 i + 2 j and + 1, one f16x2 */
@@ -317,8 +328,10 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
 {
     constexpr bool FIND = EARLY & SM90M_FIND, PRE_W = EARLY & SM90M_PRE_WEIGHTS;
     constexpr bool REL = EARLY & SM90M_RELEASE, IDS = EARLY & SM90M_FIND_IDS, STG = EARLY & SM90M_STAGE;
+    constexpr bool PRE_ROWS = EARLY & SM90M_PRE_ROWS;
     static_assert(!FIND || PRE_W, "a tile is found before the wait");
     static_assert(!STG || NT == 1, "one staged row: one-fragment tiles");
+    static_assert(!PRE_ROWS || (IDS && STG), "the row before the wait: found from the ids, staged through L2");
     static_assert(!IDS || (PRE_W && !FIND && NT == 1), "an expert is found before the wait, one-fragment tiles");
     if constexpr (PRE_W || REL) pdl_release(); /* the next kernel (requantisation, combine) has no prologue */
     if constexpr (!PRE_W) pdl_wait(); /* kernels/pdl.cuh: before any global access */
@@ -413,17 +426,23 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
     if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
         if (found && b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
     }
+    bool early_rows = PRE_ROWS && found; /* uniform over the block, as found */
     if constexpr (IDS) {
-        pdl_wait(); /* the prepare's tile list and rows */
-        if ((int)blockIdx.x >= *p.ntiles) return;
-        const int2 tile = p.tiles[blockIdx.x];
-        row0 = tile.y;
-        if (!found || tile.x != e) { /* not the expert found: its weights now */
-            set_expert(tile.x);
-            if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-            if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+        if (early_rows) {
+            row0 = (int)blockIdx.x;
+            row_end = row0 + 1;
+        } else {
+            pdl_wait(); /* the prepare's tile list and rows */
+            if ((int)blockIdx.x >= *p.ntiles) return;
+            const int2 tile = p.tiles[blockIdx.x];
+            row0 = tile.y;
+            if (!found || tile.x != e) { /* not the expert found: its weights now */
+                set_expert(tile.x);
+                if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+                if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+            }
+            row_end = p.offsets[e + 1];
         }
-        row_end = p.offsets[e + 1];
     } else {
         if constexpr (!FIND) row_end = PRE_W ? __ldcg(p.offsets + e + 1) : p.offsets[e + 1];
         if constexpr (PRE_W) pdl_wait(); /* the rows (GEMM1: the prepare; GEMM2: the requant) */
@@ -433,7 +452,6 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
      * of each row, plus 2 tig (e4m3) or 8 tig (f16, fragment order): arow[f], row f's. */
     constexpr int ESZ = F16IN ? 2 : 1, GB = 32 * GSTEPS * ESZ; /* GB: bytes of a group's row slice */
     extern __shared__ uint4 sm90m_row[]; /* STG: the row in fragment order, 4 uint4 a k32 chunk */
-    if constexpr (STG) sm90m_stage_row<F16IN>((const char *)act + (int64_t)row0 * p.K * ESZ, p.K, sm90m_row);
     const char *arow[NT];
 #pragma unroll
     for (int f = 0; f < NT; f++) /* rows past the tile's end read its last row; never stored */
@@ -452,8 +470,6 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
                 asm volatile("prefetch.global.L1 [%0];" ::"l"(arow[f] + (int64_t)b * GB + o));
     };
     float acc[ACC];
-#pragma unroll
-    for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
     /* one group's products into acc (scaled: as is; promoting: with its row scales) */
     auto mma_group = [&](int b, const uint2 (&w)[GSTEPS], uint32_t hs, float2 sc) {
         float tmp[ACC];
@@ -487,18 +503,37 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
             for (int i = 0; i < ACC; i++) acc[i] = fmaf((i & 2) ? sc.y : sc.x, tmp[i], acc[i]);
         }
     };
-    if (!STG && b0 + 1 < b1) prefetch_act(b0 + 1);
-    for (int b = b0; b < b1; b++) {
-        if (!STG && b + 2 < b1) prefetch_act(b + 2);
-        if constexpr (L2A) {
-            if (b + 2 + p.l2_ahead < b1) l2_group(b + 2 + p.l2_ahead);
-        }
-        if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
-        mma_group(b, cur, hs_cur, sc_cur);
+    for (;;) { /* once; PRE_ROWS: again from the tile list, should it differ from the row found */
+        if constexpr (STG)
+            sm90m_stage_row<F16IN>((const char *)act + (int64_t)row0 * p.K * ESZ, p.K, sm90m_row, early_rows);
 #pragma unroll
-        for (int s = 0; s < GSTEPS; s++) cur[s] = nxt[s];
-        hs_cur = hs_nxt;
-        sc_cur = sc_nxt;
+        for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
+        if (!STG && b0 + 1 < b1) prefetch_act(b0 + 1);
+        for (int b = b0; b < b1; b++) {
+            if (!STG && b + 2 < b1) prefetch_act(b + 2);
+            if constexpr (L2A) {
+                if (b + 2 + p.l2_ahead < b1) l2_group(b + 2 + p.l2_ahead);
+            }
+            if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
+            mma_group(b, cur, hs_cur, sc_cur);
+#pragma unroll
+            for (int s = 0; s < GSTEPS; s++) cur[s] = nxt[s];
+            hs_cur = hs_nxt;
+            sc_cur = sc_nxt;
+        }
+        if (!early_rows) break;
+        pdl_wait(); /* the prepare's tile list, and the row amax it zeroed for the epilogue */
+        early_rows = false;
+        if ((int)blockIdx.x >= *p.ntiles) return;
+        const int2 tile = p.tiles[blockIdx.x];
+        const int tile_end = p.offsets[tile.x + 1];
+        if (tile.x == e && tile.y == row0 && tile_end == row_end) break;
+        set_expert(tile.x); /* never, by the rule both follow: the tile from the list */
+        row0 = tile.y;
+        row_end = tile_end;
+        if (b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
+        if (b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
+        __syncthreads(); /* every warp done with the staged row */
     }
     if constexpr (KS > 1) { /* split-K partials, added in warp order */
         if (kq > 0) {
