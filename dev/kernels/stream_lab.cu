@@ -23,6 +23,13 @@
  *                loads a lane in flight (d = 8: its two groups of g = 128 in flight); pf: thread 0
  *                first asks L2 for the block's whole c bytes (cp.async.bulk.prefetch.L2), so the
  *                block's bytes are in flight from its start whatever d is
+ *   phased bps u [pf2]  the one-launch layer's shape (sm90_fused_decode.cuh) with ldg's loads: a
+ *                block of 512 threads an SM reads its slice of the first 2/3 of the bytes (GEMM1's
+ *                share), waits at a grid barrier, reads its slice of the last 1/3 (GEMM2's), waits
+ *                at a second barrier; pf2: thread 0 first asks L2 for its phase-2 slice
+ *                (cp.async.bulk.prefetch.L2), as the ring streams GEMM2's weights past the barrier
+ *   barriers     the same kernel reading nothing: a launch and two grid barriers
+ *   empty        a launch that does nothing: what every row's µs include
  * Build: nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a dev/kernels/stream_lab.cu \
  *            -o build-lab/stream_lab
  * Run:   build-lab/stream_lab [MB ...]   (default 198 and 21: Mixtral's and qwen3-30b-a3b's T = 1)
@@ -73,6 +80,59 @@ static __global__ void __launch_bounds__(LDG_THREADS) ldg_kernel(const uint4 *sr
     }
     sink_if(x, sink);
 }
+
+/* A grid-wide barrier of co-resident blocks (one an SM here), reusable across barriers and
+ * launches: bar[0] counts arrivals, bar[1] is the generation the last arrival advances. */
+__device__ __forceinline__ void grid_barrier(unsigned *bar)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned *gen = bar + 1;
+        const unsigned g = *gen;
+        __threadfence();
+        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+            bar[0] = 0;
+            __threadfence();
+            atomicAdd(bar + 1, 1u);
+        } else {
+            while (*gen == g) {}
+        }
+    }
+    __syncthreads();
+}
+
+/* Reads per1 uint4 of the first part and per2 of the second, a block's slices, with a grid
+ * barrier after each (the one-launch layer's GEMM1, requantisation, GEMM2 and combine steps). */
+template <int U, bool PF2>
+static __global__ void __launch_bounds__(LDG_THREADS) phased_kernel(const uint4 *src, int64_t per1, int64_t per2,
+                                                                    unsigned *bar, uint32_t *sink)
+{
+    const uint4 *p1 = src + blockIdx.x * per1, *p2 = src + gridDim.x * per1 + blockIdx.x * per2;
+#if SM90_ENABLED
+    if (PF2 && threadIdx.x == 0 && per2 > 0)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p2), "r"((uint32_t)(per2 * 16)) : "memory");
+#endif
+    uint32_t x = 0;
+    auto read = [&](const uint4 *p, int64_t per) {
+        for (int64_t i = threadIdx.x; i < per; i += (int64_t)U * LDG_THREADS) {
+            uint4 v[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int64_t j = i + (int64_t)u * LDG_THREADS;
+                v[u] = j < per ? __ldcs(p + j) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+        }
+    };
+    read(p1, per1);
+    grid_barrier(bar);
+    read(p2, per2);
+    grid_barrier(bar);
+    sink_if(x, sink);
+}
+
+static __global__ void empty_kernel(uint32_t *sink) { sink_if(threadIdx.x + 1, sink); }
 
 /* Block b reads bytes [b c, (b + 1) c), warp w the w-th quarter, D uint2 a lane in flight. */
 template <int D, bool PF>
@@ -242,6 +302,27 @@ int main(int argc, char **argv)
             W4_TILE(4, true)
             W4_TILE(8, true)
 #undef W4_TILE
+        }
+        { /* the one-launch layer's two grid barriers (one block an SM: co-resident), and a launch alone */
+            unsigned *bar;
+            CK(cudaMalloc(&bar, 8));
+            CK(cudaMemset(bar, 0, 8));
+            const int grid = sms;
+            const int64_t per1 = bytes * 2 / 3 / 16 / grid, per2 = (bytes / 16 - per1 * grid) / grid;
+            report("phased bps 1 u 8", time_us(st, nset, [&](int s, cudaStream_t str) {
+                       phased_kernel<8, false><<<grid, LDG_THREADS, 0, str>>>((const uint4 *)(buf + s * bytes), per1,
+                                                                              per2, bar, sink);
+                   }), (per1 + per2) * 16 * grid);
+            report("phased bps 1 u 8 pf2", time_us(st, nset, [&](int s, cudaStream_t str) {
+                       phased_kernel<8, true><<<grid, LDG_THREADS, 0, str>>>((const uint4 *)(buf + s * bytes), per1,
+                                                                             per2, bar, sink);
+                   }), (per1 + per2) * 16 * grid);
+            report("barriers", time_us(st, nset, [&](int s, cudaStream_t str) {
+                       phased_kernel<8, false><<<grid, LDG_THREADS, 0, str>>>((const uint4 *)buf, 0, 0, bar, sink);
+                   }), 0);
+            report("empty", time_us(st, nset, [&](int, cudaStream_t str) { empty_kernel<<<1, 32, 0, str>>>(sink); }),
+                   0);
+            CK(cudaFree(bar));
         }
         { /* the copy engine's rate on the same bytes: a device-to-device copy, read + write */
             char *dst;
