@@ -571,6 +571,15 @@ static void test_sm90_paths(void)
     CHECK(!has(qbuf, "QUANT_FIRST") && !has(qbuf, "STAGE"), "cuda_sm90, QUANT_FIRST=1 FIND_IDS=0, T = 1: '%s'", qbuf);
     unsetenv("W4A8MOE_SM90_FIND_IDS");
     unsetenv("W4A8MOE_SM90_QUANT_FIRST");
+    /* a one-token layer's weights asked of L2 by the prepare's first kernel (W4A8MOE_SM90_L2_LAYER):
+     * T = 1 only, with the bytes of its top_k experts */
+    setenv("W4A8MOE_SM90_L2_LAYER", "1", 1);
+    sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
+    CHECK(has(qbuf, "MB asked of L2 by the prepare's first kernel where they fit half of L2 (W4A8MOE_SM90_L2_LAYER)"),
+          "cuda_sm90, L2_LAYER=1, T = 1: '%s'", qbuf);
+    sm90->describe_batch(&ctx, 2, qbuf, sizeof qbuf);
+    CHECK(!has(qbuf, "L2_LAYER"), "cuda_sm90, L2_LAYER=1, T = 2: '%s'", qbuf);
+    unsetenv("W4A8MOE_SM90_L2_LAYER");
     /* the one-launch experts of one token (W4A8MOE_SM90_FUSED=1): T = 1 only, g = 64 or 128 */
     setenv("W4A8MOE_SM90_FUSED", "1", 1);
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);

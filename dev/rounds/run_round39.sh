@@ -22,8 +22,12 @@
 #      qwen3-30b-a3b 27.3 -> ~26; GEMM2 alone (2) 0-5 %; nothing if bytes in flight are the limit.
 #      QUANT_FIRST: the token quantised by a kernel of its own before the prepare's sort, GEMM1's
 #      whole product before its PDL wait. Prediction: GEMM1 starts ~2.5 us earlier (the sort's
-#      part of the prepare's ~5 us), T = 1 2-3 us less on every model (qwen3-30b-a3b ~27 -> ~24.5)
-#   c  chain_lab qwen3-30b-a3b and mixtral-8x7b T = 1: default, STAGE=3, QUANT_FIRST=1 with STAGE=3
+#      part of the prepare's ~5 us), T = 1 2-3 us less on every model (qwen3-30b-a3b ~27 -> ~24.5).
+#      L2_LAYER (qwen3-30b-a3b only: its experts' 20 MB fit half of L2): that first kernel also asks
+#      L2 for the token's experts' weights from 132 blocks; prediction: up to the ~4 us a warm L2
+#      saved in round 15d, i.e. qwen3-30b-a3b T = 1 ~27 -> ~23.5 alone, ~21-22 with QUANT_FIRST
+#   c  chain_lab qwen3-30b-a3b and mixtral-8x7b T = 1: default, STAGE=3, QUANT_FIRST=1 with STAGE=3,
+#      and with L2_LAYER=1 too
 #      (each node's step in the graph: where the microseconds moved)
 #   m  memcheck of test_gpu_distinct, quick
 #   p  bench/peers.py at T = 1, 16, 64, 256 (issue 8's table: ours, the floor, torch's grouped GEMMs)
@@ -64,20 +68,26 @@ part_t() {
     grep -m3 "STAGE"
   W4A8MOE_SM90_QUANT_FIRST=1 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model qwen3-30b-a3b 2>&1 |
     grep -m3 "QUANT_FIRST"
+  W4A8MOE_SM90_L2_LAYER=1 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model qwen3-30b-a3b 2>&1 |
+    grep -m3 "L2_LAYER"
+  # stage:quant_first:l2_layer; L2_LAYER only where the experts' bytes fit half of L2 (qwen3-30b-a3b)
   for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3 qwen3-235b-a22b llama4-maverick; do
-    for a in 0:0 3:0 1:0 2:0 0:1 2:1 0:0 3:0 0:1; do
-      echo "== $m stage=${a%%:*} quant_first=${a##*:}"
-      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=${a%%:*} W4A8MOE_SM90_QUANT_FIRST=${a##*:} timeout "$(lim 40)" \
-        $B/w4a8moe bench --device cuda --model $m --tokens 1 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
+    extra=""; [ $m = qwen3-30b-a3b ] && extra="0:0:1 0:1:1 2:1:1 0:0:1 2:1:1"
+    for a in 0:0:0 3:0:0 1:0:0 2:0:0 0:1:0 2:1:0 0:0:0 3:0:0 0:1:0 $extra; do
+      IFS=: read -r sg qf ll <<< "$a"
+      echo "== $m stage=$sg quant_first=$qf l2_layer=$ll"
+      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=$sg W4A8MOE_SM90_QUANT_FIRST=$qf W4A8MOE_SM90_L2_LAYER=$ll \
+        timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model $m --tokens 1 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
     done
   done 2>&1 | tee "$OUT/stage-bench.log"
 }
 part_c() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
   for m in qwen3-30b-a3b mixtral-8x7b; do
-    for a in 0:0 3:0 3:1; do
-      echo "== $m stage=${a%%:*} quant_first=${a##*:}"
-      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=${a%%:*} W4A8MOE_SM90_QUANT_FIRST=${a##*:} \
+    for a in 0:0:0 3:0:0 3:1:0 3:1:1; do
+      IFS=: read -r sg qf ll <<< "$a"
+      echo "== $m stage=$sg quant_first=$qf l2_layer=$ll"
+      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=$sg W4A8MOE_SM90_QUANT_FIRST=$qf W4A8MOE_SM90_L2_LAYER=$ll \
         timeout "$(lim 40)" build-lab/chain_lab $m 1 2>&1 | tail -n +2
     done
   done 2>&1 | tee "$OUT/chain.log"

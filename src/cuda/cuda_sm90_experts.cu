@@ -295,6 +295,8 @@ static void sm90_read_switches(sm90_state *s)
     s->stage = sg ? atoi(sg) & 3 : 0;
     const char *qf = getenv("W4A8MOE_SM90_QUANT_FIRST");
     s->quant_first = qf && qf[0] == '1';
+    const char *ll = getenv("W4A8MOE_SM90_L2_LAYER");
+    s->l2_layer = ll && ll[0] == '1';
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -314,6 +316,8 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     *state = s;
     sm90_read_switches(s);
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
+    int l2 = 0;
+    if (cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ctx->dev->ordinal) == cudaSuccess) s->l2_bytes = l2;
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
     /* staging: the larger of [2I, H] and [H, I] logical words, scales (up to f32), channels,
@@ -394,6 +398,45 @@ static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &
     return cudaErrorInvalidValue; /* pick_bn gives the promoting kernel at most 128 */
 }
 
+/* A local expert's bytes of matrix m (K its inner size, g the group): its weight blocks, and its
+ * f32 scales where the promoting kernel keeps them apart (sm90_matrix_alloc's layout). */
+static int64_t sm90_expert_wq_bytes(const sm90_matrix *m, int64_t K, int g)
+{
+    return m->nrb * w4a8moe_cdiv(K, 64) * sm90s_block_bytes(g);
+}
+static int64_t sm90_expert_ws_bytes(const sm90_matrix *m, int64_t K, int g) { return m->nrb * 64 * (K / g) * 4; }
+
+/* W4A8MOE_SM90_L2_LAYER: a one-token forward's experts' weights (GEMM1's and GEMM2's blocks and
+ * f32 scales) asked of L2 by the prepare's first kernel, spread over the SMs (w4a8moe_tile_plan),
+ * where the top_k experts' bytes fit half of L2 (qwen3-30b-a3b's 20 MB of an H100's or H200's 50;
+ * not the larger models, whose one-token layers read 60-200 MB): the layer's weights then stream
+ * from its first microsecond, while the prepare and the launches run, and the GEMMs read L2.
+ * Why: at T = 1 the staged layer's GEMMs start ~8 µs into the step (the prepare) and read at
+ * 1.1-1.3 TB/s, latency-bound (round 35); warm, the whole step was ~4 µs shorter (round 15d). */
+static void sm90_plan_l2(const w4a8moe_stage_ctx *ctx, const sm90_state *s, w4a8moe_tile_plan *plan)
+{
+    const w4a8moe_layer_desc *d = ctx->desc;
+    const int64_t H = d->hidden, I = d->inter;
+    const int g = d->group_size;
+    w4a8moe_tile_plan p = *plan;
+    p.n_l2 = 0;
+    int64_t total = 0;
+    auto add = [&](const void *base, int64_t eb) {
+        if (!base || eb <= 0 || p.n_l2 >= 4) return;
+        p.l2_base[p.n_l2] = base;
+        p.l2_expert_bytes[p.n_l2++] = eb;
+        total += eb;
+    };
+    add(s->w13.wq, sm90_expert_wq_bytes(&s->w13, H, g));
+    if (!s->w13.scaled) add(s->w13.ws, sm90_expert_ws_bytes(&s->w13, H, g));
+    add(s->w2.wq, sm90_expert_wq_bytes(&s->w2, I, g));
+    if (!s->w2.scaled) add(s->w2.ws, sm90_expert_ws_bytes(&s->w2, I, g));
+    if (p.n_l2 == 0 || s->l2_bytes <= 0 || total * d->top_k > s->l2_bytes / 2) return;
+    p.quant_first = 1; /* the kernel that asks */
+    p.l2_blocks = ctx->dev && ctx->dev->cuda_sm_count > 0 ? ctx->dev->cuda_sm_count : 1;
+    *plan = p;
+}
+
 /* The small-batch tile list asked of the prepare (w4a8moe_tile_plan, src/core/backend.h): its
  * decode kernel writes it and zeroes GEMM1's row amax, so the forward runs no schedule kernel
  * (a dependent step of ~2.2 µs at decode; docs/PERFORMANCE.md, round 23). Not where GEMM1 finds
@@ -421,6 +464,7 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     /* the token first, where GEMM1 then multiplies it before its wait (sm90_small_batch_forward) */
     plan->quant_first = s->quant_first && T == 1 && s->early && R <= SM90_EARLY_MAX_ROWS && s->find_ids &&
                         sm90_stage_fits(ctx->desc->hidden, mc->ksplit);
+    if (s->l2_layer && T == 1) sm90_plan_l2(ctx, s, plan);
 }
 
 /* CTAs an SM of the scaled kernel's tiles of bn rows. */
@@ -533,7 +577,8 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
             return W4A8MOE_STATUS_OK;
         }
         return sm90_small_batch_forward(s, mc, ks2, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready,
-                                        dp->T == 1, ready && pl.quantised_first && dp->T == 1, rt, st, pdl, err);
+                                        dp->T == 1, ready && pl.quantised_first && dp->T == 1 && s->quant_first, rt, st,
+                                        pdl, err);
     }
     const int bn1 = pick_bn(R, nl, s->w13.scaled, s->tile_max);
     const int bn2 = pick_bn(R, nl, s->w2.scaled, s->tile_max);
@@ -623,10 +668,20 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
         if (sg1 || sg2)
             snprintf(sg, sizeof sg, "; %s the token's row from shared memory (W4A8MOE_SM90_STAGE)",
                      sg1 && sg2 ? "both GEMMs read" : sg1 ? "GEMM1 reads" : "GEMM2 reads");
-        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s%s", band, 8 * mc->nt,
+        char l2l[128] = "";
+        if (T == 1 && k.l2_layer) { /* sm90_plan_l2's bytes, GEMM2 on the scaled kernel */
+            k.w13.nrb = sm90_nrb(d->inter, 1);
+            k.w2.nrb = sm90_nrb(d->hidden, 0);
+            const int64_t eb = sm90_expert_wq_bytes(&k.w13, d->hidden, d->group_size) +
+                               sm90_expert_ws_bytes(&k.w13, d->hidden, d->group_size) +
+                               sm90_expert_wq_bytes(&k.w2, d->inter, d->group_size);
+            snprintf(l2l, sizeof l2l, "; its experts' %.1f MB asked of L2 by the prepare's first kernel where "
+                     "they fit half of L2 (W4A8MOE_SM90_L2_LAYER)", (double)(eb * d->top_k) / 1e6);
+        }
+        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s%s%s", band, 8 * mc->nt,
                  mc->ksplit, k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", l2, sg,
                  qf ? "; the token quantised first, GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST)" : "",
-                 why[0] ? "; not in one launch: " : "", why);
+                 l2l, why[0] ? "; not in one launch: " : "", why);
         return 1;
     }
     const int bn1 = pick_bn(R, (int32_t)nl, 0, k.tile_max), bn2 = pick_bn(R, (int32_t)nl, 1, k.tile_max);

@@ -55,6 +55,9 @@ typedef struct sm90_state {
     int quant_first; /* a one-token forward quantised by a kernel of its own first, GEMM1's product
                       * before its wait (SM90M_PRE_ROWS; W4A8MOE_SM90_QUANT_FIRST=1; off until
                       * measured) */
+    int l2_layer;     /* that kernel also asks L2 for the token's experts' weights where they fit
+                       * half of it (W4A8MOE_SM90_L2_LAYER=1; off until measured) */
+    int64_t l2_bytes; /* the device's L2 (cudaDevAttrL2CacheSize) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 

@@ -93,7 +93,9 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * their loads: prefetches, never a sum) give the default's bits, and so do W4A8MOE_SM90_STAGE=1
  * and =3, alone and with L2_AHEAD=2 (a one-token forward's row read from shared memory: the same
  * f16 values in the same registers), and W4A8MOE_SM90_QUANT_FIRST=1, alone and with STAGE=2 (that
- * token quantised by a kernel of its own, the same codes, and GEMM1's product before its wait). */
+ * token quantised by a kernel of its own, the same codes, and GEMM1's product before its wait),
+ * and W4A8MOE_SM90_L2_LAYER=1, alone and with QUANT_FIRST=1 (that kernel also asking L2 for the
+ * token's experts' weights: a hint). */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const float *ref, const char *what)
 {
@@ -116,6 +118,8 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         {{{"W4A8MOE_SM90_STAGE", "3"}, {"W4A8MOE_SM90_L2_AHEAD", "2"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_QUANT_FIRST", "1"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_QUANT_FIRST", "1"}, {"W4A8MOE_SM90_STAGE", "2"}}, SAME_AS_DEFAULT},
+        {{{"W4A8MOE_SM90_L2_LAYER", "1"}}, SAME_AS_DEFAULT},
+        {{{"W4A8MOE_SM90_L2_LAYER", "1"}, {"W4A8MOE_SM90_QUANT_FIRST", "1"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_SPLIT_K", "1"}}, TOLERANCE}, /* first of these: the others' reference */
         {{{"W4A8MOE_SM90_SPLIT_K", "2"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_SPLIT_K", "0"}}, TOLERANCE}, /* by the grid: 2-4 parts at the small grids */
