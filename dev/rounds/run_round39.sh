@@ -116,7 +116,7 @@ part_r() {
 summary() {
   echo "==== summary"
   for f in l2-bench stage-bench; do
-    [ -f "$OUT/$f.log" ] && awk '/^==/ {h=$0; next} {print h " | T " $1 ": " $3}' "$OUT/$f.log"
+    [ -f "$OUT/$f.log" ] && python3 dev/rounds/summarise_bench.py "$OUT/$f.log"
   done
   grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/routing-quick.log \
     "$OUT"/san-*.log 2>/dev/null
