@@ -20,7 +20,7 @@
 #      both 3). Prediction (H100): GEMM1's group 185 -> ~150 warp instructions (its mma block's
 #      PTX 155 -> 114), so where its instruction chain is the limit (the stream lab's "tile" rows
 #      near the copy rate) GEMM1 10-20 % faster: Mixtral T = 1 90 -> ~83 us, deepseek-v3 93 -> ~86,
-#      qwen3-30b-a3b 27.3 -> ~26; GEMM2 alone (2) 0-5 %; nothing if bytes in flight are the limit.
+#      qwen3-30b-a3b 27.3 -> ~26; GEMM2's part (3 against 1) 0-5 %; nothing if bytes in flight are the limit.
 #      QUANT_FIRST: the token quantised by a kernel of its own before the prepare's sort, GEMM1's
 #      whole product before its PDL wait. Prediction: GEMM1 starts ~2.5 us earlier (the sort's
 #      part of the prepare's ~5 us), T = 1 2-3 us less on every model (qwen3-30b-a3b ~27 -> ~24.5).
