@@ -580,6 +580,23 @@ static void test_sm90_paths(void)
     sm90->describe_batch(&ctx, 2, qbuf, sizeof qbuf);
     CHECK(!has(qbuf, "L2_LAYER"), "cuda_sm90, L2_LAYER=1, T = 2: '%s'", qbuf);
     unsetenv("W4A8MOE_SM90_L2_LAYER");
+    /* both small-batch GEMMs in K eighths at <= 8 routed rows (W4A8MOE_SM90_DECODE_KS=8), named */
+    setenv("W4A8MOE_SM90_DECODE_KS", "8", 1);
+    sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
+    CHECK(has(qbuf, "GEMM1's 8 ways (W4A8MOE_SM90_DECODE_KS=8, <= 8 routed rows)") && has(qbuf, "GEMM2's 8 ways"),
+          "cuda_sm90, DECODE_KS=8, T = 1: '%s'", qbuf);
+    sm90->describe_batch(&ctx, 16, qbuf, sizeof qbuf);
+    CHECK(!has(qbuf, "8 ways"), "cuda_sm90, DECODE_KS=8, T = 16: '%s'", qbuf);
+    /* =0: eighths where they fill the slots better. Mixtral's GEMM1 at T = 1 (this shape, 132 SMs):
+     * 2 experts x 448 row blocks x 4 = 3,584 blocks, 3.4 waves of 1,056 in quarters (85 % of the
+     * slots busy), 6.8 of 528 in eighths (97 %); at T = 2 both fill 97 % (quarters kept) */
+    setenv("W4A8MOE_SM90_DECODE_KS", "0", 1);
+    sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
+    CHECK(has(qbuf, "GEMM1's 8 ways (fills the SMs' slots, <= 8 routed rows), GEMM2's 8 ways (a long K"),
+          "cuda_sm90, DECODE_KS=0, T = 1: '%s'", qbuf);
+    sm90->describe_batch(&ctx, 2, qbuf, sizeof qbuf);
+    CHECK(!has(qbuf, "GEMM1's 8 ways") && has(qbuf, "GEMM2's 8 ways"), "cuda_sm90, DECODE_KS=0, T = 2: '%s'", qbuf);
+    unsetenv("W4A8MOE_SM90_DECODE_KS");
     /* the one-launch experts of one token (W4A8MOE_SM90_FUSED=1): T = 1 only, g = 64 or 128 */
     setenv("W4A8MOE_SM90_FUSED", "1", 1);
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);

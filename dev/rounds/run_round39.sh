@@ -6,13 +6,18 @@
 # decode's ~2.2 TB/s "stream alone" (round 38), then a racecheck long enough to finish.
 #   s  stream_lab at 198 MB (Mixtral T = 1), 117 (its GEMM1), 59 (its GEMM2), 21 (qwen3-30b-a3b)
 #   q  test_gpu_distinct, quick (W4A8MOE_SM90_L2_AHEAD=2 and 8, W4A8MOE_SM90_STAGE=1 and 3,
-#      W4A8MOE_SM90_QUANT_FIRST=1, against the default's bits), then test_gpu_routing, quick (its
+#      W4A8MOE_SM90_QUANT_FIRST=1 and L2_LAYER=1 against the default's bits, W4A8MOE_SM90_DECODE_KS
+#      = 8 and 0 against the tolerance), then test_gpu_routing, quick (its
 #      one-token bad ids with QUANT_FIRST=1 among them)
 #   l  w4a8moe bench --tokens 1,16 with W4A8MOE_SM90_L2_AHEAD = 0, 4, 8 (0 twice) on six models,
 #      and explain's line. Prediction (H100): if the small-batch GEMMs are short of bytes in flight
 #      (64 KB an SM, ~2.8 us of latency at 23 GB/s an SM), 4-8 groups ahead take Mixtral T = 1
 #      from 90 to ~75 us and T = 16 by 10-15 %; if the stream lab's "tile ... pf" rows are no faster
 #      than its plain ones, nothing
+#      Then W4A8MOE_SM90_DECODE_KS unset against 0 (eighths where they fill the SMs' slots better:
+#      Mixtral's and qwen3-235b's GEMM1, DeepSeek-V3's GEMM2 at T = 1), T = 1, twice each.
+#      Prediction: those GEMMs' slots 73-85 % -> 97 % busy, so ~10-20 % faster where they are
+#      latency-bound: Mixtral ~90 -> ~83 us, qwen3-235b ~54 -> ~48, DeepSeek-V3 ~93 -> ~89
 #   t  w4a8moe bench --tokens 1 on four models (qwen3-30b-a3b, Mixtral, Llama-4 Scout, DeepSeek-V3)
 #      with, in turn: nothing, W4A8MOE_SM90_STAGE=3, =1, W4A8MOE_SM90_QUANT_FIRST=1, QUANT_FIRST=1
 #      with STAGE=2, (qwen3-30b-a3b: W4A8MOE_SM90_L2_LAYER=1 alone, with QUANT_FIRST, with both),
@@ -63,6 +68,15 @@ part_l() {
         --model $m --tokens 1,16 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
     done
   done 2>&1 | tee "$OUT/l2-bench.log"
+  # the K split by the slots (W4A8MOE_SM90_DECODE_KS=0: Mixtral's and qwen3-235b's GEMM1, DeepSeek's GEMM2)
+  for m in mixtral-8x7b qwen3-235b-a22b deepseek-v3; do
+    for a in unset 0 unset 0; do
+      echo "== $m decode_ks=$a"
+      ( [ $a = unset ] || export W4A8MOE_SM90_DECODE_KS=$a
+        W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model $m --tokens 1 2>&1 |
+          grep -E "^ +[0-9]+ |error|FAIL" )
+    done
+  done 2>&1 | tee "$OUT/ks-bench.log"
 }
 part_t() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
@@ -117,7 +131,7 @@ part_r() {
 }
 summary() {
   echo "==== summary"
-  for f in l2-bench stage-bench; do
+  for f in l2-bench ks-bench stage-bench; do
     [ -f "$OUT/$f.log" ] && python3 dev/rounds/summarise_bench.py "$OUT/$f.log"
   done
   grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/routing-quick.log \

@@ -295,6 +295,8 @@ static void sm90_read_switches(sm90_state *s)
     s->stage = sg ? atoi(sg) & 3 : 0;
     const char *qf = getenv("W4A8MOE_SM90_QUANT_FIRST");
     s->quant_first = qf && qf[0] == '1';
+    const char *dk = getenv("W4A8MOE_SM90_DECODE_KS");
+    s->decode_ks = dk ? atoi(dk) : SM90_DECODE_KS_DEFAULT;
     const char *ll = getenv("W4A8MOE_SM90_L2_LAYER");
     s->l2_layer = ll && ll[0] == '1';
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
@@ -463,7 +465,7 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     plan->nzero = R;
     /* the token first, where GEMM1 then multiplies it before its wait (sm90_small_batch_forward) */
     plan->quant_first = s->quant_first && T == 1 && s->early && R <= SM90_EARLY_MAX_ROWS && s->find_ids &&
-                        sm90_stage_fits(ctx->desc->hidden, mc->ksplit);
+                        sm90_stage_fits(ctx->desc->hidden, 4) && sm90_stage_fits(ctx->desc->hidden, 8);
     if (s->l2_layer && T == 1) sm90_plan_l2(ctx, s, plan);
 }
 
@@ -476,11 +478,6 @@ static int scaled_ctas_per_sm(int bn)
     return sm90s_smem_plan<32, SM90_TILE_STAGES(32)>::ctas;
 }
 
-/* The share of the slots a grid of `ctas` keeps busy over its waves (slots: CTAs resident at once). */
-static double wave_fill(int64_t ctas, int64_t slots)
-{
-    return (double)ctas / (double)(w4a8moe_cdiv(ctas, slots) * slots);
-}
 
 /* GEMM2's K parts on the scaled wgmma kernel (bn-row tiles, R routed rows over nl local experts,
  * sms SMs). Its grid is tiles x H/128 CTAs, each over all of K = I: at Mixtral's shape (8 experts,
@@ -559,8 +556,11 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         const w4a8moe_tile_plan &pl = dp->plan; /* sm90_plan_tiles asked the prepare for it */
         const bool ready = pl.written && pl.rows_a_tile == bt && pl.tiles == (int32_t *)ws.tiles &&
                            pl.ntiles == ws.ntiles && pl.zero == ws.rowmax && pl.nzero >= R;
-        /* GEMM2's K split (configs/sm90_tiles.h): eight ways for a long K at decode */
-        const int ks2 = sm90_gemm2_ksplit(I, g, R, mc);
+        /* the GEMMs' K splits (configs/sm90_tiles.h): eight ways for a long K at decode, or where
+         * eighths fill the SMs' slots better (W4A8MOE_SM90_DECODE_KS) */
+        int ks[2];
+        sm90_mma_ksplits(s->decode_ks, mc, s->w13.nrb, s->w2.nrb, H, I, g, R, nl,
+                         ctx->dev ? ctx->dev->cuda_sm_count : 0, ks);
         const sm90m_ids rt = {dp->topk_ids, (int)R, d->num_experts, ctx->expert_begin};
         if (s->fused.ready && dp->T == 1 && ready && rt.ids) { /* one launch (cuda_sm90_fused.h) */
             sm90f_args fa = {};
@@ -576,7 +576,7 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
             CUDA_LAUNCH(err, "sm90_fused_decode_kernel", sm90_fused_launch(&s->fused, fa, st, pdl));
             return W4A8MOE_STATUS_OK;
         }
-        return sm90_small_batch_forward(s, mc, ks2, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready,
+        return sm90_small_batch_forward(s, mc, ks, a1, a2, dp->a_q, ws, I, total, r_static, R, tb, nl, ready,
                                         dp->T == 1, ready && pl.quantised_first && dp->T == 1 && s->quant_first, rt, st,
                                         pdl, err);
     }
@@ -655,15 +655,24 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
                 return 1;
             }
         }
-        const int ks2 = sm90_gemm2_ksplit(d->inter, d->group_size, R, mc);
-        char k2[64] = "";
-        if (ks2 != mc->ksplit) snprintf(k2, sizeof k2, ", GEMM2's %d ways (a long K, <= 8 routed rows)", ks2);
+        int ks[2];
+        sm90_mma_ksplits(k.decode_ks, mc, sm90_nrb(d->inter, 1), sm90_nrb(d->hidden, 0), d->hidden, d->inter,
+                         d->group_size, R, (int32_t)nl, ctx->dev ? ctx->dev->cuda_sm_count : 0, ks);
+        const int ks2 = ks[1];
+        const char *forced = k.decode_ks == 8 ? "W4A8MOE_SM90_DECODE_KS=8" : "fills the SMs' slots";
+        char k2[160] = "", k1[80] = "";
+        if (ks[0] != mc->ksplit) snprintf(k1, sizeof k1, ", GEMM1's %d ways (%s, <= 8 routed rows)", ks[0], forced);
+        if (ks2 != mc->ksplit)
+            snprintf(k2, sizeof k2, "%s, GEMM2's %d ways (%s, <= 8 routed rows)", k1, ks2,
+                     d->inter / d->group_size >= SM90_MMA_KS8_GROUPS ? "a long K" : forced);
+        else
+            snprintf(k2, sizeof k2, "%s", k1);
         char l2[80] = "";
         if (k.l2_ahead > 0)
             snprintf(l2, sizeof l2, "; weights asked of L2 %d groups ahead (W4A8MOE_SM90_L2_AHEAD)", k.l2_ahead);
         char sg[96] = ""; /* mma_layer's rule (GEMM1 where it finds its expert from the ids) */
-        const bool qf = decode && T == 1 && k.quant_first && k.find_ids && sm90_stage_fits(d->hidden, mc->ksplit);
-        const bool sg1 = qf || (decode && T == 1 && (k.stage & 1) && k.find_ids && sm90_stage_fits(d->hidden, mc->ksplit));
+        const bool qf = decode && T == 1 && k.quant_first && k.find_ids && sm90_stage_fits(d->hidden, ks[0]);
+        const bool sg1 = qf || (decode && T == 1 && (k.stage & 1) && k.find_ids && sm90_stage_fits(d->hidden, ks[0]));
         const bool sg2 = decode && T == 1 && (k.stage & 2) && sm90_stage_fits(d->inter, ks2);
         if (sg1 || sg2)
             snprintf(sg, sizeof sg, "; %s the token's row from shared memory (W4A8MOE_SM90_STAGE)",

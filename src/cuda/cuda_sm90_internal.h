@@ -58,6 +58,7 @@ typedef struct sm90_state {
     int l2_layer;     /* that kernel also asks L2 for the token's experts' weights where they fit
                        * half of it (W4A8MOE_SM90_L2_LAYER=1; off until measured) */
     int64_t l2_bytes; /* the device's L2 (cudaDevAttrL2CacheSize) */
+    int decode_ks;    /* the small-batch GEMMs' K split rule (sm90_mma_ksplits; W4A8MOE_SM90_DECODE_KS) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 
@@ -82,20 +83,34 @@ typedef struct sm90_ws {
  * kernels (configs/sm90_tiles.h; above an average of mma_max rows an expert too). */
 const sm90_mma_config *sm90_pick_mma(int64_t rows, int32_t nl, int mma_max);
 
-/* GEMM2's K split on the small-batch entry mc (configs/sm90_tiles.h): eight ways for a long K
- * at decode. */
-int sm90_gemm2_ksplit(int64_t I, int g, int64_t R, const sm90_mma_config *mc);
+/* The share of the slots a grid of `ctas` keeps busy over its waves (slots: CTAs resident at once). */
+static inline double wave_fill(int64_t ctas, int64_t slots)
+{
+    return (double)ctas / (double)(w4a8moe_cdiv(ctas, slots) * slots);
+}
+
+/* W4A8MOE_SM90_DECODE_KS unset: the small-batch GEMMs' K splits as measured (configs/sm90_tiles.h:
+ * the entry's, GEMM2 in eighths for a long K at <= 8 routed rows); 0 also either GEMM in eighths
+ * at <= 8 routed rows where eighths fill the SMs' slots better (not yet measured); 8 both in
+ * eighths at <= 8 routed rows (for the tests). */
+#define SM90_DECODE_KS_DEFAULT 4
+
+/* ks[0], ks[1]: GEMM1's and GEMM2's K splits on the small-batch entry mc for R routed rows over
+ * nl local experts, by the rule decode_ks names (SM90_DECODE_KS_DEFAULT); nrb1, nrb2 the
+ * matrices' 64-row blocks, H and I their inner sizes, sms the SMs (0: unknown, no slot rule). */
+void sm90_mma_ksplits(int decode_ks, const sm90_mma_config *mc, int64_t nrb1, int64_t nrb2, int64_t H, int64_t I,
+                      int g, int64_t R, int32_t nl, int sms, int ks[2]);
 
 /* Whether a one-token forward's row of K values staged in shared memory (SM90M_STAGE) fits
  * beside the blocks an SM the one-fragment kernel of K split ks is bound to. */
 bool sm90_stage_fits(int64_t K, int ks);
 
-/* The small-batch forward on entry mc with GEMM2's K split ks2 (sm90_gemm2_ksplit): a1, a2 the
+/* The small-batch forward on entry mc with the GEMMs' K splits ks (sm90_mma_ksplits): a1, a2 the
  * GEMMs' arguments, a_q the dispatch's e4m3 rows, total its row count on the device, R the
  * routed rows, tb the tiles' bound, nl the local experts; tiles_ready: the prepare wrote the tile
  * list; one_row: a one-token forward (every tile one row); quantised_first: the prepare
  * quantised that token in a kernel of its own (w4a8moe_tile_plan); rt: the routing ids. */
-w4a8moe_status sm90_small_batch_forward(const sm90_state *s, const sm90_mma_config *mc, int ks2,
+w4a8moe_status sm90_small_batch_forward(const sm90_state *s, const sm90_mma_config *mc, const int ks[2],
                                         const sm90_gemm_args &a1, const sm90_gemm_args &a2, const void *a_q,
                                         const sm90_ws &ws, int64_t I, const int32_t *total, float r_static,
                                         int64_t R, unsigned tb, int nl, bool tiles_ready, bool one_row,

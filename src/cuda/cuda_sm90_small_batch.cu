@@ -15,9 +15,34 @@ const sm90_mma_config *sm90_pick_mma(int64_t rows, int32_t nl, int mma_max)
     return NULL;
 }
 
-int sm90_gemm2_ksplit(int64_t I, int g, int64_t R, const sm90_mma_config *mc)
+/* The slot rule of W4A8MOE_SM90_DECODE_KS=0: a one-fragment GEMM's grid is tiles x NRB x 4 blocks
+ * at either split, blocks of 4 warps (8 an SM) in quarters or of 8 (4 an SM) in eighths, so
+ * eighths make twice the waves of half the work: where a grid fills its last wave badly (Mixtral's
+ * GEMM1 at T = 1: 3,584 blocks, 3.4 waves of 1,056 on an H100, 85 % of the slots busy over them;
+ * eighths 6.8 waves, 97 %) eighths finish sooner, if each warp keeps at least two groups for its
+ * pipeline. Tiles estimated as the experts hit, one an expert (at most 8 routed rows). */
+#define SM90_DECODE_KS_GAIN 1.1
+static bool eighths_fill_better(int64_t nrb, int64_t K, int g, int64_t R, int32_t nl, int sms)
 {
-    return I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit;
+    if (sms <= 0 || K / g < 2 * 8) return false;
+    const int64_t blocks = (R < nl ? R : nl) * nrb * 4;
+    return wave_fill(blocks, (int64_t)sms * SM90M_MIN_BLOCKS(1, 8)) >=
+           wave_fill(blocks, (int64_t)sms * SM90M_MIN_BLOCKS(1, 4)) * SM90_DECODE_KS_GAIN;
+}
+
+void sm90_mma_ksplits(int decode_ks, const sm90_mma_config *mc, int64_t nrb1, int64_t nrb2, int64_t H, int64_t I,
+                      int g, int64_t R, int32_t nl, int sms, int ks[2])
+{
+    const bool decode = R <= SM90_MMA_KS8_MAX_ROWS;
+    ks[0] = mc->ksplit;
+    ks[1] = I / g >= SM90_MMA_KS8_GROUPS && decode ? 8 : mc->ksplit; /* a long K at decode */
+    if (!decode || mc->nt != 1 || mc->ksplit != 4) return;
+    if (decode_ks == 8) {
+        ks[0] = ks[1] = 8;
+    } else if (decode_ks == 0) {
+        if (eighths_fill_better(nrb1, H, g, R, nl, sms)) ks[0] = 8;
+        if (ks[1] == 4 && eighths_fill_better(nrb2, I, g, R, nl, sms)) ks[1] = 8;
+    }
 }
 
 /* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
@@ -141,22 +166,28 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
     return W4A8MOE_STATUS_OK;
 }
 
-w4a8moe_status sm90_small_batch_forward(const sm90_state *s, const sm90_mma_config *mc, int ks2,
+w4a8moe_status sm90_small_batch_forward(const sm90_state *s, const sm90_mma_config *mc, const int ks[2],
                                         const sm90_gemm_args &a1, const sm90_gemm_args &a2, const void *a_q,
                                         const sm90_ws &ws, int64_t I, const int32_t *total, float r_static,
                                         int64_t R, unsigned tb, int nl, bool tiles_ready, bool one_row,
                                         bool quantised_first, const sm90m_ids &rt, cudaStream_t st, int pdl,
                                         w4a8moe_err *err)
 {
-    switch (mc->nt * 100 + mc->ksplit * 10 + ks2) {
+    switch (mc->nt * 100 + ks[0] * 10 + ks[1]) {
     case 144:
         return mma_layer<1, 4, 4>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
                                   quantised_first, rt, st, pdl, err);
     case 148:
         return mma_layer<1, 4, 8>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
                                   quantised_first, rt, st, pdl, err);
+    case 184:
+        return mma_layer<1, 8, 4>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
+                                  quantised_first, rt, st, pdl, err);
+    case 188:
+        return mma_layer<1, 8, 8>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
+                                  quantised_first, rt, st, pdl, err);
     default: break;
     }
-    RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d ksplit=%d (GEMM2 %d) has no kernel", mc->nt,
-               mc->ksplit, ks2);
+    RETURN_ERR(err, W4A8MOE_STATUS_INTERNAL, "sm90 mma table entry nt=%d: K splits %d and %d have no kernel", mc->nt,
+               ks[0], ks[1]);
 }
