@@ -97,7 +97,6 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
     return cudaErrorInvalidValue;
 }
 
-
 /* Whether a staged row (SM90M_STAGE) of K values leaves room for the blocks an SM the
  * one-fragment kernel of K split ks is bound to (SM90M_MIN_BLOCKS: 8 of 4 warps, 4 of 8), each
  * with up to 4 KB of static shared memory, in an SM's 227 KB: K <= ~12,000 at ks = 4, ~24,000
