@@ -77,6 +77,31 @@ void bench_compare_rows(const void *out, const void *ref, w4a8moe_dtype dt, int6
  * in why ("rel-L2 3.1e-03 above 2e-3 at token 7"; why may be NULL). */
 int bench_within_tolerance(const bench_cmp *c, int gpu, char *why, size_t cap);
 
+/* `bench --env-sets`: sets of the library's path switches (W4A8MOE_* environment variables, read
+ * when a layer is made), each timed on layers made under it while the weights, inputs and the
+ * cpu_ref check are made once: "A=1 B=2;A=0;-" is three sets, '-' none. */
+#define BENCH_ENV_SETS_MAX 16
+#define BENCH_ENV_VARS_MAX 8
+#define BENCH_ENV_LEN 64
+typedef struct bench_env_sets {
+    int n;
+    int nvars[BENCH_ENV_SETS_MAX];
+    char var[BENCH_ENV_SETS_MAX][BENCH_ENV_VARS_MAX][BENCH_ENV_LEN];
+    char value[BENCH_ENV_SETS_MAX][BENCH_ENV_VARS_MAX][BENCH_ENV_LEN];
+} bench_env_sets;
+
+/* cli_value_parser of --env-sets (bench_env_sets): each assignment VAR=VALUE with VAR a W4A8MOE_
+ * name of capitals, digits and '_', VALUE without spaces or ';'. */
+int bench_parse_env_sets(const char *value, void *dst, char *why, size_t cap);
+
+/* Set i as text ("-" for none) into buf. */
+void bench_env_set_label(const bench_env_sets *s, int i, char *buf, size_t cap);
+
+/* Applies set i (setenv), saving what each variable held into saved [BENCH_ENV_VARS_MAX][2]
+ * strings; bench_env_restore puts them back. Returns 0, or -1 when out of memory. */
+int bench_env_apply(const bench_env_sets *s, int i, char *saved[BENCH_ENV_VARS_MAX], int had[BENCH_ENV_VARS_MAX]);
+void bench_env_restore(const bench_env_sets *s, int i, char *saved[BENCH_ENV_VARS_MAX], int had[BENCH_ENV_VARS_MAX]);
+
 /* `bench --checkpoint`: the decoder layer that rotation copy i times, i.e. the checkpoint's MoE
  * layers from `first` on, wrapping around (`first` must be an MoE layer). */
 int32_t bench_ckpt_layer(const w4a8moe_checkpoint *ck, int32_t first, int i);

@@ -264,7 +264,8 @@ typedef struct gpu_bench {
     w4a8moe_layer *layers[GPU_MAX_COPIES], *ref;
     int ncopies;
     bench_machine m;
-    void *x, *dx, *dout, *hout, *refout;
+    void *x, *dx, *dout, *hout;
+    void *refout[CLI_LIST_CAP]; /* cpu_ref's rows for T = tokens[i], made once (every --env-sets set) */
     int32_t *ids, *dids;
     float *wts, *dwts;
     cudaStream_t s;
@@ -320,8 +321,9 @@ out:
     return rc;
 }
 
-/* rel-L2 of the first GPU_CHECK_TOKENS tokens against cpu_ref (copy 0). */
-static int check_layer(gpu_bench *b, int64_t T, bench_cmp *cmp)
+/* rel-L2 of the first GPU_CHECK_TOKENS tokens against cpu_ref (copy 0); ti: T's index in the
+ * token list, whose cpu_ref rows are computed once. */
+static int check_layer(gpu_bench *b, int64_t T, int ti, bench_cmp *cmp)
 {
     const w4a8moe_layer_desc *d = &b->d;
     int64_t n = T < GPU_CHECK_TOKENS ? T : GPU_CHECK_TOKENS, H = d->hidden;
@@ -334,20 +336,25 @@ static int check_layer(gpu_bench *b, int64_t T, bench_cmp *cmp)
         cudaStreamSynchronize(b->s))
         return cli_fail("bench", "cuda forward of %lld tokens: %s", (long long)T,
                         w4a8moe_layer_error(b->layers[0]));
-    if (w4a8moe_layer_forward(b->ref, n, b->x, &rh, b->refout, NULL))
-        return cli_fail("bench", "cpu_ref: %s", w4a8moe_layer_error(b->ref));
-    bench_compare_rows(b->hout, b->refout, d->io_dtype, n, H, cmp);
+    if (!b->refout[ti]) {
+        b->refout[ti] = malloc((size_t)n * row);
+        if (!b->refout[ti]) return cli_fail("bench", "out of memory");
+        if (w4a8moe_layer_forward(b->ref, n, b->x, &rh, b->refout[ti], NULL)) {
+            free(b->refout[ti]);
+            b->refout[ti] = NULL;
+            return cli_fail("bench", "cpu_ref: %s", w4a8moe_layer_error(b->ref));
+        }
+    }
+    bench_compare_rows(b->hout, b->refout[ti], d->io_dtype, n, H, cmp);
     return 0;
 }
 
-static int setup(gpu_bench *b)
+/* The layer copies the forwards rotate over, made under the current environment (the path
+ * switches: docs/cli.md). */
+static int make_copies(gpu_bench *b)
 {
     const w4a8moe_layer_desc *d = &b->d;
-    int64_t T = d->max_tokens, H = d->hidden, k = d->top_k;
-    size_t io = w4a8moe_dtype_size(d->io_dtype);
-    if (!b->a->ckpt &&
-        w4a8moe_synth_weights_make(&b->sw, d, W4A8MOE_DTYPE_BF16, 0, 0, b->a->seed * 1000003u))
-        return cli_fail("bench", "out of host memory for synthetic weights");
+    int64_t H = d->hidden, k = d->top_k;
     struct cudaDeviceProp p;
     cudaGetDeviceProperties(&p, b->a->ordinal);
     double per_expert = 3.0 * (double)H * (double)d->inter * (0.5 + 4.0 / d->group_size);
@@ -376,6 +383,24 @@ static int setup(gpu_bench *b)
         }
         b->ncopies = i + 1;
     }
+    return 0;
+}
+
+static void free_copies(gpu_bench *b)
+{
+    for (int i = 0; i < b->ncopies; i++) w4a8moe_layer_free(b->layers[i]);
+    b->ncopies = 0;
+}
+
+/* The synthetic weights, the cpu_ref check layer and the inputs: once, whatever the sets. */
+static int setup(gpu_bench *b)
+{
+    const w4a8moe_layer_desc *d = &b->d;
+    int64_t T = d->max_tokens, H = d->hidden, k = d->top_k;
+    size_t io = w4a8moe_dtype_size(d->io_dtype);
+    if (!b->a->ckpt &&
+        w4a8moe_synth_weights_make(&b->sw, d, W4A8MOE_DTYPE_BF16, 0, 0, b->a->seed * 1000003u))
+        return cli_fail("bench", "out of host memory for synthetic weights");
     w4a8moe_layer_desc rd = *d;
     rd.max_tokens = GPU_CHECK_TOKENS;
     w4a8moe_layer_options ro = {.backend = "cpu_ref", .num_threads = 1, .borrow_weights = 1};
@@ -385,10 +410,9 @@ static int setup(gpu_bench *b)
     if (rst != W4A8MOE_STATUS_OK) return cli_fail("bench", "cpu_ref check layer: %s", w4a8moe_last_error());
     b->x = malloc((size_t)(T * H) * io);
     b->hout = malloc((size_t)(GPU_CHECK_TOKENS * H) * io);
-    b->refout = malloc((size_t)(GPU_CHECK_TOKENS * H) * io);
     b->ids = malloc((size_t)(T * k) * 4);
     b->wts = malloc((size_t)(T * k) * 4);
-    if (!b->x || !b->hout || !b->refout || !b->ids || !b->wts) return cli_fail("bench", "out of memory");
+    if (!b->x || !b->hout || !b->ids || !b->wts) return cli_fail("bench", "out of memory");
     w4a8moe_synth_rng r = {b->a->seed ^ 0x5eed5eed5eedull};
     w4a8moe_synth_input(b->x, d->io_dtype, T, H, 1.0f, &r);
     w4a8moe_synth_routing(b->ids, b->wts, T, d->num_experts, d->top_k, &r);
@@ -405,7 +429,7 @@ static int setup(gpu_bench *b)
 
 static void teardown(gpu_bench *b)
 {
-    for (int i = 0; i < b->ncopies; i++) w4a8moe_layer_free(b->layers[i]);
+    free_copies(b);
     w4a8moe_layer_free(b->ref);
     w4a8moe_synth_weights_free(&b->sw);
     if (b->s) cudaStreamDestroy(b->s);
@@ -415,7 +439,7 @@ static void teardown(gpu_bench *b)
     cudaFree(b->dwts);
     free(b->x);
     free(b->hout);
-    free(b->refout);
+    for (int i = 0; i < CLI_LIST_CAP; i++) free(b->refout[i]);
     free(b->ids);
     free(b->wts);
 }
@@ -451,47 +475,68 @@ int bench_gpu_main(const bench_gpu_args *a)
             tf > 0 ? "" : "unknown ", tf, tf > 0 ? " (cuBLASLt)" : ": ", tf > 0 ? "" : why);
     int rc = setup(&b);
     if (rc) { teardown(&b); return rc; }
-    fprintf(f, "model %s (H=%lld I=%lld E=%d k=%d g=%d), backend %s/%s, %d %s rotated (cold L2)\n",
-            name, (long long)b.d.hidden, (long long)b.d.inter, b.d.num_experts, b.d.top_k,
-            b.d.group_size, w4a8moe_layer_backend(b.layers[0]), w4a8moe_layer_prepfin(b.layers[0]),
-            b.ncopies, a->ckpt ? "checkpoint layers" : "layer copies");
-    if (!a->json)
-        printf("%7s %11s %11s %9s %9s %10s %11s %10s %10s\n", "T", "eager us", "graph us", "GB/s",
-               "TFLOP/s", "floor us", "bound", "time/floor", "rel-L2");
+    /* the sets of --env-sets, or one run under the environment as it is */
+    const int nsets = a->env ? a->env->n : 1;
     double worst = 0.0;
     int check_failed = 0;
-    for (int i = 0; i < a->ntokens && !rc; i++) {
-        int64_t T = a->tokens[i];
-        double ms_e = 0, ms_g = 0;
-        bench_floor fl;
-        bench_cmp cmp;
-        memset(&cmp, 0, sizeof cmp);
-        int check = i == 0 || i == a->ntokens - 1;
-        if (time_layer(&b, T, 0, &ms_e) || time_layer(&b, T, 1, &ms_g)) {
-            rc = cli_fail("bench", "timing T=%lld failed: %s", (long long)T, w4a8moe_layer_error(b.layers[0]));
-            break;
+    for (int set = 0; set < nsets && !rc; set++) {
+        char label[BENCH_ENV_VARS_MAX * (2 * BENCH_ENV_LEN + 2)] = "";
+        if (a->env) {
+            char *saved[BENCH_ENV_VARS_MAX];
+            int had[BENCH_ENV_VARS_MAX];
+            bench_env_set_label(a->env, set, label, sizeof label);
+            if (bench_env_apply(a->env, set, saved, had)) {
+                rc = cli_fail("bench", "--env-sets: out of memory");
+                break;
+            }
+            rc = make_copies(&b);
+            bench_env_restore(a->env, set, saved, had);
+            if (!a->json) printf("== %s %s\n", name, label);
+        } else {
+            rc = make_copies(&b);
         }
-        if (check && (rc = check_layer(&b, T, &cmp))) break;
-        if (check && !(cmp.max_rel_l2 <= worst)) worst = cmp.max_rel_l2;
-        if (check && cmp.nonfinite) worst = INFINITY;
-        if (check && !bench_within_tolerance(&cmp, 1, NULL, 0)) check_failed = 1;
-        bench_floor_compute(&b.d, T, b.ids, 2, &b.m, &fl);
-        double s = ms_g * 1e-3;
-        char rel[32];
-        snprintf(rel, sizeof rel, check ? "%.1e" : "-", cmp.max_rel_l2);
-        if (a->json)
-            printf("{\"model\":\"%s\",\"T\":%lld,\"backend\":\"%s\",\"eager_us\":%.2f,\"graph_us\":%.2f,"
-                   "\"floor_us\":%.2f,\"bound\":\"%s\",\"time_over_floor\":%.3f,\"gbs\":%.1f,\"tflops\":%.2f,"
-                   "\"copy_gbs\":%.1f,\"fp8_tflops\":%.1f,\"rel_l2\":%s}\n",
-                   name, (long long)T, w4a8moe_layer_backend(b.layers[0]), ms_e * 1e3,
-                   ms_g * 1e3, fl.floor_s * 1e6, fl.mem_s >= fl.fma_s ? "memory" : "fp8",
-                   s / fl.floor_s, fl.bytes / s / 1e9, fl.flops / s / 1e12, b.m.copy_gbs, tf,
-                   check ? rel : "null");
-        else
-            printf("%7lld %11.1f %11.1f %9.0f %9.1f %10.1f %11s %10.2f %10s\n", (long long)T, ms_e * 1e3,
-                   ms_g * 1e3, fl.bytes / s / 1e9, fl.flops / s / 1e12, fl.floor_s * 1e6,
-                   fl.mem_s >= fl.fma_s ? "memory" : "fp8", s / fl.floor_s, rel);
-        fflush(stdout);
+        if (rc) break;
+        if (set == 0 || a->env)
+            fprintf(f, "model %s (H=%lld I=%lld E=%d k=%d g=%d), backend %s/%s, %d %s rotated (cold L2)\n", name,
+                    (long long)b.d.hidden, (long long)b.d.inter, b.d.num_experts, b.d.top_k, b.d.group_size,
+                    w4a8moe_layer_backend(b.layers[0]), w4a8moe_layer_prepfin(b.layers[0]), b.ncopies,
+                    a->ckpt ? "checkpoint layers" : "layer copies");
+        if (!a->json)
+            printf("%7s %11s %11s %9s %9s %10s %11s %10s %10s\n", "T", "eager us", "graph us", "GB/s", "TFLOP/s",
+                   "floor us", "bound", "time/floor", "rel-L2");
+        for (int i = 0; i < a->ntokens && !rc; i++) {
+            int64_t T = a->tokens[i];
+            double ms_e = 0, ms_g = 0;
+            bench_floor fl;
+            bench_cmp cmp;
+            memset(&cmp, 0, sizeof cmp);
+            int check = i == 0 || i == a->ntokens - 1;
+            if (time_layer(&b, T, 0, &ms_e) || time_layer(&b, T, 1, &ms_g)) {
+                rc = cli_fail("bench", "timing T=%lld failed: %s", (long long)T, w4a8moe_layer_error(b.layers[0]));
+                break;
+            }
+            if (check && (rc = check_layer(&b, T, i, &cmp))) break;
+            if (check && !(cmp.max_rel_l2 <= worst)) worst = cmp.max_rel_l2;
+            if (check && cmp.nonfinite) worst = INFINITY;
+            if (check && !bench_within_tolerance(&cmp, 1, NULL, 0)) check_failed = 1;
+            bench_floor_compute(&b.d, T, b.ids, 2, &b.m, &fl);
+            double sec = ms_g * 1e-3;
+            char rel[32];
+            snprintf(rel, sizeof rel, check ? "%.1e" : "-", cmp.max_rel_l2);
+            if (a->json)
+                printf("{\"model\":\"%s\",\"T\":%lld,\"backend\":\"%s\",\"env\":\"%s\",\"eager_us\":%.2f,"
+                       "\"graph_us\":%.2f,\"floor_us\":%.2f,\"bound\":\"%s\",\"time_over_floor\":%.3f,\"gbs\":%.1f,"
+                       "\"tflops\":%.2f,\"copy_gbs\":%.1f,\"fp8_tflops\":%.1f,\"rel_l2\":%s}\n",
+                       name, (long long)T, w4a8moe_layer_backend(b.layers[0]), label, ms_e * 1e3, ms_g * 1e3,
+                       fl.floor_s * 1e6, fl.mem_s >= fl.fma_s ? "memory" : "fp8", sec / fl.floor_s,
+                       fl.bytes / sec / 1e9, fl.flops / sec / 1e12, b.m.copy_gbs, tf, check ? rel : "null");
+            else
+                printf("%7lld %11.1f %11.1f %9.0f %9.1f %10.1f %11s %10.2f %10s\n", (long long)T, ms_e * 1e3,
+                       ms_g * 1e3, fl.bytes / sec / 1e9, fl.flops / sec / 1e12, fl.floor_s * 1e6,
+                       fl.mem_s >= fl.fma_s ? "memory" : "fp8", sec / fl.floor_s, rel);
+            fflush(stdout);
+        }
+        free_copies(&b);
     }
     if (!rc) {
         fprintf(f, "GB/s, TFLOP/s and time/floor use the graph time; check vs cpu_ref (first %d tokens of "

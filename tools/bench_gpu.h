@@ -7,6 +7,7 @@
 #ifndef W4A8MOE_BENCH_GPU_H
 #define W4A8MOE_BENCH_GPU_H
 
+#include "bench.h"
 #include "w4a8moe.h"
 
 #include <stdint.h>
@@ -33,6 +34,7 @@ typedef struct bench_gpu_args {
     w4a8moe_status *create_status;
     char *create_why;
     size_t create_why_cap;
+    const bench_env_sets *env; /* --env-sets: the tokens once per set, or NULL */
 } bench_gpu_args;
 
 /* `w4a8moe bench --device cuda`: prints the table (or JSON lines); returns a CLI exit code. */

@@ -49,6 +49,7 @@ typedef struct bench_args {
     cli_device device;
     const char *ckpt_dir; /* --checkpoint */
     int64_t layer;        /* --layer, -1: the first MoE layer */
+    bench_env_sets env;   /* --env-sets (n 0: none) */
 } bench_args;
 
 typedef struct bench_result {
@@ -105,6 +106,8 @@ static int parse_args(int argc, char **argv, bench_args *a)
                 &a->ckpt_dir),
         CLI_INT("--layer", "L", "with --checkpoint: the MoE layer (default: the first)", &a->layer, 0,
                 1 << 20),
+        CLI_CUSTOM("--env-sets", "SETS", "with --device cuda: time each set of W4A8MOE_ switches in turn",
+                   &a->env, bench_parse_env_sets),
     };
     static const cli_spec spec = {
         "bench", "[options] | --checkpoint CKPT [--layer L] [options]",
@@ -118,7 +121,11 @@ static int parse_args(int argc, char **argv, bench_args *a)
         "With --checkpoint the copies are the checkpoint's MoE layers from --layer on (shared\n"
         "expert included), the check runs cpu_ref on that layer; inputs and routing stay random.\n"
         "--device auto (the default) runs on cuda:0 when a CUDA device is visible, else on the\n"
-        "host; the first line says which.\n",
+        "host; the first line says which.\n"
+        "--env-sets 'A=1 B=2;A=0;-' times the tokens once per set (';' between sets, ' ' between\n"
+        "W4A8MOE_NAME=VALUE assignments, '-' none: the library's path switches, docs/cli.md), on\n"
+        "layers made under that set, the weights, inputs and check made once; each set's rows\n"
+        "follow a line '== MODEL SET'.\n",
         0};
     cli_parse_result pr = cli_parse(&spec, opts, sizeof opts / sizeof opts[0], argc, argv, NULL, NULL);
     if (pr != CLI_PARSE_OK) return pr == CLI_PARSE_HELP ? -1 : CLI_EXIT_USAGE;
@@ -498,6 +505,7 @@ static int bench_cuda(bench_ctx *c)
     g.create_status = c->a.device.is_auto ? &create_st : NULL;
     g.create_why = why;
     g.create_why_cap = sizeof why;
+    g.env = c->a.env.n > 0 ? &c->a.env : NULL;
     int rc = bench_gpu_main(&g);
     if (rc && cli_device_fallback(&c->a.device, create_st, why)) return -2;
     return rc;
@@ -531,6 +539,11 @@ int cli_cmd_bench(int argc, char **argv)
     if (c.a.device.kind == W4A8MOE_DEVICE_CUDA && (rc = bench_cuda(&c)) != -2) {
         bench_free(&c);
         return rc;
+    }
+    if (c.a.env.n > 0) {
+        bench_free(&c);
+        return cli_usage_error("bench", "--env-sets: only with a CUDA device (--device cuda); this run is on the "
+                                        "host");
     }
     if (!c.a.threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -9,19 +9,19 @@
 #      W4A8MOE_SM90_QUANT_FIRST=1 and L2_LAYER=1 against the default's bits, W4A8MOE_SM90_DECODE_KS
 #      = 8 and 0 against the tolerance), then test_gpu_routing, quick (its
 #      one-token bad ids with QUANT_FIRST=1 among them)
-#   l  w4a8moe bench --tokens 1,16 with W4A8MOE_SM90_L2_AHEAD = 0, 4, 8 (0 twice) on six models,
-#      and explain's line. Prediction (H100): if the small-batch GEMMs are short of bytes in flight
+#   l  w4a8moe bench --tokens 1,16 with W4A8MOE_SM90_L2_AHEAD = 0, 4, 8, twice in turn, on six
+#      models, one process each (--env-sets), and explain's line. Prediction (H100): if the small-batch GEMMs are short of bytes in flight
 #      (64 KB an SM, ~2.8 us of latency at 23 GB/s an SM), 4-8 groups ahead take Mixtral T = 1
 #      from 90 to ~75 us and T = 16 by 10-15 %; if the stream lab's "tile ... pf" rows are no faster
 #      than its plain ones, nothing
-#      Then W4A8MOE_SM90_DECODE_KS unset against 0 (eighths where they fill the SMs' slots better:
-#      Mixtral's and qwen3-235b's GEMM1, DeepSeek-V3's GEMM2 at T = 1), T = 1, twice each.
+#      In the same processes W4A8MOE_SM90_DECODE_KS unset against 0 (eighths where they fill the
+#      SMs' slots better: Mixtral's and qwen3-235b's GEMM1, DeepSeek-V3's GEMM2 at T = 1).
 #      Prediction: those GEMMs' slots 73-85 % -> 97 % busy, so ~10-20 % faster where they are
 #      latency-bound: Mixtral ~90 -> ~83 us, qwen3-235b ~54 -> ~48, DeepSeek-V3 ~93 -> ~89
-#   t  w4a8moe bench --tokens 1 on four models (qwen3-30b-a3b, Mixtral, Llama-4 Scout, DeepSeek-V3)
-#      with, in turn: nothing, W4A8MOE_SM90_STAGE=3, =1, W4A8MOE_SM90_QUANT_FIRST=1, QUANT_FIRST=1
-#      with STAGE=2, (qwen3-30b-a3b: W4A8MOE_SM90_L2_LAYER=1 alone, with QUANT_FIRST, with both),
-#      nothing again; and explain's lines. STAGE: a one-token forward's row staged in shared memory (GEMM1 1, GEMM2 2,
+#   t  w4a8moe bench --tokens 1 on six models, one process each (--env-sets), twice in turn:
+#      nothing, W4A8MOE_SM90_STAGE=3, =1, W4A8MOE_SM90_QUANT_FIRST=1, QUANT_FIRST=1 with STAGE=2
+#      (qwen3-30b-a3b also W4A8MOE_SM90_L2_LAYER=1 alone, with QUANT_FIRST, with both); and
+#      explain's lines. STAGE: a one-token forward's row staged in shared memory (GEMM1 1, GEMM2 2,
 #      both 3). Prediction (H100): GEMM1's group 185 -> ~150 warp instructions (its mma block's
 #      PTX 155 -> 114), so where its instruction chain is the limit (the stream lab's "tile" rows
 #      near the copy rate) GEMM1 10-20 % faster: Mixtral T = 1 90 -> ~83 us, deepseek-v3 93 -> ~86,
@@ -61,22 +61,17 @@ part_q() {
 part_l() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
   W4A8MOE_SM90_L2_AHEAD=4 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model mixtral-8x7b 2>&1 | grep -m3 "L2"
+  W4A8MOE_SM90_DECODE_KS=0 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model mixtral-8x7b 2>&1 |
+    grep -m3 "GEMM1's 8 ways"
+  # one process a model, the sets alternating (bench --env-sets: weights and check made once);
+  # W4A8MOE_SM90_DECODE_KS=0 where it changes a split at T = 1 (Mixtral, qwen3-235b, DeepSeek-V3)
+  local a4=W4A8MOE_SM90_L2_AHEAD=4 a8=W4A8MOE_SM90_L2_AHEAD=8 ks=W4A8MOE_SM90_DECODE_KS=0
   for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3 qwen3-235b-a22b llama4-maverick; do
-    for a in 0 4 8 0; do
-      echo "== $m l2_ahead=$a"
-      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_L2_AHEAD=$a timeout "$(lim 40)" $B/w4a8moe bench --device cuda \
-        --model $m --tokens 1,16 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
-    done
+    sets="-;$a4;$a8;-;$a4;$a8"
+    case $m in mixtral-8x7b|qwen3-235b-a22b|deepseek-v3) sets="$sets;$ks;-;$ks" ;; esac
+    W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 120)" $B/w4a8moe bench --device cuda --model $m --tokens 1,16 \
+      --env-sets "$sets" 2>&1 | grep -E "^== |^ +[0-9]+ |error|FAIL"
   done 2>&1 | tee "$OUT/l2-bench.log"
-  # the K split by the slots (W4A8MOE_SM90_DECODE_KS=0: Mixtral's and qwen3-235b's GEMM1, DeepSeek's GEMM2)
-  for m in mixtral-8x7b qwen3-235b-a22b deepseek-v3; do
-    for a in unset 0 unset 0; do
-      echo "== $m decode_ks=$a"
-      ( [ $a = unset ] || export W4A8MOE_SM90_DECODE_KS=$a
-        W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model $m --tokens 1 2>&1 |
-          grep -E "^ +[0-9]+ |error|FAIL" )
-    done
-  done 2>&1 | tee "$OUT/ks-bench.log"
 }
 part_t() {
   [ -x $B/w4a8moe ] || unpack bins || return 1
@@ -86,15 +81,15 @@ part_t() {
     grep -m3 "QUANT_FIRST"
   W4A8MOE_SM90_L2_LAYER=1 timeout "$(lim 30)" $B/w4a8moe explain --device cuda --model qwen3-30b-a3b 2>&1 |
     grep -m3 "L2_LAYER"
-  # stage:quant_first:l2_layer; L2_LAYER only where the experts' bytes fit half of L2 (qwen3-30b-a3b)
-  for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3; do
-    extra=""; [ $m = qwen3-30b-a3b ] && extra="0:0:1 0:1:1 2:1:1"
-    for a in 0:0:0 3:0:0 1:0:0 0:1:0 2:1:0 $extra 0:0:0; do
-      IFS=: read -r sg qf ll <<< "$a"
-      echo "== $m stage=$sg quant_first=$qf l2_layer=$ll"
-      W4A8MOE_BACKEND=cuda_sm90 W4A8MOE_SM90_STAGE=$sg W4A8MOE_SM90_QUANT_FIRST=$qf W4A8MOE_SM90_L2_LAYER=$ll \
-        timeout "$(lim 40)" $B/w4a8moe bench --device cuda --model $m --tokens 1 2>&1 | grep -E "^ +[0-9]+ |error|FAIL"
-    done
+  # one process a model, the sets alternating; L2_LAYER only where the experts' bytes fit half of
+  # L2 (qwen3-30b-a3b)
+  local s3=W4A8MOE_SM90_STAGE=3 s1=W4A8MOE_SM90_STAGE=1 s2=W4A8MOE_SM90_STAGE=2 q=W4A8MOE_SM90_QUANT_FIRST=1
+  local l=W4A8MOE_SM90_L2_LAYER=1
+  for m in qwen3-30b-a3b mixtral-8x7b llama4-scout deepseek-v3 qwen3-235b-a22b llama4-maverick; do
+    sets="-;$s3;$s1;$q;$q $s2;-;$s3;$s1;$q;$q $s2"
+    [ $m = qwen3-30b-a3b ] && sets="$sets;$l;$q $l;$q $s2 $l;-;$l;$q $s2 $l"
+    W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 120)" $B/w4a8moe bench --device cuda --model $m --tokens 1 \
+      --env-sets "$sets" 2>&1 | grep -E "^== |^ +[0-9]+ |error|FAIL"
   done 2>&1 | tee "$OUT/stage-bench.log"
 }
 part_c() {
@@ -131,7 +126,7 @@ part_r() {
 }
 summary() {
   echo "==== summary"
-  for f in l2-bench ks-bench stage-bench; do
+  for f in l2-bench stage-bench; do
     [ -f "$OUT/$f.log" ] && python3 dev/rounds/summarise_bench.py "$OUT/$f.log"
   done
   grep -h "passed, \|ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/distinct-quick.log "$OUT"/routing-quick.log \

@@ -122,6 +122,11 @@ usage_error bench --device tpu
 usage_error bench --device cuda:x
 usage_error bench --layer 1
 usage_error bench --model tiny --checkpoint "$here"
+usage_error bench --env-sets "FOO=1"
+usage_error bench --env-sets "W4A8MOE_SM90_STAGE"
+usage_error bench --env-sets "W4A8MOE_SM90_STAGE=1;W4A8MOE_SM90_STAGE="
+usage_error bench --env-sets "W4A8MOE_SM90_STAGE=1" --device cpu --model tiny --tokens 1
+usage_error bench --env-sets "-;W4A8MOE_PDL=0"
 usage_error run "$here" --layer 1 --input a --output b --device tpu
 usage_error verify --checkpoint "$here" --device gpu
 usage_error explain
