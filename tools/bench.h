@@ -91,7 +91,7 @@ typedef struct bench_env_sets {
 } bench_env_sets;
 
 /* cli_value_parser of --env-sets (bench_env_sets): each assignment VAR=VALUE with VAR a W4A8MOE_
- * name of capitals, digits and '_', VALUE without spaces or ';'. */
+ * name of capitals, digits and '_', VALUE of letters, digits and _.,:+- (it is printed in JSON). */
 int bench_parse_env_sets(const char *value, void *dst, char *why, size_t cap);
 
 /* Set i as text ("-" for none) into buf. */

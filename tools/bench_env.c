@@ -63,6 +63,15 @@ int bench_parse_env_sets(const char *value, void *dst, char *why, size_t cap)
                 return -1;
             }
             const size_t vl = (size_t)(we - eq - 1);
+            for (size_t c = 0; c < vl; c++) { /* printed in JSON and the set's header: plain characters */
+                const char ch = eq[1 + c];
+                if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                      strchr("_.,:+-", ch))) {
+                    snprintf(why, cap, "set %d: '%.*s': a value of letters, digits and _.,:+- only", set + 1,
+                             (int)(we - w), w);
+                    return -1;
+                }
+            }
             if (vl == 0 || vl >= BENCH_ENV_LEN) {
                 snprintf(why, cap, "set %d: '%.*s' needs a value of 1-%d characters", set + 1, (int)(we - w), w,
                          BENCH_ENV_LEN - 1);

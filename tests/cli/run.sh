@@ -127,6 +127,7 @@ usage_error bench --env-sets "W4A8MOE_SM90_STAGE"
 usage_error bench --env-sets "W4A8MOE_SM90_STAGE=1;W4A8MOE_SM90_STAGE="
 usage_error bench --env-sets "W4A8MOE_SM90_STAGE=1" --device cpu --model tiny --tokens 1
 usage_error bench --env-sets "-;W4A8MOE_PDL=0"
+usage_error bench --env-sets 'W4A8MOE_SM90_STAGE=1"'
 usage_error run "$here" --layer 1 --input a --output b --device tpu
 usage_error verify --checkpoint "$here" --device gpu
 usage_error explain
