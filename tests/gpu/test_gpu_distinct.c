@@ -101,7 +101,7 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const float *ref, const char *what)
 {
-    enum { SAME_AS_DEFAULT, TOLERANCE, SAME_AS_NO_PARTS, TOLERANCE_TWICE };
+    enum { SAME_AS_DEFAULT, TOLERANCE, NO_PARTS_REF, SAME_AS_NO_PARTS, TOLERANCE_TWICE };
     static const struct {
         const char *env[2][2];
         int check;
@@ -125,7 +125,7 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         {{{"W4A8MOE_SM90_DECODE_KS", "8"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_DECODE_KS", "8"}, {"W4A8MOE_SM90_QUANT_FIRST", "1"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_DECODE_KS", "0"}}, TOLERANCE},
-        {{{"W4A8MOE_SM90_SPLIT_K", "1"}}, TOLERANCE}, /* first of these: the others' reference */
+        {{{"W4A8MOE_SM90_SPLIT_K", "1"}}, NO_PARTS_REF}, /* SAME_AS_NO_PARTS's reference */
         {{{"W4A8MOE_SM90_SPLIT_K", "2"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_SPLIT_K", "0"}}, TOLERANCE}, /* by the grid: 2-4 parts at the small grids */
         {{{"W4A8MOE_SM90_BN32_MAX_ROWS", "0"}, {"W4A8MOE_SM90_SPLIT_K", "1"}}, SAME_AS_NO_PARTS},
@@ -154,18 +154,23 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         CHECK(w4a8moe_layer_forward(L, T, dv->x, &rd, dv->out, NULL) == W4A8MOE_STATUS_OK,
               "%s: cuda_sm90 (%s) forward: %s", what, sw, w4a8moe_layer_error(L));
         CHECK(gh_fetch(d, T, dv->out, other) == 0, "%s: fetch", what);
-        if (runs[m].check == TOLERANCE || runs[m].check == TOLERANCE_TWICE) {
+        if (runs[m].check == TOLERANCE || runs[m].check == NO_PARTS_REF || runs[m].check == TOLERANCE_TWICE) {
             gh_stats s = gh_compare_stats(ref, other, T, d->hidden);
             char label[320];
             snprintf(label, sizeof label, "%s, %s", what, sw);
             report(label, "cuda_sm90", &s);
             if (runs[m].check == TOLERANCE_TWICE) same_again(L, d, dv, T, other, label, "cuda_sm90");
-            else if (!have_no_parts) memcpy(no_parts, other, (size_t)n * 4);
-            have_no_parts |= runs[m].check == TOLERANCE;
+            if (runs[m].check == NO_PARTS_REF) {
+                memcpy(no_parts, other, (size_t)n * 4);
+                have_no_parts = 1;
+            }
             w4a8moe_layer_free(L);
             continue;
         }
         w4a8moe_layer_free(L);
+        CHECK(runs[m].check == SAME_AS_DEFAULT || have_no_parts, "%s: %s runs before its reference (SPLIT_K=1)",
+              what, sw);
+        if (runs[m].check != SAME_AS_DEFAULT && !have_no_parts) continue;
         const float *base = runs[m].check == SAME_AS_DEFAULT ? got : no_parts;
         int64_t diff = 0;
         for (int64_t i = 0; i < n; i++) diff += memcmp(&other[i], &base[i], 4) != 0;
