@@ -439,6 +439,15 @@ static void sm90_plan_l2(const w4a8moe_stage_ctx *ctx, const sm90_state *s, w4a8
     *plan = p;
 }
 
+/* Whether a one-token forward has the prepare quantise the token in a kernel of its own before its
+ * sort, for GEMM1 to multiply it before its wait (W4A8MOE_SM90_QUANT_FIRST; sm90_plan_tiles, and
+ * explain's line). GEMM1 stages its row at either K split, so both must fit. */
+static bool sm90_quant_first_on(const sm90_state *s, int64_t T, int64_t R, int64_t H)
+{
+    return s->quant_first && T == 1 && s->early && R <= SM90_EARLY_MAX_ROWS && s->find_ids &&
+           sm90_stage_fits(H, 4) && sm90_stage_fits(H, 8);
+}
+
 /* The small-batch tile list asked of the prepare (w4a8moe_tile_plan, src/core/backend.h): its
  * decode kernel writes it and zeroes GEMM1's row amax, so the forward runs no schedule kernel
  * (a dependent step of ~2.2 µs at decode; docs/PERFORMANCE.md, round 23). Not where GEMM1 finds
@@ -464,8 +473,7 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     plan->zero = ws.rowmax;
     plan->nzero = R;
     /* the token first, where GEMM1 then multiplies it before its wait (sm90_small_batch_forward) */
-    plan->quant_first = s->quant_first && T == 1 && s->early && R <= SM90_EARLY_MAX_ROWS && s->find_ids &&
-                        sm90_stage_fits(ctx->desc->hidden, 4) && sm90_stage_fits(ctx->desc->hidden, 8);
+    plan->quant_first = sm90_quant_first_on(s, T, R, ctx->desc->hidden);
     if (s->l2_layer && T == 1) sm90_plan_l2(ctx, s, plan);
 }
 
@@ -671,7 +679,7 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
         if (k.l2_ahead > 0)
             snprintf(l2, sizeof l2, "; weights asked of L2 %d groups ahead (W4A8MOE_SM90_L2_AHEAD)", k.l2_ahead);
         char sg[96] = ""; /* mma_layer's rule (GEMM1 where it finds its expert from the ids) */
-        const bool qf = decode && T == 1 && k.quant_first && k.find_ids && sm90_stage_fits(d->hidden, ks[0]);
+        const bool qf = sm90_quant_first_on(&k, T, R, d->hidden) && k.prepare_tiles > 0;
         const bool sg1 = qf || (decode && T == 1 && (k.stage & 1) && k.find_ids && sm90_stage_fits(d->hidden, ks[0]));
         const bool sg2 = decode && T == 1 && (k.stage & 2) && sm90_stage_fits(d->inter, ks2);
         if (sg1 || sg2)
@@ -684,8 +692,18 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
             const int64_t eb = sm90_expert_wq_bytes(&k.w13, d->hidden, d->group_size) +
                                sm90_expert_ws_bytes(&k.w13, d->hidden, d->group_size) +
                                sm90_expert_wq_bytes(&k.w2, d->inter, d->group_size);
-            snprintf(l2l, sizeof l2l, "; its experts' %.1f MB asked of L2 by the prepare's first kernel where "
-                     "they fit half of L2 (W4A8MOE_SM90_L2_LAYER)", (double)(eb * d->top_k) / 1e6);
+            int l2 = 0; /* the device's L2 where there is one (sm90_plan_l2 asks only where they fit half) */
+            if (ctx->dev && ctx->dev->kind == W4A8MOE_DEVICE_CUDA && ctx->dev->cuda_sm > 0 &&
+                cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ctx->dev->ordinal) != cudaSuccess) {
+                cudaGetLastError();
+                l2 = 0;
+            }
+            if (l2 > 0 && eb * d->top_k > l2 / 2)
+                snprintf(l2l, sizeof l2l, "; not asked of L2: its experts' %.1f MB exceed half of L2 "
+                         "(W4A8MOE_SM90_L2_LAYER)", (double)(eb * d->top_k) / 1e6);
+            else
+                snprintf(l2l, sizeof l2l, "; its experts' %.1f MB asked of L2 by the prepare's first kernel where "
+                         "they fit half of L2 (W4A8MOE_SM90_L2_LAYER)", (double)(eb * d->top_k) / 1e6);
         }
         snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s%s%s", band, 8 * mc->nt,
                  mc->ksplit, k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", l2, sg,

@@ -99,12 +99,13 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
 
 /* Whether a staged row (SM90M_STAGE) of K values leaves room for the blocks an SM the
  * one-fragment kernel of K split ks is bound to (SM90M_MIN_BLOCKS: 8 of 4 warps, 4 of 8), each
- * with up to 4 KB of static shared memory, in an SM's 227 KB: K <= ~12,000 at ks = 4, ~24,000
- * at 8; and within the 48 KB a launch takes without an opt-in. */
+ * with up to 4 KB of static shared memory (the K parts' sums: 3.5 KB at ks = 8), in an SM's
+ * 227 KB: K <= ~12,000 at ks = 4; and static + dynamic within the 48 KB a launch takes without
+ * an opt-in (mma_launch asks for none): K <= ~22,000 at 8. */
 bool sm90_stage_fits(int64_t K, int ks)
 {
-    const int64_t b = sm90m_stage_bytes(K);
-    return b <= 48 * 1024 && SM90M_MIN_BLOCKS(1, ks) * (b + 4096) <= 220 * 1024;
+    const int64_t b = sm90m_stage_bytes(K) + 4096;
+    return b <= 48 * 1024 && SM90M_MIN_BLOCKS(1, ks) * b <= 220 * 1024;
 }
 
 /* The small-batch forward: the schedule (unless the prepare wrote its tile list: tiles_ready),
