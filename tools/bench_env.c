@@ -43,11 +43,13 @@ int bench_parse_env_sets(const char *value, void *dst, char *why, size_t cap)
         const char *end = strchr(p, ';');
         if (!end) end = p + strlen(p);
         const int set = s->n++;
+        int words = 0;
         for (const char *w = p; w < end;) { /* words separated by spaces */
             while (w < end && *w == ' ') w++;
             const char *we = w;
             while (we < end && *we != ' ') we++;
             if (we == w) break;
+            words++;
             if (we - w == 1 && *w == '-') { /* the empty set */
                 w = we;
                 continue;
@@ -86,6 +88,10 @@ int bench_parse_env_sets(const char *value, void *dst, char *why, size_t cap)
             memcpy(s->value[set][v], eq + 1, vl);
             w = we;
         }
+        if (!words) { /* a stray ';' would time the environment as it is once more, unasked */
+            snprintf(why, cap, "set %d is empty: write '-' for a run under the environment as it is", set + 1);
+            return -1;
+        }
         if (*end == '\0') break;
         p = end + 1;
     }
@@ -104,6 +110,19 @@ void bench_env_set_label(const bench_env_sets *s, int i, char *buf, size_t cap)
     if (s->nvars[i] == 0) snprintf(buf, cap, "-");
 }
 
+/* Puts back the first n variables of set i as saved (restore's loop, also for a partial apply). */
+static void restore_first(const bench_env_sets *s, int i, int n, char *saved[BENCH_ENV_VARS_MAX],
+                          int had[BENCH_ENV_VARS_MAX])
+{
+    for (int v = n - 1; v >= 0; v--) {
+        if (had[v]) setenv(s->var[i][v], saved[v], 1);
+        else unsetenv(s->var[i][v]);
+        free(saved[v]);
+        saved[v] = NULL;
+        had[v] = 0;
+    }
+}
+
 int bench_env_apply(const bench_env_sets *s, int i, char *saved[BENCH_ENV_VARS_MAX], int had[BENCH_ENV_VARS_MAX])
 {
     for (int v = 0; v < BENCH_ENV_VARS_MAX; v++) {
@@ -112,23 +131,20 @@ int bench_env_apply(const bench_env_sets *s, int i, char *saved[BENCH_ENV_VARS_M
     }
     for (int v = 0; v < s->nvars[i]; v++) {
         const char *old = getenv(s->var[i][v]);
-        had[v] = old != NULL;
-        saved[v] = old ? strdup(old) : NULL;
-        if ((old && !saved[v]) || setenv(s->var[i][v], s->value[i][v], 1) != 0) {
-            bench_env_restore(s, i, saved, had);
+        char *copy = old ? strdup(old) : NULL;
+        /* out of memory: variable v is as it was; the ones before it are put back */
+        if ((old && !copy) || setenv(s->var[i][v], s->value[i][v], 1) != 0) {
+            free(copy);
+            restore_first(s, i, v, saved, had);
             return -1;
         }
+        had[v] = old != NULL;
+        saved[v] = copy;
     }
     return 0;
 }
 
 void bench_env_restore(const bench_env_sets *s, int i, char *saved[BENCH_ENV_VARS_MAX], int had[BENCH_ENV_VARS_MAX])
 {
-    for (int v = s->nvars[i] - 1; v >= 0; v--) {
-        if (had[v] && saved[v]) setenv(s->var[i][v], saved[v], 1);
-        else unsetenv(s->var[i][v]);
-        free(saved[v]);
-        saved[v] = NULL;
-        had[v] = 0;
-    }
+    restore_first(s, i, s->nvars[i], saved, had);
 }

@@ -128,6 +128,11 @@ usage_error bench --env-sets "W4A8MOE_SM90_STAGE=1;W4A8MOE_SM90_STAGE="
 usage_error bench --env-sets "W4A8MOE_SM90_STAGE=1" --device cpu --model tiny --tokens 1
 usage_error bench --env-sets "-;W4A8MOE_PDL=0"
 usage_error bench --env-sets 'W4A8MOE_SM90_STAGE=1"'
+for sets in "-;" "-;;W4A8MOE_SM90_STAGE=1" " ;-"; do # an empty set is refused by name, before the device check
+    usage_error bench --env-sets "$sets"
+    if grep -q "set [12] is empty" "$tmp/bad.err"; then ok "--env-sets '$sets': the empty set named"
+    else fail "--env-sets '$sets': the error does not name the empty set" "$(cat "$tmp/bad.err")"; fi
+done
 usage_error run "$here" --layer 1 --input a --output b --device tpu
 usage_error verify --checkpoint "$here" --device gpu
 usage_error explain
