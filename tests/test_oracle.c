@@ -515,27 +515,22 @@ static void test_sm90_paths(void)
     }
     /* the switches move the paths as they move the forwards (read when asked) */
     setenv("W4A8MOE_SM90_MMA_MAX_ROWS", "0", 1);
-    char buf[256];
+    char buf[512];
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);
     unsetenv("W4A8MOE_SM90_MMA_MAX_ROWS");
     CHECK(has(buf, "wgmma tiles, GEMM1 32 rows"), "cuda_sm90, no mma tiles, T = 1: '%s'", buf);
-    /* the small-batch GEMMs' L2 requests ahead of their loads (W4A8MOE_SM90_L2_AHEAD): named
-     * on the mma.sync paths only, and not by default */
+    /* a one-token forward's defaults (round 39): the token quantised first, GEMM1 staging its row
+     * with it, GEMM2 staging its row (W4A8MOE_SM90_STAGE's bit 2); =0 turns either off */
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);
-    CHECK(has(buf, "mma.sync tiles") && !has(buf, "L2"), "cuda_sm90, L2_AHEAD unset, T = 1: '%s'", buf);
-    setenv("W4A8MOE_SM90_L2_AHEAD", "4", 1);
-    for (int64_t T = 1; T <= 16; T += 15) {
-        sm90->describe_batch(&ctx, T, buf, sizeof buf);
-        CHECK(has(buf, "mma.sync tiles") && has(buf, "weights asked of L2 4 groups ahead (W4A8MOE_SM90_L2_AHEAD)"),
-              "cuda_sm90, L2_AHEAD=4, T = %lld: '%s'", (long long)T, buf);
-    }
-    sm90->describe_batch(&ctx, 64, buf, sizeof buf);
-    CHECK(has(buf, "wgmma tiles") && !has(buf, "L2"), "cuda_sm90, L2_AHEAD=4, T = 64: '%s'", buf);
-    unsetenv("W4A8MOE_SM90_L2_AHEAD");
-    /* a one-token forward's row staged in shared memory (W4A8MOE_SM90_STAGE): T = 1 only, named
-     * per GEMM, and not by default */
+    CHECK(has(buf, "both GEMMs read the token's row from shared memory (W4A8MOE_SM90_STAGE)") &&
+              has(buf, "the token quantised first, GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST)"),
+          "cuda_sm90, defaults, T = 1: '%s'", buf);
+    setenv("W4A8MOE_SM90_QUANT_FIRST", "0", 1);
+    setenv("W4A8MOE_SM90_STAGE", "0", 1);
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);
-    CHECK(!has(buf, "STAGE"), "cuda_sm90, STAGE unset, T = 1: '%s'", buf);
+    CHECK(has(buf, "mma.sync tiles") && !has(buf, "STAGE") && !has(buf, "QUANT_FIRST"),
+          "cuda_sm90, QUANT_FIRST=0 STAGE=0, T = 1: '%s'", buf);
+    /* STAGE by GEMM, named per GEMM, T = 1 only (QUANT_FIRST=0: it would stage GEMM1 anyway) */
     static const struct { const char *v, *says; } stages[] = {
         {"1", "GEMM1 reads the token's row from shared memory (W4A8MOE_SM90_STAGE)"},
         {"2", "GEMM2 reads the token's row from shared memory"},
@@ -556,47 +551,30 @@ static void test_sm90_paths(void)
           "cuda_sm90, STAGE=3 FIND_IDS=0, T = 1: '%s'", buf);
     unsetenv("W4A8MOE_SM90_FIND_IDS");
     unsetenv("W4A8MOE_SM90_STAGE");
+    unsetenv("W4A8MOE_SM90_QUANT_FIRST");
     /* the token quantised first and GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST):
      * T = 1 only, GEMM1 staging its row with it, not without GEMM1 finding its expert from the ids */
     char qbuf[512];
     setenv("W4A8MOE_SM90_QUANT_FIRST", "1", 1);
     sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
-    CHECK(has(qbuf, "GEMM1 reads the token's row from shared memory") &&
+    CHECK(has(qbuf, "both GEMMs read the token's row from shared memory") &&
               has(qbuf, "the token quantised first, GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST)"),
           "cuda_sm90, QUANT_FIRST=1, T = 1: '%s'", qbuf);
     sm90->describe_batch(&ctx, 2, qbuf, sizeof qbuf);
     CHECK(!has(qbuf, "QUANT_FIRST"), "cuda_sm90, QUANT_FIRST=1, T = 2: '%s'", qbuf);
     setenv("W4A8MOE_SM90_FIND_IDS", "0", 1);
     sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
-    CHECK(!has(qbuf, "QUANT_FIRST") && !has(qbuf, "STAGE"), "cuda_sm90, QUANT_FIRST=1 FIND_IDS=0, T = 1: '%s'", qbuf);
+    CHECK(!has(qbuf, "QUANT_FIRST") && has(qbuf, "GEMM2 reads the token's row") && !has(qbuf, "both"),
+          "cuda_sm90, QUANT_FIRST=1 FIND_IDS=0, T = 1: '%s'", qbuf);
     unsetenv("W4A8MOE_SM90_FIND_IDS");
     unsetenv("W4A8MOE_SM90_QUANT_FIRST");
-    /* a one-token layer's weights asked of L2 by the prepare's first kernel (W4A8MOE_SM90_L2_LAYER):
-     * T = 1 only, with the bytes of its top_k experts */
-    setenv("W4A8MOE_SM90_L2_LAYER", "1", 1);
+    /* GEMM2 in K eighths for a long K (this shape's I = 14,336: 112 groups) at <= 8 routed rows
+     * (configs/sm90_tiles.h), named; GEMM1 in quarters */
     sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
-    CHECK(has(qbuf, "MB asked of L2 by the prepare's first kernel where they fit half of L2 (W4A8MOE_SM90_L2_LAYER)"),
-          "cuda_sm90, L2_LAYER=1, T = 1: '%s'", qbuf);
-    sm90->describe_batch(&ctx, 2, qbuf, sizeof qbuf);
-    CHECK(!has(qbuf, "L2_LAYER"), "cuda_sm90, L2_LAYER=1, T = 2: '%s'", qbuf);
-    unsetenv("W4A8MOE_SM90_L2_LAYER");
-    /* both small-batch GEMMs in K eighths at <= 8 routed rows (W4A8MOE_SM90_DECODE_KS=8), named */
-    setenv("W4A8MOE_SM90_DECODE_KS", "8", 1);
-    sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
-    CHECK(has(qbuf, "GEMM1's 8 ways (W4A8MOE_SM90_DECODE_KS=8, <= 8 routed rows)") && has(qbuf, "GEMM2's 8 ways"),
-          "cuda_sm90, DECODE_KS=8, T = 1: '%s'", qbuf);
+    CHECK(has(qbuf, "K split 4 ways, GEMM2's 8 ways (a long K, <= 8 routed rows)") && !has(qbuf, "GEMM1's 8"),
+          "cuda_sm90, T = 1: '%s'", qbuf);
     sm90->describe_batch(&ctx, 16, qbuf, sizeof qbuf);
-    CHECK(!has(qbuf, "8 ways"), "cuda_sm90, DECODE_KS=8, T = 16: '%s'", qbuf);
-    /* =0: eighths where they fill the slots better. Mixtral's GEMM1 at T = 1 (this shape, 132 SMs):
-     * 2 experts x 448 row blocks x 4 = 3,584 blocks, 3.4 waves of 1,056 in quarters (85 % of the
-     * slots busy), 6.8 of 528 in eighths (97 %); at T = 2 both fill 97 % (quarters kept) */
-    setenv("W4A8MOE_SM90_DECODE_KS", "0", 1);
-    sm90->describe_batch(&ctx, 1, qbuf, sizeof qbuf);
-    CHECK(has(qbuf, "GEMM1's 8 ways (fills the SMs' slots, <= 8 routed rows), GEMM2's 8 ways (a long K"),
-          "cuda_sm90, DECODE_KS=0, T = 1: '%s'", qbuf);
-    sm90->describe_batch(&ctx, 2, qbuf, sizeof qbuf);
-    CHECK(!has(qbuf, "GEMM1's 8 ways") && has(qbuf, "GEMM2's 8 ways"), "cuda_sm90, DECODE_KS=0, T = 2: '%s'", qbuf);
-    unsetenv("W4A8MOE_SM90_DECODE_KS");
+    CHECK(has(qbuf, "mma.sync tiles") && !has(qbuf, "8 ways"), "cuda_sm90, T = 16: '%s'", qbuf);
     /* the one-launch experts of one token (W4A8MOE_SM90_FUSED=1): T = 1 only, g = 64 or 128 */
     setenv("W4A8MOE_SM90_FUSED", "1", 1);
     sm90->describe_batch(&ctx, 1, buf, sizeof buf);
@@ -620,7 +598,7 @@ static void test_sm90_paths(void)
     size_t used = 0;
     rep[0] = '\0';
     w4a8moe_oracle_report_batches(sm90, &dev, &d, rep, sizeof rep, &used);
-    CHECK(has(rep, "T = 1-4 ") && has(rep, "T = 5-24 ") && has(rep, "T = 25-64 ") &&
+    CHECK(has(rep, "T = 1 ") && has(rep, "T = 2-4 ") && has(rep, "T = 5-24 ") && has(rep, "T = 25-64 ") &&
               has(rep, "GEMM2 32, its K in 3 parts") && has(rep, "T = 81-128 ") && has(rep, "T = 1537-4096 "),
           "cuda_sm90 batch ranges for Mixtral's shape:\n%s", rep);
     unsetenv("W4A8MOE_SM90_SPLIT_K");

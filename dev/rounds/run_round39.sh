@@ -70,7 +70,7 @@ part_l() {
     sets="-;$a4;$a8;-;$a4;$a8"
     case $m in mixtral-8x7b|qwen3-235b-a22b|deepseek-v3) sets="$sets;$ks;-;$ks" ;; esac
     W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 120)" $B/w4a8moe bench --device cuda --model $m --tokens 1,16 \
-      --env-sets "$sets" 2>&1 | grep -E "^== |^ +[0-9]+ |error|FAIL"
+      --env-sets "$sets" 2>&1 | grep -E "^== |^ +[0-9]+ |error|FAIL|^w4a8moe"
   done 2>&1 | tee "$OUT/l2-bench.log"
 }
 part_t() {
@@ -89,7 +89,7 @@ part_t() {
     sets="-;$s3;$s1;$q;$q $s2;-;$s3;$s1;$q;$q $s2"
     [ $m = qwen3-30b-a3b ] && sets="$sets;$l;$q $l;$q $s2 $l;-;$l;$q $s2 $l"
     W4A8MOE_BACKEND=cuda_sm90 timeout "$(lim 120)" $B/w4a8moe bench --device cuda --model $m --tokens 1 \
-      --env-sets "$sets" 2>&1 | grep -E "^== |^ +[0-9]+ |error|FAIL"
+      --env-sets "$sets" 2>&1 | grep -E "^== |^ +[0-9]+ |error|FAIL|^w4a8moe"
   done 2>&1 | tee "$OUT/stage-bench.log"
 }
 part_c() {

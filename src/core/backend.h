@@ -127,10 +127,7 @@ static inline void w4a8moe_stage_ctx_set_local(w4a8moe_stage_ctx *ctx, const w4a
  * quant_first (asked, one-token forwards): the token quantised into a_q and a_scale by a kernel
  * of its own before the one that sorts the pairs, so that the experts' first kernel, two launches
  * after it, may read them before its PDL wait (src/cuda/kernels/pdl.cuh); `quantised_first` is
- * set by a prepare that did so. With it, n_l2 > 0 asks that kernel, spread over l2_blocks blocks,
- * to ask L2 for the token's experts' weights: region r of local expert e is the l2_expert_bytes[r]
- * bytes at l2_base[r] + e * l2_expert_bytes[r] (a hint: nothing waits for it), so a one-token
- * layer's weights stream from its first kernel on.
+ * set by a prepare that did so.
  */
 typedef struct w4a8moe_tile_plan {
     int32_t rows_a_tile;
@@ -141,9 +138,6 @@ typedef struct w4a8moe_tile_plan {
     int64_t nzero;
     int32_t quant_first;
     int32_t quantised_first;
-    int32_t n_l2, l2_blocks;
-    const void *l2_base[4];
-    int64_t l2_expert_bytes[4];
 } w4a8moe_tile_plan;
 
 /*

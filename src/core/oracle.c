@@ -155,7 +155,7 @@ void w4a8moe_oracle_report_batches(const w4a8moe_experts_ops *ex, const w4a8moe_
     w4a8moe_stage_ctx_set_local(&ctx, d);
     w4a8moe_report_appendf(buf, cap, used, "  by batch of T tokens (rows an expert: T*k over min(T*k, %d local "
                            "experts)):\n", ctx.num_local);
-    char cur[384], next[384]; /* a path line with every switch named fits */
+    char cur[512], next[512]; /* a path line with every switch named fits */
     int64_t first = 1, last = d->max_tokens;
     int settled = ex->describe_batch(&ctx, 1, cur, sizeof cur) == 2;
     for (int64_t T = 2; T <= last && !settled; T++) {

@@ -233,18 +233,11 @@ static w4a8moe_status cuda_local_prepare(const w4a8moe_stage_ctx *ctx, void *sta
             tl = {pl->rows_a_tile, (int2 *)pl->tiles, pl->ntiles, pl->zero, pl->zero ? pl->nzero : 0};
         /* a one-token forward quantised first, where the experts asked (backend.h) */
         const int qfirst = pl->quant_first && T == 1 && H <= DECODE_TOKEN_MAX;
-        if (qfirst) {
-            dispatch_l2 l2 = {};
-            for (int r = 0; r < pl->n_l2 && r < 4; r++) {
-                l2.base[l2.n] = (const char *)pl->l2_base[r];
-                l2.eb[l2.n++] = pl->l2_expert_bytes[r];
-            }
-            const unsigned blocks = l2.n > 0 && pl->l2_blocks > 1 ? (unsigned)pl->l2_blocks : 1u;
+        if (qfirst)
             CUDA_LAUNCH(err, "dispatch_quant_first_kernel",
-                        w4a8moe_launch(dispatch_quant_first_kernel, dim3(blocks), dim3(DISPATCH_CHUNK), 0, st, pdl,
-                                       m, wts, d->router_weight_on_input, x, (int)d->io_dtype, H, static_scale,
-                                       dp->a_q, dp->a_scale, l2));
-        }
+                        w4a8moe_launch(dispatch_quant_first_kernel, dim3(1), dim3(DISPATCH_CHUNK), 0, st, pdl, m, wts,
+                                       d->router_weight_on_input, x, (int)d->io_dtype, H, static_scale, dp->a_q,
+                                       dp->a_scale));
         CUDA_LAUNCH(err, "dispatch_decode_kernel",
                     w4a8moe_launch(dispatch_decode_kernel, dim3((unsigned)T), dim3(DISPATCH_CHUNK),
                                    (size_t)nl * 4, st, pdl, m, ex.err, s->report_dev,

@@ -288,17 +288,10 @@ static void sm90_read_switches(sm90_state *s)
     s->fused_on = fu && fu[0] == '1';
     const char *fg = getenv("W4A8MOE_SM90_FUSED_GPS");
     s->fused_gps = fg ? atoi(fg) : 1;
-    const char *la = getenv("W4A8MOE_SM90_L2_AHEAD");
-    s->l2_ahead = la ? atoi(la) : 0;
-    if (s->l2_ahead < 0) s->l2_ahead = 0;
     const char *sg = getenv("W4A8MOE_SM90_STAGE");
-    s->stage = sg ? atoi(sg) & 3 : 0;
+    s->stage = sg ? atoi(sg) & 3 : SM90_STAGE_DEFAULT;
     const char *qf = getenv("W4A8MOE_SM90_QUANT_FIRST");
-    s->quant_first = qf && qf[0] == '1';
-    const char *dk = getenv("W4A8MOE_SM90_DECODE_KS");
-    s->decode_ks = dk ? atoi(dk) : SM90_DECODE_KS_DEFAULT;
-    const char *ll = getenv("W4A8MOE_SM90_L2_LAYER");
-    s->l2_layer = ll && ll[0] == '1';
+    s->quant_first = qf ? qf[0] == '1' : SM90_QUANT_FIRST_DEFAULT;
     for (size_t i = 0; i < SM90_TILE_COUNT; i++) {
         const char *v = sm90_tiles[i].bn == 32   ? getenv("W4A8MOE_SM90_BN32_MAX_ROWS")
                         : sm90_tiles[i].bn == 64 ? getenv("W4A8MOE_SM90_BN64_MAX_ROWS")
@@ -318,8 +311,6 @@ static w4a8moe_status sm90_pack(const w4a8moe_stage_ctx *ctx, const w4a8moe_logi
     *state = s;
     sm90_read_switches(s);
     FORWARD(w4a8moe_cuda_use(ctx->dev, err));
-    int l2 = 0;
-    if (cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ctx->dev->ordinal) == cudaSuccess) s->l2_bytes = l2;
     FORWARD(sm90_matrix_alloc(&s->w13, nl, I, 1, H, g, err));
     FORWARD(sm90_matrix_alloc(&s->w2, nl, H, 0, I, g, err));
     /* staging: the larger of [2I, H] and [H, I] logical words, scales (up to f32), channels,
@@ -400,52 +391,13 @@ static cudaError_t gemm_launch(const sm90_matrix &m, int bn, const CUtensorMap &
     return cudaErrorInvalidValue; /* pick_bn gives the promoting kernel at most 128 */
 }
 
-/* A local expert's bytes of matrix m (K its inner size, g the group): its weight blocks, and its
- * f32 scales where the promoting kernel keeps them apart (sm90_matrix_alloc's layout). */
-static int64_t sm90_expert_wq_bytes(const sm90_matrix *m, int64_t K, int g)
-{
-    return m->nrb * w4a8moe_cdiv(K, 64) * sm90s_block_bytes(g);
-}
-static int64_t sm90_expert_ws_bytes(const sm90_matrix *m, int64_t K, int g) { return m->nrb * 64 * (K / g) * 4; }
-
-/* W4A8MOE_SM90_L2_LAYER: a one-token forward's experts' weights (GEMM1's and GEMM2's blocks and
- * f32 scales) asked of L2 by the prepare's first kernel, spread over the SMs (w4a8moe_tile_plan),
- * where the top_k experts' bytes fit half of L2 (qwen3-30b-a3b's 20 MB of an H100's or H200's 50;
- * not the larger models, whose one-token layers read 60-200 MB): the layer's weights then stream
- * from its first microsecond, while the prepare and the launches run, and the GEMMs read L2.
- * Why: at T = 1 the staged layer's GEMMs start ~8 µs into the step (the prepare) and read at
- * 1.1-1.3 TB/s, latency-bound (round 35); warm, the whole step was ~4 µs shorter (round 15d). */
-static void sm90_plan_l2(const w4a8moe_stage_ctx *ctx, const sm90_state *s, w4a8moe_tile_plan *plan)
-{
-    const w4a8moe_layer_desc *d = ctx->desc;
-    const int64_t H = d->hidden, I = d->inter;
-    const int g = d->group_size;
-    w4a8moe_tile_plan p = *plan;
-    p.n_l2 = 0;
-    int64_t total = 0;
-    auto add = [&](const void *base, int64_t eb) {
-        if (!base || eb <= 0 || p.n_l2 >= 4) return;
-        p.l2_base[p.n_l2] = base;
-        p.l2_expert_bytes[p.n_l2++] = eb;
-        total += eb;
-    };
-    add(s->w13.wq, sm90_expert_wq_bytes(&s->w13, H, g));
-    if (!s->w13.scaled) add(s->w13.ws, sm90_expert_ws_bytes(&s->w13, H, g));
-    add(s->w2.wq, sm90_expert_wq_bytes(&s->w2, I, g));
-    if (!s->w2.scaled) add(s->w2.ws, sm90_expert_ws_bytes(&s->w2, I, g));
-    if (p.n_l2 == 0 || s->l2_bytes <= 0 || total * d->top_k > s->l2_bytes / 2) return;
-    p.quant_first = 1; /* the kernel that asks */
-    p.l2_blocks = ctx->dev && ctx->dev->cuda_sm_count > 0 ? ctx->dev->cuda_sm_count : 1;
-    *plan = p;
-}
-
 /* Whether a one-token forward has the prepare quantise the token in a kernel of its own before its
  * sort, for GEMM1 to multiply it before its wait (W4A8MOE_SM90_QUANT_FIRST; sm90_plan_tiles, and
- * explain's line). GEMM1 stages its row at either K split, so both must fit. */
+ * explain's line). GEMM1 stages its row at its K split, the small-batch entry's four ways. */
 static bool sm90_quant_first_on(const sm90_state *s, int64_t T, int64_t R, int64_t H)
 {
     return s->quant_first && T == 1 && s->early && R <= SM90_EARLY_MAX_ROWS && s->find_ids &&
-           sm90_stage_fits(H, 4) && sm90_stage_fits(H, 8);
+           sm90_stage_fits(H, 4);
 }
 
 /* The small-batch tile list asked of the prepare (w4a8moe_tile_plan, src/core/backend.h): its
@@ -474,7 +426,6 @@ static void sm90_plan_tiles(const w4a8moe_stage_ctx *ctx, void *state, int64_t T
     plan->nzero = R;
     /* the token first, where GEMM1 then multiplies it before its wait (sm90_small_batch_forward) */
     plan->quant_first = sm90_quant_first_on(s, T, R, ctx->desc->hidden);
-    if (s->l2_layer && T == 1) sm90_plan_l2(ctx, s, plan);
 }
 
 /* CTAs an SM of the scaled kernel's tiles of bn rows. */
@@ -560,15 +511,11 @@ static w4a8moe_status sm90_run(const w4a8moe_stage_ctx *ctx, void *state, const 
         sm90_gemm_args a2 = {(const uint2 *)s->w2.wq, s->w2.ws, s->w2.wc, s->w2.nrb, H, I, g, ws.r,
                              dp->expert_offsets, ws.tiles, ws.ntiles, dp->y_rows, NULL, 0, blk};
         const unsigned tb = tiles_bound_for(R, bt, nl);
-        a1.l2_ahead = a2.l2_ahead = s->l2_ahead;
         const w4a8moe_tile_plan &pl = dp->plan; /* sm90_plan_tiles asked the prepare for it */
         const bool ready = pl.written && pl.rows_a_tile == bt && pl.tiles == (int32_t *)ws.tiles &&
                            pl.ntiles == ws.ntiles && pl.zero == ws.rowmax && pl.nzero >= R;
-        /* the GEMMs' K splits (configs/sm90_tiles.h): eight ways for a long K at decode, or where
-         * eighths fill the SMs' slots better (W4A8MOE_SM90_DECODE_KS) */
-        int ks[2];
-        sm90_mma_ksplits(s->decode_ks, mc, s->w13.nrb, s->w2.nrb, H, I, g, R, nl,
-                         ctx->dev ? ctx->dev->cuda_sm_count : 0, ks);
+        int ks[2]; /* the GEMMs' K splits (configs/sm90_tiles.h): GEMM2 eight ways for a long K at decode */
+        sm90_mma_ksplits(mc, I, g, R, ks);
         const sm90m_ids rt = {dp->topk_ids, (int)R, d->num_experts, ctx->expert_begin};
         if (s->fused.ready && dp->T == 1 && ready && rt.ids) { /* one launch (cuda_sm90_fused.h) */
             sm90f_args fa = {};
@@ -664,20 +611,10 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
             }
         }
         int ks[2];
-        sm90_mma_ksplits(k.decode_ks, mc, sm90_nrb(d->inter, 1), sm90_nrb(d->hidden, 0), d->hidden, d->inter,
-                         d->group_size, R, (int32_t)nl, ctx->dev ? ctx->dev->cuda_sm_count : 0, ks);
+        sm90_mma_ksplits(mc, d->inter, d->group_size, R, ks);
         const int ks2 = ks[1];
-        const char *forced = k.decode_ks == 8 ? "W4A8MOE_SM90_DECODE_KS=8" : "fills the SMs' slots";
-        char k2[160] = "", k1[80] = "";
-        if (ks[0] != mc->ksplit) snprintf(k1, sizeof k1, ", GEMM1's %d ways (%s, <= 8 routed rows)", ks[0], forced);
-        if (ks2 != mc->ksplit)
-            snprintf(k2, sizeof k2, "%s, GEMM2's %d ways (%s, <= 8 routed rows)", k1, ks2,
-                     d->inter / d->group_size >= SM90_MMA_KS8_GROUPS ? "a long K" : forced);
-        else
-            snprintf(k2, sizeof k2, "%s", k1);
-        char l2[80] = "";
-        if (k.l2_ahead > 0)
-            snprintf(l2, sizeof l2, "; weights asked of L2 %d groups ahead (W4A8MOE_SM90_L2_AHEAD)", k.l2_ahead);
+        char k2[80] = "";
+        if (ks2 != mc->ksplit) snprintf(k2, sizeof k2, ", GEMM2's %d ways (a long K, <= 8 routed rows)", ks2);
         char sg[96] = ""; /* mma_layer's rule (GEMM1 where it finds its expert from the ids) */
         const bool qf = sm90_quant_first_on(&k, T, R, d->hidden) && k.prepare_tiles > 0;
         const bool sg1 = qf || (decode && T == 1 && (k.stage & 1) && k.find_ids && sm90_stage_fits(d->hidden, ks[0]));
@@ -685,30 +622,10 @@ static int sm90_describe_batch(const w4a8moe_stage_ctx *ctx, int64_t T, char *bu
         if (sg1 || sg2)
             snprintf(sg, sizeof sg, "; %s the token's row from shared memory (W4A8MOE_SM90_STAGE)",
                      sg1 && sg2 ? "both GEMMs read" : sg1 ? "GEMM1 reads" : "GEMM2 reads");
-        char l2l[128] = "";
-        if (T == 1 && k.l2_layer) { /* sm90_plan_l2's bytes, GEMM2 on the scaled kernel */
-            k.w13.nrb = sm90_nrb(d->inter, 1);
-            k.w2.nrb = sm90_nrb(d->hidden, 0);
-            const int64_t eb = sm90_expert_wq_bytes(&k.w13, d->hidden, d->group_size) +
-                               sm90_expert_ws_bytes(&k.w13, d->hidden, d->group_size) +
-                               sm90_expert_wq_bytes(&k.w2, d->inter, d->group_size);
-            int l2 = 0; /* the device's L2 where there is one (sm90_plan_l2 asks only where they fit half) */
-            if (ctx->dev && ctx->dev->kind == W4A8MOE_DEVICE_CUDA && ctx->dev->cuda_sm > 0 &&
-                cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ctx->dev->ordinal) != cudaSuccess) {
-                cudaGetLastError();
-                l2 = 0;
-            }
-            if (l2 > 0 && eb * d->top_k > l2 / 2)
-                snprintf(l2l, sizeof l2l, "; not asked of L2: its experts' %.1f MB exceed half of L2 "
-                         "(W4A8MOE_SM90_L2_LAYER)", (double)(eb * d->top_k) / 1e6);
-            else
-                snprintf(l2l, sizeof l2l, "; its experts' %.1f MB asked of L2 by the prepare's first kernel where "
-                         "they fit half of L2 (W4A8MOE_SM90_L2_LAYER)", (double)(eb * d->top_k) / 1e6);
-        }
-        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s%s%s", band, 8 * mc->nt,
-                 mc->ksplit, k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", l2, sg,
+        snprintf(buf, cap, "%s: mma.sync tiles of %d rows, K split %d ways%s%s%s%s%s%s", band, 8 * mc->nt,
+                 mc->ksplit, k2, decode ? "; PDL prologues (<= 8 routed rows)" : "", sg,
                  qf ? "; the token quantised first, GEMM1's product before its wait (W4A8MOE_SM90_QUANT_FIRST)" : "",
-                 l2l, why[0] ? "; not in one launch: " : "", why);
+                 why[0] ? "; not in one launch: " : "", why);
         return 1;
     }
     const int bn1 = pick_bn(R, (int32_t)nl, 0, k.tile_max), bn2 = pick_bn(R, (int32_t)nl, 1, k.tile_max);

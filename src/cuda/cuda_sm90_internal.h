@@ -48,17 +48,11 @@ typedef struct sm90_state {
     int fused_on;  /* a one-token forward's experts in one launch (W4A8MOE_SM90_FUSED=1; off by
                     * default until measured: docs/PERFORMANCE.md, round 38) */
     int fused_gps; /* its K groups a ring stage (W4A8MOE_SM90_FUSED_GPS, 1 by default) */
-    int l2_ahead;  /* the small-batch GEMMs' weight groups asked of L2 ahead (W4A8MOE_SM90_L2_AHEAD,
-                    * 0: off, the default; kernels/sm90_mma_decode.cuh, SM90M_L2_AHEAD) */
     int stage;     /* a one-token forward's row staged in shared memory (SM90M_STAGE): bit 0 GEMM1,
                     * bit 1 GEMM2 (W4A8MOE_SM90_STAGE; 0, the default, until measured) */
     int quant_first; /* a one-token forward quantised by a kernel of its own first, GEMM1's product
                       * before its wait (SM90M_PRE_ROWS; W4A8MOE_SM90_QUANT_FIRST=1; off until
                       * measured) */
-    int l2_layer;     /* that kernel also asks L2 for the token's experts' weights where they fit
-                       * half of it (W4A8MOE_SM90_L2_LAYER=1; off until measured) */
-    int64_t l2_bytes; /* the device's L2 (cudaDevAttrL2CacheSize) */
-    int decode_ks;    /* the small-batch GEMMs' K split rule (sm90_mma_ksplits; W4A8MOE_SM90_DECODE_KS) */
     sm90_fused fused; /* its schedule, where the layer's shape takes it (cuda_sm90_fused.h) */
 } sm90_state;
 
@@ -89,17 +83,18 @@ static inline double wave_fill(int64_t ctas, int64_t slots)
     return (double)ctas / (double)(w4a8moe_cdiv(ctas, slots) * slots);
 }
 
-/* W4A8MOE_SM90_DECODE_KS unset: the small-batch GEMMs' K splits as measured (configs/sm90_tiles.h:
- * the entry's, GEMM2 in eighths for a long K at <= 8 routed rows); 0 also either GEMM in eighths
- * at <= 8 routed rows where eighths fill the SMs' slots better (not yet measured); 8 both in
- * eighths at <= 8 routed rows (for the tests). */
-#define SM90_DECODE_KS_DEFAULT 4
+/* A one-token forward's defaults (round 39, H100, 2026-12-08: T = 1 3-8 % faster on six models,
+ * docs/performance/sm90-rounds-36-39.md): the token quantised first, GEMM1 multiplying it before
+ * its wait (W4A8MOE_SM90_QUANT_FIRST, which stages GEMM1's row), and GEMM2's row staged in shared
+ * memory (W4A8MOE_SM90_STAGE bit 2). =0 turns either off. */
+#define SM90_QUANT_FIRST_DEFAULT 1
+#define SM90_STAGE_DEFAULT 2
 
-/* ks[0], ks[1]: GEMM1's and GEMM2's K splits on the small-batch entry mc for R routed rows over
- * nl local experts, by the rule decode_ks names (SM90_DECODE_KS_DEFAULT); nrb1, nrb2 the
- * matrices' 64-row blocks, H and I their inner sizes, sms the SMs (0: unknown, no slot rule). */
-void sm90_mma_ksplits(int decode_ks, const sm90_mma_config *mc, int64_t nrb1, int64_t nrb2, int64_t H, int64_t I,
-                      int g, int64_t R, int32_t nl, int sms, int ks[2]);
+/* ks[0], ks[1]: GEMM1's and GEMM2's K splits on the small-batch entry mc for R routed rows, I the
+ * layer's intermediate size (configs/sm90_tiles.h: the entry's, GEMM2 in eighths for a long K at
+ * <= 8 routed rows). (Either GEMM also in eighths where eighths fill the SMs' last wave better,
+ * W4A8MOE_SM90_DECODE_KS=0, was no faster in round 39 and was removed.) */
+void sm90_mma_ksplits(const sm90_mma_config *mc, int64_t I, int g, int64_t R, int ks[2]);
 
 /* Whether a one-token forward's row of K values staged in shared memory (SM90M_STAGE) fits
  * beside the blocks an SM the one-fragment kernel of K split ks is bound to. */

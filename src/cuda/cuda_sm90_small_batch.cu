@@ -15,34 +15,10 @@ const sm90_mma_config *sm90_pick_mma(int64_t rows, int32_t nl, int mma_max)
     return NULL;
 }
 
-/* The slot rule of W4A8MOE_SM90_DECODE_KS=0: a one-fragment GEMM's grid is tiles x NRB x 4 blocks
- * at either split, blocks of 4 warps (8 an SM) in quarters or of 8 (4 an SM) in eighths, so
- * eighths make twice the waves of half the work: where a grid fills its last wave badly (Mixtral's
- * GEMM1 at T = 1: 3,584 blocks, 3.4 waves of 1,056 on an H100, 85 % of the slots busy over them;
- * eighths 6.8 waves, 97 %) eighths finish sooner, if each warp keeps at least two groups for its
- * pipeline. Tiles estimated as the experts hit, one an expert (at most 8 routed rows). */
-#define SM90_DECODE_KS_GAIN 1.1
-static bool eighths_fill_better(int64_t nrb, int64_t K, int g, int64_t R, int32_t nl, int sms)
+void sm90_mma_ksplits(const sm90_mma_config *mc, int64_t I, int g, int64_t R, int ks[2])
 {
-    if (sms <= 0 || K / g < 2 * 8) return false;
-    const int64_t blocks = (R < nl ? R : nl) * nrb * 4;
-    return wave_fill(blocks, (int64_t)sms * SM90M_MIN_BLOCKS(1, 8)) >=
-           wave_fill(blocks, (int64_t)sms * SM90M_MIN_BLOCKS(1, 4)) * SM90_DECODE_KS_GAIN;
-}
-
-void sm90_mma_ksplits(int decode_ks, const sm90_mma_config *mc, int64_t nrb1, int64_t nrb2, int64_t H, int64_t I,
-                      int g, int64_t R, int32_t nl, int sms, int ks[2])
-{
-    const bool decode = R <= SM90_MMA_KS8_MAX_ROWS;
     ks[0] = mc->ksplit;
-    ks[1] = I / g >= SM90_MMA_KS8_GROUPS && decode ? 8 : mc->ksplit; /* a long K at decode */
-    if (!decode || mc->nt != 1 || mc->ksplit != 4) return;
-    if (decode_ks == 8) {
-        ks[0] = ks[1] = 8;
-    } else if (decode_ks == 0) {
-        if (eighths_fill_better(nrb1, H, g, R, nl, sms)) ks[0] = 8;
-        if (ks[1] == 4 && eighths_fill_better(nrb2, I, g, R, nl, sms)) ks[1] = 8;
-    }
+    ks[1] = I / g >= SM90_MMA_KS8_GROUPS && R <= SM90_MMA_KS8_MAX_ROWS ? 8 : mc->ksplit; /* a long K at decode */
 }
 
 /* One GEMM on the mma.sync kernel: grid (tiles bound, NRB x KS), g picks the steps a group;
@@ -69,22 +45,16 @@ static cudaError_t mma_launch(const sm90_gemm_args &p, const void *act, unsigned
 }
 
 /* GEMM1 or GEMM2 with the bits `early`: GEMM1 takes 0, RELEASE, FIND | PRE_WEIGHTS or FIND_IDS |
- * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS; either, any of those with L2_AHEAD, and the last of each
- * (the one-token forward's) with STAGE, GEMM1's also with STAGE | PRE_ROWS. */
-template <int NT, int KS, bool GATED, bool F16IN, bool SCALED, int L2 = 0>
+ * PRE_WEIGHTS, GEMM2 0 or PRE_WEIGHTS; the last of each (the one-token forward's) also with
+ * STAGE, GEMM1's also with STAGE | PRE_ROWS. */
+template <int NT, int KS, bool GATED, bool F16IN, bool SCALED>
 static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const void *act, unsigned tiles_bound,
                                     int nl, const sm90m_ids &rt, cudaStream_t st, int pdl)
 {
-    if constexpr (L2 == 0) {
-        if (early & SM90M_L2_AHEAD)
-            return mma_launch_early<NT, KS, GATED, F16IN, SCALED, SM90M_L2_AHEAD>(early & ~SM90M_L2_AHEAD, p, act,
-                                                                                  tiles_bound, nl, rt, st, pdl);
-    }
-    constexpr int a = L2 | (GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS);
-    constexpr int b = L2 | (GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
-    constexpr int c = L2 | (GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS);
+    constexpr int a = GATED ? SM90M_RELEASE : SM90M_PRE_WEIGHTS;
+    constexpr int b = GATED ? SM90M_FIND | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
+    constexpr int c = GATED ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS : SM90M_PRE_WEIGHTS;
     constexpr int d = c | SM90M_STAGE;
-    early |= L2;
     if constexpr (GATED) { /* GEMM1 of a one-token forward quantised first (SM90M_PRE_ROWS) */
         constexpr int f = d | SM90M_PRE_ROWS;
         if (early == f) return mma_launch<NT, KS, GATED, F16IN, SCALED, f>(p, act, tiles_bound, nl, rt, st, pdl);
@@ -93,7 +63,7 @@ static cudaError_t mma_launch_early(int early, const sm90_gemm_args &p, const vo
     if (early == a) return mma_launch<NT, KS, GATED, F16IN, SCALED, a>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == b) return mma_launch<NT, KS, GATED, F16IN, SCALED, b>(p, act, tiles_bound, nl, rt, st, pdl);
     if (early == c) return mma_launch<NT, KS, GATED, F16IN, SCALED, c>(p, act, tiles_bound, nl, rt, st, pdl);
-    if (early == L2) return mma_launch<NT, KS, GATED, F16IN, SCALED, L2>(p, act, tiles_bound, nl, rt, st, pdl);
+    if (early == 0) return mma_launch<NT, KS, GATED, F16IN, SCALED, 0>(p, act, tiles_bound, nl, rt, st, pdl);
     return cudaErrorInvalidValue;
 }
 
@@ -142,9 +112,8 @@ static w4a8moe_status mma_layer(const sm90_state *s, const sm90_gemm_args &a1, c
                     : ids  ? SM90M_FIND_IDS | SM90M_PRE_WEIGHTS
                     : finds ? SM90M_FIND | SM90M_PRE_WEIGHTS
                             : SM90M_RELEASE) |
-                   (a1.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
                    (stage1 ? SM90M_STAGE : 0) | (stage1 && quantised_first ? SM90M_PRE_ROWS : 0);
-    const int e2 = (early ? SM90M_PRE_WEIGHTS : 0) | (a2.l2_ahead > 0 ? SM90M_L2_AHEAD : 0) |
+    const int e2 = (early ? SM90M_PRE_WEIGHTS : 0) |
                    (early && one_row && (s->stage & 2) && sm90_stage_fits(a2.K, KS2) ? SM90M_STAGE : 0);
     if (!tiles_ready)
         CUDA_LAUNCH(err, "sm89_schedule_kernel",
@@ -179,12 +148,6 @@ w4a8moe_status sm90_small_batch_forward(const sm90_state *s, const sm90_mma_conf
                                   quantised_first, rt, st, pdl, err);
     case 148:
         return mma_layer<1, 4, 8>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
-                                  quantised_first, rt, st, pdl, err);
-    case 184:
-        return mma_layer<1, 8, 4>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
-                                  quantised_first, rt, st, pdl, err);
-    case 188:
-        return mma_layer<1, 8, 8>(s, a1, a2, a_q, ws, I, total, r_static, R, tb, nl, tiles_ready, one_row,
                                   quantised_first, rt, st, pdl, err);
     default: break;
     }

@@ -89,15 +89,10 @@ static void same_again(w4a8moe_layer *L, const w4a8moe_layer_desc *d, gh_dev *dv
  * small-batch kernel's at K split 4, not 8), with 1, 2 or 4 K groups a ring stage
  * (W4A8MOE_SM90_FUSED_GPS; a quarter's last stage often partly filled), meets the tolerance,
  * and a second forward of that layer (its grid barrier's next generation) gives the same bits.
- * W4A8MOE_SM90_L2_AHEAD=2 and =8 (the small-batch GEMMs asking L2 for weight groups ahead of
- * their loads: prefetches, never a sum) give the default's bits, and so do W4A8MOE_SM90_STAGE=1
- * and =3, alone and with L2_AHEAD=2 (a one-token forward's row read from shared memory: the same
- * f16 values in the same registers), and W4A8MOE_SM90_QUANT_FIRST=1, alone and with STAGE=2 (that
- * token quantised by a kernel of its own, the same codes, and GEMM1's product before its wait),
- * and W4A8MOE_SM90_L2_LAYER=1, alone and with QUANT_FIRST=1 (that kernel also asking L2 for the
- * token's experts' weights: a hint). W4A8MOE_SM90_DECODE_KS=8 (both small-batch GEMMs in K eighths
- * at <= 8 routed rows), also with QUANT_FIRST=1, and =0 (eighths where they fill the SMs' slots
- * better) change the sums' order: those runs meet the tolerance against cpu_ref. */
+ * W4A8MOE_SM90_STAGE=1 and =3 (a one-token forward's row read from shared memory: the same f16
+ * values in the same registers) give the default's bits, and so do W4A8MOE_SM90_QUANT_FIRST=0,
+ * alone and with STAGE=0 (the path before round 39: the token quantised in the prepare's sort
+ * kernel, GEMM1's product after its wait), and QUANT_FIRST=1 alone and with STAGE=2. */
 static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights *w, gh_dev *dv, int64_t T,
                              const float *got, const float *ref, const char *what)
 {
@@ -113,18 +108,12 @@ static void same_other_early(const w4a8moe_layer_desc *d, const w4a8moe_weights 
         {{{"W4A8MOE_SM90_PREPARE_TILES", "2"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_FIND_IDS", "0"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_FIND_IDS", "1"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_L2_AHEAD", "2"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_L2_AHEAD", "8"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_STAGE", "1"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_STAGE", "3"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_STAGE", "3"}, {"W4A8MOE_SM90_L2_AHEAD", "2"}}, SAME_AS_DEFAULT},
+        {{{"W4A8MOE_SM90_QUANT_FIRST", "0"}}, SAME_AS_DEFAULT},
+        {{{"W4A8MOE_SM90_QUANT_FIRST", "0"}, {"W4A8MOE_SM90_STAGE", "0"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_QUANT_FIRST", "1"}}, SAME_AS_DEFAULT},
         {{{"W4A8MOE_SM90_QUANT_FIRST", "1"}, {"W4A8MOE_SM90_STAGE", "2"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_L2_LAYER", "1"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_L2_LAYER", "1"}, {"W4A8MOE_SM90_QUANT_FIRST", "1"}}, SAME_AS_DEFAULT},
-        {{{"W4A8MOE_SM90_DECODE_KS", "8"}}, TOLERANCE},
-        {{{"W4A8MOE_SM90_DECODE_KS", "8"}, {"W4A8MOE_SM90_QUANT_FIRST", "1"}}, TOLERANCE},
-        {{{"W4A8MOE_SM90_DECODE_KS", "0"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_SPLIT_K", "1"}}, NO_PARTS_REF}, /* SAME_AS_NO_PARTS's reference */
         {{{"W4A8MOE_SM90_SPLIT_K", "2"}}, TOLERANCE},
         {{{"W4A8MOE_SM90_SPLIT_K", "0"}}, TOLERANCE}, /* by the grid: 2-4 parts at the small grids */

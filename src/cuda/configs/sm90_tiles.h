@@ -73,7 +73,5 @@ static const sm90_mma_config sm90_mma_tiles[] = {
  * makes a token's last bits depend on its batch (docs/numerics.md, batch invariance). */
 #define SM90_MMA_KS8_GROUPS 64
 #define SM90_MMA_KS8_MAX_ROWS 8
-/* (W4A8MOE_SM90_DECODE_KS=0, not the default until measured: either GEMM also in eighths at that
- * row bound where eighths fill the SMs' slots better; cuda_sm90_small_batch.cu, sm90_mma_ksplits.) */
 
 #endif /* W4A8MOE_SM90_TILES_H */

@@ -427,50 +427,18 @@ __global__ void dispatch_decode_kernel(pair_map m, int32_t *err, int32_t *report
         dispatch_quant_token(x, dt, H, t, rows, nrows, w_in, static_scale, a_q, a_scale, red);
 }
 
-/* The experts' weight regions dispatch_quant_first_kernel asks L2 for (w4a8moe_tile_plan's
- * l2_*): region r of local expert e is eb[r] bytes at base[r] + e * eb[r]. */
-struct dispatch_l2 {
-    int n;
-    const char *base[4];
-    int64_t eb[4];
-};
-
-/* Block b of nb asks L2 for its 16-byte-aligned share of each region of the token's valid local
- * experts (lanes of warp 0, one slot each): one bulk prefetch per slot and region, nothing waits
- * for it. sm_90+ (elsewhere nothing). */
-__device__ __forceinline__ void dispatch_l2_ask(const pair_map &m, const dispatch_l2 &l2)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (threadIdx.x >= 32 || (int)threadIdx.x >= m.k) return;
-    int bad = 0;
-    const int e = pair_local_expert(m, threadIdx.x, &bad);
-    if (e < 0) return;
-    for (int r = 0; r < l2.n; r++) {
-        const int64_t lo = (l2.eb[r] * blockIdx.x / gridDim.x) & ~(int64_t)15;
-        const int64_t hi = (l2.eb[r] * (blockIdx.x + 1) / gridDim.x) & ~(int64_t)15;
-        if (hi > lo)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(l2.base[r] + e * l2.eb[r] + lo),
-                         "r"((uint32_t)(hi - lo))
-                         : "memory");
-    }
-#endif
-}
-
 /* A one-token forward's quantisation on its own, before dispatch_decode_kernel (then called with
  * quantised = 1) sorts the pairs (w4a8moe_tile_plan's quant_first): the kernels two launches
- * after it may read a_q and a_scale before their PDL wait. Block 0 of DISPATCH_CHUNK threads
- * quantises, H <= DECODE_TOKEN_MAX; with l2.n > 0 every block first asks L2 for its share of the
- * token's experts' weights (dispatch_l2_ask). The token's rows are 0 .. n - 1, n its valid local
+ * after it may read a_q and a_scale before their PDL wait. One block of DISPATCH_CHUNK threads,
+ * H <= DECODE_TOKEN_MAX. The token's rows are 0 .. n - 1, n its valid local
  * slots (one row each: the pairs of one token have distinct experts, a repeated id counting as
  * none), whichever expert the sort gives each; so the codes and scales are the decode kernel's,
  * row for row. */
 __global__ void dispatch_quant_first_kernel(pair_map m, const float *__restrict__ weights, int on_input,
                                             const void *__restrict__ x, int dt, int64_t H, float static_scale,
-                                            uint8_t *__restrict__ a_q, float *__restrict__ a_scale, dispatch_l2 l2)
+                                            uint8_t *__restrict__ a_q, float *__restrict__ a_scale)
 {
     pdl_enter(); /* kernels/pdl.cuh: before any global access */
-    if (l2.n > 0) dispatch_l2_ask(m, l2);
-    if (blockIdx.x > 0) return;
     __shared__ int32_t rows[64];
     __shared__ uint32_t red[32];
     __shared__ int32_t nrows_s;

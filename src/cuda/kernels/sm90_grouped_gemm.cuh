@@ -187,8 +187,6 @@ struct sm90_gemm_args {
     int ksplit;
     float *part;
     int64_t plane;           /* floats a plane: rows of this forward x n_out */
-    int l2_ahead;            /* the small-batch kernel's weight groups asked of L2 ahead of its
-                              * loads (SM90M_L2_AHEAD, sm90_mma_decode.cuh); 0 elsewhere */
 };
 
 /* The two operand types of the kernel: e4m3 wgmma (k32 steps, 128 K a stage) and f16 wgmma on

@@ -248,13 +248,7 @@ __device__ __forceinline__ bool sm90m_find_tile_ids(const sm90m_ids &rt, int nl,
 #define SM90M_PRE_WEIGHTS 2
 #define SM90M_RELEASE 4 /* no prologue, but the next kernel released before the wait */
 #define SM90M_FIND_IDS 8
-/* SM90M_L2_AHEAD: each warp also asks L2 for the lines of its slice of the groups p.l2_ahead past
- * the two it holds in registers (prefetch.global.L2: no register waits for them), so an SM has
- * more weight bytes in flight than its 32 warps' registers hold (64 KB at g = 128: by Little's
- * law ~2.8 us of latency at the 23 GB/s an SM the copy rate needs) without fewer warps, which is
- * what lost in round 37 (a ring of four groups a warp in registers). The first window is asked
- * for before the PDL wait where the tile is known then. Off by default (W4A8MOE_SM90_L2_AHEAD). */
-#define SM90M_L2_AHEAD 16
+/* 16 was SM90M_L2_AHEAD (each warp asking L2 for groups ahead): it lost in round 39, removed. */
 /* SM90M_STAGE: the tile's one routed row (a one-token forward: every expert has at most one row)
  * staged once a block in shared memory as f16 in fragment order (kernels/frag_order.cuh; dynamic
  * shared memory, K x 2 bytes: sm90m_stage_bytes), after the wait; a k32 step's B fragments are
@@ -336,7 +330,6 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
     if constexpr (PRE_W || REL) pdl_release(); /* the next kernel (requantisation, combine) has no prologue */
     if constexpr (!PRE_W) pdl_wait(); /* kernels/pdl.cuh: before any global access */
 #if SM90_ENABLED
-    constexpr bool L2A = EARLY & SM90M_L2_AHEAD;
     constexpr int WN = SM90M_WARPS(KS) / KS, BPR = 4 / WN, ACC = NT * 4;
     __shared__ float red[KS > 1 ? (KS - 1) * WN * 32 * ACC : 1];
     int e = 0; /* 32-bit, as rb: registers held to the epilogue (SM90M_MIN_BLOCKS) */
@@ -408,21 +401,10 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
             sc.y = __ldg(wsp + b * 64 + 8);
         }
     };
-    /* L2A: group b's lines of this warp's slice (its weight words, its f32 scales) into L2 */
-    auto l2_group = [&](int b) {
-        const char *gw = wt + group_off(b);
-#pragma unroll
-        for (int s = 0; s < GSTEPS; s++) asm volatile("prefetch.global.L2 [%0];" ::"l"(gw + step_off(s)));
-        if constexpr (!SCALED) asm volatile("prefetch.global.L2 [%0];" ::"l"(wsp + b * 64));
-    };
     uint2 cur[GSTEPS], nxt[GSTEPS];
     uint32_t hs_cur = 0, hs_nxt = 0; /* scaled: the group's f16 scales, rows r and r + 8 */
     float2 sc_cur = make_float2(0.0f, 0.0f), sc_nxt = sc_cur; /* promoting: rows r, r + 8 */
     if (found && b0 < b1) load_group(b0, cur, hs_cur, sc_cur);
-    if constexpr (L2A) { /* groups b0 + 2 .. b0 + 1 + ahead; the loop asks for one more a group */
-        if (found)
-            for (int b = b0 + 2; b < b1 && b < b0 + 2 + p.l2_ahead; b++) l2_group(b);
-    }
     if constexpr (PRE_W) { /* group b0 + 1 also before the wait */
         if (found && b0 + 1 < b1) load_group(b0 + 1, nxt, hs_nxt, sc_nxt);
     }
@@ -511,9 +493,6 @@ static __global__ void __launch_bounds__(32 * SM90M_WARPS(KS), SM90M_MIN_BLOCKS(
         if (!STG && b0 + 1 < b1) prefetch_act(b0 + 1);
         for (int b = b0; b < b1; b++) {
             if (!STG && b + 2 < b1) prefetch_act(b + 2);
-            if constexpr (L2A) {
-                if (b + 2 + p.l2_ahead < b1) l2_group(b + 2 + p.l2_ahead);
-            }
             if (b + 1 < b1 && !(PRE_W && b == b0)) load_group(b + 1, nxt, hs_nxt, sc_nxt); /* next group in flight */
             mma_group(b, cur, hs_cur, sc_cur);
 #pragma unroll
