@@ -283,6 +283,7 @@ static __global__ void __launch_bounds__(SM90F_THREADS, 1) sm90_fused_decode_ker
                     }
                 }
             }
+            if (e_ids >= 0) sm90_fence_proxy_async(); /* each lane's ld.shared of the stage before its refill */
             __syncwarp();
             if (e_ids >= 0) {
                 if (lane == 0) sm90_bar_arrive(&empty[x]); /* this warp is done with the stage */
