@@ -54,6 +54,21 @@ AVX2_INLINE void load_scales(const uint8_t *sp, int bf16, int h, __m256d *lo, __
     *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1));
 }
 
+/* Chunk c of a group (gp its first): both blocks' weight dwords as the even inputs' nibbles (ev)
+ * and the odd inputs' (od), one unsigned byte each; pf: where to prefetch its line, or NULL. */
+AVX2_INLINE void load_chunk(const uint8_t *gp, const uint8_t *pf, int c, __m256i ev[2], __m256i od[2])
+{
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    const uint8_t *cp = gp + (size_t)c * CPU_CHUNK;
+    __m256i W0 = _mm256_loadu_si256((const __m256i *)(const void *)cp);
+    __m256i W1 = _mm256_loadu_si256((const __m256i *)(const void *)(cp + 32));
+    if (pf) _mm_prefetch((const char *)(pf + (size_t)c * CPU_CHUNK), _MM_HINT_T0);
+    ev[0] = _mm256_and_si256(W0, mask);
+    ev[1] = _mm256_and_si256(W1, mask);
+    od[0] = _mm256_and_si256(_mm256_srli_epi32(W0, 4), mask);
+    od[1] = _mm256_and_si256(_mm256_srli_epi32(W1, 4), mask);
+}
+
 /* Row r's 8 channels of a group from p = S0 + 2^8 S1 + 2^16 S2: 512 P = (p << t) - corr, then
  * o[0..8) += S * 512 P in f64 (slo, shi: the 8 channels' group scales). */
 AVX2_INLINE void group_epilogue(const cpu_gemm_args *ga, int64_t b, int r, __m256i p, __m256d slo, __m256d shi,
@@ -85,7 +100,6 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
                               const int ND)
 {
     const int nchunk = ga->g / 8, SP = MR == 1 ? 2 : 1;
-    const __m256i mask = _mm256_set1_epi8(0x0f);
     const int32_t *a[4];
     __m256i acc[4][2][3][2]; /* [row][block][digit][parity split] */
 #pragma GCC unroll 4
@@ -96,13 +110,8 @@ AVX2_INLINE void stream_group(const cpu_gemm_args *ga, const uint8_t *gp, int64_
                 for (int sp = 0; sp < SP; sp++) acc[r][h][d][sp] = _mm256_setzero_si256();
     }
     for (int c = 0; c < nchunk; c++) {
-        const uint8_t *cp = gp + (size_t)c * CPU_CHUNK;
-        __m256i W0 = _mm256_loadu_si256((const __m256i *)(const void *)cp);
-        __m256i W1 = _mm256_loadu_si256((const __m256i *)(const void *)(cp + 32));
-        if (pf) _mm_prefetch((const char *)(pf + (size_t)c * CPU_CHUNK), _MM_HINT_T0);
-        __m256i ev[2] = {_mm256_and_si256(W0, mask), _mm256_and_si256(W1, mask)};
-        __m256i od[2] = {_mm256_and_si256(_mm256_srli_epi32(W0, 4), mask),
-                         _mm256_and_si256(_mm256_srli_epi32(W1, 4), mask)};
+        __m256i ev[2], od[2];
+        load_chunk(gp, pf, c, ev, od);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++)
 #pragma GCC unroll 3
@@ -152,7 +161,7 @@ AVX2_INLINE void stream_group16(const cpu_gemm_args *ga, const uint8_t *gp, int6
                                 const int ND)
 {
     const int nchunk = ga->g / 8;
-    const __m256i mask = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     const int32_t *a[4];
     __m256i acc[4][2][3]; /* [row][block][digit]: int32 sums */
 #pragma GCC unroll 4
@@ -169,13 +178,8 @@ AVX2_INLINE void stream_group16(const cpu_gemm_args *ga, const uint8_t *gp, int6
                 for (int d = 0; d < ND; d++) s16[r][h][d] = _mm256_setzero_si256();
         const int c1 = c0 + SPAN16 < nchunk ? c0 + SPAN16 : nchunk;
         for (int c = c0; c < c1; c++) {
-            const uint8_t *cp = gp + (size_t)c * CPU_CHUNK;
-            __m256i W0 = _mm256_loadu_si256((const __m256i *)(const void *)cp);
-            __m256i W1 = _mm256_loadu_si256((const __m256i *)(const void *)(cp + 32));
-            if (pf) _mm_prefetch((const char *)(pf + (size_t)c * CPU_CHUNK), _MM_HINT_T0);
-            __m256i ev[2] = {_mm256_and_si256(W0, mask), _mm256_and_si256(W1, mask)};
-            __m256i od[2] = {_mm256_and_si256(_mm256_srli_epi32(W0, 4), mask),
-                             _mm256_and_si256(_mm256_srli_epi32(W1, 4), mask)};
+            __m256i ev[2], od[2];
+            load_chunk(gp, pf, c, ev, od);
 #pragma GCC unroll 4
             for (int r = 0; r < MR; r++)
 #pragma GCC unroll 3
